@@ -1,0 +1,341 @@
+//! The snapshot file (CONTRACT §7): what a restart loads instead of rebuilding the index.
+//!
+//! Layout: a fixed 4096-byte header, then the rkyv body, so the body starts page-aligned
+//! (ready to be memory-mapped in place). The header carries a magic, the format version,
+//! the rkyv format descriptor (endianness, alignment, pointer width, body schema), counts,
+//! the build time, the feed position the body reflects, the body's length and xxh3
+//! checksum, and a checksum of the header itself. A file is written to a temporary file in
+//! the same directory, fsynced and renamed into place, so a reader never sees half a file.
+//! Loading refuses a file on the first thing that does not match, with a message saying
+//! which, and then checks every member against the record rules.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{Base, BaseBuilder, FeedPosition, InsertError};
+use crate::member::{Kind, Member, RecordError, Status};
+use crate::national_id::NationalId;
+
+pub const MAGIC: [u8; 8] = *b"ELIGDSNP";
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 4096;
+/// Changes whenever the rkyv build options or the body's types change.
+pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/little_endian/aligned/pointer_width_32/eligd.body.v1";
+const DESCRIPTOR_LEN: usize = 64;
+
+// Header field offsets.
+const OFF_VERSION: usize = 8;
+const OFF_HEADER_LEN: usize = 12;
+const OFF_DESCRIPTOR: usize = 16;
+const OFF_MEMBERS: usize = OFF_DESCRIPTOR + DESCRIPTOR_LEN;
+const OFF_TOMBSTONES: usize = OFF_MEMBERS + 8;
+const OFF_BUILT_AT: usize = OFF_TOMBSTONES + 8;
+const OFF_HAS_POSITION: usize = OFF_BUILT_AT + 8;
+const OFF_POSITION_MS: usize = OFF_HAS_POSITION + 8;
+const OFF_POSITION_SEQ: usize = OFF_POSITION_MS + 8;
+const OFF_BODY_LEN: usize = OFF_POSITION_SEQ + 8;
+const OFF_BODY_CHECKSUM: usize = OFF_BODY_LEN + 8;
+const OFF_HEADER_CHECKSUM: usize = OFF_BODY_CHECKSUM + 8;
+
+/// The archived body: every live member and every tombstone, in national ID order.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Body {
+    pub members: Vec<Member>,
+    pub tombstones: Vec<Tombstone>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Tombstone {
+    pub national_id: NationalId,
+    pub version: u64,
+}
+
+/// The header's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub format_version: u32,
+    pub descriptor: String,
+    pub members: u64,
+    pub tombstones: u64,
+    /// Build time, milliseconds since the Unix epoch.
+    pub built_at_ms: i64,
+    pub position: Option<FeedPosition>,
+    pub body_len: u64,
+    pub body_checksum: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: not an eligd snapshot (wrong magic)")]
+    BadMagic(PathBuf),
+    #[error("{path}: snapshot format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion { path: PathBuf, found: u32 },
+    #[error("{path}: snapshot was written with format {found:?}, this build reads {FORMAT_DESCRIPTOR:?}")]
+    FormatMismatch { path: PathBuf, found: String },
+    #[error("{0}: the snapshot header is corrupt (header checksum mismatch)")]
+    HeaderChecksum(PathBuf),
+    #[error("{path}: truncated or extended snapshot: the header promises {expected} bytes, the file has {found}")]
+    Truncated { path: PathBuf, expected: u64, found: u64 },
+    #[error("{0}: the snapshot body is corrupt (checksum mismatch)")]
+    BodyChecksum(PathBuf),
+    #[error("{path}: the snapshot body does not validate: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: the snapshot holds an invalid member: {source}")]
+    BadMember { path: PathBuf, source: RecordError },
+    #[error("{path}: the snapshot holds conflicting entries: {source}")]
+    Conflict { path: PathBuf, source: InsertError },
+    #[error("{path}: header counts ({members} members, {tombstones} tombstones) do not match the body")]
+    CountMismatch { path: PathBuf, members: u64, tombstones: u64 },
+    #[error("could not serialise the snapshot body: {0}")]
+    Serialise(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io { path: path.to_path_buf(), source }
+}
+
+fn put_u64(buf: &mut [u8], at: usize, v: u64) {
+    buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u64(buf: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn get_u32(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+impl Header {
+    fn encode(&self) -> Vec<u8> {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[..8].copy_from_slice(&MAGIC);
+        h[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&self.format_version.to_le_bytes());
+        h[OFF_HEADER_LEN..OFF_HEADER_LEN + 4].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        let d = self.descriptor.as_bytes();
+        let n = d.len().min(DESCRIPTOR_LEN);
+        h[OFF_DESCRIPTOR..OFF_DESCRIPTOR + n].copy_from_slice(&d[..n]);
+        put_u64(&mut h, OFF_MEMBERS, self.members);
+        put_u64(&mut h, OFF_TOMBSTONES, self.tombstones);
+        put_u64(&mut h, OFF_BUILT_AT, self.built_at_ms as u64);
+        put_u64(&mut h, OFF_HAS_POSITION, u64::from(self.position.is_some()));
+        let p = self.position.unwrap_or(FeedPosition { ms: 0, seq: 0 });
+        put_u64(&mut h, OFF_POSITION_MS, p.ms);
+        put_u64(&mut h, OFF_POSITION_SEQ, p.seq);
+        put_u64(&mut h, OFF_BODY_LEN, self.body_len);
+        put_u64(&mut h, OFF_BODY_CHECKSUM, self.body_checksum);
+        let sum = xxh3_64(&h[..OFF_HEADER_CHECKSUM]);
+        put_u64(&mut h, OFF_HEADER_CHECKSUM, sum);
+        h
+    }
+
+    fn decode(path: &Path, h: &[u8]) -> Result<Header, SnapshotError> {
+        if h.len() < HEADER_LEN || h[..8] != MAGIC {
+            return Err(SnapshotError::BadMagic(path.to_path_buf()));
+        }
+        let format_version = get_u32(h, OFF_VERSION);
+        if format_version != FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { path: path.to_path_buf(), found: format_version });
+        }
+        if get_u64(h, OFF_HEADER_CHECKSUM) != xxh3_64(&h[..OFF_HEADER_CHECKSUM])
+            || get_u32(h, OFF_HEADER_LEN) as usize != HEADER_LEN
+        {
+            return Err(SnapshotError::HeaderChecksum(path.to_path_buf()));
+        }
+        let raw = &h[OFF_DESCRIPTOR..OFF_DESCRIPTOR + DESCRIPTOR_LEN];
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(DESCRIPTOR_LEN);
+        let descriptor = String::from_utf8_lossy(&raw[..end]).into_owned();
+        if descriptor != FORMAT_DESCRIPTOR {
+            return Err(SnapshotError::FormatMismatch { path: path.to_path_buf(), found: descriptor });
+        }
+        let position = (get_u64(h, OFF_HAS_POSITION) == 1)
+            .then(|| FeedPosition { ms: get_u64(h, OFF_POSITION_MS), seq: get_u64(h, OFF_POSITION_SEQ) });
+        Ok(Header {
+            format_version,
+            descriptor,
+            members: get_u64(h, OFF_MEMBERS),
+            tombstones: get_u64(h, OFF_TOMBSTONES),
+            built_at_ms: get_u64(h, OFF_BUILT_AT) as i64,
+            position,
+            body_len: get_u64(h, OFF_BODY_LEN),
+            body_checksum: get_u64(h, OFF_BODY_CHECKSUM),
+        })
+    }
+}
+
+/// Writes a snapshot atomically: temporary file in the target directory, fsync, rename,
+/// fsync of the directory. Members and tombstones should be in national ID order.
+pub fn write(
+    path: &Path,
+    members: Vec<Member>,
+    tombstones: Vec<Tombstone>,
+    position: Option<FeedPosition>,
+) -> Result<Header, SnapshotError> {
+    let body = Body { members, tombstones };
+    let bytes = rkyv::to_bytes::<rancor::Error>(&body).map_err(|e| SnapshotError::Serialise(e.to_string()))?;
+    let header = Header {
+        format_version: FORMAT_VERSION,
+        descriptor: FORMAT_DESCRIPTOR.to_string(),
+        members: body.members.len() as u64,
+        tombstones: body.tombstones.len() as u64,
+        built_at_ms: chrono::Utc::now().timestamp_millis(),
+        position,
+        body_len: bytes.len() as u64,
+        body_checksum: xxh3_64(&bytes),
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".eligd-snapshot-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(io_err(&dir))?;
+    tmp.write_all(&header.encode()).map_err(io_err(path))?;
+    tmp.write_all(&bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| SnapshotError::Io { path: path.to_path_buf(), source: e.error })?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+    Ok(header)
+}
+
+/// Reads the header and the body, verifying sizes and the checksum.
+fn read_verified(path: &Path) -> Result<(Header, AlignedVec<16>), SnapshotError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let file_len = file.metadata().map_err(io_err(path))?.len();
+    let mut head = vec![0u8; HEADER_LEN];
+    if file_len < HEADER_LEN as u64 {
+        let mut prefix = Vec::new();
+        file.read_to_end(&mut prefix).map_err(io_err(path))?;
+        if prefix.len() < 8 || prefix[..8] != MAGIC {
+            return Err(SnapshotError::BadMagic(path.to_path_buf()));
+        }
+        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected: HEADER_LEN as u64, found: file_len });
+    }
+    file.read_exact(&mut head).map_err(io_err(path))?;
+    let header = Header::decode(path, &head)?;
+    let expected = HEADER_LEN as u64 + header.body_len;
+    if file_len != expected {
+        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected, found: file_len });
+    }
+    let body_len = usize::try_from(header.body_len)
+        .map_err(|_| SnapshotError::Truncated { path: path.to_path_buf(), expected, found: file_len })?;
+    let mut body = AlignedVec::<16>::with_capacity(body_len);
+    body.resize(body_len, 0);
+    file.read_exact(body.as_mut_slice()).map_err(io_err(path))?;
+    if xxh3_64(&body) != header.body_checksum {
+        return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
+    }
+    Ok((header, body))
+}
+
+fn access<'a>(path: &Path, header: &Header, body: &'a [u8]) -> Result<&'a ArchivedBody, SnapshotError> {
+    let archived = rkyv::access::<ArchivedBody, rancor::Error>(body)
+        .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+    if archived.members.len() as u64 != header.members || archived.tombstones.len() as u64 != header.tombstones {
+        return Err(SnapshotError::CountMismatch {
+            path: path.to_path_buf(),
+            members: header.members,
+            tombstones: header.tombstones,
+        });
+    }
+    Ok(archived)
+}
+
+/// Reads only the header (cheap: no body read, no checksum).
+pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut head = vec![0u8; HEADER_LEN];
+    let mut read = 0;
+    while read < HEADER_LEN {
+        let n = file.read(&mut head[read..]).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    if read < 8 || head[..8] != MAGIC {
+        return Err(SnapshotError::BadMagic(path.to_path_buf()));
+    }
+    if read < HEADER_LEN {
+        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected: HEADER_LEN as u64, found: read as u64 });
+    }
+    Header::decode(path, &head)
+}
+
+/// Loads a snapshot into a base, refusing the file on any mismatch.
+pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
+    let (header, body) = read_verified(path)?;
+    let archived = access(path, &header, &body)?;
+    let mut builder = BaseBuilder::with_capacity(archived.members.len());
+    for archived_member in archived.members.iter() {
+        let member: Member = rkyv::deserialize::<Member, rancor::Error>(archived_member)
+            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        member.validate().map_err(|source| SnapshotError::BadMember { path: path.to_path_buf(), source })?;
+        builder.insert(member).map_err(|source| SnapshotError::Conflict { path: path.to_path_buf(), source })?;
+    }
+    for archived_tombstone in archived.tombstones.iter() {
+        let t: Tombstone = rkyv::deserialize::<Tombstone, rancor::Error>(archived_tombstone)
+            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        let id = NationalId::from_u64(t.national_id.as_u64()).map_err(|e| SnapshotError::BadMember {
+            path: path.to_path_buf(),
+            source: RecordError::new("tombstone.national_id", e.to_string()),
+        })?;
+        builder
+            .delete(id, t.version)
+            .map_err(|source| SnapshotError::Conflict { path: path.to_path_buf(), source })?;
+    }
+    builder.set_position(header.position);
+    Ok((header, builder.build()))
+}
+
+/// What `snapshot inspect` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub header: Header,
+    pub by_kind: Vec<(Kind, u64)>,
+    pub by_status: Vec<(Status, u64)>,
+    pub with_booklet: u64,
+    pub open_ended: u64,
+}
+
+/// Verifies a snapshot completely (checksum, structure, every member) and counts it.
+pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
+    let (header, body) = read_verified(path)?;
+    let archived = access(path, &header, &body)?;
+    let mut by_kind = [0u64; 3];
+    let mut by_status = [0u64; 3];
+    let (mut with_booklet, mut open_ended) = (0, 0);
+    for archived_member in archived.members.iter() {
+        let m: Member = rkyv::deserialize::<Member, rancor::Error>(archived_member)
+            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        m.validate().map_err(|source| SnapshotError::BadMember { path: path.to_path_buf(), source })?;
+        by_kind[m.kind as usize] += 1;
+        by_status[m.status as usize] += 1;
+        with_booklet += u64::from(m.booklet_no.is_some());
+        open_ended += u64::from(m.coverage_until.is_none());
+    }
+    Ok(Inspection {
+        header,
+        by_kind: Kind::ALL.iter().map(|k| (*k, by_kind[*k as usize])).collect(),
+        by_status: Status::ALL.iter().map(|s| (*s, by_status[*s as usize])).collect(),
+        with_booklet,
+        open_ended,
+    })
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

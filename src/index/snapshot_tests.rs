@@ -1,0 +1,191 @@
+use super::*;
+use crate::dates::Day;
+use crate::demo::Generator;
+use crate::index::Index;
+
+fn population(n: u64) -> Vec<Member> {
+    let mut m: Vec<Member> = Generator::new(n, 3, Day::parse_iso("2026-11-22").unwrap()).collect();
+    m.sort_unstable_by_key(|m| m.national_id);
+    m
+}
+
+fn tombstone() -> Tombstone {
+    Tombstone { national_id: NationalId::parse("0012345679").unwrap(), version: 9 }
+}
+
+fn written(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("s.snap");
+    let position = Some(FeedPosition { ms: 1_700_000_000_123, seq: 4 });
+    write(&path, population(n), vec![tombstone()], position).unwrap();
+    path
+}
+
+/// Rewrites bytes of a file and, when asked, repairs the checksums so that the check behind
+/// them is what refuses the file.
+fn patch(path: &Path, at: usize, bytes: &[u8], fix_body_sum: bool, fix_header_sum: bool) {
+    let mut data = std::fs::read(path).unwrap();
+    data[at..at + bytes.len()].copy_from_slice(bytes);
+    if fix_body_sum {
+        let sum = xxh3_64(&data[HEADER_LEN..]);
+        data[OFF_BODY_CHECKSUM..OFF_BODY_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+    if fix_header_sum {
+        let sum = xxh3_64(&data[..OFF_HEADER_CHECKSUM]);
+        data[OFF_HEADER_CHECKSUM..OFF_HEADER_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn round_trips_members_tombstones_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 3_000);
+    let (header, base) = load(&path).unwrap();
+    assert_eq!(header.members, 3_000);
+    assert_eq!(header.tombstones, 1);
+    assert_eq!(header.position, Some(FeedPosition { ms: 1_700_000_000_123, seq: 4 }));
+    assert_eq!(header.descriptor, FORMAT_DESCRIPTOR);
+    let index = Index::new(base);
+    let (members, tombstones) = index.merged();
+    assert_eq!(members, population(3_000));
+    assert_eq!(tombstones, vec![(tombstone().national_id, 9)]);
+    assert_eq!(read_header(&path).unwrap(), header);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), HEADER_LEN as u64 + header.body_len);
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_snapshot_without_position_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.snap");
+    write(&path, population(10), vec![], None).unwrap();
+    assert_eq!(read_header(&path).unwrap().position, None);
+}
+
+#[test]
+fn inspect_counts_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 2_000);
+    let report = inspect(&path).unwrap();
+    assert_eq!(report.by_kind.iter().map(|(_, n)| n).sum::<u64>(), 2_000);
+    assert_eq!(report.by_status.iter().map(|(_, n)| n).sum::<u64>(), 2_000);
+    let members = population(2_000);
+    let dependents = members.iter().filter(|m| m.kind == Kind::Dependent).count() as u64;
+    assert!(report.by_kind.contains(&(Kind::Dependent, dependents)));
+    assert_eq!(report.with_booklet, members.iter().filter(|m| m.booklet_no.is_some()).count() as u64);
+}
+
+#[test]
+fn refuses_missing_empty_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(load(&dir.path().join("none")), Err(SnapshotError::Io { .. })));
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(load(&empty), Err(SnapshotError::BadMagic(_))));
+    let text = dir.path().join("text");
+    std::fs::write(&text, "{\"national_id\": \"0012345679\"}\n".repeat(200)).unwrap();
+    assert!(matches!(load(&text), Err(SnapshotError::BadMagic(_))));
+    assert!(matches!(read_header(&text), Err(SnapshotError::BadMagic(_))));
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Io { .. })));
+}
+
+#[test]
+fn refuses_wrong_magic_version_and_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 100);
+    patch(&path, 0, b"ELIGDSNQ", false, true);
+    assert!(matches!(load(&path), Err(SnapshotError::BadMagic(_))));
+
+    let path = written(dir.path(), 100);
+    patch(&path, OFF_VERSION, &2u32.to_le_bytes(), false, true);
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsupportedVersion { found: 2, .. }), "{err}");
+    assert!(err.to_string().contains("format version 2"), "{err}");
+
+    let path = written(dir.path(), 100);
+    let mut other = [0u8; DESCRIPTOR_LEN];
+    other[..30].copy_from_slice(b"rkyv-0.8/big_endian/aligned/32");
+    patch(&path, OFF_DESCRIPTOR, &other, false, true);
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, SnapshotError::FormatMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("big_endian"), "{err}");
+}
+
+#[test]
+fn refuses_truncated_and_extended_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 500);
+    let full = std::fs::read(&path).unwrap();
+    for cut in [9, 100, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + 1, full.len() / 2, full.len() - 1] {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, SnapshotError::Truncated { .. }), "cut at {cut}: {err}");
+        assert!(inspect(&path).is_err());
+    }
+    let mut longer = full.clone();
+    longer.extend_from_slice(b"junk");
+    std::fs::write(&path, &longer).unwrap();
+    assert!(matches!(load(&path), Err(SnapshotError::Truncated { .. })));
+}
+
+#[test]
+fn a_single_flipped_bit_anywhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 300);
+    let full = std::fs::read(&path).unwrap();
+    let offsets: Vec<usize> = (0..OFF_HEADER_CHECKSUM + 8)
+        .chain((HEADER_LEN..full.len()).step_by(97))
+        .chain([full.len() - 1])
+        .collect();
+    for at in offsets {
+        let mut data = full.clone();
+        data[at] ^= 1 << (at % 8);
+        std::fs::write(&path, &data).unwrap();
+        assert!(load(&path).is_err(), "flip at {at} was accepted");
+    }
+}
+
+#[test]
+fn corrupt_bodies_with_matching_checksums_are_refused_without_panicking() {
+    // Whatever a corrupt body holds, validation (rkyv's checks, then the record rules)
+    // refuses it or yields only valid members; it never panics.
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 200);
+    let body_len = std::fs::metadata(&path).unwrap().len() as usize - HEADER_LEN;
+    let mut refused = 0;
+    for (i, at) in (0..body_len).step_by(13).enumerate() {
+        let path = written(dir.path(), 200);
+        let value = [(i as u8).wrapping_mul(37) | 0x80];
+        patch(&path, HEADER_LEN + at, &value, true, true);
+        match load(&path) {
+            Err(_) => refused += 1,
+            Ok((_, base)) => {
+                for m in Index::new(base).merged().0 {
+                    m.validate().unwrap();
+                }
+            }
+        }
+    }
+    assert!(refused > 0);
+}
+
+#[test]
+fn header_counts_must_match_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), 100);
+    patch(&path, OFF_MEMBERS, &99u64.to_le_bytes(), false, true);
+    assert!(matches!(load(&path), Err(SnapshotError::CountMismatch { .. })));
+}
+
+#[test]
+fn invalid_members_in_a_well_formed_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.snap");
+    let mut members = population(10);
+    members[3].services = crate::member::Services(0xff);
+    write(&path, members, vec![], None).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, SnapshotError::BadMember { .. }), "{err}");
+    assert!(err.to_string().contains("services"), "{err}");
+}

@@ -1,0 +1,410 @@
+//! The member record (CONTRACT §1): its JSON form, the rules every record must meet, and the
+//! compact form the index keeps.
+//!
+//! Every path that reads records (JSON Lines import, change feed, PostgreSQL) goes through
+//! [`Member::from_json`] or [`Member::from_raw`], so a record that breaks a rule is refused
+//! the same way everywhere, with a message naming the field, and never reaches the index.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dates::Day;
+use crate::national_id::{digit_value, NationalId};
+
+/// Limits that keep one record small; real records are far below them.
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_CODES: usize = 16;
+pub const MAX_CODE_LEN: usize = 32;
+pub const MAX_BOOKLET_DIGITS: usize = 18;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+        #[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+        #[repr(u8)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+            fn expected() -> String {
+                [$($text),+].join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Whether the person holds their own insurance, holds it through a main insured person,
+    /// or draws a pension.
+    Kind { Main = "main", Dependent = "dependent", Pensioner = "pensioner" }
+);
+string_enum!(Relation { Spouse = "spouse", Child = "child", Parent = "parent", Other = "other" });
+string_enum!(Scheme {
+    Mandatory = "mandatory",
+    Voluntary = "voluntary",
+    SelfEmployed = "self_employed",
+    Housewife = "housewife",
+    Driver = "driver",
+    Pensioner = "pensioner",
+    Other = "other",
+});
+string_enum!(Status { Active = "active", Suspended = "suspended", Deceased = "deceased" });
+string_enum!(
+    /// A category of treatment a person may be covered for.
+    Service {
+        Outpatient = "outpatient",
+        Inpatient = "inpatient",
+        Pharmacy = "pharmacy",
+        Paraclinic = "paraclinic",
+        Dental = "dental",
+    }
+);
+
+/// A set of services as a bit set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+pub struct Services(pub u8);
+
+impl Services {
+    pub fn with(self, s: Service) -> Services {
+        Services(self.0 | 1 << s as u8)
+    }
+    pub fn without(self, s: Service) -> Services {
+        Services(self.0 & !(1 << s as u8))
+    }
+    pub fn contains(self, s: Service) -> bool {
+        self.0 & (1 << s as u8) != 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Service> {
+        Service::ALL.iter().copied().filter(move |s| self.contains(*s))
+    }
+    pub fn all() -> Services {
+        Service::ALL.iter().fold(Services(0), |acc, s| acc.with(*s))
+    }
+}
+
+/// A booklet number: a digit string whose leading zeros matter, kept as one integer by
+/// prefixing a `1` (so `0930` is stored as `10930`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash, Clone, Copy))]
+pub struct Booklet(pub u64);
+
+impl Booklet {
+    /// Parses 1 to 18 digits in any of the three digit scripts.
+    pub fn parse(s: &str) -> Option<Booklet> {
+        let mut value: u64 = 1;
+        let mut count = 0;
+        for c in s.chars() {
+            let d = digit_value(c)?;
+            count += 1;
+            if count > MAX_BOOKLET_DIGITS {
+                return None;
+            }
+            value = value * 10 + u64::from(d);
+        }
+        (count > 0).then_some(Booklet(value))
+    }
+}
+
+impl std::fmt::Display for Booklet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.to_string();
+        f.write_str(s.get(1..).unwrap_or(""))
+    }
+}
+
+/// Another fund that also covers the person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OtherInsurer {
+    pub code: String,
+    pub primary: bool,
+}
+
+/// A validated member, as the index holds it.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Member {
+    pub national_id: NationalId,
+    pub version: u64,
+    pub kind: Kind,
+    /// The main insured person's ID (dependents only).
+    pub main_national_id: Option<NationalId>,
+    pub relation: Option<Relation>,
+    pub scheme: Scheme,
+    pub status: Status,
+    /// Last covered day, inclusive; `None` is open-ended.
+    pub coverage_until: Option<i32>,
+    pub services: Services,
+    pub special_conditions: Vec<String>,
+    pub other_insurers: Vec<OtherInsurer>,
+    pub booklet_no: Option<Booklet>,
+    pub display_name: Option<String>,
+}
+
+/// A record that breaks a rule: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RecordError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RecordError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RecordError { field: field.into(), message: message.into() }
+    }
+}
+
+/// The JSON form as it arrives, before the rules are applied. Strings borrow from the
+/// input where they can, so a record is parsed without copying what is thrown away.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRecord<'a> {
+    #[serde(borrow, default)]
+    pub national_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub version: Option<u64>,
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub main_national_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub relation: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub scheme: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub coverage_until: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub services: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub special_conditions: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    pub other_insurers: Option<Vec<RawInsurer>>,
+    #[serde(borrow, default)]
+    pub booklet_no: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub display_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawInsurer {
+    pub code: Option<String>,
+    pub primary: Option<bool>,
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, RecordError> {
+    value.ok_or_else(|| RecordError::new(field, "is required"))
+}
+
+fn parse_enum<T>(value: &str, field: &str, parse: fn(&str) -> Option<T>, expected: String) -> Result<T, RecordError> {
+    parse(value).ok_or_else(|| RecordError::new(field, format!("{value:?} is not one of {expected}")))
+}
+
+fn parse_id(value: &str, field: &str) -> Result<NationalId, RecordError> {
+    NationalId::parse(value).map_err(|e| RecordError::new(field, e.to_string()))
+}
+
+fn check_code(code: &str, field: &str) -> Result<(), RecordError> {
+    let ok = !code.is_empty()
+        && code.len() <= MAX_CODE_LEN
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RecordError::new(
+            field,
+            format!("{code:?} is not a short lowercase code (a-z, 0-9, _ or -, at most {MAX_CODE_LEN})"),
+        ))
+    }
+}
+
+impl Member {
+    /// Parses and validates one record from JSON.
+    pub fn from_json(json: &str) -> Result<Member, RecordError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let raw: RawRecord = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() { "record".to_string() } else { path };
+            RecordError::new(field, e.into_inner().to_string())
+        })?;
+        de.end().map_err(|e| RecordError::new("record", e.to_string()))?;
+        Member::from_raw(raw)
+    }
+
+    /// Reads a raw record's values into their types, then applies the rules of CONTRACT §1.
+    pub fn from_raw(raw: RawRecord<'_>) -> Result<Member, RecordError> {
+        let national_id = parse_id(&required(raw.national_id, "national_id")?, "national_id")?;
+        let version = required(raw.version, "version")?;
+        let kind = parse_enum(&required(raw.kind, "kind")?, "kind", Kind::parse, Kind::expected())?;
+        let main_national_id = match raw.main_national_id {
+            Some(main) => Some(parse_id(&main, "main_national_id")?),
+            None => None,
+        };
+        let relation = match raw.relation {
+            Some(r) => Some(parse_enum(&r, "relation", Relation::parse, Relation::expected())?),
+            None => None,
+        };
+        let scheme = parse_enum(&required(raw.scheme, "scheme")?, "scheme", Scheme::parse, Scheme::expected())?;
+        let status = parse_enum(&required(raw.status, "status")?, "status", Status::parse, Status::expected())?;
+        let coverage_until = match raw.coverage_until {
+            Some(d) => Some(Day::parse_iso(&d).map_err(|e| RecordError::new("coverage_until", format!("{d:?}: {e}")))?),
+            None => None,
+        };
+        let mut services = Services::default();
+        for s in required(raw.services, "services")? {
+            services = services.with(parse_enum(&s, "services", Service::parse, Service::expected())?);
+        }
+        let special_conditions: Vec<String> =
+            raw.special_conditions.unwrap_or_default().into_iter().map(Cow::into_owned).collect();
+        let mut other_insurers = Vec::new();
+        for insurer in raw.other_insurers.unwrap_or_default() {
+            let code = required(insurer.code, "other_insurers.code")?;
+            let primary = required(insurer.primary, "other_insurers.primary")?;
+            other_insurers.push(OtherInsurer { code, primary });
+        }
+        let booklet_no = match raw.booklet_no {
+            Some(b) => Some(Booklet::parse(&b).filter(|_| b.is_ascii()).ok_or_else(|| {
+                RecordError::new("booklet_no", format!("{b:?} is not 1 to {MAX_BOOKLET_DIGITS} digits"))
+            })?),
+            None => None,
+        };
+        let display_name = raw.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        let member = Member {
+            national_id,
+            version,
+            kind,
+            main_national_id,
+            relation,
+            scheme,
+            status,
+            coverage_until: coverage_until.map(|d| d.0),
+            services,
+            special_conditions,
+            other_insurers,
+            booklet_no,
+            display_name,
+        };
+        member.validate()?;
+        Ok(member)
+    }
+
+    /// The rules that relate fields to each other and bound their sizes. Also run on every
+    /// member read back from a snapshot, so a file that passes its checksum but holds
+    /// impossible values is still refused.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        NationalId::from_u64(self.national_id.as_u64()).map_err(|e| RecordError::new("national_id", e.to_string()))?;
+        if self.version == 0 {
+            return Err(RecordError::new("version", "must be at least 1"));
+        }
+        match (self.kind, self.main_national_id) {
+            (Kind::Dependent, None) => {
+                return Err(RecordError::new("main_national_id", "is required when kind is dependent"))
+            }
+            (Kind::Dependent, Some(main)) => {
+                NationalId::from_u64(main.as_u64()).map_err(|e| RecordError::new("main_national_id", e.to_string()))?;
+                if main == self.national_id {
+                    return Err(RecordError::new("main_national_id", "a dependent cannot be its own main insured"));
+                }
+            }
+            (_, Some(_)) => return Err(RecordError::new("main_national_id", "only dependents have a main insured")),
+            (_, None) => {}
+        }
+        if self.relation.is_some() && self.kind != Kind::Dependent {
+            return Err(RecordError::new("relation", "only dependents have a relation"));
+        }
+        if self.coverage_day().is_some_and(|d| !d.in_supported_range()) {
+            return Err(RecordError::new("coverage_until", "outside 1900-01-01..2199-12-31"));
+        }
+        if self.services.0 & !Services::all().0 != 0 {
+            return Err(RecordError::new("services", "unknown service bits"));
+        }
+        if self.special_conditions.len() > MAX_CODES {
+            return Err(RecordError::new("special_conditions", format!("at most {MAX_CODES} codes")));
+        }
+        for c in &self.special_conditions {
+            check_code(c, "special_conditions")?;
+        }
+        if self.other_insurers.len() > MAX_CODES {
+            return Err(RecordError::new("other_insurers", format!("at most {MAX_CODES} insurers")));
+        }
+        for i in &self.other_insurers {
+            check_code(&i.code, "other_insurers.code")?;
+        }
+        if self.other_insurers.iter().filter(|i| i.primary).count() > 1 {
+            return Err(RecordError::new("other_insurers", "at most one insurer can be primary"));
+        }
+        if let Some(b) = self.booklet_no {
+            if !(10..2 * 10u64.pow(MAX_BOOKLET_DIGITS as u32)).contains(&b.0) {
+                return Err(RecordError::new("booklet_no", "not a stored booklet number"));
+            }
+        }
+        if let Some(n) = &self.display_name {
+            if n.chars().count() > MAX_NAME_CHARS {
+                return Err(RecordError::new("display_name", format!("at most {MAX_NAME_CHARS} characters")));
+            }
+            if n.chars().any(char::is_control) {
+                return Err(RecordError::new("display_name", "contains control characters"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn coverage_day(&self) -> Option<Day> {
+        self.coverage_until.map(Day)
+    }
+
+    /// The record's JSON form (CONTRACT §1).
+    pub fn to_json(&self) -> String {
+        let value = serde_json::json!({
+            "national_id": self.national_id.to_string(),
+            "version": self.version,
+            "kind": self.kind.as_str(),
+            "main_national_id": self.main_national_id.map(|m| m.to_string()),
+            "relation": self.relation.map(Relation::as_str),
+            "scheme": self.scheme.as_str(),
+            "status": self.status.as_str(),
+            "coverage_until": self.coverage_day().map(|d| d.to_string()),
+            "services": self.services.iter().map(Service::as_str).collect::<Vec<_>>(),
+            "special_conditions": self.special_conditions,
+            "other_insurers": self.other_insurers,
+            "booklet_no": self.booklet_no.map(|b| b.to_string()),
+            "display_name": self.display_name,
+        });
+        value.to_string()
+    }
+}
+
+/// The name as providers may see it: the first given name, the first letter of the family
+/// name, then `***` ("علی رضایی" → "علی ر***"). A single word shows only its first letter.
+pub fn mask_name(name: &str) -> String {
+    let mut words = name.split_whitespace();
+    let Some(first) = words.next() else { return String::new() };
+    match words.last() {
+        Some(family) => {
+            let initial: String = family.chars().take(1).collect();
+            format!("{first} {initial}***")
+        }
+        None => {
+            let initial: String = first.chars().take(1).collect();
+            format!("{initial}***")
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "member_tests.rs"]
+mod tests;
