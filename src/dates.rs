@@ -22,7 +22,9 @@ impl Day {
         let ok_shape = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !ok_shape {
             return Err(DateError);
         }
@@ -46,7 +48,11 @@ impl Day {
 
     /// Today in Asia/Tehran.
     pub fn today() -> Day {
-        Day::from_date(Utc::now().with_timezone(&chrono_tz::Asia::Tehran).date_naive())
+        Day::from_date(
+            Utc::now()
+                .with_timezone(&chrono_tz::Asia::Tehran)
+                .date_naive(),
+        )
     }
 
     pub fn plus_days(self, days: i32) -> Day {
@@ -78,15 +84,34 @@ mod tests {
         assert_eq!(Day::parse_iso("1969-12-31"), Ok(Day(-1)));
         let d = Day::parse_iso("2026-11-22").unwrap();
         assert_eq!(d.to_string(), "2026-11-22");
-        assert_eq!(Day::parse_iso("2024-02-29").unwrap().plus_days(1).to_string(), "2024-03-01");
+        assert_eq!(
+            Day::parse_iso("2024-02-29")
+                .unwrap()
+                .plus_days(1)
+                .to_string(),
+            "2024-03-01"
+        );
     }
 
     #[test]
     fn rejects_everything_that_is_not_a_plain_calendar_date() {
         for bad in [
-            "", "2026-11-31", "2025-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "26-11-22",
-            "2026/11/22", "2026-11-22T00:00:00", " 2026-11-22", "۲۰۲۶-۱۱-۲۲", "+2026-11-2", "1899-12-31",
-            "2200-01-01", "abcd-ef-gh", "2026-11-2x",
+            "",
+            "2026-11-31",
+            "2025-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-01",
+            "26-11-22",
+            "2026/11/22",
+            "2026-11-22T00:00:00",
+            " 2026-11-22",
+            "۲۰۲۶-۱۱-۲۲",
+            "+2026-11-2",
+            "1899-12-31",
+            "2200-01-01",
+            "abcd-ef-gh",
+            "2026-11-2x",
         ] {
             assert_eq!(Day::parse_iso(bad), Err(DateError), "{bad:?}");
         }
@@ -96,7 +121,10 @@ mod tests {
     fn supported_range_matches_the_parser() {
         assert!(Day::parse_iso("1900-01-01").unwrap().in_supported_range());
         assert!(Day::parse_iso("2199-12-31").unwrap().in_supported_range());
-        assert!(!Day::parse_iso("1900-01-01").unwrap().plus_days(-1).in_supported_range());
+        assert!(!Day::parse_iso("1900-01-01")
+            .unwrap()
+            .plus_days(-1)
+            .in_supported_range());
         assert!(!Day(i32::MAX).in_supported_range());
     }
 }

@@ -9,7 +9,9 @@
 //! and a few percent are expired, suspended, deceased or also insured elsewhere.
 
 use crate::dates::Day;
-use crate::member::{Booklet, Kind, Member, OtherInsurer, Relation, Scheme, Service, Services, Status};
+use crate::member::{
+    Booklet, Kind, Member, OtherInsurer, Relation, Scheme, Service, Services, Status,
+};
 use crate::national_id::NationalId;
 
 /// Multiplier of the bijection from a member's ordinal to its ID prefix: odd and not a
@@ -18,19 +20,72 @@ const ID_MULTIPLIER: u64 = 387_420_489;
 const BOOKLET_MULTIPLIER: u64 = 1_162_261_467;
 
 const GIVEN_NAMES: &[&str] = &[
-    "علی", "محمد", "حسین", "رضا", "مهدی", "امیر", "حمید", "سعید", "مجید", "کاظم", "فاطمه", "زهرا", "مریم",
-    "سارا", "نرگس", "لیلا", "مینا", "الهام", "شیرین", "پریسا", "یوسف", "داوود", "نسرین", "آرش",
+    "علی",
+    "محمد",
+    "حسین",
+    "رضا",
+    "مهدی",
+    "امیر",
+    "حمید",
+    "سعید",
+    "مجید",
+    "کاظم",
+    "فاطمه",
+    "زهرا",
+    "مریم",
+    "سارا",
+    "نرگس",
+    "لیلا",
+    "مینا",
+    "الهام",
+    "شیرین",
+    "پریسا",
+    "یوسف",
+    "داوود",
+    "نسرین",
+    "آرش",
 ];
 const FAMILY_NAMES: &[&str] = &[
-    "رضایی", "محمدی", "حسینی", "احمدی", "کریمی", "موسوی", "جعفری", "کاظمی", "رحیمی", "صادقی", "نوری",
-    "قاسمی", "اکبری", "مرادی", "عباسی", "طاهری", "زارعی", "شریفی", "باقری", "یزدانی",
+    "رضایی",
+    "محمدی",
+    "حسینی",
+    "احمدی",
+    "کریمی",
+    "موسوی",
+    "جعفری",
+    "کاظمی",
+    "رحیمی",
+    "صادقی",
+    "نوری",
+    "قاسمی",
+    "اکبری",
+    "مرادی",
+    "عباسی",
+    "طاهری",
+    "زارعی",
+    "شریفی",
+    "باقری",
+    "یزدانی",
 ];
-const CONDITIONS: &[&str] = &["dialysis", "thalassemia", "hemophilia", "ms", "cancer", "transplant"];
-const INSURERS: &[&str] = &["salamat", "armed_forces", "imam_khomeini_relief", "bank_melli"];
+const CONDITIONS: &[&str] = &[
+    "dialysis",
+    "thalassemia",
+    "hemophilia",
+    "ms",
+    "cancer",
+    "transplant",
+];
+const INSURERS: &[&str] = &[
+    "salamat",
+    "armed_forces",
+    "imam_khomeini_relief",
+    "bank_melli",
+];
 
 /// splitmix64: a stateless mix of (seed, member ordinal, purpose) into 64 random bits.
 fn mix(seed: u64, n: u64, salt: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -84,7 +139,8 @@ impl Generator {
         loop {
             let ordinal = self.next_ordinal;
             self.next_ordinal += 1;
-            let prefix = (ordinal.wrapping_add(self.id_offset) % 1_000_000_000) * ID_MULTIPLIER % 1_000_000_000;
+            let prefix = (ordinal.wrapping_add(self.id_offset) % 1_000_000_000) * ID_MULTIPLIER
+                % 1_000_000_000;
             if let Ok(id) = NationalId::from_prefix(prefix as u32) {
                 return id;
             }
@@ -93,7 +149,10 @@ impl Generator {
 
     fn household(&mut self) -> Vec<Member> {
         let head_id = self.next_id();
-        let dice = Dice { seed: self.seed, n: self.next_ordinal };
+        let dice = Dice {
+            seed: self.seed,
+            n: self.next_ordinal,
+        };
         let pensioner = dice.chance(1, 180);
         let family = dice.pick(2, FAMILY_NAMES);
         let scheme = if pensioner {
@@ -111,18 +170,29 @@ impl Generator {
         let head_until = if pensioner {
             (dice.chance(4, 50)).then(|| self.today.plus_days(dice.below(5, 720) as i32 + 1))
         } else {
-            let expired_permille = if matches!(scheme, Scheme::Voluntary | Scheme::SelfEmployed) { 150 } else { 80 };
+            let expired_permille = if matches!(scheme, Scheme::Voluntary | Scheme::SelfEmployed) {
+                150
+            } else {
+                80
+            };
             if dice.chance(6, expired_permille) {
                 Some(self.today.plus_days(-(dice.below(7, 365) as i32) - 1))
             } else {
                 Some(self.today.plus_days(dice.below(8, 120) as i32))
             }
         };
-        let head_services =
-            if dice.chance(9, 100) && !pensioner { Services::all().without(Service::Dental) } else { Services::all() };
+        let head_services = if dice.chance(9, 100) && !pensioner {
+            Services::all().without(Service::Dental)
+        } else {
+            Services::all()
+        };
         let head = self.person(
             head_id,
-            if pensioner { Kind::Pensioner } else { Kind::Main },
+            if pensioner {
+                Kind::Pensioner
+            } else {
+                Kind::Main
+            },
             None,
             None,
             scheme,
@@ -140,7 +210,10 @@ impl Generator {
         let mut household = vec![head];
         for k in 0..dependents {
             let id = self.next_id();
-            let d = Dice { seed: self.seed, n: self.next_ordinal };
+            let d = Dice {
+                seed: self.seed,
+                n: self.next_ordinal,
+            };
             let relation = match (k, d.below(11, 100)) {
                 (_, 0..=4) => Relation::Parent,
                 (0, _) => Relation::Spouse,
@@ -149,8 +222,21 @@ impl Generator {
             // Children sometimes have their own end (ageing out); most follow the main insured.
             let until = (relation == Relation::Child && d.chance(12, 100))
                 .then(|| self.today.plus_days(d.below(13, 1000) as i32 - 100));
-            let services = if d.chance(14, 50) { head_services.without(Service::Dental) } else { head_services };
-            household.push(self.person(id, Kind::Dependent, Some(head_id), Some(relation), scheme, until, services, family));
+            let services = if d.chance(14, 50) {
+                head_services.without(Service::Dental)
+            } else {
+                head_services
+            };
+            household.push(self.person(
+                id,
+                Kind::Dependent,
+                Some(head_id),
+                Some(relation),
+                scheme,
+                until,
+                services,
+                family,
+            ));
         }
         household
     }
@@ -168,9 +254,16 @@ impl Generator {
         family: &str,
     ) -> Member {
         let ordinal = self.next_ordinal;
-        let d = Dice { seed: self.seed, n: ordinal };
+        let d = Dice {
+            seed: self.seed,
+            n: ordinal,
+        };
         let status_roll = d.below(20, 1000);
-        let (suspended, deceased) = if kind == Kind::Dependent { (5, 2) } else { (20, 10) };
+        let (suspended, deceased) = if kind == Kind::Dependent {
+            (5, 2)
+        } else {
+            (20, 10)
+        };
         let status = if status_roll < deceased {
             Status::Deceased
         } else if status_roll < deceased + suspended {
@@ -178,10 +271,16 @@ impl Generator {
         } else {
             Status::Active
         };
-        let special_conditions =
-            if d.chance(21, 20) { vec![d.pick(22, CONDITIONS).to_string()] } else { Vec::new() };
+        let special_conditions = if d.chance(21, 20) {
+            vec![d.pick(22, CONDITIONS).to_string()]
+        } else {
+            Vec::new()
+        };
         let other_insurers = if d.chance(23, 60) {
-            vec![OtherInsurer { code: d.pick(24, INSURERS).to_string(), primary: d.chance(25, 300) }]
+            vec![OtherInsurer {
+                code: d.pick(24, INSURERS).to_string(),
+                primary: d.chance(25, 300),
+            }]
         } else {
             Vec::new()
         };

@@ -106,7 +106,12 @@ fn earlier(a: Option<Day>, b: Option<Day>) -> Option<Day> {
 /// Decides whether `member` is entitled on `as_of`, for `service` when given. `main` is the
 /// member's main insured as found in the index (only read for dependents; `None` when the
 /// main insured is unknown or deleted).
-pub fn evaluate(member: &Member, main: Option<&Member>, as_of: Day, service: Option<Service>) -> Decision {
+pub fn evaluate(
+    member: &Member,
+    main: Option<&Member>,
+    as_of: Day,
+    service: Option<Service>,
+) -> Decision {
     let own = own_standing(member, as_of);
     let (main_info, coverage_until) = if member.kind == Kind::Dependent {
         let main_info = match main {
@@ -146,7 +151,11 @@ pub fn evaluate(member: &Member, main: Option<&Member>, as_of: Day, service: Opt
 
 /// The insurer that pays first: another fund marked primary, else the organisation (`sso`).
 pub fn primary_insurer(member: &Member) -> &str {
-    member.other_insurers.iter().find(|i| i.primary).map_or("sso", |i| i.code.as_str())
+    member
+        .other_insurers
+        .iter()
+        .find(|i| i.primary)
+        .map_or("sso", |i| i.code.as_str())
 }
 
 #[cfg(test)]

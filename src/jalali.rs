@@ -57,7 +57,11 @@ fn year_info(jy: i32) -> Option<YearInfo> {
     if leap == -1 {
         leap = 4;
     }
-    Some(YearInfo { leap, gregorian_year: gy, march })
+    Some(YearInfo {
+        leap,
+        gregorian_year: gy,
+        march,
+    })
 }
 
 /// Whether a Solar Hijri year has 366 days (Esfand has 30 days).
@@ -77,7 +81,11 @@ impl JalaliDate {
         let mut k = (date - farvardin_first(&info)?).num_days() as i32;
         if k >= 0 {
             if k <= 185 {
-                return Some(JalaliDate { year: jy, month: 1 + (k / 31) as u32, day: (k % 31) as u32 + 1 });
+                return Some(JalaliDate {
+                    year: jy,
+                    month: 1 + (k / 31) as u32,
+                    day: (k % 31) as u32 + 1,
+                });
             }
             k -= 186;
         } else {
@@ -90,7 +98,11 @@ impl JalaliDate {
         if jy < 1 {
             return None;
         }
-        Some(JalaliDate { year: jy, month: 7 + (k / 30) as u32, day: (k % 30) as u32 + 1 })
+        Some(JalaliDate {
+            year: jy,
+            month: 7 + (k / 30) as u32,
+            day: (k % 30) as u32 + 1,
+        })
     }
 
     /// The Gregorian date of this Solar Hijri date; `None` when it is not a real day.
@@ -132,7 +144,11 @@ mod tests {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
     fn j(y: i32, m: u32, d: u32) -> JalaliDate {
-        JalaliDate { year: y, month: m, day: d }
+        JalaliDate {
+            year: y,
+            month: m,
+            day: d,
+        }
     }
 
     #[test]

@@ -1,1 +1,59 @@
-fn main(){}
+//! The `eligd` binary: parse the command line, set up logging, run the subcommand, and map
+//! errors to one clear line and a non-zero exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eligd::cli::{Cli, Command, SnapshotCommand};
+use eligd::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::DemoData(args)) => commands::demo_data::run(&args),
+        Some(Command::Snapshot(SnapshotCommand::Build(args))) => {
+            commands::snapshot::build(&args, &mut std::io::stderr())
+        }
+        Some(Command::Snapshot(SnapshotCommand::Inspect(args))) => {
+            commands::snapshot::inspect(&args, &mut std::io::stdout())
+        }
+        Some(Command::CheckId(args)) => {
+            return match commands::check_id::run(&args.national_id, &mut std::io::stdout()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => report(e.into()),
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
+    }
+}
+
+fn serve(args: eligd::cli::ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(commands::serve::run(args))
+}
+
+fn report(error: anyhow::Error) -> ExitCode {
+    eprintln!("eligd: error: {error:#}");
+    ExitCode::from(2)
+}
+
+/// Logs go to standard error; `RUST_LOG` sets the level (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -75,7 +75,9 @@ string_enum!(
 );
 
 /// A set of services as a bit set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
 pub struct Services(pub u8);
 
@@ -90,7 +92,10 @@ impl Services {
         self.0 & (1 << s as u8) != 0
     }
     pub fn iter(self) -> impl Iterator<Item = Service> {
-        Service::ALL.iter().copied().filter(move |s| self.contains(*s))
+        Service::ALL
+            .iter()
+            .copied()
+            .filter(move |s| self.contains(*s))
     }
     pub fn all() -> Services {
         Service::ALL.iter().fold(Services(0), |acc, s| acc.with(*s))
@@ -99,7 +104,9 @@ impl Services {
 
 /// A booklet number: a digit string whose leading zeros matter, kept as one integer by
 /// prefixing a `1` (so `0930` is stored as `10930`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq, Hash, Clone, Copy))]
 pub struct Booklet(pub u64);
 
@@ -128,7 +135,17 @@ impl std::fmt::Display for Booklet {
 }
 
 /// Another fund that also covers the person.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct OtherInsurer {
     pub code: String,
     pub primary: bool,
@@ -164,7 +181,10 @@ pub struct RecordError {
 
 impl RecordError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RecordError { field: field.into(), message: message.into() }
+        RecordError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -210,8 +230,14 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, RecordError> {
     value.ok_or_else(|| RecordError::new(field, "is required"))
 }
 
-fn parse_enum<T>(value: &str, field: &str, parse: fn(&str) -> Option<T>, expected: String) -> Result<T, RecordError> {
-    parse(value).ok_or_else(|| RecordError::new(field, format!("{value:?} is not one of {expected}")))
+fn parse_enum<T>(
+    value: &str,
+    field: &str,
+    parse: fn(&str) -> Option<T>,
+    expected: String,
+) -> Result<T, RecordError> {
+    parse(value)
+        .ok_or_else(|| RecordError::new(field, format!("{value:?} is not one of {expected}")))
 }
 
 fn parse_id(value: &str, field: &str) -> Result<NationalId, RecordError> {
@@ -221,13 +247,17 @@ fn parse_id(value: &str, field: &str) -> Result<NationalId, RecordError> {
 fn check_code(code: &str, field: &str) -> Result<(), RecordError> {
     let ok = !code.is_empty()
         && code.len() <= MAX_CODE_LEN
-        && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
         Err(RecordError::new(
             field,
-            format!("{code:?} is not a short lowercase code (a-z, 0-9, _ or -, at most {MAX_CODE_LEN})"),
+            format!(
+                "{code:?} is not a short lowercase code (a-z, 0-9, _ or -, at most {MAX_CODE_LEN})"
+            ),
         ))
     }
 }
@@ -238,10 +268,15 @@ impl Member {
         let mut de = serde_json::Deserializer::from_str(json);
         let raw: RawRecord = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." || path.is_empty() { "record".to_string() } else { path };
+            let field = if path == "." || path.is_empty() {
+                "record".to_string()
+            } else {
+                path
+            };
             RecordError::new(field, e.into_inner().to_string())
         })?;
-        de.end().map_err(|e| RecordError::new("record", e.to_string()))?;
+        de.end()
+            .map_err(|e| RecordError::new("record", e.to_string()))?;
         Member::from_raw(raw)
     }
 
@@ -249,27 +284,59 @@ impl Member {
     pub fn from_raw(raw: RawRecord<'_>) -> Result<Member, RecordError> {
         let national_id = parse_id(&required(raw.national_id, "national_id")?, "national_id")?;
         let version = required(raw.version, "version")?;
-        let kind = parse_enum(&required(raw.kind, "kind")?, "kind", Kind::parse, Kind::expected())?;
+        let kind = parse_enum(
+            &required(raw.kind, "kind")?,
+            "kind",
+            Kind::parse,
+            Kind::expected(),
+        )?;
         let main_national_id = match raw.main_national_id {
             Some(main) => Some(parse_id(&main, "main_national_id")?),
             None => None,
         };
         let relation = match raw.relation {
-            Some(r) => Some(parse_enum(&r, "relation", Relation::parse, Relation::expected())?),
+            Some(r) => Some(parse_enum(
+                &r,
+                "relation",
+                Relation::parse,
+                Relation::expected(),
+            )?),
             None => None,
         };
-        let scheme = parse_enum(&required(raw.scheme, "scheme")?, "scheme", Scheme::parse, Scheme::expected())?;
-        let status = parse_enum(&required(raw.status, "status")?, "status", Status::parse, Status::expected())?;
+        let scheme = parse_enum(
+            &required(raw.scheme, "scheme")?,
+            "scheme",
+            Scheme::parse,
+            Scheme::expected(),
+        )?;
+        let status = parse_enum(
+            &required(raw.status, "status")?,
+            "status",
+            Status::parse,
+            Status::expected(),
+        )?;
         let coverage_until = match raw.coverage_until {
-            Some(d) => Some(Day::parse_iso(&d).map_err(|e| RecordError::new("coverage_until", format!("{d:?}: {e}")))?),
+            Some(d) => Some(
+                Day::parse_iso(&d)
+                    .map_err(|e| RecordError::new("coverage_until", format!("{d:?}: {e}")))?,
+            ),
             None => None,
         };
         let mut services = Services::default();
         for s in required(raw.services, "services")? {
-            services = services.with(parse_enum(&s, "services", Service::parse, Service::expected())?);
+            services = services.with(parse_enum(
+                &s,
+                "services",
+                Service::parse,
+                Service::expected(),
+            )?);
         }
-        let special_conditions: Vec<String> =
-            raw.special_conditions.unwrap_or_default().into_iter().map(Cow::into_owned).collect();
+        let special_conditions: Vec<String> = raw
+            .special_conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect();
         let mut other_insurers = Vec::new();
         for insurer in raw.other_insurers.unwrap_or_default() {
             let code = required(insurer.code, "other_insurers.code")?;
@@ -278,11 +345,17 @@ impl Member {
         }
         let booklet_no = match raw.booklet_no {
             Some(b) => Some(Booklet::parse(&b).filter(|_| b.is_ascii()).ok_or_else(|| {
-                RecordError::new("booklet_no", format!("{b:?} is not 1 to {MAX_BOOKLET_DIGITS} digits"))
+                RecordError::new(
+                    "booklet_no",
+                    format!("{b:?} is not 1 to {MAX_BOOKLET_DIGITS} digits"),
+                )
             })?),
             None => None,
         };
-        let display_name = raw.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        let display_name = raw
+            .display_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty());
         let member = Member {
             national_id,
             version,
@@ -306,58 +379,95 @@ impl Member {
     /// member read back from a snapshot, so a file that passes its checksum but holds
     /// impossible values is still refused.
     pub fn validate(&self) -> Result<(), RecordError> {
-        NationalId::from_u64(self.national_id.as_u64()).map_err(|e| RecordError::new("national_id", e.to_string()))?;
+        NationalId::from_u64(self.national_id.as_u64())
+            .map_err(|e| RecordError::new("national_id", e.to_string()))?;
         if self.version == 0 {
             return Err(RecordError::new("version", "must be at least 1"));
         }
         match (self.kind, self.main_national_id) {
             (Kind::Dependent, None) => {
-                return Err(RecordError::new("main_national_id", "is required when kind is dependent"))
+                return Err(RecordError::new(
+                    "main_national_id",
+                    "is required when kind is dependent",
+                ))
             }
             (Kind::Dependent, Some(main)) => {
-                NationalId::from_u64(main.as_u64()).map_err(|e| RecordError::new("main_national_id", e.to_string()))?;
+                NationalId::from_u64(main.as_u64())
+                    .map_err(|e| RecordError::new("main_national_id", e.to_string()))?;
                 if main == self.national_id {
-                    return Err(RecordError::new("main_national_id", "a dependent cannot be its own main insured"));
+                    return Err(RecordError::new(
+                        "main_national_id",
+                        "a dependent cannot be its own main insured",
+                    ));
                 }
             }
-            (_, Some(_)) => return Err(RecordError::new("main_national_id", "only dependents have a main insured")),
+            (_, Some(_)) => {
+                return Err(RecordError::new(
+                    "main_national_id",
+                    "only dependents have a main insured",
+                ))
+            }
             (_, None) => {}
         }
         if self.relation.is_some() && self.kind != Kind::Dependent {
-            return Err(RecordError::new("relation", "only dependents have a relation"));
+            return Err(RecordError::new(
+                "relation",
+                "only dependents have a relation",
+            ));
         }
         if self.coverage_day().is_some_and(|d| !d.in_supported_range()) {
-            return Err(RecordError::new("coverage_until", "outside 1900-01-01..2199-12-31"));
+            return Err(RecordError::new(
+                "coverage_until",
+                "outside 1900-01-01..2199-12-31",
+            ));
         }
         if self.services.0 & !Services::all().0 != 0 {
             return Err(RecordError::new("services", "unknown service bits"));
         }
         if self.special_conditions.len() > MAX_CODES {
-            return Err(RecordError::new("special_conditions", format!("at most {MAX_CODES} codes")));
+            return Err(RecordError::new(
+                "special_conditions",
+                format!("at most {MAX_CODES} codes"),
+            ));
         }
         for c in &self.special_conditions {
             check_code(c, "special_conditions")?;
         }
         if self.other_insurers.len() > MAX_CODES {
-            return Err(RecordError::new("other_insurers", format!("at most {MAX_CODES} insurers")));
+            return Err(RecordError::new(
+                "other_insurers",
+                format!("at most {MAX_CODES} insurers"),
+            ));
         }
         for i in &self.other_insurers {
             check_code(&i.code, "other_insurers.code")?;
         }
         if self.other_insurers.iter().filter(|i| i.primary).count() > 1 {
-            return Err(RecordError::new("other_insurers", "at most one insurer can be primary"));
+            return Err(RecordError::new(
+                "other_insurers",
+                "at most one insurer can be primary",
+            ));
         }
         if let Some(b) = self.booklet_no {
             if !(10..2 * 10u64.pow(MAX_BOOKLET_DIGITS as u32)).contains(&b.0) {
-                return Err(RecordError::new("booklet_no", "not a stored booklet number"));
+                return Err(RecordError::new(
+                    "booklet_no",
+                    "not a stored booklet number",
+                ));
             }
         }
         if let Some(n) = &self.display_name {
             if n.chars().count() > MAX_NAME_CHARS {
-                return Err(RecordError::new("display_name", format!("at most {MAX_NAME_CHARS} characters")));
+                return Err(RecordError::new(
+                    "display_name",
+                    format!("at most {MAX_NAME_CHARS} characters"),
+                ));
             }
             if n.chars().any(char::is_control) {
-                return Err(RecordError::new("display_name", "contains control characters"));
+                return Err(RecordError::new(
+                    "display_name",
+                    "contains control characters",
+                ));
             }
         }
         Ok(())
@@ -392,7 +502,9 @@ impl Member {
 /// name, then `***` ("علی رضایی" → "علی ر***"). A single word shows only its first letter.
 pub fn mask_name(name: &str) -> String {
     let mut words = name.split_whitespace();
-    let Some(first) = words.next() else { return String::new() };
+    let Some(first) = words.next() else {
+        return String::new();
+    };
     match words.last() {
         Some(family) => {
             let initial: String = family.chars().take(1).collect();

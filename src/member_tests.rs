@@ -66,36 +66,75 @@ fn every_broken_rule_names_its_field() {
         (with("kind", json!("boss")), "kind"),
         (with("-kind", json!(null)), "kind"),
         (with("main_national_id", json!(null)), "main_national_id"),
-        (with("main_national_id", json!("0012345679")), "main_national_id"),
+        (
+            with("main_national_id", json!("0012345679")),
+            "main_national_id",
+        ),
         (with("main_national_id", json!("123")), "main_national_id"),
         (with("relation", json!("cousin")), "relation"),
         (with("scheme", json!("gold")), "scheme"),
         (with("status", json!("sleeping")), "status"),
         (with("status", json!(null)), "status"),
-        (with("coverage_until", json!("2026-02-30")), "coverage_until"),
-        (with("coverage_until", json!("31/12/2026")), "coverage_until"),
+        (
+            with("coverage_until", json!("2026-02-30")),
+            "coverage_until",
+        ),
+        (
+            with("coverage_until", json!("31/12/2026")),
+            "coverage_until",
+        ),
         (with("coverage_until", json!(20261231)), "coverage_until"),
         (with("services", json!(["pharmacy", "spa"])), "services"),
         (with("services", json!("pharmacy")), "services"),
         (with("-services", json!(null)), "services"),
-        (with("special_conditions", json!(["Dialysis"])), "special_conditions"),
-        (with("special_conditions", json!([""])), "special_conditions"),
-        (with("special_conditions", json!(vec!["a"; 17])), "special_conditions"),
-        (with("other_insurers", json!([{"code": "x"}])), "other_insurers.primary"),
-        (with("other_insurers", json!([{"primary": true}])), "other_insurers.code"),
-        (with("other_insurers", json!([{"code": "a", "primary": true}, {"code": "b", "primary": true}])), "other_insurers"),
-        (with("other_insurers", json!([{"code": "a b", "primary": true}])), "other_insurers.code"),
+        (
+            with("special_conditions", json!(["Dialysis"])),
+            "special_conditions",
+        ),
+        (
+            with("special_conditions", json!([""])),
+            "special_conditions",
+        ),
+        (
+            with("special_conditions", json!(vec!["a"; 17])),
+            "special_conditions",
+        ),
+        (
+            with("other_insurers", json!([{"code": "x"}])),
+            "other_insurers.primary",
+        ),
+        (
+            with("other_insurers", json!([{"primary": true}])),
+            "other_insurers.code",
+        ),
+        (
+            with(
+                "other_insurers",
+                json!([{"code": "a", "primary": true}, {"code": "b", "primary": true}]),
+            ),
+            "other_insurers",
+        ),
+        (
+            with("other_insurers", json!([{"code": "a b", "primary": true}])),
+            "other_insurers.code",
+        ),
         (with("booklet_no", json!("93-01")), "booklet_no"),
         (with("booklet_no", json!("")), "booklet_no"),
         (with("booklet_no", json!("۹۳۰۱")), "booklet_no"),
-        (with("booklet_no", json!("1234567890123456789")), "booklet_no"),
+        (
+            with("booklet_no", json!("1234567890123456789")),
+            "booklet_no",
+        ),
         (with("display_name", json!("x".repeat(201))), "display_name"),
         (with("display_name", json!("a\u{0007}b")), "display_name"),
         (with("display_name", json!(7)), "display_name"),
     ];
     for (json, field) in cases {
         let err = Member::from_json(&json).expect_err(&json);
-        assert!(err.field.starts_with(field), "expected field {field}, got {err} for {json}");
+        assert!(
+            err.field.starts_with(field),
+            "expected field {field}, got {err} for {json}"
+        );
     }
 }
 
@@ -114,7 +153,17 @@ fn non_dependents_carry_no_main_or_relation() {
 
 #[test]
 fn malformed_json_is_an_error_not_a_panic() {
-    for bad in ["", "{", "[]", "null", "42", "{\"national_id\":", "{} trailing", "\u{0}", "{\"a\":1}{\"b\":2}"] {
+    for bad in [
+        "",
+        "{",
+        "[]",
+        "null",
+        "42",
+        "{\"national_id\":",
+        "{} trailing",
+        "\u{0}",
+        "{\"a\":1}{\"b\":2}",
+    ] {
         assert!(Member::from_json(bad).is_err(), "{bad:?}");
     }
 }
@@ -130,7 +179,10 @@ fn booklet_numbers_keep_leading_zeros() {
     let b = Booklet::parse("000930").unwrap();
     assert_eq!(b.to_string(), "000930");
     assert_ne!(b, Booklet::parse("930").unwrap());
-    assert_eq!(Booklet::parse("۰۹۳").unwrap(), Booklet::parse("093").unwrap());
+    assert_eq!(
+        Booklet::parse("۰۹۳").unwrap(),
+        Booklet::parse("093").unwrap()
+    );
     assert_eq!(Booklet::parse(""), None);
     assert_eq!(Booklet::parse("12a"), None);
     assert!(Booklet::parse(&"9".repeat(18)).is_some());

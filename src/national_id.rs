@@ -9,7 +9,18 @@
 use std::fmt;
 
 /// A validated national ID. The value is the 10-digit number, so `0012345679` is `12345679`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[rkyv(derive(PartialEq, Eq, Hash, Clone, Copy))]
 pub struct NationalId(u64);
 
@@ -75,7 +86,9 @@ impl NationalId {
         if !checksum_ok(d) {
             return Err(IdError::Checksum);
         }
-        Ok(NationalId(d.iter().fold(0u64, |acc, &x| acc * 10 + u64::from(x))))
+        Ok(NationalId(
+            d.iter().fold(0u64, |acc, &x| acc * 10 + u64::from(x)),
+        ))
     }
 
     /// Rebuilds an ID from its integer form, validating it again: used on values that come
@@ -204,7 +217,10 @@ mod tests {
             let digits = [d; 10];
             assert!(checksum_ok(&digits), "{s} should pass the bare checksum");
             assert_eq!(NationalId::parse(&s), Err(IdError::SameDigit), "{s}");
-            assert_eq!(NationalId::from_u64(s.parse().unwrap()), Err(IdError::SameDigit));
+            assert_eq!(
+                NationalId::from_u64(s.parse().unwrap()),
+                Err(IdError::SameDigit)
+            );
         }
         // Padded inputs that become same-digit are rejected too.
         assert_eq!(NationalId::parse("00000000"), Err(IdError::SameDigit));
@@ -226,8 +242,14 @@ mod tests {
 
     #[test]
     fn pads_eight_and_nine_digit_inputs() {
-        assert_eq!(NationalId::parse("12345679").unwrap().to_string(), "0012345679");
-        assert_eq!(NationalId::parse("499370899").unwrap().to_string(), "0499370899");
+        assert_eq!(
+            NationalId::parse("12345679").unwrap().to_string(),
+            "0012345679"
+        );
+        assert_eq!(
+            NationalId::parse("499370899").unwrap().to_string(),
+            "0499370899"
+        );
         assert_eq!(NationalId::parse("1234567"), Err(IdError::WrongLength));
         assert_eq!(NationalId::parse("00123456790"), Err(IdError::WrongLength));
     }
@@ -246,7 +268,14 @@ mod tests {
     fn rejects_non_digits_and_empty_input() {
         assert_eq!(NationalId::parse(""), Err(IdError::Empty));
         assert_eq!(NationalId::parse("   "), Err(IdError::Empty));
-        for bad in ["001234567a", "0012-345679", "0012 345679", "+012345679", "١٢٣x٥٦٧٨", "𝟎𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟗"] {
+        for bad in [
+            "001234567a",
+            "0012-345679",
+            "0012 345679",
+            "+012345679",
+            "١٢٣x٥٦٧٨",
+            "𝟎𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟗",
+        ] {
             assert_eq!(NationalId::parse(bad), Err(IdError::NotADigit), "{bad}");
         }
         // A long input is refused without reading it all into memory.
@@ -256,15 +285,24 @@ mod tests {
 
     #[test]
     fn masks_the_middle_digits() {
-        assert_eq!(NationalId::parse("0499370899").unwrap().masked(), "049****899");
-        assert_eq!(format!("{:?}", NationalId::parse("0499370899").unwrap()), "NationalId(049****899)");
+        assert_eq!(
+            NationalId::parse("0499370899").unwrap().masked(),
+            "049****899"
+        );
+        assert_eq!(
+            format!("{:?}", NationalId::parse("0499370899").unwrap()),
+            "NationalId(049****899)"
+        );
     }
 
     #[test]
     fn from_u64_validates() {
         assert!(NationalId::from_u64(12_345_679).is_ok());
         assert_eq!(NationalId::from_u64(12_345_678), Err(IdError::Checksum));
-        assert_eq!(NationalId::from_u64(10_000_000_000), Err(IdError::WrongLength));
+        assert_eq!(
+            NationalId::from_u64(10_000_000_000),
+            Err(IdError::WrongLength)
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl Base {
 /// Why a record could not join the base.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
-    #[error("version {version} is not newer than version {held} already read for this national ID")]
+    #[error(
+        "version {version} is not newer than version {held} already read for this national ID"
+    )]
     Stale { version: u64, held: u64 },
     #[error("booklet_no: already used by member {holder}")]
     BookletTaken { holder: String },
@@ -84,12 +86,17 @@ impl BaseBuilder {
         let id = member.national_id;
         let held = self.base.version_of(id);
         if member.version <= held {
-            return Err(InsertError::Stale { version: member.version, held });
+            return Err(InsertError::Stale {
+                version: member.version,
+                held,
+            });
         }
         if let Some(b) = member.booklet_no {
             match self.base.booklets.get(&b) {
                 Some(holder) if *holder != id && self.base.members.contains_key(holder) => {
-                    return Err(InsertError::BookletTaken { holder: holder.masked() });
+                    return Err(InsertError::BookletTaken {
+                        holder: holder.masked(),
+                    });
                 }
                 _ => {}
             }
@@ -121,7 +128,12 @@ impl BaseBuilder {
 
     fn forget_booklet_if_moved(&mut self, old: &Member) {
         let Some(b) = old.booklet_no else { return };
-        let still_holds = self.base.members.get(&old.national_id).and_then(|m| m.booklet_no) == Some(b);
+        let still_holds = self
+            .base
+            .members
+            .get(&old.national_id)
+            .and_then(|m| m.booklet_no)
+            == Some(b);
         if !still_holds && self.base.booklets.get(&b) == Some(&old.national_id) {
             self.base.booklets.remove(&b);
         }

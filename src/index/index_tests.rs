@@ -30,19 +30,39 @@ fn lookups_find_base_members() {
     let index = index_with(vec![member(A, 3, Some("111"))]);
     assert_eq!(index.get(id(A)).unwrap().version, 3);
     assert!(index.get(id(B)).is_none());
-    assert_eq!(index.get_by_booklet(Booklet::parse("111").unwrap()).unwrap().national_id, id(A));
-    assert!(index.get_by_booklet(Booklet::parse("0111").unwrap()).is_none());
+    assert_eq!(
+        index
+            .get_by_booklet(Booklet::parse("111").unwrap())
+            .unwrap()
+            .national_id,
+        id(A)
+    );
+    assert!(index
+        .get_by_booklet(Booklet::parse("0111").unwrap())
+        .is_none());
     assert_eq!(index.len(), 1);
 }
 
 #[test]
 fn apply_is_version_guarded() {
     let index = index_with(vec![member(A, 3, None)]);
-    assert_eq!(index.apply(Change::Upsert(member(A, 3, None))), Applied::Stale { held: 3 });
-    assert_eq!(index.apply(Change::Upsert(member(A, 2, None))), Applied::Stale { held: 3 });
-    assert_eq!(index.apply(Change::Upsert(member(A, 4, None))), Applied::Applied);
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 3, None))),
+        Applied::Stale { held: 3 }
+    );
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 2, None))),
+        Applied::Stale { held: 3 }
+    );
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 4, None))),
+        Applied::Applied
+    );
     assert_eq!(index.get(id(A)).unwrap().version, 4);
-    assert_eq!(index.apply(Change::Upsert(member(A, 4, None))), Applied::Stale { held: 4 });
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 4, None))),
+        Applied::Stale { held: 4 }
+    );
     assert_eq!(index.version_of(id(A)), 4);
     assert_eq!(index.len(), 1);
 }
@@ -50,12 +70,24 @@ fn apply_is_version_guarded() {
 #[test]
 fn delete_leaves_a_tombstone_that_older_upserts_cannot_cross() {
     let index = index_with(vec![member(A, 3, None)]);
-    assert_eq!(index.apply(Change::Delete { national_id: id(A), version: 5 }), Applied::Applied);
+    assert_eq!(
+        index.apply(Change::Delete {
+            national_id: id(A),
+            version: 5
+        }),
+        Applied::Applied
+    );
     assert!(index.get(id(A)).is_none());
     assert_eq!(index.len(), 0);
-    assert_eq!(index.apply(Change::Upsert(member(A, 4, None))), Applied::Stale { held: 5 });
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 4, None))),
+        Applied::Stale { held: 5 }
+    );
     assert!(index.get(id(A)).is_none());
-    assert_eq!(index.apply(Change::Upsert(member(A, 6, None))), Applied::Applied);
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 6, None))),
+        Applied::Applied
+    );
     assert_eq!(index.get(id(A)).unwrap().version, 6);
     assert_eq!(index.len(), 1);
 }
@@ -63,20 +95,38 @@ fn delete_leaves_a_tombstone_that_older_upserts_cannot_cross() {
 #[test]
 fn delete_of_an_unknown_member_still_guards_against_late_upserts() {
     let index = index_with(vec![]);
-    assert_eq!(index.apply(Change::Delete { national_id: id(B), version: 9 }), Applied::Applied);
+    assert_eq!(
+        index.apply(Change::Delete {
+            national_id: id(B),
+            version: 9
+        }),
+        Applied::Applied
+    );
     assert_eq!(index.len(), 0);
-    assert_eq!(index.apply(Change::Upsert(member(B, 8, None))), Applied::Stale { held: 9 });
+    assert_eq!(
+        index.apply(Change::Upsert(member(B, 8, None))),
+        Applied::Stale { held: 9 }
+    );
     assert_eq!(index.len(), 0);
 }
 
 #[test]
 fn new_members_and_counts() {
     let index = index_with(vec![member(A, 1, None)]);
-    assert_eq!(index.apply(Change::Upsert(member(B, 1, None))), Applied::Applied);
+    assert_eq!(
+        index.apply(Change::Upsert(member(B, 1, None))),
+        Applied::Applied
+    );
     assert_eq!(index.len(), 2);
     assert_eq!(index.overlay_len(), 1);
-    index.apply(Change::Delete { national_id: id(B), version: 2 });
-    index.apply(Change::Delete { national_id: id(B), version: 3 });
+    index.apply(Change::Delete {
+        national_id: id(B),
+        version: 2,
+    });
+    index.apply(Change::Delete {
+        national_id: id(B),
+        version: 3,
+    });
     assert_eq!(index.len(), 1);
 }
 
@@ -88,9 +138,18 @@ fn booklet_moves_follow_the_current_record() {
     index.apply(Change::Upsert(member(A, 2, Some("777"))));
     index.apply(Change::Upsert(member(B, 2, Some("555"))));
     assert_eq!(index.get_by_booklet(b555).unwrap().national_id, id(B));
-    assert_eq!(index.get_by_booklet(Booklet::parse("777").unwrap()).unwrap().national_id, id(A));
+    assert_eq!(
+        index
+            .get_by_booklet(Booklet::parse("777").unwrap())
+            .unwrap()
+            .national_id,
+        id(A)
+    );
     // B is deleted: the booklet is nobody's.
-    index.apply(Change::Delete { national_id: id(B), version: 3 });
+    index.apply(Change::Delete {
+        national_id: id(B),
+        version: 3,
+    });
     assert!(index.get_by_booklet(b555).is_none());
 }
 
@@ -98,16 +157,37 @@ fn booklet_moves_follow_the_current_record() {
 fn builder_guards_versions_and_booklet_uniqueness() {
     let mut b = BaseBuilder::default();
     b.insert(member(A, 2, Some("1"))).unwrap();
-    assert_eq!(b.insert(member(A, 2, None)), Err(InsertError::Stale { version: 2, held: 2 }));
-    assert!(matches!(b.insert(member(B, 1, Some("1"))), Err(InsertError::BookletTaken { .. })));
+    assert_eq!(
+        b.insert(member(A, 2, None)),
+        Err(InsertError::Stale {
+            version: 2,
+            held: 2
+        })
+    );
+    assert!(matches!(
+        b.insert(member(B, 1, Some("1"))),
+        Err(InsertError::BookletTaken { .. })
+    ));
     // A newer version of A releases booklet 1, which B may then take.
     b.insert(member(A, 3, Some("2"))).unwrap();
     b.insert(member(B, 1, Some("1"))).unwrap();
     b.delete(id(A), 4).unwrap();
-    assert_eq!(b.delete(id(A), 4), Err(InsertError::Stale { version: 4, held: 4 }));
+    assert_eq!(
+        b.delete(id(A), 4),
+        Err(InsertError::Stale {
+            version: 4,
+            held: 4
+        })
+    );
     let index = Index::new(b.build());
     assert!(index.get_by_booklet(Booklet::parse("2").unwrap()).is_none());
-    assert_eq!(index.get_by_booklet(Booklet::parse("1").unwrap()).unwrap().national_id, id(B));
+    assert_eq!(
+        index
+            .get_by_booklet(Booklet::parse("1").unwrap())
+            .unwrap()
+            .national_id,
+        id(B)
+    );
     assert_eq!(index.version_of(id(A)), 4);
 }
 
@@ -115,7 +195,10 @@ fn builder_guards_versions_and_booklet_uniqueness() {
 fn merged_view_prefers_the_overlay() {
     let index = index_with(vec![member(A, 1, None), member(B, 1, None)]);
     index.apply(Change::Upsert(member(A, 2, None)));
-    index.apply(Change::Delete { national_id: id(B), version: 2 });
+    index.apply(Change::Delete {
+        national_id: id(B),
+        version: 2,
+    });
     let (members, tombstones) = index.merged();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].version, 2);

@@ -41,7 +41,10 @@ impl std::fmt::Display for FeedPosition {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     Upsert(Member),
-    Delete { national_id: NationalId, version: u64 },
+    Delete {
+        national_id: NationalId,
+        version: u64,
+    },
 }
 
 impl Change {
@@ -180,8 +183,13 @@ impl Index {
             }
         };
         let is_live = matches!(change, Change::Upsert(_));
-        self.live_members.fetch_add(i64::from(is_live) - i64::from(was_live), Ordering::Relaxed);
-        if let Change::Upsert(Member { booklet_no: Some(b), .. }) = change {
+        self.live_members
+            .fetch_add(i64::from(is_live) - i64::from(was_live), Ordering::Relaxed);
+        if let Change::Upsert(Member {
+            booklet_no: Some(b),
+            ..
+        }) = change
+        {
             self.overlay_booklets.insert(b, id);
         }
         Applied::Applied

@@ -72,7 +72,10 @@ pub struct Header {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: not an eligd snapshot (wrong magic)")]
     BadMagic(PathBuf),
     #[error("{path}: snapshot format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
@@ -82,7 +85,11 @@ pub enum SnapshotError {
     #[error("{0}: the snapshot header is corrupt (header checksum mismatch)")]
     HeaderChecksum(PathBuf),
     #[error("{path}: truncated or extended snapshot: the header promises {expected} bytes, the file has {found}")]
-    Truncated { path: PathBuf, expected: u64, found: u64 },
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("{0}: the snapshot body is corrupt (checksum mismatch)")]
     BodyChecksum(PathBuf),
     #[error("{path}: the snapshot body does not validate: {message}")]
@@ -91,14 +98,23 @@ pub enum SnapshotError {
     BadMember { path: PathBuf, source: RecordError },
     #[error("{path}: the snapshot holds conflicting entries: {source}")]
     Conflict { path: PathBuf, source: InsertError },
-    #[error("{path}: header counts ({members} members, {tombstones} tombstones) do not match the body")]
-    CountMismatch { path: PathBuf, members: u64, tombstones: u64 },
+    #[error(
+        "{path}: header counts ({members} members, {tombstones} tombstones) do not match the body"
+    )]
+    CountMismatch {
+        path: PathBuf,
+        members: u64,
+        tombstones: u64,
+    },
     #[error("could not serialise the snapshot body: {0}")]
     Serialise(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io { path: path.to_path_buf(), source }
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn put_u64(buf: &mut [u8], at: usize, v: u64) {
@@ -146,7 +162,10 @@ impl Header {
         }
         let format_version = get_u32(h, OFF_VERSION);
         if format_version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { path: path.to_path_buf(), found: format_version });
+            return Err(SnapshotError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: format_version,
+            });
         }
         if get_u64(h, OFF_HEADER_CHECKSUM) != xxh3_64(&h[..OFF_HEADER_CHECKSUM])
             || get_u32(h, OFF_HEADER_LEN) as usize != HEADER_LEN
@@ -157,10 +176,15 @@ impl Header {
         let end = raw.iter().position(|&b| b == 0).unwrap_or(DESCRIPTOR_LEN);
         let descriptor = String::from_utf8_lossy(&raw[..end]).into_owned();
         if descriptor != FORMAT_DESCRIPTOR {
-            return Err(SnapshotError::FormatMismatch { path: path.to_path_buf(), found: descriptor });
+            return Err(SnapshotError::FormatMismatch {
+                path: path.to_path_buf(),
+                found: descriptor,
+            });
         }
-        let position = (get_u64(h, OFF_HAS_POSITION) == 1)
-            .then(|| FeedPosition { ms: get_u64(h, OFF_POSITION_MS), seq: get_u64(h, OFF_POSITION_SEQ) });
+        let position = (get_u64(h, OFF_HAS_POSITION) == 1).then(|| FeedPosition {
+            ms: get_u64(h, OFF_POSITION_MS),
+            seq: get_u64(h, OFF_POSITION_SEQ),
+        });
         Ok(Header {
             format_version,
             descriptor,
@@ -182,8 +206,12 @@ pub fn write(
     tombstones: Vec<Tombstone>,
     position: Option<FeedPosition>,
 ) -> Result<Header, SnapshotError> {
-    let body = Body { members, tombstones };
-    let bytes = rkyv::to_bytes::<rancor::Error>(&body).map_err(|e| SnapshotError::Serialise(e.to_string()))?;
+    let body = Body {
+        members,
+        tombstones,
+    };
+    let bytes = rkyv::to_bytes::<rancor::Error>(&body)
+        .map_err(|e| SnapshotError::Serialise(e.to_string()))?;
     let header = Header {
         format_version: FORMAT_VERSION,
         descriptor: FORMAT_DESCRIPTOR.to_string(),
@@ -206,8 +234,13 @@ pub fn write(
     tmp.write_all(&header.encode()).map_err(io_err(path))?;
     tmp.write_all(&bytes).map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| SnapshotError::Io { path: path.to_path_buf(), source: e.error })?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+    tmp.persist(path).map_err(|e| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))?;
     Ok(header)
 }
 
@@ -222,16 +255,27 @@ fn read_verified(path: &Path) -> Result<(Header, AlignedVec<16>), SnapshotError>
         if prefix.len() < 8 || prefix[..8] != MAGIC {
             return Err(SnapshotError::BadMagic(path.to_path_buf()));
         }
-        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected: HEADER_LEN as u64, found: file_len });
+        return Err(SnapshotError::Truncated {
+            path: path.to_path_buf(),
+            expected: HEADER_LEN as u64,
+            found: file_len,
+        });
     }
     file.read_exact(&mut head).map_err(io_err(path))?;
     let header = Header::decode(path, &head)?;
     let expected = HEADER_LEN as u64 + header.body_len;
     if file_len != expected {
-        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected, found: file_len });
+        return Err(SnapshotError::Truncated {
+            path: path.to_path_buf(),
+            expected,
+            found: file_len,
+        });
     }
-    let body_len = usize::try_from(header.body_len)
-        .map_err(|_| SnapshotError::Truncated { path: path.to_path_buf(), expected, found: file_len })?;
+    let body_len = usize::try_from(header.body_len).map_err(|_| SnapshotError::Truncated {
+        path: path.to_path_buf(),
+        expected,
+        found: file_len,
+    })?;
     let mut body = AlignedVec::<16>::with_capacity(body_len);
     body.resize(body_len, 0);
     file.read_exact(body.as_mut_slice()).map_err(io_err(path))?;
@@ -241,10 +285,19 @@ fn read_verified(path: &Path) -> Result<(Header, AlignedVec<16>), SnapshotError>
     Ok((header, body))
 }
 
-fn access<'a>(path: &Path, header: &Header, body: &'a [u8]) -> Result<&'a ArchivedBody, SnapshotError> {
-    let archived = rkyv::access::<ArchivedBody, rancor::Error>(body)
-        .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
-    if archived.members.len() as u64 != header.members || archived.tombstones.len() as u64 != header.tombstones {
+fn access<'a>(
+    path: &Path,
+    header: &Header,
+    body: &'a [u8],
+) -> Result<&'a ArchivedBody, SnapshotError> {
+    let archived =
+        rkyv::access::<ArchivedBody, rancor::Error>(body).map_err(|e| SnapshotError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if archived.members.len() as u64 != header.members
+        || archived.tombstones.len() as u64 != header.tombstones
+    {
         return Err(SnapshotError::CountMismatch {
             path: path.to_path_buf(),
             members: header.members,
@@ -270,7 +323,11 @@ pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
         return Err(SnapshotError::BadMagic(path.to_path_buf()));
     }
     if read < HEADER_LEN {
-        return Err(SnapshotError::Truncated { path: path.to_path_buf(), expected: HEADER_LEN as u64, found: read as u64 });
+        return Err(SnapshotError::Truncated {
+            path: path.to_path_buf(),
+            expected: HEADER_LEN as u64,
+            found: read as u64,
+        });
     }
     Header::decode(path, &head)
 }
@@ -281,21 +338,43 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
     let archived = access(path, &header, &body)?;
     let mut builder = BaseBuilder::with_capacity(archived.members.len());
     for archived_member in archived.members.iter() {
-        let member: Member = rkyv::deserialize::<Member, rancor::Error>(archived_member)
-            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
-        member.validate().map_err(|source| SnapshotError::BadMember { path: path.to_path_buf(), source })?;
-        builder.insert(member).map_err(|source| SnapshotError::Conflict { path: path.to_path_buf(), source })?;
+        let member: Member =
+            rkyv::deserialize::<Member, rancor::Error>(archived_member).map_err(|e| {
+                SnapshotError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }
+            })?;
+        member
+            .validate()
+            .map_err(|source| SnapshotError::BadMember {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        builder
+            .insert(member)
+            .map_err(|source| SnapshotError::Conflict {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     for archived_tombstone in archived.tombstones.iter() {
         let t: Tombstone = rkyv::deserialize::<Tombstone, rancor::Error>(archived_tombstone)
-            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
-        let id = NationalId::from_u64(t.national_id.as_u64()).map_err(|e| SnapshotError::BadMember {
-            path: path.to_path_buf(),
-            source: RecordError::new("tombstone.national_id", e.to_string()),
-        })?;
+            .map_err(|e| SnapshotError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let id =
+            NationalId::from_u64(t.national_id.as_u64()).map_err(|e| SnapshotError::BadMember {
+                path: path.to_path_buf(),
+                source: RecordError::new("tombstone.national_id", e.to_string()),
+            })?;
         builder
             .delete(id, t.version)
-            .map_err(|source| SnapshotError::Conflict { path: path.to_path_buf(), source })?;
+            .map_err(|source| SnapshotError::Conflict {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     builder.set_position(header.position);
     Ok((header, builder.build()))
@@ -319,9 +398,17 @@ pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     let mut by_status = [0u64; 3];
     let (mut with_booklet, mut open_ended) = (0, 0);
     for archived_member in archived.members.iter() {
-        let m: Member = rkyv::deserialize::<Member, rancor::Error>(archived_member)
-            .map_err(|e| SnapshotError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
-        m.validate().map_err(|source| SnapshotError::BadMember { path: path.to_path_buf(), source })?;
+        let m: Member =
+            rkyv::deserialize::<Member, rancor::Error>(archived_member).map_err(|e| {
+                SnapshotError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }
+            })?;
+        m.validate().map_err(|source| SnapshotError::BadMember {
+            path: path.to_path_buf(),
+            source,
+        })?;
         by_kind[m.kind as usize] += 1;
         by_status[m.status as usize] += 1;
         with_booklet += u64::from(m.booklet_no.is_some());
@@ -329,8 +416,14 @@ pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     }
     Ok(Inspection {
         header,
-        by_kind: Kind::ALL.iter().map(|k| (*k, by_kind[*k as usize])).collect(),
-        by_status: Status::ALL.iter().map(|s| (*s, by_status[*s as usize])).collect(),
+        by_kind: Kind::ALL
+            .iter()
+            .map(|k| (*k, by_kind[*k as usize]))
+            .collect(),
+        by_status: Status::ALL
+            .iter()
+            .map(|s| (*s, by_status[*s as usize]))
+            .collect(),
         with_booklet,
         open_ended,
     })

@@ -10,12 +10,18 @@ fn population(n: u64) -> Vec<Member> {
 }
 
 fn tombstone() -> Tombstone {
-    Tombstone { national_id: NationalId::parse("0012345679").unwrap(), version: 9 }
+    Tombstone {
+        national_id: NationalId::parse("0012345679").unwrap(),
+        version: 9,
+    }
 }
 
 fn written(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("s.snap");
-    let position = Some(FeedPosition { ms: 1_700_000_000_123, seq: 4 });
+    let position = Some(FeedPosition {
+        ms: 1_700_000_000_123,
+        seq: 4,
+    });
     write(&path, population(n), vec![tombstone()], position).unwrap();
     path
 }
@@ -43,14 +49,23 @@ fn round_trips_members_tombstones_and_position() {
     let (header, base) = load(&path).unwrap();
     assert_eq!(header.members, 3_000);
     assert_eq!(header.tombstones, 1);
-    assert_eq!(header.position, Some(FeedPosition { ms: 1_700_000_000_123, seq: 4 }));
+    assert_eq!(
+        header.position,
+        Some(FeedPosition {
+            ms: 1_700_000_000_123,
+            seq: 4
+        })
+    );
     assert_eq!(header.descriptor, FORMAT_DESCRIPTOR);
     let index = Index::new(base);
     let (members, tombstones) = index.merged();
     assert_eq!(members, population(3_000));
     assert_eq!(tombstones, vec![(tombstone().national_id, 9)]);
     assert_eq!(read_header(&path).unwrap(), header);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), HEADER_LEN as u64 + header.body_len);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        HEADER_LEN as u64 + header.body_len
+    );
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
@@ -73,20 +88,29 @@ fn inspect_counts_and_verifies() {
     let members = population(2_000);
     let dependents = members.iter().filter(|m| m.kind == Kind::Dependent).count() as u64;
     assert!(report.by_kind.contains(&(Kind::Dependent, dependents)));
-    assert_eq!(report.with_booklet, members.iter().filter(|m| m.booklet_no.is_some()).count() as u64);
+    assert_eq!(
+        report.with_booklet,
+        members.iter().filter(|m| m.booklet_no.is_some()).count() as u64
+    );
 }
 
 #[test]
 fn refuses_missing_empty_and_foreign_files() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(load(&dir.path().join("none")), Err(SnapshotError::Io { .. })));
+    assert!(matches!(
+        load(&dir.path().join("none")),
+        Err(SnapshotError::Io { .. })
+    ));
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(load(&empty), Err(SnapshotError::BadMagic(_))));
     let text = dir.path().join("text");
     std::fs::write(&text, "{\"national_id\": \"0012345679\"}\n".repeat(200)).unwrap();
     assert!(matches!(load(&text), Err(SnapshotError::BadMagic(_))));
-    assert!(matches!(read_header(&text), Err(SnapshotError::BadMagic(_))));
+    assert!(matches!(
+        read_header(&text),
+        Err(SnapshotError::BadMagic(_))
+    ));
     assert!(matches!(load(dir.path()), Err(SnapshotError::Io { .. })));
 }
 
@@ -100,7 +124,10 @@ fn refuses_wrong_magic_version_and_format() {
     let path = written(dir.path(), 100);
     patch(&path, OFF_VERSION, &2u32.to_le_bytes(), false, true);
     let err = load(&path).unwrap_err();
-    assert!(matches!(err, SnapshotError::UnsupportedVersion { found: 2, .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::UnsupportedVersion { found: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("format version 2"), "{err}");
 
     let path = written(dir.path(), 100);
@@ -117,10 +144,21 @@ fn refuses_truncated_and_extended_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = written(dir.path(), 500);
     let full = std::fs::read(&path).unwrap();
-    for cut in [9, 100, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + 1, full.len() / 2, full.len() - 1] {
+    for cut in [
+        9,
+        100,
+        HEADER_LEN - 1,
+        HEADER_LEN,
+        HEADER_LEN + 1,
+        full.len() / 2,
+        full.len() - 1,
+    ] {
         std::fs::write(&path, &full[..cut]).unwrap();
         let err = load(&path).unwrap_err();
-        assert!(matches!(err, SnapshotError::Truncated { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, SnapshotError::Truncated { .. }),
+            "cut at {cut}: {err}"
+        );
         assert!(inspect(&path).is_err());
     }
     let mut longer = full.clone();
@@ -175,7 +213,10 @@ fn header_counts_must_match_the_body() {
     let dir = tempfile::tempdir().unwrap();
     let path = written(dir.path(), 100);
     patch(&path, OFF_MEMBERS, &99u64.to_le_bytes(), false, true);
-    assert!(matches!(load(&path), Err(SnapshotError::CountMismatch { .. })));
+    assert!(matches!(
+        load(&path),
+        Err(SnapshotError::CountMismatch { .. })
+    ));
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The command line of CONTRACT §3. Every flag also reads `ELIGD_<FLAG>` from the
+//! environment, so container deployments configure the service without arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eligd",
+    version,
+    about = "Eligibility (booklet credit) inquiry service",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s flags, accepted without the subcommand (`eligd --listen …`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Write a deterministic synthetic population as JSON Lines.
+    DemoData(DemoDataArgs),
+    /// Build or inspect snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Validate a national ID (exit 0 valid, 1 invalid).
+    CheckId(CheckIdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP address to listen on. Only loopback addresses are allowed until client keys
+    /// exist (CONTRACT §3: no `--api-keys`, no public address).
+    #[arg(long, env = "ELIGD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Load this snapshot at start instead of generating the demo population.
+    #[arg(long, env = "ELIGD_SNAPSHOT")]
+    pub snapshot: Option<PathBuf>,
+    /// With no snapshot: generate this many synthetic members in memory.
+    #[arg(long, env = "ELIGD_DEMO_MEMBERS", default_value_t = 1_000_000)]
+    pub demo_members: u64,
+    /// Seed of the synthetic population.
+    #[arg(long, env = "ELIGD_DEMO_SEED", default_value_t = 1)]
+    pub demo_seed: u64,
+    /// Makes tracking codes unique across replicas (0–99).
+    #[arg(long, env = "ELIGD_NODE_ID", default_value_t = 0)]
+    pub node_id: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// How many members to write.
+    #[arg(long, env = "ELIGD_MEMBERS", default_value_t = 1_000_000)]
+    pub members: u64,
+    /// The same seed (and date) gives the same population.
+    #[arg(long, env = "ELIGD_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Output file; `-` or absent writes to standard output.
+    #[arg(long, env = "ELIGD_OUT")]
+    pub out: Option<PathBuf>,
+    /// The date coverage ends are drawn around (YYYY-MM-DD); default today in Tehran.
+    #[arg(long, env = "ELIGD_TODAY")]
+    pub today: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Build a snapshot file from JSON Lines.
+    Build(SnapshotBuildArgs),
+    /// Print a snapshot's header and counts, and verify its checksum and every member.
+    Inspect(SnapshotInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotBuildArgs {
+    /// JSON Lines file of member records (`-` reads standard input).
+    #[arg(long, env = "ELIGD_FROM_JSONL")]
+    pub from_jsonl: PathBuf,
+    /// Where to write the snapshot (atomically).
+    #[arg(long, env = "ELIGD_OUT")]
+    pub out: PathBuf,
+    /// Fail on the first bad line instead of skipping it.
+    #[arg(long, env = "ELIGD_STRICT")]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotInspectArgs {
+    /// The snapshot file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckIdArgs {
+    /// The national ID, in any digit script.
+    pub national_id: String,
+}

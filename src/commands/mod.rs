@@ -1,0 +1,7 @@
+//! The subcommands' bodies. `main.rs` only parses the command line and maps errors to exit
+//! codes; each subcommand lives in its own module here.
+
+pub mod check_id;
+pub mod demo_data;
+pub mod serve;
+pub mod snapshot;

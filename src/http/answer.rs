@@ -1,0 +1,82 @@
+//! The JSON eligibility answer of CONTRACT §4, rendered from an inquiry's result.
+
+use serde::Serialize;
+
+use crate::dates::Day;
+use crate::eligibility::primary_insurer;
+use crate::inquiry::Found;
+use crate::member::{mask_name, Relation, Service};
+
+#[derive(Serialize)]
+pub struct MainInsured {
+    pub national_id: String,
+    pub status: &'static str,
+    pub coverage_until: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ServiceAnswer {
+    pub code: &'static str,
+    pub covered: bool,
+}
+
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    pub tracking_code: &'a str,
+    pub national_id: String,
+    pub as_of: String,
+    pub eligible: bool,
+    pub status: &'static str,
+    pub coverage_until: Option<String>,
+    pub days_remaining: Option<i32>,
+    pub kind: &'static str,
+    pub relation: Option<&'static str>,
+    pub scheme: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_insured: Option<MainInsured>,
+    pub services: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceAnswer>,
+    pub special_conditions: &'a [String],
+    pub primary_insurer: &'a str,
+    pub name: Option<String>,
+    pub data_version: u64,
+}
+
+impl<'a> Answer<'a> {
+    pub fn new(
+        found: &'a Found<'_>,
+        tracking_code: &'a str,
+        as_of: Day,
+        service: Option<Service>,
+    ) -> Answer<'a> {
+        let m = &*found.member;
+        let d = &found.decision;
+        Answer {
+            tracking_code,
+            national_id: m.national_id.to_string(),
+            as_of: as_of.to_string(),
+            eligible: d.eligible(),
+            status: d.outcome.as_str(),
+            coverage_until: d.coverage_until.map(|c| c.to_string()),
+            days_remaining: d.days_remaining,
+            kind: m.kind.as_str(),
+            relation: m.relation.map(Relation::as_str),
+            scheme: m.scheme.as_str(),
+            main_insured: d.main.map(|(standing, until)| MainInsured {
+                national_id: m.main_national_id.map(|id| id.masked()).unwrap_or_default(),
+                status: standing.as_str(),
+                coverage_until: until.map(|u| u.to_string()),
+            }),
+            services: m.services.iter().map(Service::as_str).collect(),
+            service: service.map(|s| ServiceAnswer {
+                code: s.as_str(),
+                covered: m.services.contains(s),
+            }),
+            special_conditions: &m.special_conditions,
+            primary_insurer: primary_insurer(m),
+            name: m.display_name.as_deref().map(mask_name),
+            data_version: m.version,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! One inquiry, whatever the channel: find the member, find the main insured for a
+//! dependent, apply the rules. Channels render the result; none decides anything.
+
+use crate::dates::Day;
+use crate::eligibility::{evaluate, Decision};
+use crate::index::{Index, MemberRef};
+use crate::member::{Kind, Service};
+use crate::national_id::NationalId;
+
+pub struct Found<'a> {
+    pub member: MemberRef<'a>,
+    pub decision: Decision,
+}
+
+/// Evaluates a member already found (by ID or by booklet).
+pub fn evaluate_found<'a>(
+    index: &'a Index,
+    member: MemberRef<'a>,
+    as_of: Day,
+    service: Option<Service>,
+) -> Found<'a> {
+    let main = match (member.kind, member.main_national_id) {
+        (Kind::Dependent, Some(main_id)) => index.get(main_id),
+        _ => None,
+    };
+    let decision = evaluate(&member, main.as_deref(), as_of, service);
+    Found { member, decision }
+}
+
+/// Looks a person up by national ID; `None` when unknown.
+pub fn by_national_id(
+    index: &Index,
+    id: NationalId,
+    as_of: Day,
+    service: Option<Service>,
+) -> Option<Found<'_>> {
+    index
+        .get(id)
+        .map(|member| evaluate_found(index, member, as_of, service))
+}

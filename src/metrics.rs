@@ -1,0 +1,165 @@
+//! The Prometheus metrics of CONTRACT §5, in one registry.
+//!
+//! Labels are closed sets (route patterns, channel names, outcome codes), never a raw path,
+//! a national ID, a phone number or a key, so the series count stays bounded whatever
+//! clients send.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub channel: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InquiryLabels {
+    pub channel: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub inquiries: Family<InquiryLabels, Counter>,
+    pub index_members: Gauge,
+    pub index_overlay_entries: Gauge,
+    pub snapshot_load_seconds: Gauge<f64, AtomicU64>,
+}
+
+/// Histogram buckets: 25 µs doubling up to about 0.8 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(25e-6, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("eligd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by route pattern, channel and outcome",
+            requests.clone(),
+        );
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from reading a request to its answer being ready",
+            request_duration.clone(),
+        );
+        let inquiries = Family::<InquiryLabels, Counter>::default();
+        registry.register(
+            "inquiries",
+            "People looked up (batch entries counted one by one), by channel and outcome",
+            inquiries.clone(),
+        );
+        let index_members = Gauge::default();
+        registry.register(
+            "index_members",
+            "Live members in the index",
+            index_members.clone(),
+        );
+        let index_overlay_entries = Gauge::default();
+        registry.register(
+            "index_overlay_entries",
+            "Changes held in the overlay since the base was built",
+            index_overlay_entries.clone(),
+        );
+        let snapshot_load_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "snapshot_load_seconds",
+            "Seconds the last index load took (snapshot or demo population)",
+            snapshot_load_seconds.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version label says which build runs",
+            build_info,
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            inquiries,
+            index_members,
+            index_overlay_entries,
+            snapshot_load_seconds,
+        }
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        let m = Metrics::new();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: "/healthz",
+                channel: "http",
+                outcome: "ok",
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabels {
+                route: "/healthz",
+                channel: "http",
+            })
+            .observe(0.00003);
+        let text = m.encode();
+        for name in [
+            "eligd_requests_total{route=\"/healthz\",channel=\"http\",outcome=\"ok\"} 1",
+            "eligd_request_duration_seconds_bucket{le=\"0.000025\",route=\"/healthz\",channel=\"http\"} 0",
+            "eligd_request_duration_seconds_bucket{le=\"0.00005\",route=\"/healthz\",channel=\"http\"} 1",
+            "eligd_index_members 0",
+            "eligd_snapshot_load_seconds 0",
+            "eligd_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
