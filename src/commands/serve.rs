@@ -85,30 +85,29 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<(Arc<Index>, f64)> {
     .context("the index loader stopped unexpectedly")?
 }
 
+/// Which members a sample line shows.
+type SampleTest = fn(Kind, Outcome) -> bool;
+
 /// Logs one synthetic ID of each interesting kind, so a newcomer has something to ask
 /// for. These are generated, not real people's IDs.
 fn log_demo_samples(index: &Index, args: &ServeArgs) {
     let today = Day::today();
-    let mut wanted: Vec<(&str, Box<dyn Fn(Kind, Outcome) -> bool>)> = vec![
-        (
-            "active main insured",
-            Box::new(|k, o| k == Kind::Main && o == Outcome::Active),
-        ),
-        (
-            "active dependent",
-            Box::new(|k, o| k == Kind::Dependent && o == Outcome::Active),
-        ),
-        (
-            "pensioner",
-            Box::new(|k, o| k == Kind::Pensioner && o == Outcome::Active),
-        ),
-        ("expired", Box::new(|_, o| o == Outcome::Expired)),
-        ("suspended", Box::new(|_, o| o == Outcome::Suspended)),
-        ("deceased", Box::new(|_, o| o == Outcome::Deceased)),
-        (
-            "dependent of an inactive main insured",
-            Box::new(|_, o| o == Outcome::MainInsuredInactive),
-        ),
+    let mut wanted: Vec<(&str, SampleTest)> = vec![
+        ("active main insured", |k, o| {
+            k == Kind::Main && o == Outcome::Active
+        }),
+        ("active dependent", |k, o| {
+            k == Kind::Dependent && o == Outcome::Active
+        }),
+        ("pensioner", |k, o| {
+            k == Kind::Pensioner && o == Outcome::Active
+        }),
+        ("expired", |_, o| o == Outcome::Expired),
+        ("suspended", |_, o| o == Outcome::Suspended),
+        ("deceased", |_, o| o == Outcome::Deceased),
+        ("dependent of an inactive main insured", |_, o| {
+            o == Outcome::MainInsuredInactive
+        }),
     ];
     for member in Generator::new(args.demo_members.min(100_000), args.demo_seed, today) {
         let Some(found) = inquiry::by_national_id(index, member.national_id, today, None) else {

@@ -351,12 +351,12 @@ async fn batch(state: &AppState, request: Request<Incoming>) -> Handled {
         .iter()
         .zip(&parsed.national_ids)
         .map(|((tracking, found), raw)| match found {
-            Ok(found) => BatchEntry::Answer(Answer::new(
+            Ok(found) => BatchEntry::Answer(Box::new(Answer::new(
                 found,
                 tracking.as_str(),
                 options.as_of,
                 options.service,
-            )),
+            ))),
             Err(e) => BatchEntry::Error {
                 national_id: raw,
                 error: e.body(tracking.as_str()),
@@ -380,7 +380,7 @@ struct BatchResponse<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum BatchEntry<'a> {
-    Answer(Answer<'a>),
+    Answer(Box<Answer<'a>>),
     Error {
         national_id: &'a str,
         error: serde_json::Value,

@@ -1,0 +1,331 @@
+//! The real `eligd` binary: subcommands, exit codes, clear one-line errors, and `serve`
+//! answering and draining on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn eligd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eligd"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One clear line, no panic, no backtrace.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let err = stderr(o);
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_id_exit_codes() {
+    let ok = eligd(&["check-id", "۰۰۱۲۳۴۵۶۷۹"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(stdout(&ok), "valid: 0012345679\n");
+    let ok = eligd(&["check-id", "12345679"]);
+    assert_eq!(stdout(&ok), "valid: 0012345679\n");
+    for (bad, reason) in [
+        ("0012345678", "check digit"),
+        ("2222222222", "repeat one digit"),
+        ("12", "10 digits"),
+        ("00x2345679", "only digits"),
+        ("", "required"),
+    ] {
+        let o = eligd(&["check-id", bad]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(
+            stdout(&o).starts_with("invalid: ") && stdout(&o).contains(reason),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn demo_data_snapshot_build_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("pop.jsonl");
+    let snap = dir.path().join("pop.snap");
+    let o = eligd(&[
+        "demo-data",
+        "--members",
+        "5000",
+        "--seed",
+        "9",
+        "--today",
+        "2026-11-22",
+        "--out",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(text.lines().count(), 5000);
+    // Deterministic: the same arguments write the same bytes.
+    let again = eligd(&[
+        "demo-data",
+        "--members",
+        "5000",
+        "--seed",
+        "9",
+        "--today",
+        "2026-11-22",
+    ]);
+    assert_eq!(stdout(&again), text);
+
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("5000 members"), "{}", stderr(&o));
+    let o = eligd(&["snapshot", "inspect", snap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "members:         5000",
+        "format version:  1",
+        "feed position:   none",
+        "verified",
+        "kind dependent:",
+        "status deceased:",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn snapshot_build_reports_bad_lines_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("mixed.jsonl");
+    let good = r#"{"national_id":"0012345679","version":1,"kind":"main","scheme":"mandatory","status":"active","services":[]}"#;
+    std::fs::write(
+        &jsonl,
+        format!(
+            "{good}\n{{broken\n{}\n",
+            good.replace("\"main\"", "\"boss\"")
+        ),
+    )
+    .unwrap();
+    let snap = dir.path().join("out.snap");
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("skipped line 2:"), "{err}");
+    assert!(err.contains("skipped line 3: kind:"), "{err}");
+    assert!(err.contains("1 members from 3 lines (2 skipped)"), "{err}");
+
+    let strict = dir.path().join("strict.snap");
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--strict",
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--out",
+        strict.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "line 2:");
+    assert!(
+        !strict.exists(),
+        "a failed strict build must not leave a snapshot"
+    );
+}
+
+#[test]
+fn bad_files_and_flags_get_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let o = eligd(&["snapshot", "inspect", missing.to_str().unwrap()]);
+    assert_clean_failure(&o, "No such file");
+    let junk = dir.path().join("junk.snap");
+    std::fs::write(&junk, b"ELIGDSNP but not really a snapshot").unwrap();
+    assert_clean_failure(
+        &eligd(&["snapshot", "inspect", junk.to_str().unwrap()]),
+        "truncated",
+    );
+    std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+    assert_clean_failure(
+        &eligd(&["snapshot", "inspect", junk.to_str().unwrap()]),
+        "wrong magic",
+    );
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-jsonl",
+        missing.to_str().unwrap(),
+        "--out",
+        junk.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "cannot open");
+    assert_clean_failure(
+        &eligd(&["demo-data", "--members", "10", "--today", "2026-02-30"]),
+        "--today",
+    );
+    assert_clean_failure(&eligd(&["demo-data", "--members", "ten"]), "invalid value");
+    assert_clean_failure(
+        &eligd(&["serve", "--listen", "not-an-address"]),
+        "invalid value",
+    );
+    assert_clean_failure(
+        &eligd(&["serve", "--node-id", "100", "--listen", "127.0.0.1:0"]),
+        "--node-id",
+    );
+    assert_clean_failure(
+        &eligd(&["serve", "--listen", "0.0.0.0:0"]),
+        "refusing to listen",
+    );
+    assert_clean_failure(&eligd(&["--no-such-flag"]), "unexpected argument");
+    let o = eligd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--snapshot",
+        junk.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "wrong magic");
+}
+
+/// A running `eligd serve` child, killed on drop.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eligd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut addr = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("address=").nth(1) {
+            addr = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if line.contains("index loaded; ready") {
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Served {
+        child,
+        addr: addr.expect("serve logged its address"),
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+fn terminate(served: &mut Served) -> std::process::ExitStatus {
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_the_demo_population_then_drain_on_sigterm() {
+    let mut served = serve(&["--demo-members", "20000"]);
+    let (status, body) = http_get(&served.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"members\":20000"), "{body}");
+    let status = terminate(&mut served);
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn serve_a_snapshot_built_from_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("p.jsonl");
+    let snap = dir.path().join("p.snap");
+    let member = r#"{"national_id":"0012345679","version":3,"kind":"main","scheme":"voluntary","status":"active","coverage_until":"2030-01-01","services":["dental"],"booklet_no":"42"}"#;
+    std::fs::write(&jsonl, format!("{member}\n")).unwrap();
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut served = serve(&["--snapshot", snap.to_str().unwrap()]);
+    let (status, body) = http_get(
+        &served.addr,
+        "/v1/members/0012345679/eligibility?date=2029-12-31&service=dental",
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["status"], "active");
+    assert_eq!(answer["days_remaining"], 1);
+    assert_eq!(answer["scheme"], "voluntary");
+    let (status, _) = http_get(&served.addr, "/v1/booklets/42/eligibility");
+    assert_eq!(status, 200);
+    assert!(terminate(&mut served).success());
+    assert!(Path::new(&snap).exists());
+}

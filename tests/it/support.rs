@@ -1,0 +1,275 @@
+//! Helpers: a fixture population with one member of every kind and outcome, a server
+//! started in-process on a free port and stopped on drop, and a small HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use eligd::app::AppState;
+use eligd::index::{BaseBuilder, Index};
+use eligd::member::Member;
+use eligd::national_id::NationalId;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+/// The date every fixture answer is asked for.
+pub const AS_OF: &str = "2026-11-22";
+
+/// A valid ID built from a small number (its check digit appended).
+pub fn id(n: u32) -> String {
+    NationalId::from_prefix(n).unwrap().to_string()
+}
+
+pub struct Fixture;
+
+impl Fixture {
+    pub const MAIN: &'static str = "0499370899";
+    pub const CHILD: &'static str = "0012345679";
+    pub fn expired() -> String {
+        id(1001)
+    }
+    pub fn suspended() -> String {
+        id(1002)
+    }
+    pub fn deceased() -> String {
+        id(1003)
+    }
+    pub fn pensioner() -> String {
+        id(1004)
+    }
+    pub fn suspended_main() -> String {
+        id(1005)
+    }
+    pub fn dependent_of_suspended() -> String {
+        id(1006)
+    }
+    pub fn orphan() -> String {
+        id(1007)
+    }
+    pub fn missing_main() -> String {
+        id(1008)
+    }
+    pub fn other_primary() -> String {
+        id(1009)
+    }
+    pub fn unknown() -> String {
+        id(1010)
+    }
+}
+
+fn record(id: &str, extra: serde_json::Value) -> Member {
+    let mut v = serde_json::json!({
+        "national_id": id, "version": 7, "kind": "main", "scheme": "mandatory", "status": "active",
+        "coverage_until": "2027-03-20", "services": ["outpatient", "inpatient", "pharmacy", "paraclinic", "dental"],
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    Member::from_json(&v.to_string()).unwrap()
+}
+
+pub fn fixture_members() -> Vec<Member> {
+    use serde_json::json;
+    vec![
+        record(
+            Fixture::MAIN,
+            json!({"booklet_no": "930123456789", "display_name": "رضا رضایی",
+            "other_insurers": [{"code": "salamat", "primary": false}]}),
+        ),
+        record(
+            Fixture::CHILD,
+            json!({"version": 42, "kind": "dependent", "main_national_id": Fixture::MAIN,
+            "relation": "child", "coverage_until": "2026-12-31", "special_conditions": ["dialysis"],
+            "services": ["outpatient", "pharmacy"], "booklet_no": "000777", "display_name": "علی رضایی"}),
+        ),
+        record(
+            &Fixture::expired(),
+            json!({"coverage_until": "2026-11-21", "display_name": "Sara Ahmadi"}),
+        ),
+        record(&Fixture::suspended(), json!({"status": "suspended"})),
+        record(&Fixture::deceased(), json!({"status": "deceased"})),
+        record(
+            &Fixture::pensioner(),
+            json!({"kind": "pensioner", "scheme": "pensioner", "coverage_until": null}),
+        ),
+        record(&Fixture::suspended_main(), json!({"status": "suspended"})),
+        record(
+            &Fixture::dependent_of_suspended(),
+            json!({"kind": "dependent", "relation": "spouse",
+            "main_national_id": Fixture::suspended_main(), "coverage_until": null}),
+        ),
+        record(
+            &Fixture::orphan(),
+            json!({"kind": "dependent", "main_national_id": Fixture::missing_main()}),
+        ),
+        record(
+            &Fixture::other_primary(),
+            json!({"other_insurers": [{"code": "armed_forces", "primary": true}]}),
+        ),
+    ]
+}
+
+pub fn fixture_index() -> Index {
+    let mut builder = BaseBuilder::default();
+    for m in fixture_members() {
+        builder.insert(m).unwrap();
+    }
+    Index::new(builder.build())
+}
+
+/// An eligd HTTP server running in this process on a free loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server whose index is not loaded yet.
+    pub async fn start_empty() -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(AppState::new(5).unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(eligd::http::serve(
+            listener,
+            Arc::clone(&state),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A server answering from the fixture population.
+    pub async fn start() -> TestServer {
+        let server = TestServer::start_empty().await;
+        server.state.install_index(Arc::new(fixture_index()), 0.0);
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting, lets open requests finish, and waits for the server to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub async fn request(
+    method: Method,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut builder = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    request(Method::GET, url, None, &[]).await
+}
+
+pub async fn post(url: &str, body: &str) -> Reply {
+    request(
+        Method::POST,
+        url,
+        Some(body.as_bytes()),
+        &[("content-type", "application/json")],
+    )
+    .await
+}
+
+/// Persian digits for an ASCII digit string.
+pub fn persian(s: &str) -> String {
+    s.chars()
+        .map(|c| char::from_u32(0x06F0 + c.to_digit(10).unwrap()).unwrap())
+        .collect()
+}
+
+pub fn arabic_indic(s: &str) -> String {
+    s.chars()
+        .map(|c| char::from_u32(0x0660 + c.to_digit(10).unwrap()).unwrap())
+        .collect()
+}
+
+/// Percent-encodes every non-ASCII byte (as a client puts Persian digits in a path).
+pub fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub fn eligibility_url(server: &TestServer, id: &str, query: &str) -> String {
+    server.url(&format!(
+        "/v1/members/{}/eligibility?{query}",
+        encode_path(id)
+    ))
+}
