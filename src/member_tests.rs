@@ -214,3 +214,31 @@ fn names_are_masked() {
     assert_eq!(mask_name("Sara"), "S***");
     assert_eq!(mask_name("   "), "");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn on_arbitrary_text(s in "\\PC{0,200}") {
+            let _ = Member::from_json(&s);
+        }
+
+        #[test]
+        fn on_any_prefix_or_byte_change_of_a_good_record(cut in 0usize..400, at in 0usize..400, c in any::<char>()) {
+            let good = GOOD;
+            let cut = cut.min(good.len());
+            if good.is_char_boundary(cut) {
+                let _ = Member::from_json(&good[..cut]);
+            }
+            let mut chars: Vec<char> = good.chars().collect();
+            let at = at.min(chars.len() - 1);
+            chars[at] = c;
+            let changed: String = chars.into_iter().collect();
+            if let Ok(m) = Member::from_json(&changed) {
+                prop_assert!(m.validate().is_ok());
+            }
+        }
+    }
+}

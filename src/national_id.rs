@@ -97,13 +97,7 @@ impl NationalId {
         if value > 9_999_999_999 {
             return Err(IdError::WrongLength);
         }
-        let mut d = [0u8; 10];
-        let mut v = value;
-        for slot in d.iter_mut().rev() {
-            *slot = (v % 10) as u8;
-            v /= 10;
-        }
-        Self::from_digits(&d)
+        Self::from_digits(&decimal_digits(value))
     }
 
     /// The integer form (the 10 digits read as a number).
@@ -134,15 +128,19 @@ impl NationalId {
         if prefix > 999_999_999 {
             return Err(IdError::WrongLength);
         }
-        let mut nine = [0u8; 9];
-        let mut v = prefix;
-        for slot in nine.iter_mut().rev() {
-            *slot = (v % 10) as u8;
-            v /= 10;
-        }
-        let check = Self::check_digit(&nine);
+        let check = Self::check_digit(&decimal_digits(u64::from(prefix)));
         Self::from_u64(u64::from(prefix) * 10 + u64::from(check))
     }
+}
+
+/// The last `N` decimal digits of `value`, most significant first.
+fn decimal_digits<const N: usize>(mut value: u64) -> [u8; N] {
+    let mut digits = [0u8; N];
+    for slot in digits.iter_mut().rev() {
+        *slot = (value % 10) as u8;
+        value /= 10;
+    }
+    digits
 }
 
 fn weighted_sum(first_nine: &[u8; 9]) -> u32 {

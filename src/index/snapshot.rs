@@ -18,7 +18,7 @@ use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{Base, BaseBuilder, FeedPosition, InsertError};
-use crate::member::{Kind, Member, RecordError, Status};
+use crate::member::{ArchivedMember, Kind, Member, RecordError, Status};
 use crate::national_id::NationalId;
 
 pub const MAGIC: [u8; 8] = *b"ELIGDSNP";
@@ -307,6 +307,23 @@ fn access<'a>(
     Ok(archived)
 }
 
+/// Deserialises one archived member and checks it against the record rules.
+fn read_member(path: &Path, archived: &ArchivedMember) -> Result<Member, SnapshotError> {
+    let member = rkyv::deserialize::<Member, rancor::Error>(archived).map_err(|e| {
+        SnapshotError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    member
+        .validate()
+        .map_err(|source| SnapshotError::BadMember {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(member)
+}
+
 /// Reads only the header (cheap: no body read, no checksum).
 pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     let mut file = File::open(path).map_err(io_err(path))?;
@@ -338,19 +355,7 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
     let archived = access(path, &header, &body)?;
     let mut builder = BaseBuilder::with_capacity(archived.members.len());
     for archived_member in archived.members.iter() {
-        let member: Member =
-            rkyv::deserialize::<Member, rancor::Error>(archived_member).map_err(|e| {
-                SnapshotError::Invalid {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
-        member
-            .validate()
-            .map_err(|source| SnapshotError::BadMember {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let member = read_member(path, archived_member)?;
         builder
             .insert(member)
             .map_err(|source| SnapshotError::Conflict {
@@ -398,17 +403,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     let mut by_status = [0u64; 3];
     let (mut with_booklet, mut open_ended) = (0, 0);
     for archived_member in archived.members.iter() {
-        let m: Member =
-            rkyv::deserialize::<Member, rancor::Error>(archived_member).map_err(|e| {
-                SnapshotError::Invalid {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
-        m.validate().map_err(|source| SnapshotError::BadMember {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let m = read_member(path, archived_member)?;
         by_kind[m.kind as usize] += 1;
         by_status[m.status as usize] += 1;
         with_booklet += u64::from(m.booklet_no.is_some());

@@ -14,6 +14,18 @@ fn eligd(args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn build_snapshot(jsonl: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["snapshot", "build"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    eligd(&args)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -88,14 +100,7 @@ fn demo_data_snapshot_build_and_inspect() {
     ]);
     assert_eq!(stdout(&again), text);
 
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--from-jsonl",
-        jsonl.to_str().unwrap(),
-        "--out",
-        snap.to_str().unwrap(),
-    ]);
+    let o = build_snapshot(&jsonl, &snap, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("5000 members"), "{}", stderr(&o));
     let o = eligd(&["snapshot", "inspect", snap.to_str().unwrap()]);
@@ -127,14 +132,7 @@ fn snapshot_build_reports_bad_lines_and_strict_fails() {
     )
     .unwrap();
     let snap = dir.path().join("out.snap");
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--from-jsonl",
-        jsonl.to_str().unwrap(),
-        "--out",
-        snap.to_str().unwrap(),
-    ]);
+    let o = build_snapshot(&jsonl, &snap, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("skipped line 2:"), "{err}");
@@ -142,15 +140,7 @@ fn snapshot_build_reports_bad_lines_and_strict_fails() {
     assert!(err.contains("1 members from 3 lines (2 skipped)"), "{err}");
 
     let strict = dir.path().join("strict.snap");
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--strict",
-        "--from-jsonl",
-        jsonl.to_str().unwrap(),
-        "--out",
-        strict.to_str().unwrap(),
-    ]);
+    let o = build_snapshot(&jsonl, &strict, &["--strict"]);
     assert_clean_failure(&o, "line 2:");
     assert!(
         !strict.exists(),
@@ -305,14 +295,7 @@ fn serve_a_snapshot_built_from_json_lines() {
     let snap = dir.path().join("p.snap");
     let member = r#"{"national_id":"0012345679","version":3,"kind":"main","scheme":"voluntary","status":"active","coverage_until":"2030-01-01","services":["dental"],"booklet_no":"42"}"#;
     std::fs::write(&jsonl, format!("{member}\n")).unwrap();
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--from-jsonl",
-        jsonl.to_str().unwrap(),
-        "--out",
-        snap.to_str().unwrap(),
-    ]);
+    let o = build_snapshot(&jsonl, &snap, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut served = serve(&["--snapshot", snap.to_str().unwrap()]);
     let (status, body) = http_get(

@@ -23,13 +23,31 @@ fn openapi_describes_every_route_and_error_code() {
         assert!(spec.contains(route), "docs/openapi.yaml lacks {route}");
     }
     for code in [
-        "invalid_national_id", "invalid_date", "invalid_service", "invalid_request", "member_not_found",
-        "booklet_not_found", "not_found", "method_not_allowed", "payload_too_large", "not_ready",
+        "invalid_national_id",
+        "invalid_date",
+        "invalid_service",
+        "invalid_request",
+        "member_not_found",
+        "booklet_not_found",
+        "not_found",
+        "method_not_allowed",
+        "payload_too_large",
+        "not_ready",
     ] {
-        assert!(spec.contains(code), "docs/openapi.yaml lacks error code {code}");
+        assert!(
+            spec.contains(code),
+            "docs/openapi.yaml lacks error code {code}"
+        );
     }
-    for status in ["main_insured_inactive", "main_insured_not_found", "service_not_covered"] {
-        assert!(spec.contains(status), "docs/openapi.yaml lacks status {status}");
+    for status in [
+        "main_insured_inactive",
+        "main_insured_not_found",
+        "service_not_covered",
+    ] {
+        assert!(
+            spec.contains(status),
+            "docs/openapi.yaml lacks status {status}"
+        );
     }
 }
 
@@ -42,15 +60,26 @@ fn operations_guide_lists_every_flag_env_var_and_metric() {
                 if long == "help" || long == "version" {
                     continue;
                 }
-                assert!(guide.contains(&format!("--{long}")), "docs/operations.md lacks --{long} ({})", cmd.get_name());
+                assert!(
+                    guide.contains(&format!("--{long}")),
+                    "docs/operations.md lacks --{long} ({})",
+                    cmd.get_name()
+                );
             }
             if let Some(env) = arg.get_env() {
                 let env = env.to_string_lossy();
-                assert!(guide.contains(env.as_ref()), "docs/operations.md lacks {env}");
+                assert!(
+                    guide.contains(env.as_ref()),
+                    "docs/operations.md lacks {env}"
+                );
             }
         }
         for sub in cmd.get_subcommands() {
-            assert!(guide.contains(sub.get_name()), "docs/operations.md lacks subcommand {}", sub.get_name());
+            assert!(
+                guide.contains(sub.get_name()),
+                "docs/operations.md lacks subcommand {}",
+                sub.get_name()
+            );
             walk(sub, guide);
         }
     }
@@ -58,16 +87,32 @@ fn operations_guide_lists_every_flag_env_var_and_metric() {
     let metrics = eligd::metrics::Metrics::new().encode();
     for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
-        assert!(guide.contains(name), "docs/operations.md lacks metric {name}");
+        assert!(
+            guide.contains(name),
+            "docs/operations.md lacks metric {name}"
+        );
     }
-    for name in ["eligd_requests_total", "eligd_inquiries_total", "eligd_request_duration_seconds"] {
-        assert!(guide.contains(name), "docs/operations.md lacks metric {name}");
+    for name in [
+        "eligd_requests_total",
+        "eligd_inquiries_total",
+        "eligd_request_duration_seconds",
+    ] {
+        assert!(
+            guide.contains(name),
+            "docs/operations.md lacks metric {name}"
+        );
     }
 }
 
 #[test]
 fn readme_shows_the_two_commands() {
     let readme = read("README.md");
-    assert!(readme.contains("cargo run --release"), "README lacks the run command");
-    assert!(readme.contains("cargo test"), "README lacks the test command");
+    assert!(
+        readme.contains("cargo run --release"),
+        "README lacks the run command"
+    );
+    assert!(
+        readme.contains("cargo test"),
+        "README lacks the test command"
+    );
 }
