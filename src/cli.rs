@@ -15,10 +15,31 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// `serve`'s flags, accepted without the subcommand (`eligd --listen …`).
-    #[command(flatten)]
-    pub serve: ServeArgs,
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line, running `serve` when no subcommand is named (`eligd` and
+    /// `eligd --listen …` both serve). Only the named subcommand's flags and environment
+    /// variables are read, so a stray `ELIGD_LISTEN` cannot break `eligd check-id`.
+    pub fn parse_with_default() -> Cli {
+        Cli::parse_from(with_default_subcommand(std::env::args_os().collect()))
+    }
+}
+
+const TOP_LEVEL_FLAGS: [&str; 4] = ["-h", "--help", "-V", "--version"];
+
+/// Inserts `serve` after the program name when the first argument is a flag (or absent).
+pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let needs_default = match first.as_deref() {
+        None => true,
+        Some(a) => a.starts_with('-') && !TOP_LEVEL_FLAGS.contains(&a),
+    };
+    if needs_default {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
 }
 
 #[derive(Debug, Subcommand)]

@@ -82,6 +82,9 @@ const INSURERS: &[&str] = &[
     "bank_melli",
 ];
 
+/// The most members one population can hold (national IDs are drawn from 10^9 prefixes).
+pub const MAX_DEMO_MEMBERS: u64 = 900_000_000;
+
 /// splitmix64: a stateless mix of (seed, member ordinal, purpose) into 64 random bits.
 fn mix(seed: u64, n: u64, salt: u64) -> u64 {
     let mut z =
@@ -128,7 +131,7 @@ impl Generator {
             today,
             next_ordinal: 0,
             emitted: 0,
-            limit: members.min(900_000_000),
+            limit: members.min(MAX_DEMO_MEMBERS),
             pending: Vec::new().into_iter(),
             id_offset: mix(seed, 0, 1) % 1_000_000_000,
         }

@@ -3,24 +3,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use eligd::cli::{Cli, Command, SnapshotCommand};
 use eligd::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_default();
     init_logging();
     let result = match cli.command {
-        None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::DemoData(args)) => commands::demo_data::run(&args),
-        Some(Command::Snapshot(SnapshotCommand::Build(args))) => {
+        Command::Serve(args) => serve(args),
+        Command::DemoData(args) => commands::demo_data::run(&args),
+        Command::Snapshot(SnapshotCommand::Build(args)) => {
             commands::snapshot::build(&args, &mut std::io::stderr())
         }
-        Some(Command::Snapshot(SnapshotCommand::Inspect(args))) => {
+        Command::Snapshot(SnapshotCommand::Inspect(args)) => {
             commands::snapshot::inspect(&args, &mut std::io::stdout())
         }
-        Some(Command::CheckId(args)) => {
+        Command::CheckId(args) => {
             return match commands::check_id::run(&args.national_id, &mut std::io::stdout()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
@@ -38,7 +36,10 @@ fn serve(args: eligd::cli::ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(commands::serve::run(args))
+    let result = runtime.block_on(commands::serve::run(args));
+    // Do not wait for an index load that a shutdown interrupted.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn report(error: anyhow::Error) -> ExitCode {

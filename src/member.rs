@@ -268,12 +268,15 @@ impl Member {
         let mut de = serde_json::Deserializer::from_str(json);
         let raw: RawRecord = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." || path.is_empty() {
-                "record".to_string()
-            } else {
-                path
-            };
-            RecordError::new(field, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            match path.as_str() {
+                "." | "" => RecordError::new("record", message),
+                // serde quotes the offending value; an ID must not reach a log that way.
+                "national_id" | "main_national_id" => {
+                    RecordError::new(path, "must be a string of 10 digits")
+                }
+                _ => RecordError::new(path, message),
+            }
         })?;
         de.end()
             .map_err(|e| RecordError::new("record", e.to_string()))?;

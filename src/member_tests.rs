@@ -139,6 +139,15 @@ fn every_broken_rule_names_its_field() {
 }
 
 #[test]
+fn wrongly_typed_ids_are_not_quoted_in_the_message() {
+    for field in ["national_id", "main_national_id"] {
+        let err = Member::from_json(&with(field, serde_json::json!(499370899))).unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(!err.to_string().contains("499370899"), "{err}");
+    }
+}
+
+#[test]
 fn non_dependents_carry_no_main_or_relation() {
     let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
     v["kind"] = "main".into();

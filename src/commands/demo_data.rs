@@ -7,9 +7,15 @@ use anyhow::Context;
 
 use crate::cli::DemoDataArgs;
 use crate::dates::Day;
-use crate::demo::Generator;
+use crate::demo::{Generator, MAX_DEMO_MEMBERS};
 
 pub fn run(args: &DemoDataArgs) -> anyhow::Result<()> {
+    if args.members > MAX_DEMO_MEMBERS {
+        anyhow::bail!(
+            "--members {} is more than the generator's {MAX_DEMO_MEMBERS}",
+            args.members
+        );
+    }
     let today = match &args.today {
         Some(d) => Day::parse_iso(d).map_err(|e| anyhow::anyhow!("--today {d:?}: {e}"))?,
         None => Day::today(),

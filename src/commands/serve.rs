@@ -32,31 +32,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let shutdown = async move {
-        tokio::select! {
-            _ = termination_signal() => {}
-            _ = stop_rx.changed() => {}
-        }
-    };
-    let server = tokio::spawn(crate::http::serve(listener, Arc::clone(&state), shutdown));
+    // One stop signal for everything: SIGTERM/SIGINT, or a failed load.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        termination_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        Arc::clone(&state),
+        stopped(stop_rx.clone()),
+    ));
 
-    match load_index(&args).await {
-        Ok((index, seconds)) => {
-            tracing::info!(members = index.len(), seconds, "index loaded; ready");
-            if args.snapshot.is_none() {
-                log_demo_samples(&index, &args);
+    tokio::select! {
+        loaded = load_index(&args) => match loaded {
+            Ok((index, seconds)) => {
+                tracing::info!(members = index.len(), seconds, "index loaded; ready");
+                if args.snapshot.is_none() {
+                    log_demo_samples(&index, &args);
+                }
+                state.install_index(index, seconds);
             }
-            state.install_index(index, seconds);
-        }
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
-            return Err(e);
-        }
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Err(e);
+            }
+        },
+        _ = stopped(stop_rx) => tracing::info!("stopping before the index finished loading"),
     }
     server.await.context("the HTTP server task failed")?;
     Ok(())
+}
+
+/// Completes once a stop has been requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn load_index(args: &ServeArgs) -> anyhow::Result<(Arc<Index>, f64)> {

@@ -34,6 +34,14 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             report.skipped - report.errors.len() as u64
         )?;
     }
+    if report.imported == 0 && report.skipped > 0 {
+        anyhow::bail!(
+            "no valid member in {} lines of {} ({} skipped); no snapshot written",
+            report.lines,
+            args.from_jsonl.display(),
+            report.skipped
+        );
+    }
     let (members, tombstones) = Index::new(builder.build()).merged();
     let tombstones = tombstones
         .into_iter()

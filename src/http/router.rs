@@ -238,12 +238,12 @@ fn failed_inquiry(state: &AppState, e: ApiError) -> Handled {
 
 fn by_national_id(state: &AppState, raw_id: &str, query: Option<&str>) -> Handled {
     let result = (|| {
-        let index = ready_index(state)?;
         let id = decode_segment(raw_id).ok_or(ApiError::InvalidNationalId(
             crate::national_id::IdError::NotADigit,
         ))?;
         let id = NationalId::parse(&id).map_err(ApiError::InvalidNationalId)?;
         let options = query_options(query)?;
+        let index = ready_index(state)?;
         let found = inquiry::by_national_id(&index, id, options.as_of, options.service)
             .ok_or(ApiError::MemberNotFound)?;
         Ok(answer_response(state, &found, &options))
@@ -253,11 +253,11 @@ fn by_national_id(state: &AppState, raw_id: &str, query: Option<&str>) -> Handle
 
 fn by_booklet(state: &AppState, raw: &str, query: Option<&str>) -> Handled {
     let result = (|| {
-        let index = ready_index(state)?;
         let booklet = decode_segment(raw)
             .and_then(|b| Booklet::parse(b.trim()))
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))?;
         let options = query_options(query)?;
+        let index = ready_index(state)?;
         let member = index
             .get_by_booklet(booklet)
             .ok_or(ApiError::BookletNotFound)?;
@@ -300,10 +300,6 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 async fn batch(state: &AppState, request: Request<Incoming>) -> Handled {
-    let index = match ready_index(state) {
-        Ok(index) => index,
-        Err(e) => return error(state, e),
-    };
     let body = match read_body(request).await {
         Ok(body) => body,
         Err(e) => return error(state, e),
@@ -326,6 +322,10 @@ async fn batch(state: &AppState, request: Request<Incoming>) -> Handled {
     }
     let options = match parse_options(parsed.date.as_deref(), parsed.service.as_deref()) {
         Ok(options) => options,
+        Err(e) => return error(state, e),
+    };
+    let index = match ready_index(state) {
+        Ok(index) => index,
         Err(e) => return error(state, e),
     };
     let looked_up: Vec<(TrackingCode, Result<Found<'_>, ApiError>)> = parsed

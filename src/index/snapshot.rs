@@ -71,10 +71,10 @@ pub struct Header {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{0}: not an eligd snapshot (wrong magic)")]
     BadMagic(PathBuf),
@@ -94,10 +94,10 @@ pub enum SnapshotError {
     BodyChecksum(PathBuf),
     #[error("{path}: the snapshot body does not validate: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: the snapshot holds an invalid member: {source}")]
-    BadMember { path: PathBuf, source: RecordError },
-    #[error("{path}: the snapshot holds conflicting entries: {source}")]
-    Conflict { path: PathBuf, source: InsertError },
+    #[error("{path}: the snapshot holds an invalid member: {reason}")]
+    BadMember { path: PathBuf, reason: RecordError },
+    #[error("{path}: the snapshot holds conflicting entries: {reason}")]
+    Conflict { path: PathBuf, reason: InsertError },
     #[error(
         "{path}: header counts ({members} members, {tombstones} tombstones) do not match the body"
     )]
@@ -111,9 +111,9 @@ pub enum SnapshotError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io {
+    move |reason| SnapshotError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     }
 }
 
@@ -236,7 +236,7 @@ pub fn write(
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| SnapshotError::Io {
         path: path.to_path_buf(),
-        source: e.error,
+        reason: e.error,
     })?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
@@ -317,9 +317,9 @@ fn read_member(path: &Path, archived: &ArchivedMember) -> Result<Member, Snapsho
     })?;
     member
         .validate()
-        .map_err(|source| SnapshotError::BadMember {
+        .map_err(|reason| SnapshotError::BadMember {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
     Ok(member)
 }
@@ -358,9 +358,9 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
         let member = read_member(path, archived_member)?;
         builder
             .insert(member)
-            .map_err(|source| SnapshotError::Conflict {
+            .map_err(|reason| SnapshotError::Conflict {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
     }
     for archived_tombstone in archived.tombstones.iter() {
@@ -372,13 +372,13 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
         let id =
             NationalId::from_u64(t.national_id.as_u64()).map_err(|e| SnapshotError::BadMember {
                 path: path.to_path_buf(),
-                source: RecordError::new("tombstone.national_id", e.to_string()),
+                reason: RecordError::new("tombstone.national_id", e.to_string()),
             })?;
         builder
             .delete(id, t.version)
-            .map_err(|source| SnapshotError::Conflict {
+            .map_err(|reason| SnapshotError::Conflict {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
     }
     builder.set_position(header.position);

@@ -216,9 +216,16 @@ impl Drop for Served {
 }
 
 fn serve(args: &[&str]) -> Served {
+    serve_until(args, "index loaded; ready")
+}
+
+/// Starts `eligd` with `args` (after `--listen 127.0.0.1:0`) and reads its log until a line
+/// containing `ready_line`.
+fn serve_until(args: &[&str], ready_line: &str) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eligd"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(args.iter().take_while(|a| !a.starts_with('-')))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args.iter().skip_while(|a| !a.starts_with('-')))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -231,7 +238,7 @@ fn serve(args: &[&str]) -> Served {
         if let Some(rest) = line.split("address=").nth(1) {
             addr = Some(rest.split_whitespace().next().unwrap().to_string());
         }
-        if line.contains("index loaded; ready") {
+        if line.contains(ready_line) {
             break;
         }
     }
@@ -280,6 +287,7 @@ fn terminate(served: &mut Served) -> std::process::ExitStatus {
 
 #[test]
 fn serve_the_demo_population_then_drain_on_sigterm() {
+    // No subcommand: `serve` is the default.
     let mut served = serve(&["--demo-members", "20000"]);
     let (status, body) = http_get(&served.addr, "/readyz");
     assert_eq!(status, 200, "{body}");
@@ -297,7 +305,7 @@ fn serve_a_snapshot_built_from_json_lines() {
     std::fs::write(&jsonl, format!("{member}\n")).unwrap();
     let o = build_snapshot(&jsonl, &snap, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut served = serve(&["--snapshot", snap.to_str().unwrap()]);
+    let mut served = serve(&["serve", "--snapshot", snap.to_str().unwrap()]);
     let (status, body) = http_get(
         &served.addr,
         "/v1/members/0012345679/eligibility?date=2029-12-31&service=dental",
@@ -311,4 +319,62 @@ fn serve_a_snapshot_built_from_json_lines() {
     assert_eq!(status, 200);
     assert!(terminate(&mut served).success());
     assert!(Path::new(&snap).exists());
+}
+
+#[test]
+fn sigterm_during_a_long_load_stops_promptly() {
+    let mut served = serve_until(
+        &["--demo-members", "40000000"],
+        "generating the synthetic demo population",
+    );
+    let (status, body) = http_get(&served.addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let started = Instant::now();
+    let status = terminate(&mut served);
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn serve_flags_in_the_environment_do_not_affect_other_subcommands() {
+    let o = Command::new(env!("CARGO_BIN_EXE_eligd"))
+        .args(["check-id", "0012345679"])
+        .env("ELIGD_LISTEN", "not an address")
+        .env("ELIGD_DEMO_MEMBERS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_eligd"))
+        .env("ELIGD_LISTEN", "not an address")
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "invalid value");
+}
+
+#[test]
+fn snapshot_build_with_no_valid_line_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("bad.jsonl");
+    std::fs::write(&jsonl, "garbage\n{}\n").unwrap();
+    let snap = dir.path().join("bad.snap");
+    assert_clean_failure(
+        &build_snapshot(&jsonl, &snap, &[]),
+        "no valid member in 2 lines",
+    );
+    assert!(!snap.exists());
+    let o = eligd(&[
+        "snapshot",
+        "inspect",
+        dir.path().join("nope.snap").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stderr(&o).matches("No such file").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
 }
