@@ -1,31 +1,37 @@
-//! ID parsing, and lookup + evaluate over the demo population (hits, misses, dependents
-//! with their main insured), beside a bare hash map get over the same keys for scale.
+//! ID parsing; lookup + evaluate over the demo population read in place (hits, misses,
+//! dependents with their main insured) beside a bare `hashbrown` get over the same keys;
+//! apply throughput into the overlay; body build, snapshot write and load.
 //!
-//! `cargo bench --bench lookup`; `ELIGD_BENCH_MEMBERS` sets the population (default 1 M).
+//! `cargo bench --bench lookup`; `ELIGD_BENCH_MEMBERS` sets the population (default 10 M).
+//! Budgets are checked by `cargo run --release -p loadtest --bin index-budget` (see
+//! docs/performance.md); this bench reports.
 
-use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use eligd::dates::Day;
 use eligd::demo::Generator;
-use eligd::index::{BaseBuilder, Index};
+use eligd::index::{snapshot, Base, BodyBuilder, BookletConflicts, Change, Index, Origin};
 use eligd::inquiry;
-use eligd::member::{Kind, Service};
+use eligd::member::{Kind, Member};
 use eligd::national_id::NationalId;
 
-const KEYS: usize = 4096;
+const KEYS: usize = 1 << 16;
 
 fn members() -> u64 {
     std::env::var("ELIGD_BENCH_MEMBERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+        .unwrap_or(10_000_000)
+}
+
+fn today() -> Day {
+    Day::parse_iso("2026-11-22").unwrap_or(Day(0))
 }
 
 fn parse_ids(c: &mut Criterion) {
     let mut group = c.benchmark_group("national_id");
-    group.throughput(Throughput::Elements(1));
     group.bench_function("parse_ascii", |b| {
         b.iter(|| NationalId::parse(black_box("0012345679")))
     });
@@ -41,7 +47,7 @@ fn parse_ids(c: &mut Criterion) {
     group.finish();
 }
 
-/// A cheap deterministic shuffle so successive lookups hit different cache lines.
+/// A deterministic sample of `n` items, spread over the whole slice.
 fn spread<T: Copy>(items: &[T], n: usize) -> Vec<T> {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..n)
@@ -54,94 +60,123 @@ fn spread<T: Copy>(items: &[T], n: usize) -> Vec<T> {
         .collect()
 }
 
+fn body_of(members: &[Member]) -> eligd::index::body::Body {
+    let mut builder = BodyBuilder::with_capacity(members.len());
+    for (i, m) in members.iter().enumerate() {
+        builder.push_member(m, Origin(i as u64));
+    }
+    builder.finish(BookletConflicts::RejectLater).0
+}
+
 fn lookups(c: &mut Criterion) {
-    let today = Day::parse_iso("2026-11-22").unwrap_or(Day(0));
-    let population: Vec<_> = Generator::new(members(), 1, today).collect();
+    let n = members();
+    let population: Vec<Member> = Generator::new(n, 1, today()).collect();
     let all_ids: Vec<NationalId> = population.iter().map(|m| m.national_id).collect();
     let dependents: Vec<NationalId> = population
         .iter()
         .filter(|m| m.kind == Kind::Dependent)
         .map(|m| m.national_id)
         .collect();
-    let mut builder = BaseBuilder::with_capacity(population.len());
-    let mut bare: HashMap<u64, u64, foldhash::fast::FixedState> = HashMap::default();
-    for m in population {
-        bare.insert(m.national_id.as_u64(), m.version);
-        let _ = builder.insert(m);
+    let mut bare: hashbrown::HashMap<u64, [u8; 32]> =
+        hashbrown::HashMap::with_capacity(all_ids.len());
+    for id in &all_ids {
+        bare.insert(id.as_u64(), [7; 32]);
     }
-    let index = Index::new(builder.build());
-    // Valid IDs that nobody holds (from a different seed's ID sequence).
-    let misses: Vec<NationalId> = Generator::new(KEYS as u64 * 4, 99, today)
+    let index = match Base::from_body(&body_of(&population), None) {
+        Ok(base) => Index::new(base),
+        Err(e) => panic!("the demo body does not validate: {e}"),
+    };
+    drop(population);
+    let view = index.view();
+    let misses: Vec<NationalId> = Generator::new(KEYS as u64 * 2, 99, today())
         .map(|m| m.national_id)
-        .filter(|id| index.get(*id).is_none())
+        .filter(|id| view.get(*id).is_none())
         .take(KEYS)
         .collect();
+    let (hits, deps) = (spread(&all_ids, KEYS), spread(&dependents, KEYS));
 
-    let hits = spread(&all_ids, KEYS);
-    let deps = spread(&dependents, KEYS);
-    let mut group = c.benchmark_group(format!("lookup_evaluate_{}", members()));
-    group.throughput(Throughput::Elements(KEYS as u64));
+    let mut group = c.benchmark_group(format!("lookup_evaluate_{n}"));
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
     group.bench_function("hit", |b| {
         b.iter(|| {
-            for id in &hits {
-                black_box(
-                    inquiry::by_national_id(&index, *id, today, None).map(|f| f.decision.outcome),
-                );
-            }
-        })
-    });
-    group.bench_function("hit_with_service", |b| {
-        b.iter(|| {
-            for id in &hits {
-                black_box(
-                    inquiry::by_national_id(&index, *id, today, Some(Service::Pharmacy))
-                        .map(|f| f.decision.outcome),
-                );
-            }
+            i = i.wrapping_add(1);
+            inquiry::by_national_id(&view, hits[i % KEYS], today(), None)
+                .map(|f| f.decision.outcome)
         })
     });
     group.bench_function("miss", |b| {
         b.iter(|| {
-            for id in &misses {
-                black_box(inquiry::by_national_id(&index, *id, today, None).is_none());
-            }
+            i = i.wrapping_add(1);
+            inquiry::by_national_id(&view, misses[i % misses.len()], today(), None).is_none()
         })
     });
     group.bench_function("dependent_with_main", |b| {
         b.iter(|| {
-            for id in &deps {
-                black_box(
-                    inquiry::by_national_id(&index, *id, today, None).map(|f| f.decision.outcome),
-                );
-            }
+            i = i.wrapping_add(1);
+            inquiry::by_national_id(&view, deps[i % KEYS], today(), None)
+                .map(|f| f.decision.outcome)
         })
     });
-    group.bench_function("bare_hashmap_get", |b| {
+    group.bench_function("hit_with_new_view", |b| {
         b.iter(|| {
-            for id in &hits {
-                black_box(bare.get(&id.as_u64()));
-            }
+            i = i.wrapping_add(1);
+            let view = index.view();
+            inquiry::by_national_id(&view, hits[i % KEYS], today(), None)
+                .map(|f| f.decision.outcome)
         })
     });
-    group.bench_function("parse_and_evaluate_from_text", |b| {
-        let texts: Vec<String> = hits.iter().map(|id| id.to_string()).collect();
+    group.bench_function("bare_hashbrown_get", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            bare.get(&hits[i % KEYS].as_u64()).map(|v| v[0])
+        })
+    });
+    group.finish();
+    drop(view);
+
+    let mut group = c.benchmark_group(format!("overlay_apply_{n}"));
+    group.throughput(Throughput::Elements(1));
+    let sample: Vec<Member> = Generator::new(KEYS as u64, 1, today()).collect();
+    let mut version = 1_000u64;
+    group.bench_function("upsert", |b| {
         b.iter_batched(
-            || (),
-            |_| {
-                for t in &texts {
-                    if let Ok(id) = NationalId::parse(t) {
-                        black_box(
-                            inquiry::by_national_id(&index, id, today, None)
-                                .map(|f| f.decision.outcome),
-                        );
-                    }
-                }
+            || {
+                version += 1;
+                i = i.wrapping_add(1);
+                let mut m = sample[i % sample.len()].clone();
+                m.version = version;
+                Change::Upsert(m)
             },
+            |change| index.apply(change),
             BatchSize::SmallInput,
         )
     });
     group.finish();
 }
 
-criterion_group!(benches, parse_ids, lookups);
+fn build_and_load(c: &mut Criterion) {
+    let n = 1_000_000u64;
+    let population: Vec<Member> = Generator::new(n, 1, today()).collect();
+    let mut group = c.benchmark_group("snapshot_1000000");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("build_body", |b| b.iter(|| body_of(&population).live));
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("no temp dir: {e}"),
+    };
+    let path = dir.path().join("bench.snap");
+    let body = body_of(&population);
+    group.bench_function("write", |b| {
+        b.iter(|| snapshot::write(&path, &body, None).map(|h| h.body_len))
+    });
+    group.bench_function("load_and_validate", |b| {
+        b.iter(|| snapshot::load(&path).map(|(h, _)| h.members))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_ids, lookups, build_and_load);
 criterion_main!(benches);

@@ -64,6 +64,24 @@ pub struct ServeArgs {
     /// Load this snapshot at start instead of generating the demo population.
     #[arg(long, env = "ELIGD_SNAPSHOT")]
     pub snapshot: Option<PathBuf>,
+    /// Where periodic snapshots are written atomically; the newest valid one is loaded at
+    /// start when `--snapshot` is not given (and tried after it when it is refused).
+    #[arg(long, env = "ELIGD_SNAPSHOT_DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Seconds between compactions (base + overlay written to a new snapshot) while the
+    /// overlay holds changes. Needs `--snapshot-dir`.
+    #[arg(long, env = "ELIGD_COMPACT_INTERVAL", default_value_t = 3600)]
+    pub compact_interval: u64,
+    /// Compact as soon as the overlay holds this many changes.
+    #[arg(long, env = "ELIGD_COMPACT_OVERLAY", default_value_t = 500_000)]
+    pub compact_overlay: usize,
+    /// How many snapshots to keep in `--snapshot-dir` (older ones are deleted).
+    #[arg(long, env = "ELIGD_SNAPSHOT_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_keep: u64,
+    /// When snapshots are configured but none is valid, serve the synthetic demo population
+    /// instead of exiting.
+    #[arg(long, env = "ELIGD_DEMO_FALLBACK")]
+    pub demo_fallback: bool,
     /// With no snapshot: generate this many synthetic members in memory.
     #[arg(long, env = "ELIGD_DEMO_MEMBERS", default_value_t = 1_000_000)]
     pub demo_members: u64,

@@ -61,9 +61,11 @@ fn proportions_are_realistic_and_every_outcome_occurs() {
     assert!((0.02..0.10).contains(&share(&|m| !m.other_insurers.is_empty())));
     let mut outcomes: HashMap<Outcome, usize> = HashMap::new();
     for m in &members {
-        let main = m.main_national_id.and_then(|id| by_id.get(&id).copied());
+        let main = m
+            .main_national_id
+            .and_then(|id| by_id.get(&id).map(|x| x.view()));
         *outcomes
-            .entry(evaluate(m, main, today(), Some(Service::Dental)).outcome)
+            .entry(evaluate(&m.view(), main.as_ref(), today(), Some(Service::Dental)).outcome)
             .or_default() += 1;
     }
     for o in Outcome::ALL {

@@ -3,7 +3,8 @@
 //! decision out. No I/O and no clock, so every rule and boundary is tested in a table.
 
 use crate::dates::Day;
-use crate::member::{Kind, Member, Service, Status};
+use crate::member::{Kind, Service, Status};
+use crate::view::MemberView;
 
 /// The inquiry's outcome (`status` in the answer). Only `Active` is eligible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,11 +85,11 @@ impl Decision {
 }
 
 /// Rules 2–3 for one person on its own: deceased, suspended, then expired.
-fn own_standing(member: &Member, as_of: Day) -> MainStanding {
+fn own_standing(member: &MemberView<'_>, as_of: Day) -> MainStanding {
     match member.status {
         Status::Deceased => MainStanding::Deceased,
         Status::Suspended => MainStanding::Suspended,
-        Status::Active => match member.coverage_day() {
+        Status::Active => match member.coverage_until {
             Some(end) if end < as_of => MainStanding::Expired,
             _ => MainStanding::Active,
         },
@@ -107,20 +108,20 @@ fn earlier(a: Option<Day>, b: Option<Day>) -> Option<Day> {
 /// member's main insured as found in the index (only read for dependents; `None` when the
 /// main insured is unknown or deleted).
 pub fn evaluate(
-    member: &Member,
-    main: Option<&Member>,
+    member: &MemberView<'_>,
+    main: Option<&MemberView<'_>>,
     as_of: Day,
     service: Option<Service>,
 ) -> Decision {
     let own = own_standing(member, as_of);
     let (main_info, coverage_until) = if member.kind == Kind::Dependent {
         let main_info = match main {
-            Some(m) => (own_standing(m, as_of), m.coverage_day()),
+            Some(m) => (own_standing(m, as_of), m.coverage_until),
             None => (MainStanding::NotFound, None),
         };
-        (Some(main_info), earlier(member.coverage_day(), main_info.1))
+        (Some(main_info), earlier(member.coverage_until, main_info.1))
     } else {
-        (None, member.coverage_day())
+        (None, member.coverage_until)
     };
     let service_covered = service.map(|s| member.services.contains(s));
 
@@ -150,12 +151,8 @@ pub fn evaluate(
 }
 
 /// The insurer that pays first: another fund marked primary, else the organisation (`sso`).
-pub fn primary_insurer(member: &Member) -> &str {
-    member
-        .other_insurers
-        .iter()
-        .find(|i| i.primary)
-        .map_or("sso", |i| i.code.as_str())
+pub fn primary_insurer<'a>(member: &MemberView<'a>) -> &'a str {
+    member.extras.primary_insurer().unwrap_or("sso")
 }
 
 #[cfg(test)]

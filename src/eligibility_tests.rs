@@ -1,5 +1,5 @@
 use super::*;
-use crate::member::{Kind, OtherInsurer, Scheme, Services, Status};
+use crate::member::{Kind, Member, OtherInsurer, Scheme, Services, Status};
 use crate::national_id::NationalId;
 
 fn day(s: &str) -> Day {
@@ -323,7 +323,8 @@ fn rules_and_boundaries() {
         let main = c
             .main
             .map(|(status, until)| person(MAIN, Kind::Main, status, until));
-        let d = evaluate(&m, main.as_ref(), day(c.as_of), c.service);
+        let main_view = main.as_ref().map(Member::view);
+        let d = evaluate(&m.view(), main_view.as_ref(), day(c.as_of), c.service);
         assert_eq!(d.outcome, c.outcome, "{}", c.name);
         assert_eq!(d.eligible(), c.outcome == O::Active, "{}", c.name);
         assert_eq!(d.coverage_until, c.until.map(day), "{}", c.name);
@@ -353,11 +354,11 @@ fn main_standing_is_reported_for_dependents() {
         (Status::Deceased, None, MainStanding::Deceased),
     ] {
         let main = person(MAIN, Kind::Main, status, until);
-        let d = evaluate(&dep, Some(&main), day(AS_OF), None);
+        let d = evaluate(&dep.view(), Some(&main.view()), day(AS_OF), None);
         assert_eq!(d.main, Some((standing, until.map(day))));
     }
     assert_eq!(
-        evaluate(&dep, None, day(AS_OF), None).main,
+        evaluate(&dep.view(), None, day(AS_OF), None).main,
         Some((MainStanding::NotFound, None))
     );
 }
@@ -366,7 +367,7 @@ fn main_standing_is_reported_for_dependents() {
 fn main_record_is_ignored_for_non_dependents() {
     let m = person(DEP, Kind::Main, Status::Active, Some("2027-01-01"));
     let main = person(MAIN, Kind::Main, Status::Deceased, Some("2020-01-01"));
-    let d = evaluate(&m, Some(&main), day(AS_OF), None);
+    let d = evaluate(&m.view(), Some(&main.view()), day(AS_OF), None);
     assert_eq!(d.outcome, Outcome::Active);
     assert_eq!(d.main, None);
 }
@@ -374,17 +375,17 @@ fn main_record_is_ignored_for_non_dependents() {
 #[test]
 fn primary_insurer_is_sso_unless_another_is_marked() {
     let mut m = person(MAIN, Kind::Main, Status::Active, None);
-    assert_eq!(primary_insurer(&m), "sso");
+    assert_eq!(primary_insurer(&m.view()), "sso");
     m.other_insurers = vec![OtherInsurer {
         code: "salamat".into(),
         primary: false,
     }];
-    assert_eq!(primary_insurer(&m), "sso");
+    assert_eq!(primary_insurer(&m.view()), "sso");
     m.other_insurers.push(OtherInsurer {
         code: "armed_forces".into(),
         primary: true,
     });
-    assert_eq!(primary_insurer(&m), "armed_forces");
+    assert_eq!(primary_insurer(&m.view()), "armed_forces");
 }
 
 #[test]

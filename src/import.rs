@@ -1,12 +1,14 @@
-//! JSON Lines import: one member record per line, into a base being built.
+//! JSON Lines import: one member record per line, streamed into a snapshot body.
 //!
 //! A bad line is reported with its line number and skipped, or, with `strict`, ends the
-//! import. Lines are read with a length bound, so a file without newlines cannot make the
+//! import. Lines are parsed one at a time into compact records, so 45 million members are
+//! imported without holding the JSON. A repeated national ID keeps its highest version and a
+//! booklet number already held by an earlier line is refused; both are reported by line. Lines are read with a length bound, so a file without newlines cannot make the
 //! importer hold gigabytes, and invalid UTF-8 is a line error like any other.
 
 use std::io::BufRead;
 
-use crate::index::BaseBuilder;
+use crate::index::body::{Body, BodyBuilder, BookletConflicts, Origin};
 use crate::member::Member;
 
 /// The longest line accepted; real records are a few hundred bytes.
@@ -83,20 +85,30 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Li
     })
 }
 
-/// Imports every line of `reader` into `builder`.
+impl ImportReport {
+    fn reject(&mut self, error: LineError) {
+        self.skipped += 1;
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push(error);
+        }
+    }
+}
+
+/// Imports every line of `reader` and builds the body.
 pub fn import_jsonl(
     reader: &mut impl BufRead,
     strict: bool,
-    builder: &mut BaseBuilder,
-) -> Result<ImportReport, ImportError> {
+) -> Result<(Body, ImportReport), ImportError> {
     let mut report = ImportReport::default();
+    let mut builder = BodyBuilder::default();
     let mut buf = Vec::with_capacity(1024);
     loop {
         let line_no = report.lines + 1;
-        let outcome = match read_line(reader, &mut buf).map_err(|source| ImportError::Io {
+        let line = read_line(reader, &mut buf).map_err(|source| ImportError::Io {
             line: report.lines,
             source,
-        })? {
+        })?;
+        let outcome = match line {
             Line::End => break,
             Line::TooLong => Err(format!("longer than {MAX_LINE_BYTES} bytes")),
             Line::Text => match std::str::from_utf8(&buf) {
@@ -105,14 +117,12 @@ pub fn import_jsonl(
                     report.lines += 1;
                     continue;
                 }
-                Ok(text) => Member::from_json(text)
-                    .map_err(|e| e.to_string())
-                    .and_then(|m| builder.insert(m).map_err(|e| e.to_string())),
+                Ok(text) => Member::from_json(text).map_err(|e| e.to_string()),
             },
         };
         report.lines += 1;
         match outcome {
-            Ok(()) => report.imported += 1,
+            Ok(member) => builder.push_member(&member, Origin(line_no)),
             Err(message) => {
                 let error = LineError {
                     line: line_no,
@@ -121,29 +131,51 @@ pub fn import_jsonl(
                 if strict {
                     return Err(ImportError::Strict(error));
                 }
-                report.skipped += 1;
-                if report.errors.len() < KEPT_ERRORS {
-                    report.errors.push(error);
-                }
+                report.reject(error);
             }
         }
     }
-    Ok(report)
+    let pushed = builder.len() as u64;
+    let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+    if strict {
+        if let Some(first) = rejected.first() {
+            return Err(ImportError::Strict(LineError {
+                line: first.origin.0,
+                message: first.reason.clone(),
+            }));
+        }
+    }
+    // Rows refused while sorting come after the parse errors already kept; keep line order.
+    let mut errors = std::mem::take(&mut report.errors);
+    errors.extend(rejected.iter().map(|r| LineError {
+        line: r.origin.0,
+        message: r.reason.clone(),
+    }));
+    errors.sort_by_key(|e| e.line);
+    errors.truncate(KEPT_ERRORS);
+    report.errors = errors;
+    report.skipped += rejected.len() as u64;
+    report.imported = pushed - rejected.len() as u64;
+    Ok((body, report))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Index;
+    use crate::index::{Base, Index};
     use crate::national_id::NationalId;
 
     const GOOD_A: &str = r#"{"national_id":"0012345679","version":1,"kind":"main","scheme":"mandatory","status":"active","services":["pharmacy"]}"#;
     const GOOD_B: &str = r#"{"national_id":"0499370899","version":1,"kind":"main","scheme":"mandatory","status":"active","services":[]}"#;
 
     fn run(input: &[u8], strict: bool) -> (Result<ImportReport, ImportError>, Index) {
-        let mut builder = BaseBuilder::default();
-        let result = import_jsonl(&mut std::io::Cursor::new(input), strict, &mut builder);
-        (result, Index::new(builder.build()))
+        match import_jsonl(&mut std::io::Cursor::new(input), strict) {
+            Ok((body, report)) => (
+                Ok(report),
+                Index::new(Base::from_body(&body, None).unwrap()),
+            ),
+            Err(e) => (Err(e), Index::new(Base::empty())),
+        }
     }
 
     #[test]
@@ -205,7 +237,7 @@ mod tests {
         assert!(report.errors[1].message.contains("longer than"));
         assert_eq!(report.imported, 1);
         assert!(index
-            .get(NationalId::parse("0499370899").unwrap())
+            .member(NationalId::parse("0499370899").unwrap())
             .is_some());
     }
 

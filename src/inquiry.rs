@@ -3,7 +3,7 @@
 
 use crate::dates::Day;
 use crate::eligibility::{evaluate, Decision};
-use crate::index::{Index, MemberRef};
+use crate::index::{IndexView, MemberRef};
 use crate::member::{Kind, Service};
 use crate::national_id::NationalId;
 
@@ -14,22 +14,24 @@ pub struct Found<'a> {
 
 /// Evaluates a member already found (by ID or by booklet).
 pub fn evaluate_found<'a>(
-    index: &'a Index,
+    index: &'a IndexView,
     member: MemberRef<'a>,
     as_of: Day,
     service: Option<Service>,
 ) -> Found<'a> {
-    let main = match (member.kind, member.main_national_id) {
+    let view = member.view();
+    let main = match (view.kind, view.main_national_id) {
         (Kind::Dependent, Some(main_id)) => index.get(main_id),
         _ => None,
     };
-    let decision = evaluate(&member, main.as_deref(), as_of, service);
+    let main_view = main.as_ref().map(MemberRef::view);
+    let decision = evaluate(&view, main_view.as_ref(), as_of, service);
     Found { member, decision }
 }
 
 /// Looks a person up by national ID; `None` when unknown.
 pub fn by_national_id(
-    index: &Index,
+    index: &IndexView,
     id: NationalId,
     as_of: Day,
     service: Option<Service>,

@@ -27,3 +27,4 @@ pub mod member;
 pub mod metrics;
 pub mod national_id;
 pub mod tracking;
+pub mod view;

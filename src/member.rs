@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dates::Day;
 use crate::national_id::{digit_value, NationalId};
+use crate::view::{Extras, MemberView, Name};
 
 /// Limits that keep one record small; real records are far below them.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -21,8 +22,7 @@ pub const MAX_BOOKLET_DIGITS: usize = 18;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-        #[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum $name { $($variant),+ }
 
@@ -30,6 +30,10 @@ macro_rules! string_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
+            }
+            /// The variant with this position in `ALL` (how snapshots store it).
+            pub fn from_index(i: u8) -> Option<Self> {
+                Self::ALL.get(usize::from(i)).copied()
             }
             pub fn parse(s: &str) -> Option<Self> {
                 match s { $($text => Some($name::$variant),)+ _ => None }
@@ -75,10 +79,7 @@ string_enum!(
 );
 
 /// A set of services as a bit set.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Services(pub u8);
 
 impl Services {
@@ -104,10 +105,7 @@ impl Services {
 
 /// A booklet number: a digit string whose leading zeros matter, kept as one integer by
 /// prefixing a `1` (so `0930` is stored as `10930`).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug, PartialEq, Eq, Hash, Clone, Copy))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Booklet(pub u64);
 
 impl Booklet {
@@ -127,6 +125,13 @@ impl Booklet {
     }
 }
 
+impl Booklet {
+    /// Whether the stored integer encodes 1 to 18 digits.
+    pub fn is_well_formed(self) -> bool {
+        (10..2 * 10u64.pow(MAX_BOOKLET_DIGITS as u32)).contains(&self.0)
+    }
+}
+
 impl std::fmt::Display for Booklet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.0.to_string();
@@ -140,19 +145,21 @@ impl std::fmt::Display for Booklet {
     Debug,
     PartialEq,
     Eq,
+    Hash,
     Serialize,
     Deserialize,
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+#[rkyv(derive(Debug))]
 pub struct OtherInsurer {
     pub code: String,
     pub primary: bool,
 }
 
-/// A validated member, as the index holds it.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+/// A validated member, as records, change events and the overlay carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub national_id: NationalId,
     pub version: u64,
@@ -382,98 +389,37 @@ impl Member {
     /// member read back from a snapshot, so a file that passes its checksum but holds
     /// impossible values is still refused.
     pub fn validate(&self) -> Result<(), RecordError> {
-        NationalId::from_u64(self.national_id.as_u64())
-            .map_err(|e| RecordError::new("national_id", e.to_string()))?;
-        if self.version == 0 {
-            return Err(RecordError::new("version", "must be at least 1"));
-        }
-        match (self.kind, self.main_national_id) {
-            (Kind::Dependent, None) => {
-                return Err(RecordError::new(
-                    "main_national_id",
-                    "is required when kind is dependent",
-                ))
-            }
-            (Kind::Dependent, Some(main)) => {
-                NationalId::from_u64(main.as_u64())
-                    .map_err(|e| RecordError::new("main_national_id", e.to_string()))?;
-                if main == self.national_id {
-                    return Err(RecordError::new(
-                        "main_national_id",
-                        "a dependent cannot be its own main insured",
-                    ));
-                }
-            }
-            (_, Some(_)) => {
-                return Err(RecordError::new(
-                    "main_national_id",
-                    "only dependents have a main insured",
-                ))
-            }
-            (_, None) => {}
-        }
-        if self.relation.is_some() && self.kind != Kind::Dependent {
-            return Err(RecordError::new(
-                "relation",
-                "only dependents have a relation",
-            ));
-        }
-        if self.coverage_day().is_some_and(|d| !d.in_supported_range()) {
-            return Err(RecordError::new(
-                "coverage_until",
-                "outside 1900-01-01..2199-12-31",
-            ));
-        }
-        if self.services.0 & !Services::all().0 != 0 {
-            return Err(RecordError::new("services", "unknown service bits"));
-        }
-        if self.special_conditions.len() > MAX_CODES {
-            return Err(RecordError::new(
-                "special_conditions",
-                format!("at most {MAX_CODES} codes"),
-            ));
-        }
-        for c in &self.special_conditions {
-            check_code(c, "special_conditions")?;
-        }
-        if self.other_insurers.len() > MAX_CODES {
-            return Err(RecordError::new(
-                "other_insurers",
-                format!("at most {MAX_CODES} insurers"),
-            ));
-        }
-        for i in &self.other_insurers {
-            check_code(&i.code, "other_insurers.code")?;
-        }
-        if self.other_insurers.iter().filter(|i| i.primary).count() > 1 {
-            return Err(RecordError::new(
-                "other_insurers",
-                "at most one insurer can be primary",
-            ));
-        }
-        if let Some(b) = self.booklet_no {
-            if !(10..2 * 10u64.pow(MAX_BOOKLET_DIGITS as u32)).contains(&b.0) {
-                return Err(RecordError::new(
-                    "booklet_no",
-                    "not a stored booklet number",
-                ));
-            }
-        }
+        self.view().validate()?;
+        validate_extras(&self.special_conditions, &self.other_insurers)?;
         if let Some(n) = &self.display_name {
-            if n.chars().count() > MAX_NAME_CHARS {
-                return Err(RecordError::new(
-                    "display_name",
-                    format!("at most {MAX_NAME_CHARS} characters"),
-                ));
-            }
-            if n.chars().any(char::is_control) {
-                return Err(RecordError::new(
-                    "display_name",
-                    "contains control characters",
-                ));
-            }
+            validate_name(n)?;
         }
         Ok(())
+    }
+
+    /// The member as the rules and renderers read it.
+    pub fn view(&self) -> MemberView<'_> {
+        MemberView {
+            national_id: self.national_id,
+            version: self.version,
+            kind: self.kind,
+            main_national_id: self.main_national_id,
+            relation: self.relation,
+            scheme: self.scheme,
+            status: self.status,
+            coverage_until: self.coverage_day(),
+            services: self.services,
+            booklet_no: self.booklet_no,
+            name: self.display_name.as_deref().map_or(Name::None, Name::Full),
+            extras: if self.special_conditions.is_empty() && self.other_insurers.is_empty() {
+                Extras::None
+            } else {
+                Extras::Owned {
+                    conditions: &self.special_conditions,
+                    insurers: &self.other_insurers,
+                }
+            },
+        }
     }
 
     pub fn coverage_day(&self) -> Option<Day> {
@@ -499,6 +445,55 @@ impl Member {
         });
         value.to_string()
     }
+}
+
+/// Special conditions and other insurers: short codes, bounded counts, one primary.
+pub fn validate_extras(
+    conditions: &[String],
+    insurers: &[OtherInsurer],
+) -> Result<(), RecordError> {
+    if conditions.len() > MAX_CODES {
+        return Err(RecordError::new(
+            "special_conditions",
+            format!("at most {MAX_CODES} codes"),
+        ));
+    }
+    for c in conditions {
+        check_code(c, "special_conditions")?;
+    }
+    if insurers.len() > MAX_CODES {
+        return Err(RecordError::new(
+            "other_insurers",
+            format!("at most {MAX_CODES} insurers"),
+        ));
+    }
+    for i in insurers {
+        check_code(&i.code, "other_insurers.code")?;
+    }
+    if insurers.iter().filter(|i| i.primary).count() > 1 {
+        return Err(RecordError::new(
+            "other_insurers",
+            "at most one insurer can be primary",
+        ));
+    }
+    Ok(())
+}
+
+/// A display name (full or masked): bounded, no control characters.
+pub fn validate_name(name: &str) -> Result<(), RecordError> {
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(RecordError::new(
+            "display_name",
+            format!("at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RecordError::new(
+            "display_name",
+            "contains control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// The name as providers may see it: the first given name, the first letter of the family

@@ -33,6 +33,11 @@ pub struct InquiryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -45,6 +50,9 @@ pub struct Metrics {
     pub index_members: Gauge,
     pub index_overlay_entries: Gauge,
     pub snapshot_load_seconds: Gauge<f64, AtomicU64>,
+    pub index_base_bytes: Gauge,
+    pub compactions: Family<OutcomeLabels, Counter>,
+    pub compaction_seconds: Gauge<f64, AtomicU64>,
 }
 
 /// Histogram buckets: 25 µs doubling up to about 0.8 s.
@@ -93,6 +101,24 @@ impl Metrics {
             "Seconds the last index load took (snapshot or demo population)",
             snapshot_load_seconds.clone(),
         );
+        let index_base_bytes = Gauge::default();
+        registry.register(
+            "index_base_bytes",
+            "Bytes of the base (the snapshot body, memory-mapped or held in memory)",
+            index_base_bytes.clone(),
+        );
+        let compactions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "compactions",
+            "Compaction attempts by outcome (ok, skipped when another runs or nothing changed, error)",
+            compactions.clone(),
+        );
+        let compaction_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "compaction_duration_seconds",
+            "Seconds the last successful compaction took",
+            compaction_seconds.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -112,6 +138,9 @@ impl Metrics {
             index_members,
             index_overlay_entries,
             snapshot_load_seconds,
+            index_base_bytes,
+            compactions,
+            compaction_seconds,
         }
     }
 

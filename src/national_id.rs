@@ -9,19 +9,7 @@
 use std::fmt;
 
 /// A validated national ID. The value is the 10-digit number, so `0012345679` is `12345679`.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[rkyv(derive(PartialEq, Eq, Hash, Clone, Copy))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NationalId(u64);
 
 /// Why a string is not a national ID. The messages are shown to clients as they are.
@@ -98,6 +86,13 @@ impl NationalId {
             return Err(IdError::WrongLength);
         }
         Self::from_digits(&decimal_digits(value))
+    }
+
+    /// Rebuilds an ID from an integer already validated (a snapshot record checked at
+    /// load time), without recomputing the check digit on the lookup path.
+    #[inline]
+    pub(crate) fn from_validated(value: u64) -> Self {
+        NationalId(value)
     }
 
     /// The integer form (the 10 digits read as a number).

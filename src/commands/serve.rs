@@ -2,8 +2,9 @@
 //! loaded), load the index from a snapshot or generate the demo population, then run until
 //! SIGTERM or SIGINT and drain.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
@@ -14,7 +15,7 @@ use crate::cli::ServeArgs;
 use crate::dates::Day;
 use crate::demo::Generator;
 use crate::eligibility::Outcome;
-use crate::index::{snapshot, BaseBuilder, Index};
+use crate::index::{compact, snapshot, Base, BodyBuilder, BookletConflicts, Index, Origin};
 use crate::inquiry;
 use crate::member::Kind;
 
@@ -47,12 +48,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     tokio::select! {
         loaded = load_index(&args) => match loaded {
-            Ok((index, seconds)) => {
-                tracing::info!(members = index.len(), seconds, "index loaded; ready");
-                if args.snapshot.is_none() {
+            Ok(loaded) => {
+                let index = loaded.index;
+                state.install_index(Arc::clone(&index), loaded.seconds);
+                tracing::info!(members = index.len(), seconds = loaded.seconds, "index loaded; ready");
+                if loaded.from_demo {
                     log_demo_samples(&index, &args);
                 }
-                state.install_index(index, seconds);
+                if let Some(dir) = args.snapshot_dir.clone() {
+                    // A demo population is written as the first snapshot, so the next start maps it.
+                    spawn_compactor(index, Arc::clone(&state), dir, &args, loaded.from_demo, stop_rx.clone());
+                }
             }
             Err(e) => {
                 let _ = stop_tx.send(true);
@@ -60,41 +66,143 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         },
-        _ = stopped(stop_rx) => tracing::info!("stopping before the index finished loading"),
+        _ = stopped(stop_rx.clone()) => tracing::info!("stopping before the index finished loading"),
     }
     server.await.context("the HTTP server task failed")?;
     Ok(())
 }
 
-/// Completes once a stop has been requested.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+struct Loaded {
+    index: Arc<Index>,
+    seconds: f64,
+    from_demo: bool,
 }
 
-async fn load_index(args: &ServeArgs) -> anyhow::Result<(Arc<Index>, f64)> {
+/// Snapshots to try, in order: `--snapshot`, then `--snapshot-dir` newest first.
+fn snapshot_candidates(args: &ServeArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = args.snapshot.iter().cloned().collect();
+    if let Some(dir) = &args.snapshot_dir {
+        match compact::snapshots_in(dir) {
+            Ok(found) => candidates.extend(found),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read --snapshot-dir {}", dir.display()))
+            }
+        }
+    }
+    Ok(candidates)
+}
+
+async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
     let args = args.clone();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let index = match &args.snapshot {
-            Some(path) => {
-                tracing::info!(path = %path.display(), "loading snapshot");
-                let (header, base) = snapshot::load(path)?;
-                tracing::info!(members = header.members, position = ?header.position.map(|p| p.to_string()), "snapshot verified");
-                Index::new(base)
-            }
-            None => {
-                tracing::info!(members = args.demo_members, seed = args.demo_seed, "no snapshot given: generating the synthetic demo population");
-                let mut builder = BaseBuilder::with_capacity(args.demo_members as usize);
-                for member in Generator::new(args.demo_members, args.demo_seed, Day::today()) {
-                    builder.insert(member).context("the demo population is inconsistent")?;
+        let configured = args.snapshot.is_some() || args.snapshot_dir.is_some();
+        let mut refusals = Vec::new();
+        for path in snapshot_candidates(&args)? {
+            tracing::info!(path = %path.display(), "loading snapshot");
+            match snapshot::load(&path) {
+                Ok((header, base)) => {
+                    tracing::info!(members = header.members, position = ?header.position.map(|p| p.to_string()), "snapshot verified");
+                    let seconds = started.elapsed().as_secs_f64();
+                    return Ok(Loaded { index: Arc::new(Index::new(base)), seconds, from_demo: false });
                 }
-                Index::new(builder.build())
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot refused; trying the next newest");
+                    refusals.push(e.to_string());
+                }
             }
-        };
-        Ok((Arc::new(index), started.elapsed().as_secs_f64()))
+        }
+        if configured && !args.demo_fallback {
+            if refusals.is_empty() {
+                bail!("no snapshot found (--snapshot-dir is empty); build one with `eligd snapshot build`, or pass --demo-fallback");
+            }
+            bail!("no valid snapshot; refused: {}", refusals.join("; "));
+        }
+        if configured {
+            tracing::warn!("no valid snapshot: serving the synthetic demo population (--demo-fallback)");
+        }
+        tracing::info!(members = args.demo_members, seed = args.demo_seed, "generating the synthetic demo population");
+        let base = demo_base(args.demo_members, args.demo_seed, Day::today())?;
+        Ok(Loaded { index: Arc::new(Index::new(base)), seconds: started.elapsed().as_secs_f64(), from_demo: true })
     })
     .await
     .context("the index loader stopped unexpectedly")?
+}
+
+/// The synthetic population as a base held in memory.
+pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
+    let mut builder = BodyBuilder::with_capacity(members as usize);
+    for (i, member) in Generator::new(members, seed, today).enumerate() {
+        builder.push_member(&member, Origin(i as u64));
+    }
+    let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+    if let Some(r) = rejected.first() {
+        bail!("the demo population is inconsistent: {}", r.reason);
+    }
+    Base::from_body(&body, None)
+        .map_err(|e| anyhow::anyhow!("the demo population does not validate: {e}"))
+}
+
+/// Compacts in the background: when the overlay reaches `--compact-overlay` changes, or
+/// every `--compact-interval` seconds while it holds any.
+fn spawn_compactor(
+    index: Arc<Index>,
+    state: Arc<AppState>,
+    dir: PathBuf,
+    args: &ServeArgs,
+    mut force: bool,
+    stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_secs(args.compact_interval.max(1));
+    let (threshold, keep) = (args.compact_overlay.max(1), args.snapshot_keep as usize);
+    tokio::spawn(async move {
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+            let pending = index.overlay_len();
+            let due = force || pending >= threshold || (pending > 0 && last.elapsed() >= interval);
+            if !due {
+                continue;
+            }
+            let (index, dir) = (Arc::clone(&index), dir.clone());
+            let result =
+                tokio::task::spawn_blocking(move || index.compact_into(&dir, keep, force)).await;
+            let outcome = match result {
+                Ok(Ok(Some(c))) => {
+                    tracing::info!(path = %c.path.display(), members = c.members, overlay_entries = c.overlay_entries,
+                        seconds = c.seconds, pruned = c.pruned.len(), "compacted into a new snapshot");
+                    state.metrics.compaction_seconds.set(c.seconds);
+                    "ok"
+                }
+                Ok(Ok(None)) => "skipped",
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "compaction failed; the overlay is kept and retried");
+                    "error"
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "compaction stopped unexpectedly");
+                    "error"
+                }
+            };
+            state
+                .metrics
+                .compactions
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                .inc();
+            last = Instant::now();
+            force = false;
+        }
+    });
+}
+
+/// Completes once a stop has been requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Which members a sample line shows.
@@ -121,8 +229,9 @@ fn log_demo_samples(index: &Index, args: &ServeArgs) {
             o == Outcome::MainInsuredInactive
         }),
     ];
+    let view = index.view();
     for member in Generator::new(args.demo_members.min(100_000), args.demo_seed, today) {
-        let Some(found) = inquiry::by_national_id(index, member.national_id, today, None) else {
+        let Some(found) = inquiry::by_national_id(&view, member.national_id, today, None) else {
             continue;
         };
         if let Some(pos) = wanted

@@ -7,23 +7,18 @@ use anyhow::Context;
 
 use crate::cli::{SnapshotBuildArgs, SnapshotInspectArgs};
 use crate::import::{import_jsonl, KEPT_ERRORS};
-use crate::index::snapshot::{self, Tombstone};
-use crate::index::{BaseBuilder, Index};
+use crate::index::snapshot;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
-    let mut builder = BaseBuilder::default();
-    let report = if args.from_jsonl.as_os_str() == "-" {
-        import_jsonl(&mut std::io::stdin().lock(), args.strict, &mut builder)
+    let imported = if args.from_jsonl.as_os_str() == "-" {
+        import_jsonl(&mut std::io::stdin().lock(), args.strict)
     } else {
         let file = File::open(&args.from_jsonl)
             .with_context(|| format!("cannot open {}", args.from_jsonl.display()))?;
-        import_jsonl(
-            &mut BufReader::with_capacity(1 << 20, file),
-            args.strict,
-            &mut builder,
-        )
-    }
-    .with_context(|| format!("importing {}", args.from_jsonl.display()))?;
+        import_jsonl(&mut BufReader::with_capacity(1 << 20, file), args.strict)
+    };
+    let (body, report) =
+        imported.with_context(|| format!("importing {}", args.from_jsonl.display()))?;
     for e in &report.errors {
         writeln!(err, "skipped {e}")?;
     }
@@ -42,15 +37,7 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             report.skipped
         );
     }
-    let (members, tombstones) = Index::new(builder.build()).merged();
-    let tombstones = tombstones
-        .into_iter()
-        .map(|(national_id, version)| Tombstone {
-            national_id,
-            version,
-        })
-        .collect();
-    let header = snapshot::write(&args.out, members, tombstones, None)?;
+    let header = snapshot::write(&args.out, &body, None)?;
     writeln!(
         err,
         "wrote {}: {} members from {} lines ({} skipped), {} bytes",

@@ -1,11 +1,13 @@
 //! The JSON eligibility answer of CONTRACT §4, rendered from an inquiry's result.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::dates::Day;
 use crate::eligibility::primary_insurer;
 use crate::inquiry::Found;
-use crate::member::{mask_name, Relation, Service};
+use crate::member::{Relation, Service};
 
 #[derive(Serialize)]
 pub struct MainInsured {
@@ -37,9 +39,9 @@ pub struct Answer<'a> {
     pub services: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceAnswer>,
-    pub special_conditions: &'a [String],
+    pub special_conditions: Vec<&'a str>,
     pub primary_insurer: &'a str,
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     pub data_version: u64,
 }
 
@@ -50,7 +52,7 @@ impl<'a> Answer<'a> {
         as_of: Day,
         service: Option<Service>,
     ) -> Answer<'a> {
-        let m = &*found.member;
+        let m = found.member.view();
         let d = &found.decision;
         Answer {
             tracking_code,
@@ -73,9 +75,9 @@ impl<'a> Answer<'a> {
                 code: s.as_str(),
                 covered: m.services.contains(s),
             }),
-            special_conditions: &m.special_conditions,
-            primary_insurer: primary_insurer(m),
-            name: m.display_name.as_deref().map(mask_name),
+            special_conditions: m.extras.special_conditions(),
+            primary_insurer: primary_insurer(&m),
+            name: m.name.masked(),
             data_version: m.version,
         }
     }

@@ -243,7 +243,7 @@ fn by_national_id(state: &AppState, raw_id: &str, query: Option<&str>) -> Handle
         ))?;
         let id = NationalId::parse(&id).map_err(ApiError::InvalidNationalId)?;
         let options = query_options(query)?;
-        let index = ready_index(state)?;
+        let index = ready_index(state)?.view();
         let found = inquiry::by_national_id(&index, id, options.as_of, options.service)
             .ok_or(ApiError::MemberNotFound)?;
         Ok(answer_response(state, &found, &options))
@@ -257,7 +257,7 @@ fn by_booklet(state: &AppState, raw: &str, query: Option<&str>) -> Handled {
             .and_then(|b| Booklet::parse(b.trim()))
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))?;
         let options = query_options(query)?;
-        let index = ready_index(state)?;
+        let index = ready_index(state)?.view();
         let member = index
             .get_by_booklet(booklet)
             .ok_or(ApiError::BookletNotFound)?;
@@ -325,7 +325,7 @@ async fn batch(state: &AppState, request: Request<Incoming>) -> Handled {
         Err(e) => return error(state, e),
     };
     let index = match ready_index(state) {
-        Ok(index) => index,
+        Ok(index) => index.view(),
         Err(e) => return error(state, e),
     };
     let looked_up: Vec<(TrackingCode, Result<Found<'_>, ApiError>)> = parsed

@@ -1,157 +1,166 @@
-//! The base layer: members as of one moment, built once and then only read. Building goes
-//! through [`BaseBuilder`], which applies the same version guard as the overlay (a later
-//! line of an import with an older version loses) and keeps booklet numbers unique.
+//! The base layer: a snapshot body read in place, from a memory map (a snapshot file) or
+//! from memory (the demo population, tests). It is validated once, when it is opened, and
+//! never changes after, so lookups read it without any lock and without copying.
 
-use std::collections::HashMap;
+use memmap2::Mmap;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
 
-use super::{FeedPosition, Hasher};
-use crate::member::{Booklet, Member};
+use super::body::{ArchivedBody, Body, TOMBSTONE};
+use super::FeedPosition;
+use crate::member::Booklet;
 use crate::national_id::NationalId;
+use crate::view::MemberView;
 
-#[derive(Default)]
+enum Storage {
+    Mapped(Mmap),
+    Owned(AlignedVec<16>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(map) => map,
+            Storage::Owned(vec) => vec,
+        }
+    }
+}
+
 pub struct Base {
-    members: HashMap<NationalId, Member, Hasher>,
-    tombstones: HashMap<NationalId, u64, Hasher>,
-    booklets: HashMap<Booklet, NationalId, Hasher>,
+    storage: Storage,
     position: Option<FeedPosition>,
+    live: u64,
+    tombstones: u64,
+}
+
+/// One row of the base, for rebuilding a snapshot from it.
+pub enum Row<'a> {
+    Live(MemberView<'a>),
+    Tombstone(NationalId, u64),
 }
 
 impl std::fmt::Debug for Base {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Base")
-            .field("members", &self.members.len())
-            .field("tombstones", &self.tombstones.len())
+            .field("members", &self.live)
+            .field("tombstones", &self.tombstones)
             .field("position", &self.position)
             .finish()
     }
 }
 
+/// Checks bytes as an archived body: rkyv's structural validation, then the record rules.
+pub fn validate(bytes: &[u8], threads: usize) -> Result<&ArchivedBody, String> {
+    let body = rkyv::access::<ArchivedBody, rancor::Error>(bytes).map_err(|e| e.to_string())?;
+    body.validate(threads)?;
+    Ok(body)
+}
+
+/// Threads used to validate a body (validation touches every page; it is off the request path).
+pub fn validation_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+}
+
 impl Base {
+    fn open(storage: Storage, position: Option<FeedPosition>) -> Result<Base, String> {
+        let body = validate(storage.bytes(), validation_threads())?;
+        let (live, tombstones) = (body.live.to_native(), body.tombstones.to_native());
+        Ok(Base {
+            storage,
+            position,
+            live,
+            tombstones,
+        })
+    }
+
+    /// A base over a body built in memory.
+    pub fn from_body(body: &Body, position: Option<FeedPosition>) -> Result<Base, String> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| e.to_string())?;
+        Base::open(Storage::Owned(bytes), position)
+    }
+
+    /// A base over a mapped snapshot body (checksum already verified by the caller).
+    pub(super) fn from_map(map: Mmap, position: Option<FeedPosition>) -> Result<Base, String> {
+        Base::open(Storage::Mapped(map), position)
+    }
+
+    /// A base with no members.
+    pub fn empty() -> Base {
+        let (body, _) =
+            super::body::BodyBuilder::default().finish(super::body::BookletConflicts::RejectLater);
+        // An empty body always validates.
+        Base::from_body(&body, None).unwrap_or_else(|e| unreachable!("empty body refused: {e}"))
+    }
+
+    #[allow(unsafe_code)]
     #[inline]
-    pub fn get(&self, id: NationalId) -> Option<&Member> {
-        self.members.get(&id)
+    fn body(&self) -> &ArchivedBody {
+        // SAFETY: `open` validated these exact bytes with `rkyv::access` (bytecheck) before
+        // the `Base` existed, the bytes never change afterwards (an owned buffer we never
+        // mutate, or a read-only map of a snapshot file that eligd never modifies in place:
+        // snapshots are written to a temporary file and renamed), and they live as long as
+        // `self`.
+        unsafe { rkyv::access_unchecked::<ArchivedBody>(self.storage.bytes()) }
     }
-    pub fn booklet_holder(&self, booklet: Booklet) -> Option<NationalId> {
-        self.booklets.get(&booklet).copied()
+
+    /// The live member with this ID.
+    #[inline]
+    pub fn get(&self, id: NationalId) -> Option<MemberView<'_>> {
+        let body = self.body();
+        body.find(id.as_u64())
+            .filter(|r| r.flags & TOMBSTONE == 0)
+            .map(|r| body.view(r))
     }
+
+    /// The version held for an ID (member or tombstone), 0 when absent.
     pub fn version_of(&self, id: NationalId) -> u64 {
-        match self.members.get(&id) {
-            Some(m) => m.version,
-            None => self.tombstones.get(&id).copied().unwrap_or(0),
-        }
+        self.body()
+            .find(id.as_u64())
+            .map_or(0, |r| r.version.to_native())
     }
+
+    /// Live members whose record carries this booklet number.
+    pub fn booklet_holders(&self, booklet: Booklet) -> impl Iterator<Item = MemberView<'_>> + '_ {
+        let body = self.body();
+        body.booklet_rows(booklet)
+            .filter(|r| r.flags & TOMBSTONE == 0)
+            .map(move |r| body.view(r))
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> + '_ {
+        let body = self.body();
+        body.records.iter().map(move |r| {
+            if r.flags & TOMBSTONE != 0 {
+                Row::Tombstone(
+                    NationalId::from_validated(r.national_id.to_native()),
+                    r.version.to_native(),
+                )
+            } else {
+                Row::Live(body.view(r))
+            }
+        })
+    }
+
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.live as usize
     }
+
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.live == 0
     }
+
+    pub fn tombstones(&self) -> u64 {
+        self.tombstones
+    }
+
     pub fn position(&self) -> Option<FeedPosition> {
         self.position
     }
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
-    }
-    pub fn tombstones(&self) -> impl Iterator<Item = (NationalId, u64)> + '_ {
-        self.tombstones.iter().map(|(id, v)| (*id, *v))
-    }
-}
 
-/// Why a record could not join the base.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InsertError {
-    #[error(
-        "version {version} is not newer than version {held} already read for this national ID"
-    )]
-    Stale { version: u64, held: u64 },
-    #[error("booklet_no: already used by member {holder}")]
-    BookletTaken { holder: String },
-}
-
-#[derive(Default)]
-pub struct BaseBuilder {
-    base: Base,
-}
-
-impl BaseBuilder {
-    pub fn with_capacity(members: usize) -> BaseBuilder {
-        let mut base = Base::default();
-        base.members.reserve(members);
-        base.booklets.reserve(members);
-        BaseBuilder { base }
-    }
-
-    /// Adds a member, or replaces an older version of it.
-    pub fn insert(&mut self, member: Member) -> Result<(), InsertError> {
-        let id = member.national_id;
-        let held = self.base.version_of(id);
-        if member.version <= held {
-            return Err(InsertError::Stale {
-                version: member.version,
-                held,
-            });
-        }
-        if let Some(b) = member.booklet_no {
-            match self.base.booklets.get(&b) {
-                Some(holder) if *holder != id && self.base.members.contains_key(holder) => {
-                    return Err(InsertError::BookletTaken {
-                        holder: holder.masked(),
-                    });
-                }
-                _ => {}
-            }
-            self.base.booklets.insert(b, id);
-        }
-        self.base.tombstones.remove(&id);
-        if let Some(old) = self.base.members.insert(id, member) {
-            self.forget_booklet_if_moved(&old);
-        }
-        Ok(())
-    }
-
-    /// Records a deletion (from a snapshot's tombstones).
-    pub fn delete(&mut self, id: NationalId, version: u64) -> Result<(), InsertError> {
-        let held = self.base.version_of(id);
-        if version <= held {
-            return Err(InsertError::Stale { version, held });
-        }
-        if let Some(old) = self.base.members.remove(&id) {
-            if let Some(b) = old.booklet_no {
-                if self.base.booklets.get(&b) == Some(&id) {
-                    self.base.booklets.remove(&b);
-                }
-            }
-        }
-        self.base.tombstones.insert(id, version);
-        Ok(())
-    }
-
-    fn forget_booklet_if_moved(&mut self, old: &Member) {
-        let Some(b) = old.booklet_no else { return };
-        let still_holds = self
-            .base
-            .members
-            .get(&old.national_id)
-            .and_then(|m| m.booklet_no)
-            == Some(b);
-        if !still_holds && self.base.booklets.get(&b) == Some(&old.national_id) {
-            self.base.booklets.remove(&b);
-        }
-    }
-
-    pub fn set_position(&mut self, position: Option<FeedPosition>) {
-        self.base.position = position;
-    }
-
-    pub fn len(&self) -> usize {
-        self.base.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.base.members.is_empty()
-    }
-
-    pub fn build(self) -> Base {
-        self.base
+    /// Bytes of the body (mapped or owned).
+    pub fn size_bytes(&self) -> usize {
+        self.storage.bytes().len()
     }
 }

@@ -4,7 +4,7 @@ use crate::member::Member;
 fn member(id: &str, version: u64, booklet: Option<&str>) -> Member {
     let booklet = booklet.map_or("null".to_string(), |b| format!("\"{b}\""));
     Member::from_json(&format!(
-        r#"{{"national_id":"{id}","version":{version},"kind":"main","scheme":"mandatory",
+        r#"{{"national_id":"{id}","version":{version},"kind":"main","scheme":"mandatory","display_name":"Sara Ahmadi",
             "status":"active","coverage_until":"2027-01-01","services":["pharmacy"],"booklet_no":{booklet}}}"#
     ))
     .unwrap()
@@ -18,28 +18,28 @@ const A: &str = "0012345679";
 const B: &str = "0499370899";
 
 fn index_with(members: Vec<Member>) -> Index {
-    let mut b = BaseBuilder::default();
-    for m in members {
-        b.insert(m).unwrap();
-    }
-    Index::new(b.build())
+    Index::from_members(members).unwrap()
+}
+
+fn booklet_holder(index: &Index, b: &str) -> Option<NationalId> {
+    let view = index.view();
+    let found = view.get_by_booklet(Booklet::parse(b).unwrap());
+    found.map(|m| m.view().national_id)
 }
 
 #[test]
-fn lookups_find_base_members() {
+fn lookups_find_base_members_with_masked_names() {
     let index = index_with(vec![member(A, 3, Some("111"))]);
-    assert_eq!(index.get(id(A)).unwrap().version, 3);
-    assert!(index.get(id(B)).is_none());
+    let found = index.member(id(A)).unwrap();
+    assert_eq!(found.version, 3);
     assert_eq!(
-        index
-            .get_by_booklet(Booklet::parse("111").unwrap())
-            .unwrap()
-            .national_id,
-        id(A)
+        found.display_name.as_deref(),
+        Some("Sara A***"),
+        "the base keeps only the masked name"
     );
-    assert!(index
-        .get_by_booklet(Booklet::parse("0111").unwrap())
-        .is_none());
+    assert!(index.member(id(B)).is_none());
+    assert_eq!(booklet_holder(&index, "111"), Some(id(A)));
+    assert_eq!(booklet_holder(&index, "0111"), None);
     assert_eq!(index.len(), 1);
 }
 
@@ -58,7 +58,7 @@ fn apply_is_version_guarded() {
         index.apply(Change::Upsert(member(A, 4, None))),
         Applied::Applied
     );
-    assert_eq!(index.get(id(A)).unwrap().version, 4);
+    assert_eq!(index.member(id(A)).unwrap().version, 4);
     assert_eq!(
         index.apply(Change::Upsert(member(A, 4, None))),
         Applied::Stale { held: 4 }
@@ -77,18 +77,18 @@ fn delete_leaves_a_tombstone_that_older_upserts_cannot_cross() {
         }),
         Applied::Applied
     );
-    assert!(index.get(id(A)).is_none());
+    assert!(index.member(id(A)).is_none());
     assert_eq!(index.len(), 0);
     assert_eq!(
         index.apply(Change::Upsert(member(A, 4, None))),
         Applied::Stale { held: 5 }
     );
-    assert!(index.get(id(A)).is_none());
+    assert!(index.member(id(A)).is_none());
     assert_eq!(
         index.apply(Change::Upsert(member(A, 6, None))),
         Applied::Applied
     );
-    assert_eq!(index.get(id(A)).unwrap().version, 6);
+    assert_eq!(index.member(id(A)).unwrap().version, 6);
     assert_eq!(index.len(), 1);
 }
 
@@ -133,76 +133,42 @@ fn new_members_and_counts() {
 #[test]
 fn booklet_moves_follow_the_current_record() {
     let index = index_with(vec![member(A, 1, Some("555")), member(B, 1, None)]);
-    let b555 = Booklet::parse("555").unwrap();
     // The booklet moves from A to B.
     index.apply(Change::Upsert(member(A, 2, Some("777"))));
     index.apply(Change::Upsert(member(B, 2, Some("555"))));
-    assert_eq!(index.get_by_booklet(b555).unwrap().national_id, id(B));
-    assert_eq!(
-        index
-            .get_by_booklet(Booklet::parse("777").unwrap())
-            .unwrap()
-            .national_id,
-        id(A)
-    );
+    assert_eq!(booklet_holder(&index, "555"), Some(id(B)));
+    assert_eq!(booklet_holder(&index, "777"), Some(id(A)));
     // B is deleted: the booklet is nobody's.
     index.apply(Change::Delete {
         national_id: id(B),
         version: 3,
     });
-    assert!(index.get_by_booklet(b555).is_none());
+    assert_eq!(booklet_holder(&index, "555"), None);
 }
 
 #[test]
-fn builder_guards_versions_and_booklet_uniqueness() {
-    let mut b = BaseBuilder::default();
-    b.insert(member(A, 2, Some("1"))).unwrap();
-    assert_eq!(
-        b.insert(member(A, 2, None)),
-        Err(InsertError::Stale {
-            version: 2,
-            held: 2
-        })
+fn from_members_refuses_repeats_and_shared_booklets() {
+    assert!(Index::from_members(vec![member(A, 2, None), member(A, 2, None)]).is_err());
+    assert!(Index::from_members(vec![member(A, 1, Some("1")), member(B, 1, Some("1"))]).is_err());
+    let index = Index::from_members(vec![member(A, 1, None), member(A, 3, None)]);
+    assert!(
+        index.is_err(),
+        "an import keeps the newest but reports the older line"
     );
-    assert!(matches!(
-        b.insert(member(B, 1, Some("1"))),
-        Err(InsertError::BookletTaken { .. })
-    ));
-    // A newer version of A releases booklet 1, which B may then take.
-    b.insert(member(A, 3, Some("2"))).unwrap();
-    b.insert(member(B, 1, Some("1"))).unwrap();
-    b.delete(id(A), 4).unwrap();
-    assert_eq!(
-        b.delete(id(A), 4),
-        Err(InsertError::Stale {
-            version: 4,
-            held: 4
-        })
-    );
-    let index = Index::new(b.build());
-    assert!(index.get_by_booklet(Booklet::parse("2").unwrap()).is_none());
-    assert_eq!(
-        index
-            .get_by_booklet(Booklet::parse("1").unwrap())
-            .unwrap()
-            .national_id,
-        id(B)
-    );
-    assert_eq!(index.version_of(id(A)), 4);
 }
 
 #[test]
-fn merged_view_prefers_the_overlay() {
-    let index = index_with(vec![member(A, 1, None), member(B, 1, None)]);
+fn a_view_keeps_its_layers_while_others_change() {
+    let index = index_with(vec![member(A, 1, None)]);
+    let before = index.view();
     index.apply(Change::Upsert(member(A, 2, None)));
-    index.apply(Change::Delete {
-        national_id: id(B),
-        version: 2,
-    });
-    let (members, tombstones) = index.merged();
-    assert_eq!(members.len(), 1);
-    assert_eq!(members[0].version, 2);
-    assert_eq!(tombstones, vec![(id(B), 2)]);
+    // The overlay is shared, so the old view sees the new version too...
+    assert_eq!(before.get(id(A)).unwrap().view().version, 2);
+    // ...and a compaction swapping the base does not disturb it.
+    let dir = tempfile::tempdir().unwrap();
+    index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+    assert_eq!(before.get(id(A)).unwrap().view().version, 2);
+    assert_eq!(index.view().get(id(A)).unwrap().view().version, 2);
 }
 
 #[test]
@@ -218,6 +184,9 @@ fn concurrent_applies_keep_the_highest_version() {
             });
         }
     });
-    assert_eq!(index.get(id(A)).unwrap().version, 2003);
+    assert_eq!(index.member(id(A)).unwrap().version, 2003);
     assert_eq!(index.len(), 1);
 }
+
+#[path = "compact_tests.rs"]
+mod compact_tests;

@@ -1,28 +1,32 @@
 //! The in-memory index: every member keyed by national ID, and booklet numbers to IDs.
 //!
-//! It is two layers. The **base** is built once (from a snapshot, an import or the demo
-//! population) and never changes, so lookups read it without any lock. The **overlay**
-//! holds changes applied since (the change feed's upserts and deletes) and is looked up
-//! first. `apply` is version-guarded: an event lands only when its version is greater than
-//! the one held, and a delete leaves a tombstone carrying its version so that a late, older
-//! upsert cannot bring the person back.
+//! Three layers, looked up newest first: the **active overlay** (changes applied since the
+//! last cut), a **frozen overlay** (only while a compaction writes it into a new snapshot),
+//! and the **base** (a snapshot body read in place). The base never changes and lookups read
+//! it without a lock; the layer set is swapped atomically (arc-swap), so a lookup finishes on
+//! the layers it started with. `apply` is version-guarded: an event lands only when its
+//! version is greater than the one held in any layer, and a delete leaves a tombstone
+//! carrying its version, so a late, older upsert cannot bring the person back.
 
 mod base;
+pub mod body;
+pub mod compact;
+mod overlay;
 pub mod snapshot;
 
-use std::ops::Deref;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arc_swap::{ArcSwap, Guard};
 use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 
-pub use base::{Base, BaseBuilder, InsertError};
+pub use base::{Base, Row};
+pub use body::{BodyBuilder, BookletConflicts, Origin, Rejected};
+use overlay::{Found, Overlay, Slot};
 
 use crate::member::{Booklet, Member};
 use crate::national_id::NationalId;
-
-pub(crate) type Hasher = foldhash::fast::FixedState;
+use crate::view::MemberView;
 
 /// A position in the change feed (a Redis stream entry ID `ms-seq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,98 +75,140 @@ pub enum Applied {
     Stale { held: u64 },
 }
 
-#[derive(Debug)]
-enum Slot {
-    Live(Arc<Member>),
-    Deleted { version: u64 },
-}
-
-impl Slot {
-    fn version(&self) -> u64 {
-        match self {
-            Slot::Live(m) => m.version,
-            Slot::Deleted { version } => *version,
-        }
-    }
-}
-
-/// A member found by a lookup: borrowed from the base, or shared from the overlay (so no
-/// overlay lock is held while the caller evaluates and renders).
-pub enum MemberRef<'a> {
-    Base(&'a Member),
-    Overlay(Arc<Member>),
-}
-
-impl Deref for MemberRef<'_> {
-    type Target = Member;
-    fn deref(&self) -> &Member {
-        match self {
-            MemberRef::Base(m) => m,
-            MemberRef::Overlay(m) => m,
-        }
-    }
+/// The base and, during a compaction, the overlay being written into the next base.
+struct Layers {
+    base: Arc<Base>,
+    frozen: Option<Arc<Overlay>>,
 }
 
 pub struct Index {
-    base: Base,
-    overlay: DashMap<NationalId, Slot, Hasher>,
-    overlay_booklets: DashMap<Booklet, NationalId, Hasher>,
-    /// Entries in `overlay`; lets lookups skip it entirely while it is empty.
-    overlay_len: AtomicUsize,
+    layers: ArcSwap<Layers>,
+    active: ArcSwap<Overlay>,
+    /// Taken shared by `apply`, exclusively by a cut, so no change lands in an overlay
+    /// after it was frozen. Lookups never take it.
+    cut_lock: RwLock<()>,
     live_members: AtomicI64,
+    /// The feed position of the last change applied (or the base's).
+    position: Mutex<Option<FeedPosition>>,
+    compacting: Mutex<()>,
+}
+
+/// A member found by a lookup: read in place from the base, or shared from an overlay.
+pub enum MemberRef<'a> {
+    Base(MemberView<'a>),
+    Overlay(Arc<Member>),
+}
+
+impl MemberRef<'_> {
+    pub fn view(&self) -> MemberView<'_> {
+        match self {
+            MemberRef::Base(v) => *v,
+            MemberRef::Overlay(m) => m.view(),
+        }
+    }
+}
+
+/// A consistent set of layers to look up in; take one per request.
+pub struct IndexView {
+    active: Guard<Arc<Overlay>>,
+    layers: Guard<Arc<Layers>>,
+}
+
+impl IndexView {
+    /// The member with this ID, or `None` when unknown or deleted.
+    #[inline]
+    pub fn get(&self, id: NationalId) -> Option<MemberRef<'_>> {
+        for overlay in std::iter::once(&**self.active).chain(self.layers.frozen.as_deref()) {
+            match overlay.find(id) {
+                Found::Live(m) => return Some(MemberRef::Overlay(m)),
+                Found::Deleted => return None,
+                Found::Absent => {}
+            }
+        }
+        self.layers.base.get(id).map(MemberRef::Base)
+    }
+
+    /// The member holding this booklet number now. A mapping may be stale (the booklet moved,
+    /// or its holder was deleted), so every candidate is confirmed against the member's
+    /// current record.
+    pub fn get_by_booklet(&self, booklet: Booklet) -> Option<MemberRef<'_>> {
+        let overlay_candidates = std::iter::once(&**self.active)
+            .chain(self.layers.frozen.as_deref())
+            .filter_map(|o| o.booklet_holder(booklet));
+        let base_candidates = self
+            .layers
+            .base
+            .booklet_holders(booklet)
+            .map(|v| v.national_id);
+        overlay_candidates
+            .chain(base_candidates)
+            .filter_map(|id| self.get(id))
+            .find(|m| m.view().booklet_no == Some(booklet))
+    }
 }
 
 impl Index {
     pub fn new(base: Base) -> Index {
         let live = base.len() as i64;
+        let position = base.position();
         Index {
-            base,
-            overlay: DashMap::with_hasher(Hasher::default()),
-            overlay_booklets: DashMap::with_hasher(Hasher::default()),
-            overlay_len: AtomicUsize::new(0),
+            layers: ArcSwap::from_pointee(Layers {
+                base: Arc::new(base),
+                frozen: None,
+            }),
+            active: ArcSwap::from_pointee(Overlay::default()),
+            cut_lock: RwLock::new(()),
             live_members: AtomicI64::new(live),
+            position: Mutex::new(position),
+            compacting: Mutex::new(()),
         }
     }
 
-    /// The member with this ID, or `None` when unknown or deleted.
+    /// An index whose base holds these members (tests, tools, the demo population). Fails
+    /// on a repeated ID without a newer version or a booklet held twice.
+    pub fn from_members(members: impl IntoIterator<Item = Member>) -> Result<Index, String> {
+        let mut builder = BodyBuilder::default();
+        for (i, m) in members.into_iter().enumerate() {
+            builder.push_member(&m, Origin(i as u64 + 1));
+        }
+        let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+        if let Some(r) = rejected.first() {
+            return Err(format!("member {}: {}", r.origin.0, r.reason));
+        }
+        Ok(Index::new(Base::from_body(&body, None)?))
+    }
+
+    /// The layers as they are now, for one request's lookups.
     #[inline]
-    pub fn get(&self, id: NationalId) -> Option<MemberRef<'_>> {
-        if self.overlay_len.load(Ordering::Acquire) > 0 {
-            if let Some(slot) = self.overlay.get(&id) {
-                return match &*slot {
-                    Slot::Live(m) => Some(MemberRef::Overlay(Arc::clone(m))),
-                    Slot::Deleted { .. } => None,
-                };
-            }
+    pub fn view(&self) -> IndexView {
+        IndexView {
+            active: self.active.load(),
+            layers: self.layers.load(),
         }
-        self.base.get(id).map(MemberRef::Base)
     }
 
-    /// The member holding this booklet number now.
-    pub fn get_by_booklet(&self, booklet: Booklet) -> Option<MemberRef<'_>> {
-        // A mapping may be stale (the booklet moved to someone else, or its holder was
-        // deleted), so every candidate is confirmed against the member's current record.
-        let overlay_candidate = self.overlay_booklets.get(&booklet).map(|id| *id);
-        [overlay_candidate, self.base.booklet_holder(booklet)]
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.get(id))
-            .find(|m| m.booklet_no == Some(booklet))
+    /// An owned copy of a member (tests and tools; requests use [`Index::view`]).
+    pub fn member(&self, id: NationalId) -> Option<Member> {
+        self.view().get(id).map(|m| m.view().to_member())
     }
 
     /// The version held for an ID (a live member or a tombstone), 0 when never seen.
     pub fn version_of(&self, id: NationalId) -> u64 {
-        if let Some(slot) = self.overlay.get(&id) {
-            return slot.version();
-        }
-        self.base.version_of(id)
+        let active = self.active.load();
+        let layers = self.layers.load();
+        version_in(&active, &layers, id)
     }
 
-    /// Applies a change when its version is newer than what is held.
+    /// Applies a change when its version is newer than what any layer holds.
     pub fn apply(&self, change: Change) -> Applied {
+        let _no_cut = self
+            .cut_lock
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let active = self.active.load();
         let id = change.national_id();
         let version = change.version();
-        let was_live = match self.overlay.entry(id) {
+        let was_live = match active.members.entry(id) {
             Entry::Occupied(mut e) => {
                 let held = e.get().version();
                 if version <= held {
@@ -173,13 +219,18 @@ impl Index {
                 was_live
             }
             Entry::Vacant(e) => {
-                let held = self.base.version_of(id);
+                let layers = self.layers.load();
+                let (held, was_live) =
+                    match layers.frozen.as_deref().and_then(|f| f.members.get(&id)) {
+                        Some(slot) => (slot.version(), matches!(*slot, Slot::Live(_))),
+                        None => (layers.base.version_of(id), layers.base.get(id).is_some()),
+                    };
                 if version <= held {
                     return Applied::Stale { held };
                 }
                 e.insert(slot_for(&change));
-                self.overlay_len.fetch_add(1, Ordering::Release);
-                self.base.get(id).is_some()
+                active.len.fetch_add(1, Ordering::Release);
+                was_live
             }
         };
         let is_live = matches!(change, Change::Upsert(_));
@@ -190,9 +241,19 @@ impl Index {
             ..
         }) = change
         {
-            self.overlay_booklets.insert(b, id);
+            active.booklets.insert(b, id);
         }
         Applied::Applied
+    }
+
+    /// Records the feed position of the last change applied; a snapshot cut records it.
+    pub fn note_position(&self, position: FeedPosition) {
+        let mut held = self.position.lock().unwrap_or_else(|p| p.into_inner());
+        *held = Some(position);
+    }
+
+    pub fn position(&self) -> Option<FeedPosition> {
+        *self.position.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Live members (not counting tombstones).
@@ -204,41 +265,28 @@ impl Index {
         self.len() == 0
     }
 
-    /// Changes applied since the base was built.
+    /// Changes held in overlays (active and frozen).
     pub fn overlay_len(&self) -> usize {
-        self.overlay_len.load(Ordering::Relaxed)
+        let layers = self.layers.load();
+        self.active.load().len() + layers.frozen.as_ref().map_or(0, |f| f.len())
     }
 
     /// The feed position the base reflects.
     pub fn base_position(&self) -> Option<FeedPosition> {
-        self.base.position()
+        self.layers.load().base.position()
     }
 
-    /// Every live member and every tombstone, base and overlay merged (the overlay wins),
-    /// in national ID order: what a snapshot of this index holds.
-    pub fn merged(&self) -> (Vec<Member>, Vec<(NationalId, u64)>) {
-        let mut members = Vec::with_capacity(self.len());
-        let mut tombstones = Vec::new();
-        for m in self.base.members() {
-            if !self.overlay.contains_key(&m.national_id) {
-                members.push(m.clone());
-            }
-        }
-        for (id, version) in self.base.tombstones() {
-            if !self.overlay.contains_key(&id) {
-                tombstones.push((id, version));
-            }
-        }
-        for entry in self.overlay.iter() {
-            match entry.value() {
-                Slot::Live(m) => members.push(Member::clone(m)),
-                Slot::Deleted { version } => tombstones.push((*entry.key(), *version)),
-            }
-        }
-        members.sort_unstable_by_key(|m| m.national_id);
-        tombstones.sort_unstable();
-        (members, tombstones)
+    /// Bytes of the base body.
+    pub fn base_size_bytes(&self) -> usize {
+        self.layers.load().base.size_bytes()
     }
+}
+
+fn version_in(active: &Overlay, layers: &Layers, id: NationalId) -> u64 {
+    active
+        .version_of(id)
+        .or_else(|| layers.frozen.as_deref().and_then(|f| f.version_of(id)))
+        .unwrap_or_else(|| layers.base.version_of(id))
 }
 
 fn slot_for(change: &Change) -> Slot {

@@ -1,32 +1,35 @@
 //! The snapshot file (CONTRACT §7): what a restart loads instead of rebuilding the index.
 //!
-//! Layout: a fixed 4096-byte header, then the rkyv body, so the body starts page-aligned
-//! (ready to be memory-mapped in place). The header carries a magic, the format version,
+//! Layout: a fixed 4096-byte header, then the rkyv body (see [`super::body`]), so the body
+//! starts page-aligned and is memory-mapped and read in place. The header carries a magic, the format version,
 //! the rkyv format descriptor (endianness, alignment, pointer width, body schema), counts,
 //! the build time, the feed position the body reflects, the body's length and xxh3
 //! checksum, and a checksum of the header itself. A file is written to a temporary file in
 //! the same directory, fsynced and renamed into place, so a reader never sees half a file.
 //! Loading refuses a file on the first thing that does not match, with a message saying
-//! which, and then checks every member against the record rules.
+//! which, and then checks every record against the record rules. The body is serialised
+//! straight to the file (hashed on the way), so writing never holds a second copy of it.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use memmap2::{Mmap, MmapOptions};
 use rkyv::rancor;
-use rkyv::util::AlignedVec;
-use xxhash_rust::xxh3::xxh3_64;
+use rkyv::ser::writer::IoWriter;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use super::{Base, BaseBuilder, FeedPosition, InsertError};
-use crate::member::{ArchivedMember, Kind, Member, RecordError, Status};
-use crate::national_id::NationalId;
+use super::body::Body;
+use super::{Base, FeedPosition, Row};
+use crate::member::{Kind, Status};
 
 pub const MAGIC: [u8; 8] = *b"ELIGDSNP";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 4096;
 /// Changes whenever the rkyv build options or the body's types change.
-pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/little_endian/aligned/pointer_width_32/eligd.body.v1";
+pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/le/aligned/ptr64/eligd.body.v2/fib64";
 const DESCRIPTOR_LEN: usize = 64;
+const _: () = assert!(FORMAT_DESCRIPTOR.len() <= DESCRIPTOR_LEN);
 
 // Header field offsets.
 const OFF_VERSION: usize = 8;
@@ -41,19 +44,6 @@ const OFF_POSITION_SEQ: usize = OFF_POSITION_MS + 8;
 const OFF_BODY_LEN: usize = OFF_POSITION_SEQ + 8;
 const OFF_BODY_CHECKSUM: usize = OFF_BODY_LEN + 8;
 const OFF_HEADER_CHECKSUM: usize = OFF_BODY_CHECKSUM + 8;
-
-/// The archived body: every live member and every tombstone, in national ID order.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Body {
-    pub members: Vec<Member>,
-    pub tombstones: Vec<Tombstone>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Tombstone {
-    pub national_id: NationalId,
-    pub version: u64,
-}
 
 /// The header's fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,10 +84,6 @@ pub enum SnapshotError {
     BodyChecksum(PathBuf),
     #[error("{path}: the snapshot body does not validate: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: the snapshot holds an invalid member: {reason}")]
-    BadMember { path: PathBuf, reason: RecordError },
-    #[error("{path}: the snapshot holds conflicting entries: {reason}")]
-    Conflict { path: PathBuf, reason: InsertError },
     #[error(
         "{path}: header counts ({members} members, {tombstones} tombstones) do not match the body"
     )]
@@ -198,30 +184,33 @@ impl Header {
     }
 }
 
-/// Writes a snapshot atomically: temporary file in the target directory, fsync, rename,
-/// fsync of the directory. Members and tombstones should be in national ID order.
+/// Hashes and counts what passes through to the file.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Xxh3,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a snapshot atomically: temporary file in the target directory, body streamed
+/// after a placeholder header, the real header written last, fsync, rename, fsync of the
+/// directory.
 pub fn write(
     path: &Path,
-    members: Vec<Member>,
-    tombstones: Vec<Tombstone>,
+    body: &Body,
     position: Option<FeedPosition>,
 ) -> Result<Header, SnapshotError> {
-    let body = Body {
-        members,
-        tombstones,
-    };
-    let bytes = rkyv::to_bytes::<rancor::Error>(&body)
-        .map_err(|e| SnapshotError::Serialise(e.to_string()))?;
-    let header = Header {
-        format_version: FORMAT_VERSION,
-        descriptor: FORMAT_DESCRIPTOR.to_string(),
-        members: body.members.len() as u64,
-        tombstones: body.tombstones.len() as u64,
-        built_at_ms: chrono::Utc::now().timestamp_millis(),
-        position,
-        body_len: bytes.len() as u64,
-        body_checksum: xxh3_64(&bytes),
-    };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -231,9 +220,38 @@ pub fn write(
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(io_err(&dir))?;
-    tmp.write_all(&header.encode()).map_err(io_err(path))?;
-    tmp.write_all(&bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.write_all(&[0u8; HEADER_LEN]).map_err(io_err(path))?;
+    let (hasher, written) = {
+        let sink = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            hasher: Xxh3::new(),
+            written: 0,
+        };
+        let sink = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, IoWriter::new(sink))
+            .map_err(|e| SnapshotError::Serialise(e.to_string()))?
+            .into_inner();
+        let HashingWriter {
+            mut inner,
+            hasher,
+            written,
+        } = sink;
+        inner.flush().map_err(io_err(path))?;
+        (hasher, written)
+    };
+    let header = Header {
+        format_version: FORMAT_VERSION,
+        descriptor: FORMAT_DESCRIPTOR.to_string(),
+        members: body.live,
+        tombstones: body.tombstones,
+        built_at_ms: chrono::Utc::now().timestamp_millis(),
+        position,
+        body_len: written,
+        body_checksum: hasher.digest(),
+    };
+    let file = tmp.as_file_mut();
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    file.write_all(&header.encode()).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| SnapshotError::Io {
         path: path.to_path_buf(),
         reason: e.error,
@@ -244,89 +262,13 @@ pub fn write(
     Ok(header)
 }
 
-/// Reads the header and the body, verifying sizes and the checksum.
-fn read_verified(path: &Path) -> Result<(Header, AlignedVec<16>), SnapshotError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let mut head = vec![0u8; HEADER_LEN];
-    if file_len < HEADER_LEN as u64 {
-        let mut prefix = Vec::new();
-        file.read_to_end(&mut prefix).map_err(io_err(path))?;
-        if prefix.len() < 8 || prefix[..8] != MAGIC {
-            return Err(SnapshotError::BadMagic(path.to_path_buf()));
-        }
-        return Err(SnapshotError::Truncated {
-            path: path.to_path_buf(),
-            expected: HEADER_LEN as u64,
-            found: file_len,
-        });
-    }
-    file.read_exact(&mut head).map_err(io_err(path))?;
-    let header = Header::decode(path, &head)?;
-    let expected = HEADER_LEN as u64 + header.body_len;
-    if file_len != expected {
-        return Err(SnapshotError::Truncated {
-            path: path.to_path_buf(),
-            expected,
-            found: file_len,
-        });
-    }
-    let body_len = usize::try_from(header.body_len).map_err(|_| SnapshotError::Truncated {
-        path: path.to_path_buf(),
-        expected,
-        found: file_len,
-    })?;
-    let mut body = AlignedVec::<16>::with_capacity(body_len);
-    body.resize(body_len, 0);
-    file.read_exact(body.as_mut_slice()).map_err(io_err(path))?;
-    if xxh3_64(&body) != header.body_checksum {
-        return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
-    }
-    Ok((header, body))
-}
-
-fn access<'a>(
-    path: &Path,
-    header: &Header,
-    body: &'a [u8],
-) -> Result<&'a ArchivedBody, SnapshotError> {
-    let archived =
-        rkyv::access::<ArchivedBody, rancor::Error>(body).map_err(|e| SnapshotError::Invalid {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if archived.members.len() as u64 != header.members
-        || archived.tombstones.len() as u64 != header.tombstones
-    {
-        return Err(SnapshotError::CountMismatch {
-            path: path.to_path_buf(),
-            members: header.members,
-            tombstones: header.tombstones,
-        });
-    }
-    Ok(archived)
-}
-
-/// Deserialises one archived member and checks it against the record rules.
-fn read_member(path: &Path, archived: &ArchivedMember) -> Result<Member, SnapshotError> {
-    let member = rkyv::deserialize::<Member, rancor::Error>(archived).map_err(|e| {
-        SnapshotError::Invalid {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }
-    })?;
-    member
-        .validate()
-        .map_err(|reason| SnapshotError::BadMember {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-    Ok(member)
-}
-
 /// Reads only the header (cheap: no body read, no checksum).
 pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     let mut file = File::open(path).map_err(io_err(path))?;
+    read_header_from(path, &mut file)
+}
+
+fn read_header_from(path: &Path, file: &mut File) -> Result<Header, SnapshotError> {
     let mut head = vec![0u8; HEADER_LEN];
     let mut read = 0;
     while read < HEADER_LEN {
@@ -349,40 +291,55 @@ pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     Header::decode(path, &head)
 }
 
-/// Loads a snapshot into a base, refusing the file on any mismatch.
+/// Maps a snapshot and verifies it: header, size, checksum, structure, every record. The
+/// body stays mapped and is read in place by the returned base.
 pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
-    let (header, body) = read_verified(path)?;
-    let archived = access(path, &header, &body)?;
-    let mut builder = BaseBuilder::with_capacity(archived.members.len());
-    for archived_member in archived.members.iter() {
-        let member = read_member(path, archived_member)?;
-        builder
-            .insert(member)
-            .map_err(|reason| SnapshotError::Conflict {
-                path: path.to_path_buf(),
-                reason,
-            })?;
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let header = read_header_from(path, &mut file)?;
+    let file_len = file.metadata().map_err(io_err(path))?.len();
+    let expected = HEADER_LEN as u64 + header.body_len;
+    if file_len != expected {
+        return Err(SnapshotError::Truncated {
+            path: path.to_path_buf(),
+            expected,
+            found: file_len,
+        });
     }
-    for archived_tombstone in archived.tombstones.iter() {
-        let t: Tombstone = rkyv::deserialize::<Tombstone, rancor::Error>(archived_tombstone)
-            .map_err(|e| SnapshotError::Invalid {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let id =
-            NationalId::from_u64(t.national_id.as_u64()).map_err(|e| SnapshotError::BadMember {
-                path: path.to_path_buf(),
-                reason: RecordError::new("tombstone.national_id", e.to_string()),
-            })?;
-        builder
-            .delete(id, t.version)
-            .map_err(|reason| SnapshotError::Conflict {
-                path: path.to_path_buf(),
-                reason,
-            })?;
+    let map = map_body(path, &file, header.body_len)?;
+    if xxh3_64(&map) != header.body_checksum {
+        return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
     }
-    builder.set_position(header.position);
-    Ok((header, builder.build()))
+    let base = Base::from_map(map, header.position).map_err(|message| SnapshotError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    if base.len() as u64 != header.members || base.tombstones() != header.tombstones {
+        return Err(SnapshotError::CountMismatch {
+            path: path.to_path_buf(),
+            members: header.members,
+            tombstones: header.tombstones,
+        });
+    }
+    Ok((header, base))
+}
+
+#[allow(unsafe_code)]
+fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
+    let len = usize::try_from(len).map_err(|_| SnapshotError::Invalid {
+        path: path.to_path_buf(),
+        message: "body larger than the address space".into(),
+    })?;
+    // SAFETY: the map is read-only and eligd never modifies a snapshot file in place (it
+    // writes a temporary file and renames it). Another process truncating the file while it
+    // is mapped would be an operator error outside what any reader can defend against.
+    unsafe {
+        MmapOptions::new()
+            .offset(HEADER_LEN as u64)
+            .len(len)
+            .populate()
+            .map(file)
+    }
+    .map_err(io_err(path))
 }
 
 /// What `snapshot inspect` reports.
@@ -395,19 +352,19 @@ pub struct Inspection {
     pub open_ended: u64,
 }
 
-/// Verifies a snapshot completely (checksum, structure, every member) and counts it.
+/// Verifies a snapshot completely (as loading does) and counts it.
 pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
-    let (header, body) = read_verified(path)?;
-    let archived = access(path, &header, &body)?;
+    let (header, base) = load(path)?;
     let mut by_kind = [0u64; 3];
     let mut by_status = [0u64; 3];
     let (mut with_booklet, mut open_ended) = (0, 0);
-    for archived_member in archived.members.iter() {
-        let m = read_member(path, archived_member)?;
-        by_kind[m.kind as usize] += 1;
-        by_status[m.status as usize] += 1;
-        with_booklet += u64::from(m.booklet_no.is_some());
-        open_ended += u64::from(m.coverage_until.is_none());
+    for row in base.rows() {
+        if let Row::Live(m) = row {
+            by_kind[m.kind as usize] += 1;
+            by_status[m.status as usize] += 1;
+            with_booklet += u64::from(m.booklet_no.is_some());
+            open_ended += u64::from(m.coverage_until.is_none());
+        }
     }
     Ok(Inspection {
         header,

@@ -108,7 +108,7 @@ fn demo_data_snapshot_build_and_inspect() {
     let out = stdout(&o);
     for line in [
         "members:         5000",
-        "format version:  1",
+        "format version:  2",
         "feed position:   none",
         "verified",
         "kind dependent:",

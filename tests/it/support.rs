@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use eligd::app::AppState;
-use eligd::index::{BaseBuilder, Index};
+use eligd::index::Index;
 use eligd::member::Member;
 use eligd::national_id::NationalId;
 use http_body_util::{BodyExt, Full};
@@ -113,11 +113,7 @@ pub fn fixture_members() -> Vec<Member> {
 }
 
 pub fn fixture_index() -> Index {
-    let mut builder = BaseBuilder::default();
-    for m in fixture_members() {
-        builder.insert(m).unwrap();
-    }
-    Index::new(builder.build())
+    Index::from_members(fixture_members()).unwrap()
 }
 
 /// An eligd HTTP server running in this process on a free loopback port.

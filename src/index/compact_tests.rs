@@ -1,0 +1,233 @@
+//! Compaction: base + overlay into a new snapshot, swapped in, overlay trimmed.
+
+use super::*;
+use crate::dates::Day;
+use crate::demo::Generator;
+use crate::index::compact::snapshots_in;
+
+fn population(n: u64) -> Vec<Member> {
+    Generator::new(n, 5, Day::parse_iso("2026-11-22").unwrap()).collect()
+}
+
+fn bumped(m: &Member, by: u64) -> Member {
+    let mut m = m.clone();
+    m.version += by;
+    m.coverage_until = Some(Day::parse_iso("2030-01-01").unwrap().0);
+    m
+}
+
+#[test]
+fn compaction_writes_base_and_overlay_and_trims_the_overlay() {
+    let members = population(2_000);
+    let index = Index::from_members(members.clone()).unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 10)));
+    index.apply(Change::Delete {
+        national_id: members[1].national_id,
+        version: members[1].version + 1,
+    });
+    index.note_position(FeedPosition {
+        ms: 1_700_000_000_000,
+        seq: 7,
+    });
+    assert_eq!(index.overlay_len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let done = index
+        .compact_into(dir.path(), 3, false)
+        .unwrap()
+        .expect("a compaction ran");
+    assert_eq!(done.members, 1_999);
+    assert_eq!(done.overlay_entries, 2);
+    assert_eq!(index.overlay_len(), 0, "the overlay is trimmed");
+    assert_eq!(
+        index.base_position(),
+        Some(FeedPosition {
+            ms: 1_700_000_000_000,
+            seq: 7
+        })
+    );
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 10
+    );
+    assert!(index.member(members[1].national_id).is_none());
+    // The tombstone survives the compaction: an older upsert still cannot cross it.
+    assert_eq!(
+        index.apply(Change::Upsert(members[1].clone())),
+        Applied::Stale {
+            held: members[1].version + 1
+        }
+    );
+
+    // The file holds the same: a fresh index from it answers the same.
+    let (header, base) = snapshot::load(&done.path).unwrap();
+    assert_eq!(
+        header.position,
+        Some(FeedPosition {
+            ms: 1_700_000_000_000,
+            seq: 7
+        })
+    );
+    assert_eq!(header.tombstones, 1);
+    let reloaded = Index::new(base);
+    for m in members.iter().skip(2) {
+        assert_eq!(
+            reloaded.member(m.national_id).map(|r| r.version),
+            Some(m.version)
+        );
+    }
+    assert_eq!(
+        reloaded.version_of(members[1].national_id),
+        members[1].version + 1
+    );
+}
+
+#[test]
+fn changes_after_the_cut_stay_in_the_overlay() {
+    let members = population(500);
+    let index = Index::from_members(members.clone()).unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 1)));
+    let (frozen, _) = index.cut(false).expect("something to cut");
+    assert_eq!(frozen.len(), 1);
+    // Arrives while the snapshot is being written.
+    index.apply(Change::Upsert(bumped(&members[2], 1)));
+    // While frozen, lookups still see both.
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 1
+    );
+    // An apply checks the frozen layer's version too.
+    assert_eq!(
+        index.apply(Change::Upsert(bumped(&members[0], 1))),
+        Applied::Stale {
+            held: members[0].version + 1
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
+    assert_eq!(
+        done.overlay_entries, 1,
+        "the compaction wrote the frozen overlay only"
+    );
+    assert_eq!(
+        index.overlay_len(),
+        1,
+        "the change after the cut is still in the overlay"
+    );
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 1
+    );
+    assert_eq!(
+        index.member(members[2].national_id).unwrap().version,
+        members[2].version + 1
+    );
+    let (_, base) = snapshot::load(&done.path).unwrap();
+    assert_eq!(
+        base.get(members[2].national_id).unwrap().version,
+        members[2].version,
+        "not in this snapshot"
+    );
+}
+
+#[test]
+fn nothing_to_compact_unless_forced() {
+    let index = Index::from_members(population(100)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(index.compact_into(dir.path(), 3, false).unwrap().is_none());
+    let forced = index.compact_into(dir.path(), 3, true).unwrap().unwrap();
+    assert_eq!(forced.members, 100);
+}
+
+#[test]
+fn a_failed_compaction_keeps_the_overlay_and_is_retried() {
+    let members = population(100);
+    let index = Index::from_members(members.clone()).unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    assert!(index.compact_into(&not_a_dir, 3, false).is_err());
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 1
+    );
+    assert_eq!(index.overlay_len(), 1);
+    let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
+    assert_eq!(done.overlay_entries, 1);
+    assert_eq!(index.overlay_len(), 0);
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 1
+    );
+}
+
+#[test]
+fn old_snapshots_are_pruned() {
+    let members = population(50);
+    let index = Index::from_members(members.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=5u64 {
+        index.apply(Change::Upsert(bumped(&members[0], round)));
+        index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    let kept = snapshots_in(dir.path()).unwrap();
+    assert_eq!(kept.len(), 2);
+    let (_, newest) = snapshot::load(&kept[0]).unwrap();
+    assert_eq!(
+        newest.get(members[0].national_id).unwrap().version,
+        members[0].version + 5
+    );
+}
+
+#[test]
+fn lookups_never_miss_while_compactions_run() {
+    let members = population(20_000);
+    let index = Index::from_members(members.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|t| {
+                let (index, members, stop) = (&index, &members, &stop);
+                s.spawn(move || {
+                    let mut n = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let m = &members[(n * 7919 + t) % members.len()];
+                        assert!(
+                            index.view().get(m.national_id).is_some(),
+                            "lost {:?}",
+                            m.national_id
+                        );
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        // Readers stop even if a compaction below fails the test.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        for round in 1..=4u64 {
+            for m in members.iter().step_by(97) {
+                index.apply(Change::Upsert(bumped(m, round)));
+            }
+            index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+        }
+        drop(_stop);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    assert_eq!(index.len(), members.len());
+    assert_eq!(
+        index.member(members[0].national_id).unwrap().version,
+        members[0].version + 4
+    );
+}
