@@ -6,7 +6,7 @@ use memmap2::Mmap;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::body::{ArchivedBody, Body, TOMBSTONE};
+use super::body::{ArchivedBody, Body};
 use super::FeedPosition;
 use crate::member::Booklet;
 use crate::national_id::NationalId;
@@ -110,7 +110,7 @@ impl Base {
     pub fn get(&self, id: NationalId) -> Option<MemberView<'_>> {
         let body = self.body();
         body.find(id.as_u64())
-            .filter(|r| r.flags & TOMBSTONE == 0)
+            .filter(|r| r.is_live())
             .map(|r| body.view(r))
     }
 
@@ -125,14 +125,14 @@ impl Base {
     pub fn booklet_holders(&self, booklet: Booklet) -> impl Iterator<Item = MemberView<'_>> + '_ {
         let body = self.body();
         body.booklet_rows(booklet)
-            .filter(|r| r.flags & TOMBSTONE == 0)
+            .filter(|r| r.is_live())
             .map(move |r| body.view(r))
     }
 
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> + '_ {
         let body = self.body();
-        body.records.iter().map(move |r| {
-            if r.flags & TOMBSTONE != 0 {
+        body.records.iter().filter(|r| !r.is_empty()).map(move |r| {
+            if r.is_tombstone() {
                 Row::Tombstone(
                     NationalId::from_validated(r.national_id.to_native()),
                     r.version.to_native(),

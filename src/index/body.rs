@@ -1,13 +1,15 @@
-//! The snapshot body: every member as a fixed 56-byte record, read in place from a memory
+//! The snapshot body: every member as a fixed 48-byte record, read in place from a memory
 //! map.
 //!
-//! Records are sorted by (bucket, national ID), where the bucket is a multiplicative hash
-//! of the ID; a directory of `2^bits + 1` offsets says where each bucket's records start.
-//! A lookup reads one directory entry and scans about two records, so the base needs no hash
-//! map of its own (about 1.5 bytes a member for the directory). Booklet numbers have the same
-//! kind of directory over (booklet, row) pairs. Strings are not in the records: masked names
-//! and the rare special conditions / other insurers live in dictionaries that records point
-//! into, so a member costs about 70 bytes in all. Full names are never stored.
+//! The record array is itself an open-addressed hash table: a member's home slot is a
+//! multiplicative hash of its ID scaled to the table's capacity (load factor 0.8), and
+//! records sit at their home slot or just after it, in (home, ID) order, as linear probing
+//! with Robin Hood ordering would place them. A lookup computes the home slot, reads that
+//! cache line and usually finds the member there: one memory access, like a hash map, and no
+//! index of its own. Booklet numbers have a second table of row numbers laid out the same way.
+//! Strings are not in the records: masked names and the rare special conditions / other
+//! insurers live in dictionaries that records point into, so a member costs about 65 bytes
+//! in all. Full names are never stored.
 //!
 //! The hash is fixed here (not a crate's hasher) because it is part of the file format.
 
@@ -21,12 +23,22 @@ use crate::member::{Relation, Scheme, Services, Status};
 use crate::national_id::NationalId;
 use crate::view::{Extras, MemberView, Name};
 
-/// Record flag: the member was deleted; the record only keeps its version.
-pub const TOMBSTONE: u8 = 1;
+/// Live records per slot of the tables.
+const LOAD_FACTOR: f64 = 0.8;
 const NO_COVERAGE_END: i32 = i32::MIN;
 
-/// One member (or tombstone), fixed size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
+// Bit layout of `Record::attrs`.
+const KIND_SHIFT: u16 = 0; // 2 bits
+const STATUS_SHIFT: u16 = 2; // 2 bits
+const SCHEME_SHIFT: u16 = 4; // 3 bits
+const RELATION_SHIFT: u16 = 7; // 3 bits, 0 = none, else 1 + position
+const SERVICES_SHIFT: u16 = 10; // 5 bits
+/// The member was deleted; the record only keeps its version.
+pub const TOMBSTONE: u16 = 1 << 15;
+
+/// One member (or tombstone, or an empty slot: national ID 0), fixed size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(derive(Debug, PartialEq))]
 pub struct Record {
     pub national_id: u64,
     pub version: u64,
@@ -40,13 +52,8 @@ pub struct Record {
     pub name: u32,
     /// 1-based index into `extras`; 0 when none.
     pub extras: u32,
-    pub kind: u8,
-    /// 1-based position in `Relation::ALL`; 0 when none.
-    pub relation: u8,
-    pub scheme: u8,
-    pub status: u8,
-    pub services: u8,
-    pub flags: u8,
+    /// Kind, status, scheme, relation, services and the tombstone flag, packed.
+    pub attrs: u16,
 }
 
 /// Special conditions and other insurers, shared by every record with the same ones.
@@ -59,68 +66,104 @@ pub struct ExtrasEntry {
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 pub struct Body {
-    pub bucket_bits: u32,
-    pub directory: Vec<u32>,
+    /// Slots the home positions are scaled to; `records` may run past it (overflow).
+    pub capacity: u64,
     pub records: Vec<Record>,
-    pub booklet_bits: u32,
-    pub booklet_directory: Vec<u32>,
-    pub booklet_keys: Vec<u64>,
-    pub booklet_rows: Vec<u32>,
+    pub booklet_capacity: u64,
+    /// Row + 1 of the member holding a booklet; 0 for an empty slot.
+    pub booklet_slots: Vec<u32>,
     pub names: Vec<String>,
     pub extras: Vec<ExtrasEntry>,
     pub live: u64,
     pub tombstones: u64,
 }
 
-/// The bucket of a key: Fibonacci hashing, the top `bits` bits of the product.
+/// The home slot of a key in a table of `capacity` slots: a multiplicative hash, scaled by
+/// its high bits (no modulo).
 #[inline]
-pub fn bucket(key: u64, bits: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+pub fn home(key: u64, capacity: u64) -> usize {
+    let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((u128::from(hash) * u128::from(capacity)) >> 64) as usize
 }
 
-/// Directory size for `n` keys: about two keys a bucket, at least 2 buckets.
-fn bits_for(n: usize) -> u32 {
-    let buckets = (n / 2).max(2).next_power_of_two();
-    buckets.trailing_zeros().clamp(1, 31)
+fn capacity_for(n: usize) -> u64 {
+    ((n as f64 / LOAD_FACTOR).ceil() as u64).max(1)
 }
 
-fn build_directory(keys: impl Iterator<Item = u64>, n: usize, bits: u32) -> Vec<u32> {
-    let mut dir = vec![0u32; (1usize << bits) + 1];
-    for key in keys {
-        dir[bucket(key, bits) + 1] += 1;
+/// Places items (already sorted by home slot) at their home or the next free slot after it;
+/// returns each item's position.
+fn place(homes: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut next_free = 0usize;
+    homes
+        .map(|h| {
+            let pos = h.max(next_free);
+            next_free = pos + 1;
+            pos
+        })
+        .collect()
+}
+
+impl ArchivedRecord {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.national_id.to_native() == 0
     }
-    for i in 1..dir.len() {
-        dir[i] += dir[i - 1];
+    #[inline]
+    pub fn is_tombstone(&self) -> bool {
+        self.attrs.to_native() & TOMBSTONE != 0
     }
-    debug_assert_eq!(dir[dir.len() - 1] as usize, n);
-    dir
+    #[inline]
+    pub fn is_live(&self) -> bool {
+        !self.is_empty() && !self.is_tombstone()
+    }
+    fn field(&self, shift: u16, bits: u16) -> u8 {
+        ((self.attrs.to_native() >> shift) & ((1 << bits) - 1)) as u8
+    }
+}
+
+fn pack_attrs(m: &MemberView<'_>) -> u16 {
+    (m.kind as u16) << KIND_SHIFT
+        | (m.status as u16) << STATUS_SHIFT
+        | (m.scheme as u16) << SCHEME_SHIFT
+        | m.relation.map_or(0, |r| r as u16 + 1) << RELATION_SHIFT
+        | u16::from(m.services.0) << SERVICES_SHIFT
 }
 
 impl ArchivedBody {
-    /// The row holding this ID (live or tombstone).
+    /// The record holding this ID (live or tombstone).
     #[inline]
     pub fn find(&self, id: u64) -> Option<&ArchivedRecord> {
-        let b = bucket(id, self.bucket_bits.to_native());
-        let (start, end) = (
-            self.directory[b].to_native() as usize,
-            self.directory[b + 1].to_native() as usize,
-        );
-        self.records
-            .get(start..end)?
-            .iter()
-            .find(|r| r.national_id.to_native() == id)
+        let capacity = self.capacity.to_native();
+        let want = home(id, capacity);
+        let records = self.records.get(want..)?;
+        for r in records {
+            let found = r.national_id.to_native();
+            if found == id {
+                return Some(r);
+            }
+            // Records are in (home, ID) order: an empty slot or a later home ends the search.
+            if found == 0 || (home(found, capacity), found) > (want, id) {
+                return None;
+            }
+        }
+        None
     }
 
-    /// Rows whose records carry this booklet number.
+    /// Records carrying this booklet number.
     pub fn booklet_rows(&self, booklet: Booklet) -> impl Iterator<Item = &ArchivedRecord> + '_ {
-        let b = bucket(booklet.0, self.booklet_bits.to_native());
-        let (start, end) = (
-            self.booklet_directory[b].to_native() as usize,
-            self.booklet_directory[b + 1].to_native() as usize,
-        );
-        (start..end.min(self.booklet_keys.len()))
-            .filter(move |&i| self.booklet_keys[i].to_native() == booklet.0)
-            .filter_map(move |i| self.records.get(self.booklet_rows[i].to_native() as usize))
+        let capacity = self.booklet_capacity.to_native();
+        let want = home(booklet.0, capacity);
+        self.booklet_slots
+            .get(want..)
+            .unwrap_or_default()
+            .iter()
+            .map_while(move |slot| {
+                // An empty slot, or a booklet whose home is later, ends the search.
+                let row = (slot.to_native() as usize).checked_sub(1)?;
+                let r = self.records.get(row)?;
+                (home(r.booklet.to_native(), capacity) <= want).then_some(r)
+            })
+            .filter(move |r| r.booklet.to_native() == booklet.0)
     }
 
     /// The member a live record holds. Records are validated when the body is loaded, so
@@ -135,13 +178,16 @@ impl ArchivedBody {
         MemberView {
             national_id: NationalId::from_validated(r.national_id.to_native()),
             version: r.version.to_native(),
-            kind: Kind::from_index(r.kind).unwrap_or(Kind::Main),
+            kind: Kind::from_index(r.field(KIND_SHIFT, 2)).unwrap_or(Kind::Main),
             main_national_id: (main != 0).then(|| NationalId::from_validated(main)),
-            relation: r.relation.checked_sub(1).and_then(Relation::from_index),
-            scheme: Scheme::from_index(r.scheme).unwrap_or(Scheme::Other),
-            status: Status::from_index(r.status).unwrap_or(Status::Suspended),
+            relation: r
+                .field(RELATION_SHIFT, 3)
+                .checked_sub(1)
+                .and_then(Relation::from_index),
+            scheme: Scheme::from_index(r.field(SCHEME_SHIFT, 3)).unwrap_or(Scheme::Other),
+            status: Status::from_index(r.field(STATUS_SHIFT, 2)).unwrap_or(Status::Suspended),
             coverage_until: (until != NO_COVERAGE_END).then_some(Day(until)),
-            services: Services(r.services),
+            services: Services(r.field(SERVICES_SHIFT, 5)),
             booklet_no: (booklet != 0).then_some(Booklet(booklet)),
             name: match name.checked_sub(1).and_then(|i| self.names.get(i as usize)) {
                 Some(n) => Name::Masked(n.as_str()),
@@ -157,23 +203,19 @@ impl ArchivedBody {
         }
     }
 
-    /// Checks what bytecheck cannot: the directories, the order of rows, and every record
-    /// and dictionary entry against the record rules. Runs on `threads` threads.
+    /// Checks what bytecheck cannot: the table layout (every record reachable from its home
+    /// slot), the booklet table, and every record and dictionary entry against the record
+    /// rules. Runs on `threads` threads.
     pub fn validate(&self, threads: usize) -> Result<(), String> {
-        let bits = self.bucket_bits.to_native();
-        let booklet_bits = self.booklet_bits.to_native();
-        if !(1..=31).contains(&bits) || !(1..=31).contains(&booklet_bits) {
-            return Err("directory sizes out of range".into());
+        let capacity = self.capacity.to_native();
+        if capacity == 0
+            || (self.records.len() as u64)
+                < capacity.min(self.live.to_native() + self.tombstones.to_native())
+        {
+            return Err("table capacity does not match the records".into());
         }
-        check_directory(&self.directory, bits, self.records.len(), "directory")?;
-        check_directory(
-            &self.booklet_directory,
-            booklet_bits,
-            self.booklet_keys.len(),
-            "booklet directory",
-        )?;
-        if self.booklet_rows.len() != self.booklet_keys.len() {
-            return Err("booklet index columns differ in length".into());
+        if self.booklet_capacity.to_native() == 0 {
+            return Err("booklet table capacity is zero".into());
         }
         for n in self.names.iter() {
             validate_name(n.as_str()).map_err(|e| e.to_string())?;
@@ -182,14 +224,9 @@ impl ArchivedBody {
             let owned = Extras::Archived(e).to_owned_parts();
             validate_extras(&owned.0, &owned.1).map_err(|e| e.to_string())?;
         }
-        let live = self
-            .records
-            .iter()
-            .filter(|r| r.flags & TOMBSTONE == 0)
-            .count() as u64;
-        if live != self.live.to_native()
-            || self.records.len() as u64 - live != self.tombstones.to_native()
-        {
+        let live = self.records.iter().filter(|r| r.is_live()).count() as u64;
+        let used = self.records.iter().filter(|r| !r.is_empty()).count() as u64;
+        if live != self.live.to_native() || used - live != self.tombstones.to_native() {
             return Err("live and tombstone counts do not match the records".into());
         }
         let chunk = self.records.len().div_ceil(threads.max(1)).max(1);
@@ -207,59 +244,89 @@ impl ArchivedBody {
                     .unwrap_or_else(|_| Err("validation thread failed".into()))
             })
         })?;
-        for (i, (key, row)) in self
-            .booklet_keys
-            .iter()
-            .zip(self.booklet_rows.iter())
-            .enumerate()
-        {
-            let (key, row) = (key.to_native(), row.to_native() as usize);
-            let in_bucket = bucket(key, booklet_bits);
-            let start = self.booklet_directory[in_bucket].to_native() as usize;
-            let end = self.booklet_directory[in_bucket + 1].to_native() as usize;
-            let holder = self
-                .records
-                .get(row)
-                .ok_or("booklet index points past the records")?;
-            if !(start..end).contains(&i)
-                || holder.booklet.to_native() != key
-                || holder.flags & TOMBSTONE != 0
-            {
-                return Err(format!("booklet index entry {i} is inconsistent"));
+        self.validate_booklets()
+    }
+
+    fn validate_rows(&self, start: usize, end: usize) -> Result<(), String> {
+        let capacity = self.capacity.to_native();
+        let key = |r: &ArchivedRecord| {
+            (
+                home(r.national_id.to_native(), capacity),
+                r.national_id.to_native(),
+            )
+        };
+        for pos in start..end {
+            let r = &self.records[pos];
+            if r.is_empty() {
+                if *r != ArchivedRecord::default_archived() {
+                    return Err(format!("row {pos}: an empty slot holds data"));
+                }
+                continue;
             }
+            let (h, _) = key(r);
+            let previous = pos
+                .checked_sub(1)
+                .map(|p| &self.records[p])
+                .filter(|p| !p.is_empty());
+            // At its home, or right after a record that comes before it in (home, ID) order.
+            let reachable = match previous {
+                Some(p) => key(p) < key(r) && h <= pos,
+                None => h == pos,
+            };
+            if !reachable {
+                return Err(format!("row {pos} is not where a lookup would find it"));
+            }
+            self.validate_record(r)
+                .map_err(|e| format!("row {pos}: {e}"))?;
         }
         Ok(())
     }
 
-    fn validate_rows(&self, start: usize, end: usize) -> Result<(), String> {
-        let bits = self.bucket_bits.to_native();
-        let mut previous: Option<(usize, u64)> = start.checked_sub(1).map(|i| {
-            let id = self.records[i].national_id.to_native();
-            (bucket(id, bits), id)
-        });
-        for row in start..end {
-            let r = &self.records[row];
-            let id = r.national_id.to_native();
-            let b = bucket(id, bits);
-            let (dir_start, dir_end) = (
-                self.directory[b].to_native() as usize,
-                self.directory[b + 1].to_native() as usize,
-            );
-            if !(dir_start..dir_end).contains(&row) || previous.is_some_and(|p| p >= (b, id)) {
-                return Err(format!("row {row} is out of order"));
+    fn validate_booklets(&self) -> Result<(), String> {
+        let capacity = self.booklet_capacity.to_native();
+        let mut previous: Option<(usize, u64, usize)> = None;
+        let mut holders = 0u64;
+        for (pos, slot) in self.booklet_slots.iter().enumerate() {
+            let Some(row) = (slot.to_native() as usize).checked_sub(1) else {
+                previous = None;
+                continue;
+            };
+            let r = self
+                .records
+                .get(row)
+                .ok_or("booklet table points past the records")?;
+            let key = r.booklet.to_native();
+            if !r.is_live() || key == 0 {
+                return Err(format!(
+                    "booklet slot {pos} points at a record without a booklet"
+                ));
             }
-            previous = Some((b, id));
-            self.validate_record(r)
-                .map_err(|e| format!("row {row}: {e}"))?;
+            let h = home(key, capacity);
+            let reachable = match previous {
+                Some(p) => p < (h, key, row) && h <= pos,
+                None => h == pos,
+            };
+            if !reachable {
+                return Err(format!(
+                    "booklet slot {pos} is not where a lookup would find it"
+                ));
+            }
+            previous = Some((h, key, row));
+            holders += 1;
+        }
+        let with_booklet = self
+            .records
+            .iter()
+            .filter(|r| r.is_live() && r.booklet.to_native() != 0)
+            .count() as u64;
+        if holders != with_booklet {
+            return Err("the booklet table does not list every booklet holder".into());
         }
         Ok(())
     }
 
     fn validate_record(&self, r: &ArchivedRecord) -> Result<(), RecordError> {
-        if r.flags & !TOMBSTONE != 0 {
-            return Err(RecordError::new("flags", "unknown flag bits"));
-        }
-        if r.flags & TOMBSTONE != 0 {
+        if r.is_tombstone() {
             NationalId::from_u64(r.national_id.to_native())
                 .map_err(|e| RecordError::new("national_id", e.to_string()))?;
             if r.version.to_native() == 0 {
@@ -267,10 +334,12 @@ impl ArchivedBody {
             }
             return Ok(());
         }
-        if Kind::from_index(r.kind).is_none()
-            || Scheme::from_index(r.scheme).is_none()
-            || Status::from_index(r.status).is_none()
-            || (r.relation != 0 && Relation::from_index(r.relation - 1).is_none())
+        if Kind::from_index(r.field(KIND_SHIFT, 2)).is_none()
+            || Scheme::from_index(r.field(SCHEME_SHIFT, 3)).is_none()
+            || Status::from_index(r.field(STATUS_SHIFT, 2)).is_none()
+            || r.field(RELATION_SHIFT, 3)
+                .checked_sub(1)
+                .is_some_and(|i| Relation::from_index(i).is_none())
         {
             return Err(RecordError::new(
                 "record",
@@ -294,26 +363,20 @@ impl ArchivedBody {
     }
 }
 
-fn check_directory(
-    dir: &rkyv::vec::ArchivedVec<rkyv::rend::u32_le>,
-    bits: u32,
-    len: usize,
-    what: &str,
-) -> Result<(), String> {
-    if dir.len() != (1usize << bits) + 1
-        || dir[0].to_native() != 0
-        || dir[dir.len() - 1].to_native() as usize != len
-    {
-        return Err(format!("{what} has the wrong shape"));
+impl ArchivedRecord {
+    /// The archived form of an empty slot, for comparison.
+    fn default_archived() -> ArchivedRecord {
+        ArchivedRecord {
+            national_id: 0.into(),
+            version: 0.into(),
+            main_national_id: 0.into(),
+            booklet: 0.into(),
+            coverage_until: 0.into(),
+            name: 0.into(),
+            extras: 0.into(),
+            attrs: 0.into(),
+        }
     }
-    if dir
-        .iter()
-        .zip(dir.iter().skip(1))
-        .any(|(a, b)| a.to_native() > b.to_native())
-    {
-        return Err(format!("{what} is not ascending"));
-    }
-    Ok(())
 }
 
 /// Where a row came from: a line number for imports, an ordinal for compaction. Among rows
@@ -406,12 +469,7 @@ impl BodyBuilder {
             coverage_until: m.coverage_until.map_or(NO_COVERAGE_END, |d| d.0),
             name,
             extras,
-            kind: m.kind as u8,
-            relation: m.relation.map_or(0, |r| r as u8 + 1),
-            scheme: m.scheme as u8,
-            status: m.status as u8,
-            services: m.services.0,
-            flags: 0,
+            attrs: pack_attrs(m),
         };
         self.rows.push((record, origin));
     }
@@ -424,39 +482,23 @@ impl BodyBuilder {
         let record = Record {
             national_id: id.as_u64(),
             version,
-            main_national_id: 0,
-            booklet: 0,
             coverage_until: NO_COVERAGE_END,
-            name: 0,
-            extras: 0,
-            kind: 0,
-            relation: 0,
-            scheme: 0,
-            status: 0,
-            services: 0,
-            flags: TOMBSTONE,
+            attrs: TOMBSTONE,
+            ..Record::default()
         };
         self.rows.push((record, origin));
     }
 
-    /// Sorts, keeps the newest version of every ID, resolves booklet numbers, builds the
-    /// directories. Returns the body and the rows it refused.
+    /// Keeps the newest version of every ID, resolves booklet numbers, and lays the records
+    /// and the booklet table out. Returns the body and the rows it refused.
     pub fn finish(mut self, booklets: BookletConflicts) -> (Body, Vec<Rejected>) {
-        let bits = bits_for(self.rows.len());
         // Same ID together, newest version first, then earliest origin.
         self.rows.sort_unstable_by(|(a, ao), (b, bo)| {
-            (
-                bucket(a.national_id, bits),
-                a.national_id,
-                std::cmp::Reverse(a.version),
-                ao,
-            )
-                .cmp(&(
-                    bucket(b.national_id, bits),
-                    b.national_id,
-                    std::cmp::Reverse(b.version),
-                    bo,
-                ))
+            (a.national_id, std::cmp::Reverse(a.version), ao).cmp(&(
+                b.national_id,
+                std::cmp::Reverse(b.version),
+                bo,
+            ))
         });
         let mut rejected = Vec::new();
         let mut kept: Vec<(Record, Origin)> = Vec::with_capacity(self.rows.len());
@@ -476,38 +518,47 @@ impl BodyBuilder {
                 _ => kept.push((record, origin)),
             }
         }
-        let booklet_rejections = resolve_booklets(&mut kept, booklets);
-        rejected.extend(booklet_rejections);
-        let bits = bits_for(kept.len());
-        // Removing rows keeps the order, but the directory size may have changed.
-        kept.sort_unstable_by_key(|(r, _)| (bucket(r.national_id, bits), r.national_id));
-        let records: Vec<Record> = kept.into_iter().map(|(r, _)| r).collect();
-        let directory = build_directory(records.iter().map(|r| r.national_id), records.len(), bits);
+        drop(self.rows);
+        rejected.extend(resolve_booklets(&mut kept, booklets));
+        rejected.sort_by_key(|r| r.origin);
 
-        let mut booklet_pairs: Vec<(u64, u32)> = records
+        let capacity = capacity_for(kept.len());
+        kept.sort_unstable_by_key(|(r, _)| (home(r.national_id, capacity), r.national_id));
+        let positions = place(kept.iter().map(|(r, _)| home(r.national_id, capacity)));
+        let len = positions.last().map_or(0, |p| p + 1).max(capacity as usize);
+        let mut records = vec![Record::default(); len];
+        for ((record, _), pos) in kept.into_iter().zip(positions) {
+            records[pos] = record;
+        }
+
+        let mut holders: Vec<(u64, u32)> = records
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.booklet != 0 && r.flags & TOMBSTONE == 0)
+            .filter(|(_, r)| r.booklet != 0 && r.attrs & TOMBSTONE == 0 && r.national_id != 0)
             .map(|(row, r)| (r.booklet, row as u32))
             .collect();
-        let booklet_bits = bits_for(booklet_pairs.len());
-        booklet_pairs.sort_unstable_by_key(|&(key, row)| (bucket(key, booklet_bits), key, row));
-        let booklet_directory = build_directory(
-            booklet_pairs.iter().map(|p| p.0),
-            booklet_pairs.len(),
-            booklet_bits,
-        );
-        let live = records.iter().filter(|r| r.flags & TOMBSTONE == 0).count() as u64;
-        let tombstones = records.len() as u64 - live;
-        rejected.sort_by_key(|r| r.origin);
+        let booklet_capacity = capacity_for(holders.len());
+        holders.sort_unstable_by_key(|&(key, row)| (home(key, booklet_capacity), key, row));
+        let slots_at = place(holders.iter().map(|&(key, _)| home(key, booklet_capacity)));
+        let booklet_len = slots_at
+            .last()
+            .map_or(0, |p| p + 1)
+            .max(booklet_capacity as usize);
+        let mut booklet_slots = vec![0u32; booklet_len];
+        for ((_, row), pos) in holders.into_iter().zip(slots_at) {
+            booklet_slots[pos] = row + 1;
+        }
+
+        let live = records
+            .iter()
+            .filter(|r| r.national_id != 0 && r.attrs & TOMBSTONE == 0)
+            .count() as u64;
+        let tombstones = records.iter().filter(|r| r.attrs & TOMBSTONE != 0).count() as u64;
         let body = Body {
-            bucket_bits: bits,
-            directory,
+            capacity,
             records,
-            booklet_bits,
-            booklet_directory,
-            booklet_keys: booklet_pairs.iter().map(|p| p.0).collect(),
-            booklet_rows: booklet_pairs.iter().map(|p| p.1).collect(),
+            booklet_capacity,
+            booklet_slots,
             names: self.name_list,
             extras: self.extras_list,
             live,
@@ -526,7 +577,7 @@ fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, policy: BookletConflicts) 
     let mut holders: Vec<(u64, Origin, usize)> = kept
         .iter()
         .enumerate()
-        .filter(|(_, (r, _))| r.booklet != 0 && r.flags & TOMBSTONE == 0)
+        .filter(|(_, (r, _))| r.booklet != 0 && r.attrs & TOMBSTONE == 0)
         .map(|(i, (r, o))| (r.booklet, *o, i))
         .collect();
     holders.sort_unstable();

@@ -54,14 +54,15 @@ fn every_member_is_found_and_reads_back_the_same() {
                 .any(|r| r.national_id.to_native() == m.national_id.as_u64()));
         }
     }
-    // About two records a bucket, and names shared through the dictionary.
-    assert!(body.directory.len() as f64 >= members.len() as f64 / 2.0);
+    // A table at load 0.8, and names shared through the dictionary.
+    assert_eq!(body.capacity, (members.len() as f64 / 0.8).ceil() as u64);
+    assert!(body.records.len() as u64 >= body.capacity);
     assert!(
         body.names.len() < members.len() / 5,
         "{} names",
         body.names.len()
     );
-    assert_eq!(std::mem::size_of::<ArchivedRecord>(), 56);
+    assert_eq!(std::mem::size_of::<ArchivedRecord>(), 48);
 }
 
 #[test]
@@ -144,9 +145,21 @@ fn booklet_conflicts_follow_the_policy() {
     let (body, rejected) = build(&members, BookletConflicts::PreferLater);
     assert!(rejected.is_empty());
     assert_eq!(body.live, 3);
-    let holders: Vec<_> = body.records.iter().filter(|r| r.booklet != 0).collect();
+    let holders: Vec<_> = body
+        .records
+        .iter()
+        .filter(|r| r.booklet != 0 && r.national_id != 0)
+        .collect();
     assert_eq!(holders.len(), 1, "only the last holder keeps the booklet");
     assert_eq!(holders[0].national_id, members[2].national_id.as_u64());
+}
+
+fn live(b: &mut Body, nth: usize) -> &mut Record {
+    b.records
+        .iter_mut()
+        .filter(|r| r.national_id != 0)
+        .nth(nth)
+        .unwrap()
 }
 
 #[test]
@@ -155,38 +168,59 @@ fn validation_refuses_tampered_bodies() {
     let good = build(&members, BookletConflicts::RejectLater).0;
     type Tamper = fn(&mut Body);
     let tampers: Vec<(&str, Tamper)> = vec![
-        ("bad id", |b| b.records[5].national_id += 1),
+        ("bad id", |b| live(b, 5).national_id += 1),
         ("bad main id", |b| {
             if let Some(r) = b.records.iter_mut().find(|r| r.main_national_id != 0) {
                 r.main_national_id += 1;
             }
         }),
-        ("unknown kind", |b| b.records[7].kind = 9),
-        ("unknown status", |b| b.records[7].status = 3),
+        ("unknown kind", |b| live(b, 7).attrs |= 3),
+        ("unknown status", |b| live(b, 7).attrs |= 3 << 2),
+        ("unknown scheme", |b| live(b, 7).attrs |= 7 << 4),
         ("relation on a main", |b| {
-            if let Some(r) = b.records.iter_mut().find(|r| r.kind == Kind::Main as u8) {
-                r.relation = 1;
+            if let Some(r) = b
+                .records
+                .iter_mut()
+                .find(|r| r.national_id != 0 && r.attrs & 3 == Kind::Main as u16)
+            {
+                r.attrs |= 1 << 7;
             }
         }),
-        ("service bits", |b| b.records[2].services = 0xff),
-        ("flags", |b| b.records[2].flags = 4),
-        ("name out of range", |b| b.records[2].name = 1_000_000),
-        ("zero version", |b| b.records[2].version = 0),
+        ("name out of range", |b| live(b, 2).name = 1_000_000),
+        ("zero version", |b| live(b, 2).version = 0),
         ("coverage out of range", |b| {
-            b.records[2].coverage_until = i32::MAX
+            live(b, 2).coverage_until = i32::MAX
         }),
-        ("rows swapped", |b| b.records.swap(0, 1)),
-        ("directory", |b| b.directory[1] += 1),
-        ("directory shape", |b| {
-            b.directory.pop();
-        }),
-        ("count", |b| b.live += 1),
-        ("booklet index", |b| {
-            if let Some(k) = b.booklet_keys.first_mut() {
-                *k += 1;
+        ("data in an empty slot", |b| {
+            if let Some(r) = b.records.iter_mut().find(|r| r.national_id == 0) {
+                r.version = 3;
             }
         }),
-        ("bucket bits", |b| b.bucket_bits = 40),
+        ("record moved away from its home", |b| {
+            let from = b.records.iter().position(|r| r.national_id != 0).unwrap();
+            let to = (from + 1..b.records.len())
+                .find(|&i| b.records[i].national_id == 0)
+                .unwrap();
+            b.records.swap(from, to);
+        }),
+        ("capacity", |b| b.capacity += 1_000),
+        ("capacity zero", |b| b.capacity = 0),
+        ("count", |b| b.live += 1),
+        ("booklet slot to a member without booklet", |b| {
+            let row = b
+                .records
+                .iter()
+                .position(|r| r.national_id != 0 && r.booklet == 0)
+                .unwrap();
+            let slot = b.booklet_slots.iter_mut().find(|s| **s != 0).unwrap();
+            *slot = row as u32 + 1;
+        }),
+        ("booklet slot past the records", |b| {
+            *b.booklet_slots.iter_mut().find(|s| **s != 0).unwrap() = u32::MAX
+        }),
+        ("booklet holder missing from the table", |b| {
+            *b.booklet_slots.iter_mut().find(|s| **s != 0).unwrap() = 0
+        }),
         ("name", |b| b.names[0] = "a\u{7}".into()),
         ("code", |b| {
             b.extras.push(ExtrasEntry {
@@ -205,6 +239,27 @@ fn validation_refuses_tampered_bodies() {
         );
     }
     assert!(crate::index::base::validate(&archived(&good), 2).is_ok());
+}
+
+#[test]
+fn lookups_stop_early_for_absent_keys_and_handle_overflow_at_the_end() {
+    // A tiny table: every key crowds toward the end, records run past the capacity.
+    for n in [1u64, 2, 3, 7, 50] {
+        let members = population(n);
+        let (body, _) = build(&members, BookletConflicts::RejectLater);
+        let bytes = archived(&body);
+        let a = crate::index::base::validate(&bytes, 1).unwrap();
+        for m in &members {
+            assert!(a.find(m.national_id.as_u64()).is_some(), "n={n}");
+        }
+        assert!(
+            a.find(NationalId::parse("0012345679").unwrap().as_u64())
+                .is_none()
+                || members
+                    .iter()
+                    .any(|m| m.national_id.to_string() == "0012345679")
+        );
+    }
 }
 
 #[test]

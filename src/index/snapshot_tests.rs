@@ -265,10 +265,14 @@ fn invalid_records_in_a_well_formed_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.snap");
     let mut body = body_of(&population(10));
-    let live = body.records.iter_mut().find(|r| r.flags == 0).unwrap();
-    live.services = 0xff;
+    let live = body
+        .records
+        .iter_mut()
+        .find(|r| r.national_id != 0 && r.attrs & crate::index::body::TOMBSTONE == 0)
+        .unwrap();
+    live.coverage_until = i32::MAX;
     write(&path, &body, None).unwrap();
     let err = load(&path).unwrap_err();
     assert!(matches!(err, SnapshotError::Invalid { .. }), "{err}");
-    assert!(err.to_string().contains("services"), "{err}");
+    assert!(err.to_string().contains("coverage_until"), "{err}");
 }

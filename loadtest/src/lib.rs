@@ -1,0 +1,118 @@
+//! Shared pieces of the budget and load commands: a budget table that decides the exit
+//! code, and small statistics helpers.
+
+use std::fmt::Write as _;
+
+/// One measured figure against its limit.
+pub struct Check {
+    pub name: String,
+    pub measured: f64,
+    pub limit: f64,
+    pub unit: &'static str,
+    /// True when lower is better (latency, memory); false for throughput.
+    pub lower_is_better: bool,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        if self.lower_is_better {
+            self.measured <= self.limit
+        } else {
+            self.measured >= self.limit
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Budget {
+    pub checks: Vec<Check>,
+}
+
+impl Budget {
+    pub fn at_most(&mut self, name: &str, measured: f64, limit: f64, unit: &'static str) {
+        self.checks.push(Check {
+            name: name.into(),
+            measured,
+            limit,
+            unit,
+            lower_is_better: true,
+        });
+    }
+
+    pub fn at_least(&mut self, name: &str, measured: f64, limit: f64, unit: &'static str) {
+        self.checks.push(Check {
+            name: name.into(),
+            measured,
+            limit,
+            unit,
+            lower_is_better: false,
+        });
+    }
+
+    /// A Markdown table of every check.
+    pub fn report(&self) -> String {
+        let mut out = String::from("| budget | measured | limit | verdict |\n|---|---|---|---|\n");
+        for c in &self.checks {
+            let sign = if c.lower_is_better { "≤" } else { "≥" };
+            let verdict = if c.passed() { "pass" } else { "MISSED" };
+            let _ = writeln!(
+                out,
+                "| {} | {:.3} {} | {sign} {} {} | {verdict} |",
+                c.name, c.measured, c.unit, c.limit, c.unit
+            );
+        }
+        out
+    }
+
+    pub fn all_passed(&self) -> bool {
+        self.checks.iter().all(Check::passed)
+    }
+}
+
+/// The median of a sample (sorts it).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A fast deterministic random sequence (xorshift64*), for picking keys.
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missed_budget_fails_the_run() {
+        let mut b = Budget::default();
+        b.at_most("latency", 100.0, 150.0, "ns");
+        b.at_least("rate", 600_000.0, 500_000.0, "events/s");
+        assert!(b.all_passed());
+        b.at_most("memory", 81.0, 80.0, "B/member");
+        assert!(!b.all_passed());
+        assert!(b
+            .report()
+            .contains("| memory | 81.000 B/member | ≤ 80 B/member | MISSED |"));
+    }
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert!(median(&mut []).is_nan());
+    }
+}
