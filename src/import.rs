@@ -8,7 +8,8 @@
 
 use std::io::BufRead;
 
-use crate::index::body::{Body, BodyBuilder, BookletConflicts, Origin};
+use crate::index::body::Body;
+use crate::index::{BodyBuilder, BookletConflicts, Origin};
 use crate::member::Member;
 
 /// The longest line accepted; real records are a few hundred bytes.

@@ -88,8 +88,7 @@ impl Base {
 
     /// A base with no members.
     pub fn empty() -> Base {
-        let (body, _) =
-            super::body::BodyBuilder::default().finish(super::body::BookletConflicts::RejectLater);
+        let (body, _) = super::BodyBuilder::default().finish(super::BookletConflicts::RejectLater);
         // An empty body always validates.
         Base::from_body(&body, None).unwrap_or_else(|e| unreachable!("empty body refused: {e}"))
     }

@@ -2,6 +2,8 @@ use rkyv::rancor;
 
 use super::*;
 use crate::demo::Generator;
+use crate::index::{BodyBuilder, BookletConflicts, Origin, Rejected};
+use crate::member::Member;
 
 fn population(n: u64) -> Vec<Member> {
     Generator::new(n, 11, Day::parse_iso("2026-11-22").unwrap()).collect()

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::body::{BodyBuilder, BookletConflicts, Origin};
 use super::overlay::{Overlay, Slot};
 use super::snapshot::{self, SnapshotError};
+use super::{BodyBuilder, BookletConflicts, Origin};
 use super::{FeedPosition, Index, Layers, Row};
 
 /// What one compaction did.

@@ -10,6 +10,7 @@
 
 mod base;
 pub mod body;
+mod builder;
 pub mod compact;
 mod overlay;
 pub mod snapshot;
@@ -21,7 +22,7 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::mapref::entry::Entry;
 
 pub use base::{Base, Row};
-pub use body::{BodyBuilder, BookletConflicts, Origin, Rejected};
+pub use builder::{BodyBuilder, BookletConflicts, Origin, Rejected};
 use overlay::{Found, Overlay, Slot};
 
 use crate::member::{Booklet, Member};

@@ -333,7 +333,13 @@ fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
     // SAFETY: the map is read-only and eligd never modifies a snapshot file in place (it
     // writes a temporary file and renames it). Another process truncating the file while it
     // is mapped would be an operator error outside what any reader can defend against.
-    let map = unsafe { MmapOptions::new().offset(HEADER_LEN as u64).len(len).map(file) }.map_err(io_err(path))?;
+    let map = unsafe {
+        MmapOptions::new()
+            .offset(HEADER_LEN as u64)
+            .len(len)
+            .map(file)
+    }
+    .map_err(io_err(path))?;
     // Large pages where the kernel can map the page cache that way (fewer TLB misses on
     // random lookups); then fault every page in now rather than on the request path.
     let _ = map.advise(memmap2::Advice::HugePage);
@@ -355,7 +361,10 @@ fn forget_cached_pages(file: &File) {
         // advice only affects caching of data already on disk.
         let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         if rc != 0 {
-            tracing::debug!(code = rc, "could not drop the written snapshot from the page cache");
+            tracing::debug!(
+                code = rc,
+                "could not drop the written snapshot from the page cache"
+            );
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -1,8 +1,8 @@
 use super::*;
 use crate::dates::Day;
 use crate::demo::Generator;
-use crate::index::body::{BodyBuilder, BookletConflicts, Origin};
 use crate::index::Index;
+use crate::index::{BodyBuilder, BookletConflicts, Origin};
 use crate::member::Member;
 use crate::national_id::NationalId;
 

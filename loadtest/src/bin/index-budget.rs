@@ -184,11 +184,21 @@ fn build_snapshot(eligd: &Path, n: u64, out: &Path) -> Result<(), String> {
 /// the whole file.
 fn warm_page_cache(eligd: &Path, path: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let out = Command::new(eligd).args(["snapshot", "inspect"]).arg(path).output().map_err(|e| e.to_string())?;
+    let out = Command::new(eligd)
+        .args(["snapshot", "inspect"])
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("snapshot inspect failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "snapshot inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    println!("cold load and full verification (snapshot inspect): {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "cold load and full verification (snapshot inspect): {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -303,7 +313,8 @@ fn lookup_latency(snap: &Path) -> Result<(f64, f64), String> {
         let mut carry = 0usize;
         for j in 0..batch {
             let k = keys[(j + carry) % batch];
-            let outcome = inquiry::by_national_id(&view, k, today, None).map(|f| f.decision.outcome);
+            let outcome =
+                inquiry::by_national_id(&view, k, today, None).map(|f| f.decision.outcome);
             carry = usize::from(black_box(outcome).is_none());
         }
         samples[0].push(t.elapsed().as_nanos() as f64 / batch as f64);

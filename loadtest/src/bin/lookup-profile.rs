@@ -32,7 +32,8 @@ fn main() {
         .map(|_| ids[(rng.next_u64() % ids.len() as u64) as usize])
         .collect();
     let today = eligd::dates::Day(20_000);
-    let bare: hashbrown::HashMap<u64, [u8; 32]> = ids.iter().map(|i| (i.as_u64(), [0u8; 32])).collect();
+    let bare: hashbrown::HashMap<u64, [u8; 32]> =
+        ids.iter().map(|i| (i.as_u64(), [0u8; 32])).collect();
     let t = Instant::now();
     let rounds = 10;
     for _ in 0..rounds {
