@@ -12,12 +12,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use eligd::dates::Day;
 use eligd::demo::Generator;
-use eligd::index::{snapshot, Base, BodyBuilder, BookletConflicts, Change, Index, Origin};
+use eligd::index::{snapshot, BodyBuilder, Change, Index, Mode, Origin};
 use eligd::inquiry;
 use eligd::member::{Kind, Member};
 use eligd::national_id::NationalId;
 
-const KEYS: usize = 1 << 16;
+const KEYS: usize = 1 << 20;
 
 fn members() -> u64 {
     std::env::var("ELIGD_BENCH_MEMBERS")
@@ -65,7 +65,7 @@ fn body_of(members: &[Member]) -> eligd::index::body::Body {
     for (i, m) in members.iter().enumerate() {
         builder.push_member(m, Origin(i as u64));
     }
-    builder.finish(BookletConflicts::RejectLater).0
+    builder.finish(Mode::Import).0
 }
 
 fn lookups(c: &mut Criterion) {
@@ -82,13 +82,22 @@ fn lookups(c: &mut Criterion) {
     for id in &all_ids {
         bare.insert(id.as_u64(), [7; 32]);
     }
-    let index = match Base::from_body(&body_of(&population), None) {
-        Ok(base) => Index::new(base),
-        Err(e) => panic!("the demo body does not validate: {e}"),
+    // The production path: a snapshot file, memory-mapped and read in place.
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("no temp dir: {e}"),
+    };
+    let path = dir.path().join("lookup.snap");
+    let index = match snapshot::write(&path, &body_of(&population), None)
+        .and_then(|_| snapshot::load(&path))
+    {
+        Ok((_, base)) => Index::new(base),
+        Err(e) => panic!("the demo snapshot could not be written and loaded: {e}"),
     };
     drop(population);
+    let today = today();
     let view = index.view();
-    let misses: Vec<NationalId> = Generator::new(KEYS as u64 * 2, 99, today())
+    let misses: Vec<NationalId> = Generator::new(KEYS as u64 * 2, 99, today)
         .map(|m| m.national_id)
         .filter(|id| view.get(*id).is_none())
         .take(KEYS)
@@ -101,29 +110,26 @@ fn lookups(c: &mut Criterion) {
     group.bench_function("hit", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            inquiry::by_national_id(&view, hits[i % KEYS], today(), None)
-                .map(|f| f.decision.outcome)
+            inquiry::by_national_id(&view, hits[i % KEYS], today, None).map(|f| f.decision.outcome)
         })
     });
     group.bench_function("miss", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            inquiry::by_national_id(&view, misses[i % misses.len()], today(), None).is_none()
+            inquiry::by_national_id(&view, misses[i % misses.len()], today, None).is_none()
         })
     });
     group.bench_function("dependent_with_main", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            inquiry::by_national_id(&view, deps[i % KEYS], today(), None)
-                .map(|f| f.decision.outcome)
+            inquiry::by_national_id(&view, deps[i % KEYS], today, None).map(|f| f.decision.outcome)
         })
     });
     group.bench_function("hit_with_new_view", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
             let view = index.view();
-            inquiry::by_national_id(&view, hits[i % KEYS], today(), None)
-                .map(|f| f.decision.outcome)
+            inquiry::by_national_id(&view, hits[i % KEYS], today, None).map(|f| f.decision.outcome)
         })
     });
     group.bench_function("bare_hashbrown_get", |b| {
@@ -137,7 +143,7 @@ fn lookups(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(format!("overlay_apply_{n}"));
     group.throughput(Throughput::Elements(1));
-    let sample: Vec<Member> = Generator::new(KEYS as u64, 1, today()).collect();
+    let sample: Vec<Member> = Generator::new(KEYS as u64, 1, today).collect();
     let mut version = 1_000u64;
     group.bench_function("upsert", |b| {
         b.iter_batched(

@@ -9,7 +9,7 @@
 use std::io::BufRead;
 
 use crate::index::body::Body;
-use crate::index::{BodyBuilder, BookletConflicts, Origin};
+use crate::index::{BodyBuilder, Mode, Origin};
 use crate::member::Member;
 
 /// The longest line accepted; real records are a few hundred bytes.
@@ -137,7 +137,7 @@ pub fn import_jsonl(
         }
     }
     let pushed = builder.len() as u64;
-    let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+    let (body, rejected) = builder.finish(Mode::Import);
     if strict {
         if let Some(first) = rejected.first() {
             return Err(ImportError::Strict(LineError {

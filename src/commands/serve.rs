@@ -15,7 +15,7 @@ use crate::cli::ServeArgs;
 use crate::dates::Day;
 use crate::demo::Generator;
 use crate::eligibility::Outcome;
-use crate::index::{compact, snapshot, Base, BodyBuilder, BookletConflicts, Index, Origin};
+use crate::index::{compact, snapshot, Base, BodyBuilder, Index, Mode, Origin};
 use crate::inquiry;
 use crate::member::Kind;
 
@@ -56,8 +56,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     log_demo_samples(&index, &args);
                 }
                 if let Some(dir) = args.snapshot_dir.clone() {
-                    // A demo population is written as the first snapshot, so the next start maps it.
-                    spawn_compactor(index, Arc::clone(&state), dir, &args, loaded.from_demo, stop_rx.clone());
+                    let first = loaded.write_first_snapshot;
+                    spawn_compactor(index, Arc::clone(&state), dir, &args, first, stop_rx.clone());
                 }
             }
             Err(e) => {
@@ -76,22 +76,30 @@ struct Loaded {
     index: Arc<Index>,
     seconds: f64,
     from_demo: bool,
+    /// The demo population should become the first snapshot: `--snapshot-dir` held no
+    /// snapshot at all. Never when snapshots were there but refused: an operator must look
+    /// at those, and a synthetic snapshot must not become the newest or prune them.
+    write_first_snapshot: bool,
 }
 
-/// Snapshots to try, in order: `--snapshot`, then `--snapshot-dir` newest first.
-fn snapshot_candidates(args: &ServeArgs) -> anyhow::Result<Vec<PathBuf>> {
+/// Snapshots to try, in order: `--snapshot`, then `--snapshot-dir` newest first. A missing
+/// directory holds none; an unreadable one is an error, returned for the caller to weigh.
+fn snapshot_candidates(args: &ServeArgs) -> (Vec<PathBuf>, Option<anyhow::Error>) {
     let mut candidates: Vec<PathBuf> = args.snapshot.iter().cloned().collect();
+    let mut problem = None;
     if let Some(dir) = &args.snapshot_dir {
         match compact::snapshots_in(dir) {
             Ok(found) => candidates.extend(found),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read --snapshot-dir {}", dir.display()))
+                problem = Some(
+                    anyhow::Error::new(e)
+                        .context(format!("cannot read --snapshot-dir {}", dir.display())),
+                )
             }
         }
     }
-    Ok(candidates)
+    (candidates, problem)
 }
 
 async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
@@ -99,14 +107,16 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let configured = args.snapshot.is_some() || args.snapshot_dir.is_some();
-        let mut refusals = Vec::new();
-        for path in snapshot_candidates(&args)? {
+        let (candidates, dir_problem) = snapshot_candidates(&args);
+        let mut refusals: Vec<String> = dir_problem.iter().map(|e| format!("{e:#}")).collect();
+        for path in &candidates {
             tracing::info!(path = %path.display(), "loading snapshot");
-            match snapshot::load(&path) {
+            match snapshot::load(path) {
                 Ok((header, base)) => {
                     tracing::info!(members = header.members, position = ?header.position.map(|p| p.to_string()), "snapshot verified");
                     let seconds = started.elapsed().as_secs_f64();
-                    return Ok(Loaded { index: Arc::new(Index::new(base)), seconds, from_demo: false });
+                    let index = Arc::new(Index::new(base));
+                    return Ok(Loaded { index, seconds, from_demo: false, write_first_snapshot: false });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot refused; trying the next newest");
@@ -116,16 +126,23 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
         }
         if configured && !args.demo_fallback {
             if refusals.is_empty() {
-                bail!("no snapshot found (--snapshot-dir is empty); build one with `eligd snapshot build`, or pass --demo-fallback");
+                let dir = args.snapshot_dir.as_ref().map_or_else(String::new, |d| format!(" in {}", d.display()));
+                bail!("no snapshot found{dir} (the directory is missing or empty); build one with `eligd snapshot build`, or pass --demo-fallback");
             }
             bail!("no valid snapshot; refused: {}", refusals.join("; "));
         }
         if configured {
-            tracing::warn!("no valid snapshot: serving the synthetic demo population (--demo-fallback)");
+            tracing::warn!(refused = refusals.len(), "no valid snapshot: serving the synthetic demo population (--demo-fallback)");
         }
         tracing::info!(members = args.demo_members, seed = args.demo_seed, "generating the synthetic demo population");
         let base = demo_base(args.demo_members, args.demo_seed, Day::today())?;
-        Ok(Loaded { index: Arc::new(Index::new(base)), seconds: started.elapsed().as_secs_f64(), from_demo: true })
+        let write_first_snapshot = args.snapshot_dir.is_some() && candidates.is_empty() && refusals.is_empty();
+        Ok(Loaded {
+            index: Arc::new(Index::new(base)),
+            seconds: started.elapsed().as_secs_f64(),
+            from_demo: true,
+            write_first_snapshot,
+        })
     })
     .await
     .context("the index loader stopped unexpectedly")?
@@ -137,7 +154,7 @@ pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
     for (i, member) in Generator::new(members, seed, today).enumerate() {
         builder.push_member(&member, Origin(i as u64));
     }
-    let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+    let (body, rejected) = builder.finish(Mode::Import);
     if let Some(r) = rejected.first() {
         bail!("the demo population is inconsistent: {}", r.reason);
     }
@@ -159,6 +176,8 @@ fn spawn_compactor(
     let (threshold, keep) = (args.compact_overlay.max(1), args.snapshot_keep as usize);
     tokio::spawn(async move {
         let mut last = Instant::now();
+        // After a failure (disk full, say), wait before trying again.
+        let mut not_before = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -166,7 +185,7 @@ fn spawn_compactor(
             }
             let pending = index.overlay_len();
             let due = force || pending >= threshold || (pending > 0 && last.elapsed() >= interval);
-            if !due {
+            if !due || Instant::now() < not_before {
                 continue;
             }
             let (index, dir) = (Arc::clone(&index), dir.clone());
@@ -195,7 +214,11 @@ fn spawn_compactor(
                 .get_or_create(&crate::metrics::OutcomeLabels { outcome })
                 .inc();
             last = Instant::now();
-            force = false;
+            // A forced first snapshot is retried until it is written.
+            force &= outcome != "ok";
+            if outcome == "error" {
+                not_before = Instant::now() + Duration::from_secs(30);
+            }
         }
     });
 }

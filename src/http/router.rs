@@ -412,6 +412,10 @@ fn metrics(state: &AppState) -> Handled {
             .metrics
             .index_overlay_entries
             .set(index.overlay_len() as i64);
+        state
+            .metrics
+            .index_base_bytes
+            .set(index.base_size_bytes() as i64);
     }
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(

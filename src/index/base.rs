@@ -88,7 +88,7 @@ impl Base {
 
     /// A base with no members.
     pub fn empty() -> Base {
-        let (body, _) = super::BodyBuilder::default().finish(super::BookletConflicts::RejectLater);
+        let (body, _) = super::BodyBuilder::default().finish(super::Mode::Import);
         // An empty body always validates.
         Base::from_body(&body, None).unwrap_or_else(|e| unreachable!("empty body refused: {e}"))
     }

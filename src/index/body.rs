@@ -4,12 +4,12 @@
 //! The record array is itself an open-addressed hash table: a member's home slot is a
 //! multiplicative hash of its ID scaled to the table's capacity (load factor 0.8), and
 //! records sit at their home slot or just after it, in (home, ID) order, as linear probing
-//! with Robin Hood ordering would place them. A lookup computes the home slot, reads that
-//! cache line and usually finds the member there: one memory access, like a hash map, and no
-//! index of its own. Booklet numbers have a second table of row numbers laid out the same way.
+//! with Robin Hood ordering would place them. A lookup computes the home slot and reads
+//! forward from there: at load 0.8 a record sits about two slots past its home, so a lookup is
+//! one random access over a few adjacent cache lines, like a hash map, with no index of its own. Booklet numbers have a second table of row numbers laid out the same way.
 //! Strings are not in the records: masked names and the rare special conditions / other
 //! insurers live in dictionaries that records point into, so a member costs about 65 bytes
-//! in all. Full names are never stored.
+//! in all. Full names are never stored. Rows are numbered with `u32`: up to 4 billion slots.
 //!
 //! The hash is fixed here (not a crate's hasher) because it is part of the file format.
 
@@ -205,8 +205,8 @@ impl ArchivedBody {
     pub fn validate(&self, threads: usize) -> Result<(), String> {
         let capacity = self.capacity.to_native();
         if capacity == 0
-            || (self.records.len() as u64)
-                < capacity.min(self.live.to_native() + self.tombstones.to_native())
+            || (self.records.len() as u64) < capacity
+            || self.records.len() > u32::MAX as usize
         {
             return Err("table capacity does not match the records".into());
         }

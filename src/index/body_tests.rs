@@ -2,14 +2,14 @@ use rkyv::rancor;
 
 use super::*;
 use crate::demo::Generator;
-use crate::index::{BodyBuilder, BookletConflicts, Origin, Rejected};
+use crate::index::{BodyBuilder, Mode, Origin, Rejected};
 use crate::member::Member;
 
 fn population(n: u64) -> Vec<Member> {
     Generator::new(n, 11, Day::parse_iso("2026-11-22").unwrap()).collect()
 }
 
-fn build(members: &[Member], policy: BookletConflicts) -> (Body, Vec<Rejected>) {
+fn build(members: &[Member], policy: Mode) -> (Body, Vec<Rejected>) {
     let mut b = BodyBuilder::default();
     for (i, m) in members.iter().enumerate() {
         b.push_member(m, Origin(i as u64 + 1));
@@ -24,7 +24,7 @@ fn archived(body: &Body) -> rkyv::util::AlignedVec<16> {
 #[test]
 fn every_member_is_found_and_reads_back_the_same() {
     let members = population(10_000);
-    let (body, rejected) = build(&members, BookletConflicts::RejectLater);
+    let (body, rejected) = build(&members, Mode::Import);
     assert!(rejected.is_empty());
     let bytes = archived(&body);
     let a = crate::index::base::validate(&bytes, 2).unwrap();
@@ -70,7 +70,7 @@ fn every_member_is_found_and_reads_back_the_same() {
 #[test]
 fn absent_ids_are_not_found() {
     let members = population(1_000);
-    let (body, _) = build(&members, BookletConflicts::RejectLater);
+    let (body, _) = build(&members, Mode::Import);
     let bytes = archived(&body);
     let a = crate::index::base::validate(&bytes, 1).unwrap();
     let others = Generator::new(1_000, 99, Day::parse_iso("2026-11-22").unwrap());
@@ -88,7 +88,7 @@ fn the_newest_version_wins_and_the_rest_are_reported() {
     newer.version += 5;
     members.push(older);
     members.push(newer);
-    let (body, rejected) = build(&members, BookletConflicts::RejectLater);
+    let (body, rejected) = build(&members, Mode::Import);
     assert_eq!(body.live, 10);
     assert_eq!(rejected.len(), 2);
     assert_eq!(
@@ -118,7 +118,7 @@ fn tombstones_take_part_in_the_version_race() {
     b.push_tombstone(members[1].national_id, members[1].version, Origin(3));
     b.push_member(&members[1], Origin(4));
     b.push_member(&members[2], Origin(5));
-    let (body, rejected) = b.finish(BookletConflicts::RejectLater);
+    let (body, rejected) = b.finish(Mode::Import);
     // Member 0: the newer tombstone wins. Member 1: equal versions, the earlier line (the
     // tombstone) wins. Member 2 stays.
     assert_eq!((body.live, body.tombstones), (1, 2));
@@ -134,7 +134,7 @@ fn booklet_conflicts_follow_the_policy() {
     for m in &mut members {
         m.booklet_no = Booklet::parse("4242");
     }
-    let (body, rejected) = build(&members, BookletConflicts::RejectLater);
+    let (body, rejected) = build(&members, Mode::Import);
     assert_eq!(body.live, 1);
     assert_eq!(rejected.len(), 2);
     assert!(
@@ -144,7 +144,7 @@ fn booklet_conflicts_follow_the_policy() {
         "{}",
         rejected[0].reason
     );
-    let (body, rejected) = build(&members, BookletConflicts::PreferLater);
+    let (body, rejected) = build(&members, Mode::Compaction);
     assert!(rejected.is_empty());
     assert_eq!(body.live, 3);
     let holders: Vec<_> = body
@@ -167,7 +167,7 @@ fn live(b: &mut Body, nth: usize) -> &mut Record {
 #[test]
 fn validation_refuses_tampered_bodies() {
     let members = population(300);
-    let good = build(&members, BookletConflicts::RejectLater).0;
+    let good = build(&members, Mode::Import).0;
     type Tamper = fn(&mut Body);
     let tampers: Vec<(&str, Tamper)> = vec![
         ("bad id", |b| live(b, 5).national_id += 1),
@@ -232,7 +232,7 @@ fn validation_refuses_tampered_bodies() {
         }),
     ];
     for (what, tamper) in tampers {
-        let mut body = build(&members, BookletConflicts::RejectLater).0;
+        let mut body = build(&members, Mode::Import).0;
         tamper(&mut body);
         let bytes = archived(&body);
         assert!(
@@ -248,7 +248,7 @@ fn lookups_stop_early_for_absent_keys_and_handle_overflow_at_the_end() {
     // A tiny table: every key crowds toward the end, records run past the capacity.
     for n in [1u64, 2, 3, 7, 50] {
         let members = population(n);
-        let (body, _) = build(&members, BookletConflicts::RejectLater);
+        let (body, _) = build(&members, Mode::Import);
         let bytes = archived(&body);
         let a = crate::index::base::validate(&bytes, 1).unwrap();
         for m in &members {
@@ -266,6 +266,6 @@ fn lookups_stop_early_for_absent_keys_and_handle_overflow_at_the_end() {
 
 #[test]
 fn an_empty_body_is_valid() {
-    let (body, _) = BodyBuilder::default().finish(BookletConflicts::RejectLater);
+    let (body, _) = BodyBuilder::default().finish(Mode::Import);
     assert!(crate::index::base::validate(&archived(&body), 1).is_ok());
 }

@@ -23,14 +23,16 @@ pub struct Rejected {
     pub reason: String,
 }
 
-/// What to do when two live members carry the same booklet number.
+/// What the rows are, which decides how conflicts between them are handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BookletConflicts {
-    /// Refuse the later row (imports: booklet numbers are unique at the source).
-    RejectLater,
-    /// Keep both members; the booklet leads to the later one (compaction, where the feed
-    /// may briefly show a booklet on its old and new holder).
-    PreferLater,
+pub enum Mode {
+    /// An import: every row should stand. A repeated ID without a newer version, or a
+    /// booklet number already held by an earlier row, is refused and reported.
+    Import,
+    /// A compaction of base + overlay: overlay rows supersede base rows of the same ID
+    /// silently (that is the point), and when two members carry one booklet number (the feed
+    /// may briefly show a booklet on its old and new holder) the later row keeps it.
+    Compaction,
 }
 
 /// Collects members and tombstones in any order, then sorts them into a [`Body`].
@@ -123,7 +125,7 @@ impl BodyBuilder {
 
     /// Keeps the newest version of every ID, resolves booklet numbers, and lays the records
     /// and the booklet table out. Returns the body and the rows it refused.
-    pub fn finish(mut self, booklets: BookletConflicts) -> (Body, Vec<Rejected>) {
+    pub fn finish(mut self, mode: Mode) -> (Body, Vec<Rejected>) {
         // Same ID together, newest version first, then earliest origin.
         self.rows.sort_unstable_by(|(a, ao), (b, bo)| {
             (a.national_id, std::cmp::Reverse(a.version), ao).cmp(&(
@@ -137,6 +139,9 @@ impl BodyBuilder {
         for (record, origin) in self.rows.drain(..) {
             match kept.last() {
                 Some((winner, winner_origin)) if winner.national_id == record.national_id => {
+                    if mode == Mode::Compaction {
+                        continue;
+                    }
                     rejected.push(Rejected {
                         origin,
                         reason: format!(
@@ -151,7 +156,7 @@ impl BodyBuilder {
             }
         }
         drop(self.rows);
-        rejected.extend(resolve_booklets(&mut kept, booklets));
+        rejected.extend(resolve_booklets(&mut kept, mode));
         rejected.sort_by_key(|r| r.origin);
 
         let capacity = capacity_for(kept.len());
@@ -205,7 +210,7 @@ fn describe(origin: Origin) -> String {
 }
 
 /// Applies the booklet policy to the kept rows (one per ID).
-fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, policy: BookletConflicts) -> Vec<Rejected> {
+fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, mode: Mode) -> Vec<Rejected> {
     let mut holders: Vec<(u64, Origin, usize)> = kept
         .iter()
         .enumerate()
@@ -219,8 +224,8 @@ fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, policy: BookletConflicts) 
     let mut previous: Option<usize> = None;
     for (key, origin, row) in holders {
         match first {
-            Some((first_key, first_origin, first_row)) if first_key == key => match policy {
-                BookletConflicts::RejectLater => {
+            Some((first_key, first_origin, first_row)) if first_key == key => match mode {
+                Mode::Import => {
                     dropped[row] = true;
                     rejected.push(Rejected {
                         origin,
@@ -231,7 +236,7 @@ fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, policy: BookletConflicts) 
                         ),
                     });
                 }
-                BookletConflicts::PreferLater => {
+                Mode::Compaction => {
                     // Both members stay; the earlier holder loses the booklet.
                     if let Some(p) = previous {
                         kept[p].0.booklet = 0;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::overlay::{Overlay, Slot};
 use super::snapshot::{self, SnapshotError};
-use super::{BodyBuilder, BookletConflicts, Origin};
+use super::{BodyBuilder, Mode, Origin};
 use super::{FeedPosition, Index, Layers, Row};
 
 /// What one compaction did.
@@ -41,18 +41,21 @@ impl Index {
         let _exclusive = self.cut_lock.write().unwrap_or_else(|p| p.into_inner());
         let layers = self.layers.load_full();
         if let Some(frozen) = &layers.frozen {
-            return Some((Arc::clone(frozen), self.position()));
+            // A failed compaction left it: retry with the position noted when it was frozen.
+            return Some((Arc::clone(frozen), layers.frozen_position));
         }
         let active = self.active.load_full();
         if active.is_empty() && !force {
             return None;
         }
+        let position = self.position();
         self.layers.store(Arc::new(Layers {
             base: Arc::clone(&layers.base),
             frozen: Some(Arc::clone(&active)),
+            frozen_position: position,
         }));
         self.active.store(Arc::new(Overlay::default()));
-        Some((active, self.position()))
+        Some((active, position))
     }
 
     /// Writes base + overlay to a new snapshot in `dir`, swaps it in, and keeps the newest
@@ -89,10 +92,7 @@ impl Index {
                 }
             }
         }
-        let (body, rejected) = builder.finish(BookletConflicts::PreferLater);
-        for r in &rejected {
-            tracing::warn!(reason = %r.reason, "compaction dropped a row");
-        }
+        let (body, _) = builder.finish(Mode::Compaction);
         drop(base);
 
         std::fs::create_dir_all(dir).map_err(|reason| SnapshotError::Io {
@@ -107,6 +107,7 @@ impl Index {
         self.layers.store(Arc::new(Layers {
             base: Arc::new(new_base),
             frozen: None,
+            frozen_position: None,
         }));
         let pruned = prune(dir, keep);
         Ok(Some(Compaction {

@@ -231,3 +231,25 @@ fn lookups_never_miss_while_compactions_run() {
         members[0].version + 4
     );
 }
+
+#[test]
+fn a_retried_compaction_records_the_position_noted_at_its_cut() {
+    let members = population(50);
+    let index = Index::from_members(members.clone()).unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 1)));
+    index.note_position(FeedPosition { ms: 10, seq: 1 });
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    assert!(index.compact_into(&not_a_dir, 3, false).is_err());
+    // More changes and a later position arrive before the retry; they are not in the frozen
+    // overlay, so the snapshot must not claim them.
+    index.apply(Change::Upsert(bumped(&members[1], 1)));
+    index.note_position(FeedPosition { ms: 20, seq: 1 });
+    let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
+    assert_eq!(
+        snapshot::read_header(&done.path).unwrap().position,
+        Some(FeedPosition { ms: 10, seq: 1 })
+    );
+    assert_eq!(index.overlay_len(), 1);
+}

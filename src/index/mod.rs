@@ -22,7 +22,7 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::mapref::entry::Entry;
 
 pub use base::{Base, Row};
-pub use builder::{BodyBuilder, BookletConflicts, Origin, Rejected};
+pub use builder::{BodyBuilder, Mode, Origin, Rejected};
 use overlay::{Found, Overlay, Slot};
 
 use crate::member::{Booklet, Member};
@@ -76,10 +76,12 @@ pub enum Applied {
     Stale { held: u64 },
 }
 
-/// The base and, during a compaction, the overlay being written into the next base.
+/// The base and, during a compaction, the overlay being written into the next base with the
+/// feed position noted when it was frozen.
 struct Layers {
     base: Arc<Base>,
     frozen: Option<Arc<Overlay>>,
+    frozen_position: Option<FeedPosition>,
 }
 
 pub struct Index {
@@ -156,6 +158,7 @@ impl Index {
             layers: ArcSwap::from_pointee(Layers {
                 base: Arc::new(base),
                 frozen: None,
+                frozen_position: None,
             }),
             active: ArcSwap::from_pointee(Overlay::default()),
             cut_lock: RwLock::new(()),
@@ -172,7 +175,7 @@ impl Index {
         for (i, m) in members.into_iter().enumerate() {
             builder.push_member(&m, Origin(i as u64 + 1));
         }
-        let (body, rejected) = builder.finish(BookletConflicts::RejectLater);
+        let (body, rejected) = builder.finish(Mode::Import);
         if let Some(r) = rejected.first() {
             return Err(format!("member {}: {}", r.origin.0, r.reason));
         }

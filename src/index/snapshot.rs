@@ -24,10 +24,10 @@ use super::{Base, FeedPosition, Row};
 use crate::member::{Kind, Status};
 
 pub const MAGIC: [u8; 8] = *b"ELIGDSNP";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 4096;
 /// Changes whenever the rkyv build options or the body's types change.
-pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/le/aligned/ptr64/eligd.body.v2/fib64";
+pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/le/aligned/ptr64/eligd.body.v3/open-addressed-fib64";
 const DESCRIPTOR_LEN: usize = 64;
 const _: () = assert!(FORMAT_DESCRIPTOR.len() <= DESCRIPTOR_LEN);
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::dates::Day;
 use crate::demo::Generator;
 use crate::index::Index;
-use crate::index::{BodyBuilder, BookletConflicts, Origin};
+use crate::index::{BodyBuilder, Mode, Origin};
 use crate::member::Member;
 use crate::national_id::NationalId;
 
@@ -22,7 +22,7 @@ fn body_of(members: &[Member]) -> Body {
         b.push_member(m, Origin(i as u64));
     }
     b.push_tombstone(gone(), 9, Origin(u64::MAX));
-    b.finish(BookletConflicts::RejectLater).0
+    b.finish(Mode::Import).0
 }
 
 fn written(dir: &Path, n: u64) -> PathBuf {

@@ -108,7 +108,7 @@ fn demo_data_snapshot_build_and_inspect() {
     let out = stdout(&o);
     for line in [
         "members:         5000",
-        "format version:  2",
+        "format version:  3",
         "feed position:   none",
         "verified",
         "kind dependent:",
@@ -456,6 +456,10 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
     ]);
     assert_clean_failure(&o, "no valid snapshot; refused:");
     assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     let mut served = serve(&[
         "serve",
         "--snapshot-dir",
@@ -465,7 +469,14 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
         "1000",
     ]);
     assert_eq!(readyz_members(&served), 1000);
+    // The synthetic population must not become the newest snapshot, nor prune the refused ones.
+    std::thread::sleep(Duration::from_millis(2500));
     assert!(terminate(&mut served).success());
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before.len(), after.len(), "{after:?}");
 }
 
 #[test]
