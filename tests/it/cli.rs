@@ -396,6 +396,14 @@ fn demo_snapshot(dir: &Path, path: &Path, n: u64, seed: u64) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Starts `serve` with `args`, reads how many members it serves, and stops it cleanly.
+fn members_served_with(args: &[&str]) -> u64 {
+    let mut served = serve(args);
+    let members = readyz_members(&served);
+    assert!(terminate(&mut served).success());
+    members
+}
+
 fn readyz_members(served: &Served) -> u64 {
     let (status, body) = http_get(&served.addr, "/readyz");
     assert_eq!(status, 200, "{body}");
@@ -422,13 +430,11 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
     );
     let dir_arg = dir.to_str().unwrap();
 
-    let mut served = serve(&["serve", "--snapshot-dir", dir_arg]);
     assert_eq!(
-        readyz_members(&served),
+        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
         400,
         "the newest snapshot is loaded"
     );
-    assert!(terminate(&mut served).success());
 
     // Corrupt the newest: one flipped byte in the body. The older one is used instead.
     let newest = dir.join("eligd-0000000000002-none.snap");
@@ -436,13 +442,11 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;
     std::fs::write(&newest, &bytes).unwrap();
-    let mut served = serve(&["serve", "--snapshot-dir", dir_arg]);
     assert_eq!(
-        readyz_members(&served),
+        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
         300,
         "the next newest snapshot is loaded"
     );
-    assert!(terminate(&mut served).success());
 
     // Nothing valid: a clear error, unless the demo population is asked for.
     let older = dir.join("eligd-0000000000001-none.snap");
@@ -519,7 +523,8 @@ fn a_demo_population_is_written_as_the_first_snapshot_and_mapped_on_restart() {
     assert!(terminate(&mut served).success());
     assert!(metrics.contains("eligd_index_members 5000"), "{metrics}");
     // Without the fallback, the restart maps the snapshot the first run wrote.
-    let mut served = serve(&["serve", "--snapshot-dir", dir_arg]);
-    assert_eq!(readyz_members(&served), 5000);
-    assert!(terminate(&mut served).success());
+    assert_eq!(
+        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
+        5000
+    );
 }

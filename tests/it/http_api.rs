@@ -321,6 +321,12 @@ async fn metrics_count_by_route_pattern_without_ids() {
     ] {
         assert!(text.contains(line), "missing {line}\n{text}");
     }
+    let base_bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("eligd_index_base_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("eligd_index_base_bytes is exported");
+    assert!(base_bytes > 0, "the base's size is reported");
     for id in [Fixture::MAIN, "0012345678", Fixture::CHILD] {
         assert!(!text.contains(id), "a national ID leaked into metrics");
     }
