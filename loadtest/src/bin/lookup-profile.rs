@@ -26,6 +26,21 @@ fn main() {
         })
         .collect();
     let index = eligd::index::Index::new(base);
+    // `ELIGD_PROFILE_OVERLAY=N`: apply N upserts first, as a live feed would leave them.
+    let overlay: usize = std::env::var("ELIGD_PROFILE_OVERLAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for id in ids
+        .iter()
+        .step_by((ids.len() / overlay.max(1)).max(1))
+        .take(overlay)
+    {
+        if let Some(mut m) = index.member(*id) {
+            m.version += 1;
+            index.apply(eligd::index::Change::Upsert(m));
+        }
+    }
     let view = index.view();
     let mut rng = Xorshift(7);
     let keys: Vec<_> = (0..4096)
