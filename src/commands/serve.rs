@@ -88,6 +88,9 @@ fn snapshot_candidates(args: &ServeArgs) -> (Vec<PathBuf>, Option<anyhow::Error>
     let mut candidates: Vec<PathBuf> = args.snapshot.iter().cloned().collect();
     let mut problem = None;
     if let Some(dir) = &args.snapshot_dir {
+        for stale in compact::remove_unfinished_writes(dir) {
+            tracing::info!(path = %stale.display(), "removed an unfinished snapshot write");
+        }
         match compact::snapshots_in(dir) {
             Ok(found) => candidates.extend(found),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -137,12 +137,35 @@ pub fn snapshots_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Deletes all but the newest `keep` snapshots; returns what it deleted.
-pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
-    let Ok(files) = snapshots_in(dir) else {
+/// Deletes temporary files of snapshot writes that never finished (a crash or a shutdown in
+/// the middle of one). Call only when no write into `dir` can be in progress: at start-up, or
+/// at the end of a compaction.
+pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut pruned = Vec::new();
+    let mut removed = Vec::new();
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(".eligd-snapshot-")
+            && name.ends_with(".tmp")
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Deletes all but the newest `keep` snapshots, and unfinished writes; returns what it deleted.
+pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut pruned = remove_unfinished_writes(dir);
+    let Ok(files) = snapshots_in(dir) else {
+        return pruned;
+    };
     for old in files.into_iter().skip(keep.max(1)) {
         match std::fs::remove_file(&old) {
             Ok(()) => pruned.push(old),

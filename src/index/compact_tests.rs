@@ -174,11 +174,23 @@ fn old_snapshots_are_pruned() {
     }
     let kept = snapshots_in(dir.path()).unwrap();
     assert_eq!(kept.len(), 2);
+    // An unfinished write left by a crash goes at the next compaction; other files stay.
+    std::fs::write(dir.path().join(".eligd-snapshot-abc123.tmp"), b"half").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 6)));
+    let done = index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+    assert!(done
+        .pruned
+        .iter()
+        .any(|p| p.ends_with(".eligd-snapshot-abc123.tmp")));
+    assert!(dir.path().join("notes.txt").exists());
+    let kept = snapshots_in(dir.path()).unwrap();
     let (_, newest) = snapshot::load(&kept[0]).unwrap();
     assert_eq!(
         newest.get(members[0].national_id).unwrap().version,
-        members[0].version + 5
+        members[0].version + 6
     );
+    assert_eq!(kept.len(), 2);
 }
 
 #[test]
