@@ -77,6 +77,11 @@ fn lookups(c: &mut Criterion) {
         .filter(|m| m.kind == Kind::Dependent)
         .map(|m| m.national_id)
         .collect();
+    let independents: Vec<NationalId> = population
+        .iter()
+        .filter(|m| m.kind != Kind::Dependent)
+        .map(|m| m.national_id)
+        .collect();
     let mut bare: hashbrown::HashMap<u64, [u8; 32]> =
         hashbrown::HashMap::with_capacity(all_ids.len());
     for id in &all_ids {
@@ -102,7 +107,11 @@ fn lookups(c: &mut Criterion) {
         .filter(|id| view.get(*id).is_none())
         .take(KEYS)
         .collect();
-    let (hits, deps) = (spread(&all_ids, KEYS), spread(&dependents, KEYS));
+    let (hits, deps, mains) = (
+        spread(&all_ids, KEYS),
+        spread(&dependents, KEYS),
+        spread(&independents, KEYS),
+    );
 
     let mut group = c.benchmark_group(format!("lookup_evaluate_{n}"));
     group.throughput(Throughput::Elements(1));
@@ -117,6 +126,12 @@ fn lookups(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             inquiry::by_national_id(&view, misses[i % misses.len()], today, None).is_none()
+        })
+    });
+    group.bench_function("main_or_pensioner", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            inquiry::by_national_id(&view, mains[i % KEYS], today, None).map(|f| f.decision.outcome)
         })
     });
     group.bench_function("dependent_with_main", |b| {
