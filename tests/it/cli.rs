@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn eligd(args: &[&str]) -> Output {
+pub(crate) fn eligd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_eligd"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -14,7 +14,7 @@ fn eligd(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn build_snapshot(jsonl: &Path, out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn build_snapshot(jsonl: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["snapshot", "build"];
     args.extend_from_slice(extra);
     args.extend([
@@ -26,16 +26,16 @@ fn build_snapshot(jsonl: &Path, out: &Path, extra: &[&str]) -> Output {
     eligd(&args)
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// One clear line, no panic, no backtrace.
-fn assert_clean_failure(o: &Output, needle: &str) {
+pub(crate) fn assert_clean_failure(o: &Output, needle: &str) {
     assert!(!o.status.success());
     let err = stderr(o);
     assert!(err.contains(needle), "expected {needle:?} in {err}");
@@ -203,9 +203,9 @@ fn bad_files_and_flags_get_one_clear_line() {
 }
 
 /// A running `eligd serve` child, killed on drop.
-struct Served {
+pub(crate) struct Served {
     child: std::process::Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for Served {
@@ -215,13 +215,13 @@ impl Drop for Served {
     }
 }
 
-fn serve(args: &[&str]) -> Served {
+pub(crate) fn serve(args: &[&str]) -> Served {
     serve_until(args, "index loaded; ready")
 }
 
 /// Starts `eligd` with `args` (after `--listen 127.0.0.1:0`) and reads its log until a line
 /// containing `ready_line`.
-fn serve_until(args: &[&str], ready_line: &str) -> Served {
+pub(crate) fn serve_until(args: &[&str], ready_line: &str) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eligd"))
         .args(args.iter().take_while(|a| !a.starts_with('-')))
         .args(["--listen", "127.0.0.1:0"])
@@ -250,7 +250,7 @@ fn serve_until(args: &[&str], ready_line: &str) -> Served {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
@@ -265,7 +265,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-fn terminate(served: &mut Served) -> std::process::ExitStatus {
+pub(crate) fn terminate(served: &mut Served) -> std::process::ExitStatus {
     let pid = served.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -376,155 +376,5 @@ fn snapshot_build_with_no_valid_line_fails_and_writes_nothing() {
         1,
         "{}",
         stderr(&o)
-    );
-}
-
-/// Builds a snapshot of `n` demo members (seed `seed`) at `path`.
-fn demo_snapshot(dir: &Path, path: &Path, n: u64, seed: u64) {
-    let jsonl = dir.join(format!("demo-{seed}.jsonl"));
-    let o = eligd(&[
-        "demo-data",
-        "--members",
-        &n.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--out",
-        jsonl.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = build_snapshot(&jsonl, path, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
-/// Starts `serve` with `args`, reads how many members it serves, and stops it cleanly.
-fn members_served_with(args: &[&str]) -> u64 {
-    let mut served = serve(args);
-    let members = readyz_members(&served);
-    assert!(terminate(&mut served).success());
-    members
-}
-
-fn readyz_members(served: &Served) -> u64 {
-    let (status, body) = http_get(&served.addr, "/readyz");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["members"].as_u64().unwrap()
-}
-
-#[test]
-fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("snapshots");
-    std::fs::create_dir(&dir).unwrap();
-    demo_snapshot(
-        tmp.path(),
-        &dir.join("eligd-0000000000001-none.snap"),
-        300,
-        1,
-    );
-    demo_snapshot(
-        tmp.path(),
-        &dir.join("eligd-0000000000002-none.snap"),
-        400,
-        2,
-    );
-    let dir_arg = dir.to_str().unwrap();
-
-    assert_eq!(
-        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
-        400,
-        "the newest snapshot is loaded"
-    );
-
-    // Corrupt the newest: one flipped byte in the body. The older one is used instead.
-    let newest = dir.join("eligd-0000000000002-none.snap");
-    let mut bytes = std::fs::read(&newest).unwrap();
-    let at = bytes.len() - 100;
-    bytes[at] ^= 0x10;
-    std::fs::write(&newest, &bytes).unwrap();
-    assert_eq!(
-        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
-        300,
-        "the next newest snapshot is loaded"
-    );
-
-    // Nothing valid: a clear error, unless the demo population is asked for.
-    let older = dir.join("eligd-0000000000001-none.snap");
-    std::fs::write(&older, b"ELIGDSNP truncated").unwrap();
-    let o = eligd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshot-dir",
-        dir_arg,
-    ]);
-    assert_clean_failure(&o, "no valid snapshot; refused:");
-    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
-    let before: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let mut served = serve(&[
-        "serve",
-        "--snapshot-dir",
-        dir_arg,
-        "--demo-fallback",
-        "--demo-members",
-        "1000",
-    ]);
-    assert_eq!(readyz_members(&served), 1000);
-    // The synthetic population must not become the newest snapshot, nor prune the refused ones.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(terminate(&mut served).success());
-    let after: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(before.len(), after.len(), "{after:?}");
-}
-
-#[test]
-fn an_empty_snapshot_dir_is_an_error_without_demo_fallback() {
-    let tmp = tempfile::tempdir().unwrap();
-    let o = eligd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshot-dir",
-        tmp.path().to_str().unwrap(),
-    ]);
-    assert_clean_failure(&o, "no snapshot found");
-}
-
-#[test]
-fn a_demo_population_is_written_as_the_first_snapshot_and_mapped_on_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("snaps");
-    let dir_arg = dir.to_str().unwrap();
-    let mut served = serve(&[
-        "serve",
-        "--snapshot-dir",
-        dir_arg,
-        "--demo-fallback",
-        "--demo-members",
-        "5000",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.exists()
-        || std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(Result::ok)
-            .all(|e| !e.file_name().to_string_lossy().ends_with(".snap"))
-    {
-        assert!(Instant::now() < deadline, "no snapshot was written");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (_, metrics) = http_get(&served.addr, "/metrics");
-    assert!(terminate(&mut served).success());
-    assert!(metrics.contains("eligd_index_members 5000"), "{metrics}");
-    // Without the fallback, the restart maps the snapshot the first run wrote.
-    assert_eq!(
-        members_served_with(&["serve", "--snapshot-dir", dir_arg]),
-        5000
     );
 }

@@ -4,4 +4,5 @@ mod cli;
 mod docs;
 mod http_api;
 mod http_bad_input;
+mod startup;
 mod support;
