@@ -114,7 +114,8 @@ fn only(
     state: &AppState,
     handler: impl FnOnce(&AppState) -> Handled,
 ) -> Handled {
-    if method.as_str() == allowed {
+    // HEAD is GET without the body (hyper leaves the body out), as load balancers expect.
+    if method.as_str() == allowed || (allowed == "GET" && *method == Method::HEAD) {
         handler(state)
     } else {
         error(state, ApiError::MethodNotAllowed { allow: allowed })

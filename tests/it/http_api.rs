@@ -344,3 +344,21 @@ async fn graceful_shutdown_finishes_and_stops_listening() {
         "still listening after shutdown"
     );
 }
+
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let server = TestServer::start().await;
+    for path in ["/healthz", "/readyz"] {
+        let reply = request(hyper::Method::HEAD, &server.url(path), None, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.body.is_empty(), "{path}");
+    }
+    let reply = request(
+        hyper::Method::HEAD,
+        &server.url("/v1/eligibility/batch"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
