@@ -269,3 +269,58 @@ fn an_empty_body_is_valid() {
     let (body, _) = BodyBuilder::default().finish(Mode::Import);
     assert!(crate::index::base::validate(&archived(&body), 1).is_ok());
 }
+
+mod layout_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever members, versions, tombstones and booklets arrive, in whatever order, the
+        /// laid-out table validates, every kept ID is found with its newest version, IDs never
+        /// pushed are not found, and every booklet leads to a holder.
+        #[test]
+        fn any_mix_lays_out_into_a_valid_findable_table(
+            picks in proptest::collection::vec((0usize..400, 1u64..5, any::<bool>(), proptest::option::of(0u64..50)), 0..300),
+        ) {
+            let pool = population(400);
+            let mut b = BodyBuilder::default();
+            let mut newest: std::collections::HashMap<u64, (u64, bool)> = Default::default();
+            for (origin, (i, bump, delete, booklet)) in picks.iter().enumerate() {
+                let mut m = pool[*i].clone();
+                m.version += bump;
+                m.booklet_no = booklet.map(|k| Booklet(1_000 + k));
+                if *delete {
+                    b.push_tombstone(m.national_id, m.version, Origin(origin as u64));
+                } else {
+                    b.push_member(&m, Origin(origin as u64));
+                }
+                let entry = newest.entry(m.national_id.as_u64()).or_insert((0, false));
+                if m.version > entry.0 {
+                    *entry = (m.version, !*delete);
+                }
+            }
+            let (body, _) = b.finish(Mode::Compaction);
+            let bytes = archived(&body);
+            let a = crate::index::base::validate(&bytes, 2).map_err(TestCaseError::fail)?;
+            for (id, (version, live)) in &newest {
+                let r = a.find(*id).ok_or_else(|| TestCaseError::fail("a pushed ID is missing"))?;
+                prop_assert_eq!(r.version.to_native(), *version);
+                prop_assert_eq!(r.is_live(), *live);
+            }
+            for m in &pool {
+                if !newest.contains_key(&m.national_id.as_u64()) {
+                    prop_assert!(a.find(m.national_id.as_u64()).is_none());
+                }
+            }
+            for k in 0..50u64 {
+                for r in a.booklet_rows(Booklet(1_000 + k)) {
+                    prop_assert!(r.is_live());
+                    prop_assert_eq!(r.booklet.to_native(), 1_000 + k);
+                }
+            }
+        }
+    }
+}
