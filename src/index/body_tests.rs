@@ -298,7 +298,8 @@ mod layout_properties {
                     b.push_member(&m, Origin(origin as u64));
                 }
                 let entry = newest.entry(m.national_id.as_u64()).or_insert((0, false));
-                if m.version > entry.0 {
+                // Newer wins; on equal versions a delete removes the record of that version.
+                if m.version > entry.0 || (m.version == entry.0 && *delete) {
                     *entry = (m.version, !*delete);
                 }
             }

@@ -12,7 +12,8 @@ use crate::national_id::NationalId;
 use crate::view::MemberView;
 
 /// Where a row came from: a line number for imports, an ordinal for compaction. Among rows
-/// of the same ID the highest version wins; on equal versions the earliest origin does.
+/// of the same ID the highest version wins; on equal versions a tombstone (a delete of that
+/// version), then the earliest origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin(pub u64);
 
@@ -126,11 +127,14 @@ impl BodyBuilder {
     /// Keeps the newest version of every ID, resolves booklet numbers, and lays the records
     /// and the booklet table out. Returns the body and the rows it refused.
     pub fn finish(mut self, mode: Mode) -> (Body, Vec<Rejected>) {
-        // Same ID together, newest version first, then earliest origin.
+        // Same ID together, newest version first, a delete before the record it deletes,
+        // then earliest origin.
         self.rows.sort_unstable_by(|(a, ao), (b, bo)| {
-            (a.national_id, std::cmp::Reverse(a.version), ao).cmp(&(
+            let live = |r: &Record| r.attrs & TOMBSTONE == 0;
+            (a.national_id, std::cmp::Reverse(a.version), live(a), ao).cmp(&(
                 b.national_id,
                 std::cmp::Reverse(b.version),
+                live(b),
                 bo,
             ))
         });

@@ -190,3 +190,45 @@ fn concurrent_applies_keep_the_highest_version() {
 
 #[path = "compact_tests.rs"]
 mod compact_tests;
+
+#[test]
+fn a_delete_of_the_version_held_removes_it_in_every_layer_and_survives_compaction() {
+    // Base-held, overlay-held, then written into a new base: the delete carries the version
+    // of the row it removed (as a database delete event does).
+    let index = index_with(vec![member(A, 3, None)]);
+    let delete = |v| Change::Delete {
+        national_id: id(A),
+        version: v,
+    };
+    assert_eq!(index.apply(delete(2)), Applied::Stale { held: 3 });
+    assert_eq!(index.apply(delete(3)), Applied::Applied);
+    assert!(index.member(id(A)).is_none());
+    assert_eq!(
+        index.apply(delete(3)),
+        Applied::Stale { held: 3 },
+        "a repeat"
+    );
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 3, None))),
+        Applied::Stale { held: 3 },
+        "the deleted version cannot come back"
+    );
+    index.apply(Change::Upsert(member(B, 5, None)));
+    assert_eq!(index.apply(delete(3)), Applied::Stale { held: 3 });
+    let overlay_delete = Change::Delete {
+        national_id: id(B),
+        version: 5,
+    };
+    assert_eq!(index.apply(overlay_delete), Applied::Applied);
+    assert_eq!(index.len(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+    assert!(index.member(id(A)).is_none() && index.member(id(B)).is_none());
+    assert_eq!(index.version_of(id(A)), 3);
+    assert_eq!(
+        index.apply(Change::Upsert(member(A, 4, None))),
+        Applied::Applied,
+        "a newer insert brings the person back"
+    );
+}

@@ -5,8 +5,9 @@
 //! and the **base** (a snapshot body read in place). The base never changes and lookups read
 //! it without a lock; the layer set is swapped atomically (arc-swap), so a lookup finishes on
 //! the layers it started with. `apply` is version-guarded: an event lands only when its
-//! version is greater than the one held in any layer, and a delete leaves a tombstone
-//! carrying its version, so a late, older upsert cannot bring the person back.
+//! version is greater than the one held in any layer (or it deletes the very version held),
+//! and a delete leaves a tombstone carrying its version, so a late, older upsert cannot
+//! bring the person back.
 
 mod base;
 pub mod body;
@@ -34,6 +35,37 @@ use crate::view::MemberView;
 pub struct FeedPosition {
     pub ms: u64,
     pub seq: u64,
+}
+
+impl FeedPosition {
+    /// The position before every entry (`0-0`).
+    pub const START: FeedPosition = FeedPosition { ms: 0, seq: 0 };
+
+    /// When the entry was added: the milliseconds part of its ID (Unix time).
+    pub fn unix_ms(self) -> u64 {
+        self.ms
+    }
+}
+
+/// A stream entry ID that is not `ms-seq` with two decimal u64 parts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a stream entry ID (ms-seq)")]
+pub struct BadPosition(pub String);
+
+impl std::str::FromStr for FeedPosition {
+    type Err = BadPosition;
+    fn from_str(s: &str) -> Result<FeedPosition, BadPosition> {
+        let bad = || BadPosition(s.chars().take(45).collect());
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(FeedPosition {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 impl std::fmt::Display for FeedPosition {
@@ -203,7 +235,8 @@ impl Index {
         version_in(&active, &layers, id)
     }
 
-    /// Applies a change when its version is newer than what any layer holds.
+    /// Applies a change when its version is newer than what any layer holds, or when it
+    /// deletes the very version held.
     pub fn apply(&self, change: Change) -> Applied {
         let _no_cut = self
             .cut_lock
@@ -212,14 +245,19 @@ impl Index {
         let active = self.active.load();
         let id = change.national_id();
         let version = change.version();
+        let is_delete = matches!(change, Change::Delete { .. });
+        let booklet = match &change {
+            Change::Upsert(m) => m.booklet_no,
+            Change::Delete { .. } => None,
+        };
         let was_live = match active.members.entry(id) {
             Entry::Occupied(mut e) => {
                 let held = e.get().version();
-                if version <= held {
+                let was_live = matches!(e.get(), Slot::Live(_));
+                if !supersedes(version, is_delete, held, was_live) {
                     return Applied::Stale { held };
                 }
-                let was_live = matches!(e.get(), Slot::Live(_));
-                e.insert(slot_for(&change));
+                e.insert(slot_for(change));
                 was_live
             }
             Entry::Vacant(e) => {
@@ -229,22 +267,18 @@ impl Index {
                         Some(slot) => (slot.version(), matches!(*slot, Slot::Live(_))),
                         None => (layers.base.version_of(id), layers.base.get(id).is_some()),
                     };
-                if version <= held {
+                if !supersedes(version, is_delete, held, was_live) {
                     return Applied::Stale { held };
                 }
-                e.insert(slot_for(&change));
+                e.insert(slot_for(change));
                 active.len.fetch_add(1, Ordering::Release);
                 was_live
             }
         };
-        let is_live = matches!(change, Change::Upsert(_));
+        let is_live = !is_delete;
         self.live_members
             .fetch_add(i64::from(is_live) - i64::from(was_live), Ordering::Relaxed);
-        if let Change::Upsert(Member {
-            booklet_no: Some(b),
-            ..
-        }) = change
-        {
+        if let Some(b) = booklet {
             active.booklets.insert(b, id);
         }
         Applied::Applied
@@ -286,6 +320,13 @@ impl Index {
     }
 }
 
+/// Whether a change of `version` replaces what is held: a newer version does, and so does a
+/// delete of the very version held (a database delete event carries the version of the row
+/// it removed, as Debezium's `before` does). A tombstone blocks every version up to its own.
+fn supersedes(version: u64, is_delete: bool, held: u64, held_live: bool) -> bool {
+    version > held || (version == held && is_delete && held_live)
+}
+
 fn version_in(active: &Overlay, layers: &Layers, id: NationalId) -> u64 {
     active
         .version_of(id)
@@ -293,10 +334,10 @@ fn version_in(active: &Overlay, layers: &Layers, id: NationalId) -> u64 {
         .unwrap_or_else(|| layers.base.version_of(id))
 }
 
-fn slot_for(change: &Change) -> Slot {
+fn slot_for(change: Change) -> Slot {
     match change {
-        Change::Upsert(m) => Slot::Live(Arc::new(m.clone())),
-        Change::Delete { version, .. } => Slot::Deleted { version: *version },
+        Change::Upsert(m) => Slot::Live(Arc::new(m)),
+        Change::Delete { version, .. } => Slot::Deleted { version },
     }
 }
 
