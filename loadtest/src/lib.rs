@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+pub mod open_loop;
+
 /// One measured figure against its limit.
 pub struct Check {
     pub name: String,
