@@ -2,8 +2,9 @@
 //! can answer `/healthz` and a clear 503 while a snapshot loads), tracking codes, metrics.
 
 use arc_swap::ArcSwapOption;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::feed::status::FeedStatus;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
@@ -12,6 +13,7 @@ pub struct AppState {
     index: ArcSwapOption<Index>,
     pub tracking: TrackingCodes,
     pub metrics: Metrics,
+    feed: OnceLock<Arc<FeedStatus>>,
 }
 
 impl AppState {
@@ -20,6 +22,7 @@ impl AppState {
             index: ArcSwapOption::empty(),
             tracking: TrackingCodes::new(node_id)?,
             metrics: Metrics::new(),
+            feed: OnceLock::new(),
         })
     }
 
@@ -35,4 +38,38 @@ impl AppState {
         self.metrics.snapshot_load_seconds.set(load_seconds);
         self.index.store(Some(index));
     }
+
+    /// With a change feed configured, its state decides readiness too.
+    pub fn set_feed(&self, status: Arc<FeedStatus>) {
+        let _ = self.feed.set(status);
+    }
+
+    pub fn feed(&self) -> Option<&Arc<FeedStatus>> {
+        self.feed.get()
+    }
+
+    /// Whether the index may be written to a snapshot: not while a feed gap is unrepaired
+    /// (a resync is coming, and pruning must not remove the snapshot that repairs it).
+    pub fn snapshots_allowed(&self) -> bool {
+        self.feed()
+            .is_none_or(|f| !matches!(f.phase(), crate::feed::status::Phase::Gap { .. }))
+    }
+
+    /// `Ok` when the service is ready to answer with current data, else why not.
+    pub fn readiness(&self) -> Result<Arc<Index>, String> {
+        let index = self
+            .index()
+            .ok_or_else(|| "the index is still loading".to_string())?;
+        if let Some(feed) = self.feed() {
+            feed.readiness(std::time::Instant::now(), unix_ms())?;
+        }
+        Ok(index)
+    }
+}
+
+/// The wall clock in Unix milliseconds (stream IDs carry this time).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

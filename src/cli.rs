@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::index::FeedPosition;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -91,6 +92,16 @@ pub struct ServeArgs {
     /// Makes tracking codes unique across replicas (0–99).
     #[arg(long, env = "ELIGD_NODE_ID", default_value_t = 0)]
     pub node_id: u64,
+    /// Follow the change feed in this Redis (`redis://[:password@]host:port[/db]`); without
+    /// it the index is static.
+    #[arg(long, env = "ELIGD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The stream key of the change feed.
+    #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
+    pub stream: String,
+    /// Not ready when the index may be more than this many seconds behind the feed.
+    #[arg(long, env = "ELIGD_MAX_STALENESS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness: u64,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +139,11 @@ pub struct SnapshotBuildArgs {
     /// Fail on the first bad line instead of skipping it.
     #[arg(long, env = "ELIGD_STRICT")]
     pub strict: bool,
+    /// The change-feed position (stream entry ID `ms-seq`) the records reflect: a service
+    /// loading the snapshot replays the stream from there. Without it, from the stream's
+    /// first entry.
+    #[arg(long, env = "ELIGD_POSITION")]
+    pub position: Option<FeedPosition>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use eligd::cli::{Cli, Command, SnapshotCommand};
 use eligd::commands;
 
+/// glibc's allocator spends a quarter of a feed catch-up in malloc/free (buffers allocated on
+/// the I/O thread, freed on the apply thread); mimalloc keeps that small. See
+/// docs/decisions/0003-feed-reader.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
     init_logging();

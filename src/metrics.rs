@@ -38,6 +38,16 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -53,6 +63,14 @@ pub struct Metrics {
     pub index_base_bytes: Gauge,
     pub compactions: Family<OutcomeLabels, Counter>,
     pub compaction_seconds: Gauge<f64, AtomicU64>,
+    pub feed_applied: Counter,
+    pub feed_rejected: Family<ReasonLabels, Counter>,
+    pub feed_lag_seconds: Gauge<f64, AtomicU64>,
+    pub feed_last_applied_seconds: Gauge<f64, AtomicU64>,
+    pub feed_reconnects: Counter,
+    pub feed_gaps: Family<KindLabels, Counter>,
+    pub feed_resyncs: Counter,
+    pub feed_connected: Gauge,
 }
 
 /// Histogram buckets: 25 µs doubling up to about 0.8 s.
@@ -119,6 +137,7 @@ impl Metrics {
             "Seconds the last successful compaction took",
             compaction_seconds.clone(),
         );
+        let feed = FeedMetrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -141,6 +160,14 @@ impl Metrics {
             index_base_bytes,
             compactions,
             compaction_seconds,
+            feed_applied: feed.applied,
+            feed_rejected: feed.rejected,
+            feed_lag_seconds: feed.lag_seconds,
+            feed_last_applied_seconds: feed.last_applied_seconds,
+            feed_reconnects: feed.reconnects,
+            feed_gaps: feed.gaps,
+            feed_resyncs: feed.resyncs,
+            feed_connected: feed.connected,
         }
     }
 
@@ -156,6 +183,75 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The change feed's series, registered together.
+struct FeedMetrics {
+    applied: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+    lag_seconds: Gauge<f64, AtomicU64>,
+    last_applied_seconds: Gauge<f64, AtomicU64>,
+    reconnects: Counter,
+    gaps: Family<KindLabels, Counter>,
+    resyncs: Counter,
+    connected: Gauge,
+}
+
+impl FeedMetrics {
+    fn register(registry: &mut Registry) -> FeedMetrics {
+        let m = FeedMetrics {
+            applied: Counter::default(),
+            rejected: Family::default(),
+            lag_seconds: Gauge::default(),
+            last_applied_seconds: Gauge::default(),
+            reconnects: Counter::default(),
+            gaps: Family::default(),
+            resyncs: Counter::default(),
+            connected: Gauge::default(),
+        };
+        registry.register(
+            "feed_events_applied",
+            "Change feed entries applied to the index",
+            m.applied.clone(),
+        );
+        registry.register(
+            "feed_events_rejected",
+            "Change feed entries not applied, by reason: stale (the index holds this version or newer), \
+             tombstone (a Debezium tombstone marker), malformed, invalid_record, inconsistent, unsupported",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "feed_lag_seconds",
+            "How far the index may be behind the stream: 0 while caught up and waiting on a live read",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "feed_last_applied_timestamp_seconds",
+            "Unix time of the last entry applied (from its stream ID)",
+            m.last_applied_seconds.clone(),
+        );
+        registry.register(
+            "feed_reconnects",
+            "Times the feed reconnected to Redis after a failure",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "feed_gaps",
+            "Gaps found in the stream, by kind: trimmed, deleted, reset",
+            m.gaps.clone(),
+        );
+        registry.register(
+            "feed_resyncs",
+            "Gaps repaired by loading a newer snapshot",
+            m.resyncs.clone(),
+        );
+        registry.register(
+            "feed_connected",
+            "1 while the feed holds a working Redis connection, else 0",
+            m.connected.clone(),
+        );
+        m
     }
 }
 

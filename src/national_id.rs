@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn every_same_digit_id_is_rejected_even_though_its_checksum_passes() {
         for d in 0u8..=9 {
-            let s: String = std::iter::repeat(char::from(b'0' + d)).take(10).collect();
+            let s: String = std::iter::repeat_n(char::from(b'0' + d), 10).collect();
             let digits = [d; 10];
             assert!(checksum_ok(&digits), "{s} should pass the bare checksum");
             assert_eq!(NationalId::parse(&s), Err(IdError::SameDigit), "{s}");

@@ -15,6 +15,8 @@ use crate::cli::ServeArgs;
 use crate::dates::Day;
 use crate::demo::Generator;
 use crate::eligibility::Outcome;
+use crate::feed::status::FeedStatus;
+use crate::feed::FeedConfig;
 use crate::index::{compact, snapshot, Base, BodyBuilder, Index, Mode, Origin};
 use crate::inquiry;
 use crate::member::Kind;
@@ -28,6 +30,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let state = Arc::new(AppState::new(args.node_id)?);
+    let feed_client = match &args.redis_url {
+        // The URL may hold a password: it is never echoed.
+        Some(url) => Some(feed_connection(url)?),
+        None => None,
+    };
+    // Known before the index is installed, so readiness waits for the replay from the start.
+    let feed_status = feed_client.as_ref().map(|_| {
+        let status = Arc::new(FeedStatus::new(
+            Duration::from_secs(args.max_staleness),
+            FEED_BLOCK,
+            Instant::now(),
+        ));
+        state.set_feed(Arc::clone(&status));
+        status
+    });
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -55,9 +72,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if loaded.from_demo {
                     log_demo_samples(&index, &args);
                 }
+                if let (Some(client), Some(status)) = (feed_client, feed_status) {
+                    start_feed(&state, status, client, &args, stop_rx.clone());
+                }
                 if let Some(dir) = args.snapshot_dir.clone() {
                     let first = loaded.write_first_snapshot;
-                    spawn_compactor(index, Arc::clone(&state), dir, &args, first, stop_rx.clone());
+                    spawn_compactor(Arc::clone(&state), dir, &args, first, stop_rx.clone());
                 }
             }
             Err(e) => {
@@ -165,10 +185,54 @@ pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
         .map_err(|e| anyhow::anyhow!("the demo population does not validate: {e}"))
 }
 
+/// Follows the change feed; not ready until it has replayed from the snapshot's position.
+fn start_feed(
+    state: &Arc<AppState>,
+    status: Arc<FeedStatus>,
+    client: redis::ConnectionInfo,
+    args: &ServeArgs,
+    stop: watch::Receiver<bool>,
+) {
+    let config = FeedConfig {
+        stream: args.stream.clone(),
+        block: FEED_BLOCK,
+        batch: FEED_BATCH,
+        snapshot_dir: args.snapshot_dir.clone(),
+    };
+    tracing::info!(stream = %args.stream, "following the change feed; ready once it has caught up");
+    tokio::spawn(crate::feed::run(
+        Arc::clone(state),
+        status,
+        client,
+        config,
+        stop,
+    ));
+}
+
+/// The Redis address and credentials of `--redis-url`. The URL may hold a password: it is
+/// never echoed.
+fn feed_connection(url: &str) -> anyhow::Result<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info().map_err(|e| {
+        anyhow::anyhow!(
+            "--redis-url is not a usable Redis URL (redis://[:password@]host:port[/db]): {:?}",
+            e.kind()
+        )
+    })?;
+    if !matches!(info.addr(), redis::ConnectionAddr::Tcp(..)) {
+        bail!("--redis-url: the change feed connects over plain TCP only (redis://host:port[/db])");
+    }
+    Ok(info)
+}
+
+/// How long one blocking read waits, and how many entries one read takes.
+const FEED_BLOCK: Duration = Duration::from_secs(1);
+const FEED_BATCH: usize = 10_000;
+
 /// Compacts in the background: when the overlay reaches `--compact-overlay` changes, or
-/// every `--compact-interval` seconds while it holds any.
+/// every `--compact-interval` seconds while it holds any. Always the index serving now (a
+/// resync may replace it), and never while a feed gap is unrepaired.
 fn spawn_compactor(
-    index: Arc<Index>,
     state: Arc<AppState>,
     dir: PathBuf,
     args: &ServeArgs,
@@ -186,12 +250,15 @@ fn spawn_compactor(
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stopped(stop.clone()) => break,
             }
+            let Some(index) = state.index().filter(|_| state.snapshots_allowed()) else {
+                continue;
+            };
             let pending = index.overlay_len();
             let due = force || pending >= threshold || (pending > 0 && last.elapsed() >= interval);
             if !due || Instant::now() < not_before {
                 continue;
             }
-            let (index, dir) = (Arc::clone(&index), dir.clone());
+            let dir = dir.clone();
             let result =
                 tokio::task::spawn_blocking(move || index.compact_into(&dir, keep, force)).await;
             let outcome = match result {

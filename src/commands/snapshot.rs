@@ -37,7 +37,7 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             report.skipped
         );
     }
-    let header = snapshot::write(&args.out, &body, None)?;
+    let header = snapshot::write(&args.out, &body, args.position)?;
     writeln!(
         err,
         "wrote {}: {} members from {} lines ({} skipped), {} bytes",

@@ -389,14 +389,13 @@ enum BatchEntry<'a> {
 }
 
 fn readyz(state: &AppState) -> Handled {
-    match state.index() {
-        Some(index) => {
+    match state.readiness() {
+        Ok(index) => {
             let body = serde_json::json!({ "ready": true, "members": index.len() });
             json(StatusCode::OK, body.to_string().into_bytes(), "ok")
         }
-        None => {
-            let body =
-                serde_json::json!({ "ready": false, "reason": "the index is still loading" });
+        Err(reason) => {
+            let body = serde_json::json!({ "ready": false, "reason": reason });
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 body.to_string().into_bytes(),
@@ -417,6 +416,10 @@ fn metrics(state: &AppState) -> Handled {
             .metrics
             .index_base_bytes
             .set(index.base_size_bytes() as i64);
+    }
+    if let Some(feed) = state.feed() {
+        let lag = feed.lag(std::time::Instant::now(), crate::app::unix_ms());
+        state.metrics.feed_lag_seconds.set(lag.as_secs_f64());
     }
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(

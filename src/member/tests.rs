@@ -251,3 +251,12 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn a_record_that_is_not_an_object_never_echoes_an_id() {
+    for json in [r#""0012345679""#, "0012345679", "[\"0012345679\"]", "{"] {
+        let e = Member::from_json(json).unwrap_err();
+        assert_eq!(e.field, "record", "{json}: {e}");
+        assert!(!e.to_string().contains("0012345679"), "{json}: {e}");
+    }
+}

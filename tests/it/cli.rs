@@ -208,6 +208,12 @@ pub(crate) struct Served {
     pub(crate) addr: String,
 }
 
+impl Served {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

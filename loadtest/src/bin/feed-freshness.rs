@@ -1,0 +1,447 @@
+//! `feed-freshness`: how fast a change reaches the HTTP answer, and how fast a restart
+//! replays the stream. It starts its own `redis-server` and `eligd serve` and stops both.
+//!
+//! 1. Replay: `--replay` native upserts (every member of the synthetic population gets a new
+//!    version) are written to the stream before eligd starts; eligd replays them from the
+//!    start. The rate is taken from eligd's own metrics, from the first applied entry to the
+//!    last (parse + apply, end to end).
+//! 2. Freshness: while an open-loop lookup load runs at `--lookups-per-s`, upserts are
+//!    XADDed at `--events-per-s` (each due at a fixed time, open-loop too), and a sample of
+//!    them is watched over HTTP until the answer carries the new version. The latency runs
+//!    from just before the XADD to the answer that shows it.
+//!
+//! Usage: `feed-freshness --eligd target/release/eligd [--members 1000000]
+//! [--replay 1000000] [--events-per-s 2000] [--lookups-per-s 5000] [--duration 20]
+//! [--p50-ms 5] [--p99-ms 50] [--replay-per-s 200000]`.
+//! Exits 1 when a budget is missed, 2 on error.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use eligd::dates::Day;
+use eligd::demo::Generator;
+use eligd::member::Member;
+use hdrhistogram::Histogram;
+use loadtest::open_loop::{self, ms, read_response, summary};
+use loadtest::Budget;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const STREAM: &str = "eligd:changes";
+/// Every how many events one is watched over HTTP.
+const WATCH_EVERY: u64 = 4;
+
+struct Args {
+    eligd: PathBuf,
+    members: u64,
+    replay: u64,
+    events_per_s: f64,
+    lookups_per_s: f64,
+    duration: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+    replay_per_s: f64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        eligd: PathBuf::from("target/release/eligd"),
+        members: 1_000_000,
+        replay: 1_000_000,
+        events_per_s: 2_000.0,
+        lookups_per_s: 5_000.0,
+        duration: Duration::from_secs(20),
+        p50_ms: 5.0,
+        p99_ms: 50.0,
+        replay_per_s: 200_000.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--eligd" => a.eligd = PathBuf::from(value),
+            "--members" => a.members = num(&value)? as u64,
+            "--replay" => a.replay = num(&value)? as u64,
+            "--events-per-s" => a.events_per_s = num(&value)?,
+            "--lookups-per-s" => a.lookups_per_s = num(&value)?,
+            "--duration" => a.duration = Duration::from_secs_f64(num(&value)?),
+            "--p50-ms" => a.p50_ms = num(&value)?,
+            "--p99-ms" => a.p99_ms = num(&value)?,
+            "--replay-per-s" => a.replay_per_s = num(&value)?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let events = a.events_per_s * a.duration.as_secs_f64();
+    if a.members == 0 || a.replay > a.members || events > (a.members - a.replay / 2) as f64 {
+        return Err(
+            "--replay must be at most --members, and the events of the run must fit the population"
+                .into(),
+        );
+    }
+    if !(a.events_per_s > 0.0 && a.lookups_per_s > 0.0) || a.duration > Duration::from_secs(600) {
+        return Err("rates must be positive and --duration at most 600 s".into());
+    }
+    if !a.eligd.is_file() {
+        return Err(format!(
+            "{} not found: build it first (cargo build --release)",
+            a.eligd.display()
+        ));
+    }
+    Ok(a)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_port(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("nothing listens on port {port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// One GET on a keep-alive connection; the status and body.
+async fn get(
+    stream: &mut TcpStream,
+    path: &str,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: eligd\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let status = read_response(stream, buf).await?;
+    let body = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| String::from_utf8_lossy(&buf[p + 4..]).into_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A metric's value from `/metrics`.
+async fn metric(addr: SocketAddr, series: &str) -> Result<f64, String> {
+    let mut s = connect(addr).await.map_err(|e| e.to_string())?;
+    let (_, body) = get(&mut s, "/metrics", &mut Vec::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+        .unwrap_or(0.0))
+}
+
+fn upsert_cmd(pipe: &mut redis::Pipeline, member: &Member) {
+    pipe.cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg("op")
+        .arg("upsert")
+        .arg("national_id")
+        .arg(member.national_id.to_string())
+        .arg("version")
+        .arg(member.version)
+        .arg("member")
+        .arg(member.to_json());
+}
+
+/// The population with every version raised by `bump`.
+fn bumped(args: &Args, bump: u64) -> impl Iterator<Item = Member> {
+    Generator::new(args.members, 1, Day::today()).map(move |mut m| {
+        m.version += bump;
+        m
+    })
+}
+
+struct Watched {
+    path: String,
+    version: u64,
+    sent: Instant,
+}
+
+/// Polls the answer for a watched change until it shows the new version.
+async fn watcher(
+    addr: SocketAddr,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Watched>>>,
+) -> (Histogram<u64>, u64) {
+    let mut latencies = open_loop::histogram();
+    let mut never_seen = 0;
+    let mut buf = Vec::with_capacity(4096);
+    let mut stream = None;
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some(w) = next else { break };
+        let deadline = w.sent + Duration::from_secs(5);
+        let seen = loop {
+            if Instant::now() > deadline {
+                break false;
+            }
+            if stream.is_none() {
+                stream = connect(addr).await.ok();
+            }
+            let Some(s) = stream.as_mut() else { continue };
+            match get(s, &w.path, &mut buf).await {
+                Ok((200, body)) if body.contains(&format!("\"data_version\":{}", w.version)) => {
+                    break true
+                }
+                Ok(_) => {}
+                Err(_) => stream = None,
+            }
+        };
+        if seen {
+            let _ = latencies.record(w.sent.elapsed().as_micros().max(1) as u64);
+        } else {
+            never_seen += 1;
+        }
+    }
+    (latencies, never_seen)
+}
+
+async fn run(args: Args) -> Result<Budget, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let redis_port = free_port()?;
+    let _redis = Process(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.path().display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot run redis-server ({e}); install the redis-server package")
+            })?,
+    );
+    wait_for_port(redis_port).await?;
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+
+    println!("writing {} entries to replay…", args.replay);
+    let mut pipe = redis::pipe();
+    for (i, member) in bumped(&args, 1).take(args.replay as usize).enumerate() {
+        upsert_cmd(&mut pipe, &member);
+        if i % 1000 == 999 {
+            pipe.query_async::<()>(&mut redis)
+                .await
+                .map_err(|e| e.to_string())?;
+            pipe = redis::pipe();
+        }
+    }
+    if !args.replay.is_multiple_of(1000) {
+        pipe.query_async::<()>(&mut redis)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
+    let http_port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let _eligd = Process(
+        Command::new(&args.eligd)
+            .args(["serve", "--listen", &addr.to_string(), "--redis-url", &url])
+            .args(["--demo-members", &args.members.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", args.eligd.display()))?,
+    );
+    wait_for_port(http_port).await?;
+    let applied = "eligd_feed_events_applied_total";
+    let mut first: Option<(Instant, f64)> = None;
+    let replay_rate = loop {
+        let n = metric(addr, applied).await?;
+        let now = Instant::now();
+        match first {
+            None if n > 0.0 => first = Some((now, n)),
+            Some((t0, n0)) if n >= args.replay as f64 => {
+                break (n - n0) / (now - t0).as_secs_f64().max(1e-9);
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!(
+        "replay: {} entries applied at {replay_rate:.0} entries/s (from eligd's metrics)",
+        args.replay
+    );
+    loop {
+        let mut s = connect(addr).await.map_err(|e| e.to_string())?;
+        if get(&mut s, "/readyz", &mut Vec::new())
+            .await
+            .map_err(|e| e.to_string())?
+            .0
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Lookups of members of the population, open-loop, while changes arrive.
+    let lookups: Vec<Vec<u8>> = Generator::new(args.members, 1, Day::today())
+        .step_by(7)
+        .take(50_000)
+        .map(|m| {
+            format!(
+                "GET /v1/members/{}/eligibility HTTP/1.1\r\nhost: eligd\r\n\r\n",
+                m.national_id
+            )
+            .into_bytes()
+        })
+        .collect();
+    let load = tokio::spawn(open_loop::run(
+        addr,
+        lookups,
+        args.lookups_per_s,
+        args.duration,
+        16,
+    ));
+
+    let (tx, rx) = mpsc::unbounded_channel::<Watched>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let watchers: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(watcher(addr, rx.clone())))
+        .collect();
+    let total = (args.events_per_s * args.duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / args.events_per_s);
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut events = bumped(&args, 2).skip(args.replay as usize / 2);
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let Some(member) = events.next() else { break };
+        let mut pipe = redis::pipe();
+        upsert_cmd(&mut pipe, &member);
+        let sent = Instant::now();
+        pipe.query_async::<()>(&mut redis)
+            .await
+            .map_err(|e| e.to_string())?;
+        if i % WATCH_EVERY == 0 {
+            let path = format!("/v1/members/{}/eligibility", member.national_id);
+            let _ = tx.send(Watched {
+                path,
+                version: member.version,
+                sent,
+            });
+        }
+    }
+    drop(tx);
+    let mut visible = open_loop::histogram();
+    let mut never_seen = 0;
+    for w in watchers {
+        let (h, missed) = w.await.map_err(|e| e.to_string())?;
+        let _ = visible.add(&h);
+        never_seen += missed;
+    }
+    let load = load.await.map_err(|e| e.to_string())?;
+
+    println!(
+        "freshness: {total} upserts at {:.0}/s, {} watched; XADD → visible over HTTP: {}",
+        args.events_per_s,
+        visible.len() + never_seen,
+        summary(&visible)
+    );
+    let t = &load.tally;
+    println!(
+        "lookups at {:.0}/s meanwhile: 200 {}, 404 {}, other {}, errors {}; open-loop {}",
+        args.lookups_per_s,
+        t.ok,
+        t.not_found,
+        t.other_status,
+        t.errors,
+        summary(&load.open_loop)
+    );
+    let mut budget = Budget::default();
+    budget.at_most("XADD → visible p50", ms(&visible, 0.5), args.p50_ms, "ms");
+    budget.at_most("XADD → visible p99", ms(&visible, 0.99), args.p99_ms, "ms");
+    budget.at_most(
+        "changes never visible (5 s)",
+        never_seen as f64,
+        0.0,
+        "changes",
+    );
+    budget.at_least(
+        "catch-up replay",
+        replay_rate,
+        args.replay_per_s,
+        "entries/s",
+    );
+    budget.at_most(
+        "lookup errors",
+        (t.errors + t.other_status) as f64,
+        0.0,
+        "requests",
+    );
+    Ok(budget)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("feed-freshness: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("feed-freshness: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(budget) => {
+            println!("\n{}", budget.report());
+            if budget.all_passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("feed-freshness: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

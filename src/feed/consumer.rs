@@ -1,0 +1,321 @@
+//! The feed task: connect, read, check continuity, apply, and start again after any Redis
+//! failure with a capped backoff. Lookups never wait for it: it only calls
+//! [`Index::apply`], which takes no lock that lookups take.
+//!
+//! The position only moves after a batch is applied, and every read starts from it, so a
+//! read lost to a dropped connection is simply read again (versions make repeats harmless).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::continuity::{self, Gap};
+use super::event::{self, Event};
+use super::resync;
+use super::status::{FeedStatus, Phase};
+use super::stream::{RawEntry, StreamError, StreamReader};
+use crate::app::AppState;
+use crate::index::{Applied, FeedPosition, Index};
+use crate::metrics::ReasonLabels;
+
+/// How the feed is followed (`serve --redis-url …`).
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    pub stream: String,
+    /// How long one `XREAD BLOCK` waits for new entries.
+    pub block: Duration,
+    /// Entries per read; a full batch is followed at once by the next read.
+    pub batch: usize,
+    /// Where a resync looks for a snapshot that covers a gap.
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How often a gap looks again for a snapshot that covers it.
+const RESYNC_RETRY: Duration = Duration::from_secs(2);
+/// Batches above this are applied on a blocking thread, so a catch-up never holds up the
+/// request threads.
+const INLINE_BATCH: usize = 256;
+/// Rejected entries logged per batch; the rest are counted.
+const LOGGED_PER_BATCH: usize = 10;
+
+/// Follows the stream until `stop` is set.
+pub async fn run(
+    state: Arc<AppState>,
+    status: Arc<FeedStatus>,
+    redis: redis::ConnectionInfo,
+    config: FeedConfig,
+    stop: watch::Receiver<bool>,
+) {
+    let mut consumer = Consumer {
+        state,
+        status,
+        config,
+        retry: FIRST_RETRY,
+        replay: Replay::new(),
+    };
+    loop {
+        let connected = tokio::select! {
+            c = StreamReader::connect(&redis, &consumer.config.stream) => c,
+            _ = stopped(stop.clone()) => return,
+        };
+        let ended = match connected {
+            Ok(mut reader) => {
+                consumer.set_connected(true);
+                tracing::info!(stream = %consumer.config.stream, "change feed: connected to Redis");
+                consumer.follow(&mut reader, stop.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        let Err(e) = ended else { return };
+        consumer.set_connected(false);
+        tracing::warn!(error = %e, retry_in_ms = consumer.retry.as_millis() as u64,
+            "change feed: Redis unavailable; lookups go on from the index, retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(consumer.retry) => {}
+            _ = stopped(stop.clone()) => return,
+        }
+        consumer.retry = (consumer.retry * 2).min(MAX_RETRY);
+        consumer.state.metrics.feed_reconnects.inc();
+    }
+}
+
+struct Consumer {
+    state: Arc<AppState>,
+    status: Arc<FeedStatus>,
+    config: FeedConfig,
+    retry: Duration,
+    replay: Replay,
+}
+
+/// Counts a replay, so the catch-up logs its rate.
+struct Replay {
+    started: Instant,
+    entries: u64,
+}
+
+impl Replay {
+    fn new() -> Replay {
+        Replay {
+            started: Instant::now(),
+            entries: 0,
+        }
+    }
+}
+
+impl Consumer {
+    fn set_connected(&self, connected: bool) {
+        self.status.set_connected(connected);
+        self.state.metrics.feed_connected.set(i64::from(connected));
+    }
+
+    /// Reads until the connection fails (`Err`) or a stop is requested (`Ok`). A batch still
+    /// being applied is finished either way, so its position is never lost.
+    async fn follow(
+        &mut self,
+        reader: &mut StreamReader,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), StreamError> {
+        let mut in_flight = None;
+        let result = self.follow_batches(reader, stop, &mut in_flight).await;
+        match in_flight.take() {
+            Some(batch) => self.finish(batch).await.and(result),
+            None => result,
+        }
+    }
+
+    /// While catching up, the next batch is read while the previous one is applied on a
+    /// blocking thread (`in_flight`); batches are still applied one after another, in order.
+    async fn follow_batches(
+        &mut self,
+        reader: &mut StreamReader,
+        stop: watch::Receiver<bool>,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<(), StreamError> {
+        // The first read after (re)connecting does not block: catch up first.
+        let mut more_waiting = true;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if let Phase::Gap { .. } = self.status.phase() {
+                if !resync::attempt(&self.state, &self.status, &self.config, reader).await? {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESYNC_RETRY) => {}
+                        _ = stopped(stop.clone()) => return Ok(()),
+                    }
+                    continue;
+                }
+                self.replay = Replay::new();
+                more_waiting = true;
+            }
+            let Some(index) = self.state.index() else {
+                return Ok(());
+            };
+            // Entries in hand count as read: continue after them.
+            let position = in_flight
+                .as_ref()
+                .map(|b| b.last)
+                .or_else(|| index.position());
+            let block = (!more_waiting).then_some(self.config.block);
+            if block.is_some() {
+                self.status.waiting(Instant::now());
+            }
+            let entries = tokio::select! {
+                read = reader.read(position, self.config.batch, block) => read?,
+                _ = stopped(stop.clone()) => return Ok(()),
+            };
+            let received = Instant::now();
+            let probe = reader.probe(position).await?;
+            self.retry = FIRST_RETRY;
+            if let Some(batch) = in_flight.take() {
+                self.finish(batch).await?;
+            }
+            if let Err(gap) =
+                continuity::check(position, probe.info.as_ref(), probe.position_present)
+            {
+                self.on_gap(gap);
+                continue;
+            }
+            more_waiting = entries.len() >= self.config.batch;
+            self.replay.entries += entries.len() as u64;
+            let Some(last) = entries.last().map(|e| e.id) else {
+                self.caught_up(&index, received);
+                continue;
+            };
+            if entries.len() <= INLINE_BATCH {
+                let tally = apply_batch(&index, &entries);
+                self.record(&index, last, tally);
+            } else {
+                let applying = Arc::clone(&index);
+                let batch = InFlight {
+                    index: Arc::clone(&index),
+                    last,
+                    handle: tokio::task::spawn_blocking(move || apply_batch(&applying, &entries)),
+                };
+                if more_waiting {
+                    *in_flight = Some(batch);
+                    continue;
+                }
+                self.finish(batch).await?;
+            }
+            if !more_waiting {
+                self.caught_up(&index, received);
+            }
+        }
+    }
+
+    /// The index holds everything the stream held when the last read was answered.
+    fn caught_up(&self, index: &Index, received: Instant) {
+        if self.status.caught_up(received) {
+            let seconds = self.replay.started.elapsed().as_secs_f64();
+            tracing::info!(entries = self.replay.entries, seconds,
+                per_second = (self.replay.entries as f64 / seconds.max(1e-9)) as u64,
+                position = ?index.position().map(|p| p.to_string()),
+                "change feed: caught up; ready");
+        }
+    }
+
+    /// Waits for a batch applied on a blocking thread and records it.
+    async fn finish(&self, batch: InFlight) -> Result<(), StreamError> {
+        match batch.handle.await {
+            Ok(tally) => {
+                self.record(&batch.index, batch.last, tally);
+                Ok(())
+            }
+            // Nothing was noted: reconnecting reads the batch again from the last position.
+            Err(e) => Err(StreamError::Apply(e.to_string())),
+        }
+    }
+
+    fn on_gap(&self, gap: Gap) {
+        tracing::error!(kind = gap.kind(), reason = %gap,
+            "change feed: GAP in the stream; not ready until a snapshot that covers it is loaded from --snapshot-dir");
+        let metrics = &self.state.metrics;
+        metrics
+            .feed_gaps
+            .get_or_create(&crate::metrics::KindLabels { kind: gap.kind() })
+            .inc();
+        self.status.gap(gap.to_string());
+    }
+
+    /// Moves the position past an applied batch and counts what it did.
+    fn record(&self, index: &Index, last: FeedPosition, tally: Tally) {
+        index.note_position(last);
+        self.status.applied(last);
+        let metrics = &self.state.metrics;
+        metrics.feed_applied.inc_by(tally.applied);
+        for (reason, n) in tally.rejected.iter().filter(|(_, n)| *n > 0) {
+            metrics
+                .feed_rejected
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(*n);
+        }
+        metrics
+            .feed_last_applied_seconds
+            .set(last.unix_ms() as f64 / 1000.0);
+    }
+}
+
+/// A batch being applied on a blocking thread.
+struct InFlight {
+    index: Arc<Index>,
+    last: FeedPosition,
+    handle: tokio::task::JoinHandle<Tally>,
+}
+
+/// What a batch did, by outcome.
+struct Tally {
+    applied: u64,
+    rejected: Vec<(&'static str, u64)>,
+}
+
+impl Tally {
+    fn reject(&mut self, reason: &'static str) {
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.rejected.push((reason, 1)),
+        }
+    }
+}
+
+fn apply_batch(index: &Index, entries: &[RawEntry]) -> Tally {
+    let mut tally = Tally {
+        applied: 0,
+        rejected: Vec::new(),
+    };
+    let mut logged = 0;
+    for entry in entries {
+        match event::parse_entry(&entry.fields) {
+            Ok(Event::Change(change)) => match index.apply(change) {
+                Applied::Applied => tally.applied += 1,
+                Applied::Stale { .. } => tally.reject("stale"),
+            },
+            Ok(Event::Tombstone) => tally.reject("tombstone"),
+            Err(rejection) => {
+                tally.reject(rejection.reason());
+                if logged < LOGGED_PER_BATCH {
+                    // The rejection never carries a national ID; the entry ID locates it.
+                    tracing::warn!(entry = %entry.id, reason = rejection.reason(), error = %rejection,
+                        "change feed: entry skipped");
+                }
+                logged += 1;
+            }
+        }
+    }
+    if logged > LOGGED_PER_BATCH {
+        tracing::warn!(
+            more = logged - LOGGED_PER_BATCH,
+            "change feed: more entries skipped in this batch"
+        );
+    }
+    tally
+}
+
+/// Completes once a stop has been requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}

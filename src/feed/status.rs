@@ -1,0 +1,253 @@
+//! What the feed's state means for readiness and for the lag metric.
+//!
+//! Readiness follows staleness, not Redis being up: a replica that lost Redis a second ago
+//! still answers correctly, one that has not heard from it for longer than
+//! `--max-staleness` does not claim to. A replica is never ready while it replays after a
+//! start or a resync, or while a gap in the stream is unrepaired.
+//!
+//! Staleness is the time since the index was last known to hold everything the stream held.
+//! That is proven by a read that came back with less than a full batch. While a blocking read
+//! sent in that state is outstanding, anything added would have been returned at once, so
+//! the lag is 0 until the read overstays its block time.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::index::FeedPosition;
+
+/// Where the feed stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Replaying from the snapshot's position (after a start or a resync); not yet caught up.
+    Replaying,
+    /// Caught up once and following new entries.
+    Following,
+    /// The stream lost entries after our position (or was replaced): the index may be
+    /// incomplete until a snapshot that covers the gap is loaded.
+    Gap { reason: String },
+}
+
+/// How long a blocking read may overstay its block time before the lag counts again.
+const READ_GRACE: Duration = Duration::from_secs(1);
+
+pub struct FeedStatus {
+    max_staleness: Duration,
+    block: Duration,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    phase: Phase,
+    connected: bool,
+    started: Instant,
+    caught_up_at: Option<Instant>,
+    /// A blocking read sent while caught up, not yet answered.
+    waiting_since: Option<Instant>,
+    last_applied: Option<FeedPosition>,
+}
+
+impl FeedStatus {
+    pub fn new(max_staleness: Duration, block: Duration, now: Instant) -> FeedStatus {
+        FeedStatus {
+            max_staleness,
+            block,
+            inner: Mutex::new(Inner {
+                phase: Phase::Replaying,
+                connected: false,
+                started: now,
+                caught_up_at: None,
+                waiting_since: None,
+                last_applied: None,
+            }),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        let mut inner = self.inner();
+        inner.connected = connected;
+        if !connected {
+            inner.waiting_since = None;
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.inner().connected
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.inner().phase.clone()
+    }
+
+    /// A blocking read is being sent. It proves freshness only when the last read left us
+    /// caught up.
+    pub fn waiting(&self, now: Instant) {
+        let mut inner = self.inner();
+        if inner.phase == Phase::Following {
+            inner.waiting_since = Some(now);
+        }
+    }
+
+    /// The last entry applied (or skipped) so far.
+    pub fn applied(&self, position: FeedPosition) {
+        self.inner().last_applied = Some(position);
+    }
+
+    /// The index now holds everything the stream held at `now`. Returns true when this ends
+    /// a replay.
+    pub fn caught_up(&self, now: Instant) -> bool {
+        let mut inner = self.inner();
+        inner.caught_up_at = Some(now);
+        inner.waiting_since = None;
+        let ended_replay = inner.phase == Phase::Replaying;
+        if ended_replay {
+            inner.phase = Phase::Following;
+        }
+        ended_replay
+    }
+
+    /// The stream has a gap at our position: not ready until a resync.
+    pub fn gap(&self, reason: String) {
+        let mut inner = self.inner();
+        inner.phase = Phase::Gap { reason };
+        inner.waiting_since = None;
+    }
+
+    /// A snapshot covering the gap was loaded: replay from its position.
+    pub fn resynced(&self, position: Option<FeedPosition>) {
+        let mut inner = self.inner();
+        inner.phase = Phase::Replaying;
+        inner.last_applied = position;
+    }
+
+    /// Seconds the index may be behind the stream. `wall_ms` is the Unix time now, to age
+    /// the last applied entry by its ID while replaying.
+    pub fn lag(&self, now: Instant, wall_ms: u64) -> Duration {
+        let inner = self.inner();
+        if let (Phase::Following, Some(sent)) = (&inner.phase, inner.waiting_since) {
+            if now.saturating_duration_since(sent) <= self.block + READ_GRACE {
+                return Duration::ZERO;
+            }
+        }
+        match (inner.caught_up_at, inner.last_applied) {
+            (Some(at), _) => now.saturating_duration_since(at),
+            (None, Some(p)) => Duration::from_millis(wall_ms.saturating_sub(p.unix_ms())),
+            (None, None) => now.saturating_duration_since(inner.started),
+        }
+    }
+
+    /// `Ok` when the feed lets the replica be ready; otherwise the reason, for `/readyz`.
+    pub fn readiness(&self, now: Instant, wall_ms: u64) -> Result<(), String> {
+        let lag = self.lag(now, wall_ms);
+        let inner = self.inner();
+        let redis = if inner.connected {
+            "connected"
+        } else {
+            "not connected"
+        };
+        match &inner.phase {
+            Phase::Replaying => Err(format!(
+                "replaying the change feed (Redis {redis}, {:.1} s behind)",
+                lag.as_secs_f64()
+            )),
+            Phase::Gap { reason } => Err(format!("change feed gap: {reason}")),
+            Phase::Following if lag > self.max_staleness => Err(format!(
+                "the change feed is {:.1} s stale (--max-staleness {} s; Redis {redis})",
+                lag.as_secs_f64(),
+                self.max_staleness.as_secs()
+            )),
+            Phase::Following => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: Duration = Duration::from_secs(1);
+
+    fn status(t0: Instant) -> FeedStatus {
+        FeedStatus::new(Duration::from_secs(30), BLOCK, t0)
+    }
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn not_ready_until_the_replay_catches_up() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        let err = st.readiness(t0, 0).unwrap_err();
+        assert!(err.contains("replaying"), "{err}");
+        assert!(st.caught_up(t0 + s(1)));
+        assert_eq!(st.readiness(t0 + s(1), 0), Ok(()));
+        assert!(
+            !st.caught_up(t0 + s(2)),
+            "only the first catch-up ends a replay"
+        );
+    }
+
+    #[test]
+    fn readiness_follows_staleness_not_the_connection() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        st.set_connected(true);
+        st.caught_up(t0);
+        st.set_connected(false);
+        assert_eq!(st.readiness(t0 + s(29), 0), Ok(()), "down but fresh enough");
+        let err = st.readiness(t0 + s(31), 0).unwrap_err();
+        assert!(
+            err.contains("31.0 s stale") && err.contains("not connected"),
+            "{err}"
+        );
+        st.set_connected(true);
+        st.caught_up(t0 + s(32));
+        assert_eq!(st.readiness(t0 + s(32), 0), Ok(()));
+    }
+
+    #[test]
+    fn an_outstanding_blocking_read_keeps_the_lag_at_zero_until_it_overstays() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        st.caught_up(t0);
+        st.waiting(t0 + s(5));
+        assert_eq!(st.lag(t0 + s(5) + BLOCK, 0), Duration::ZERO);
+        // Redis paused: the read never comes back; the lag counts from the last catch-up.
+        assert_eq!(st.lag(t0 + s(5) + BLOCK + READ_GRACE + s(1), 0), s(8));
+    }
+
+    #[test]
+    fn while_replaying_the_lag_is_the_age_of_the_last_applied_entry() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        assert_eq!(
+            st.lag(t0 + s(3), 0),
+            s(3),
+            "nothing applied: time since start"
+        );
+        st.applied(FeedPosition { ms: 10_000, seq: 0 });
+        assert_eq!(st.lag(t0, 70_000), s(60));
+        // A blocking read during a replay proves nothing.
+        st.waiting(t0);
+        assert_eq!(st.lag(t0, 70_000), s(60));
+    }
+
+    #[test]
+    fn a_gap_is_not_ready_until_resynced_and_caught_up() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        st.caught_up(t0);
+        st.gap("the stream was trimmed past our position".into());
+        let err = st.readiness(t0, 0).unwrap_err();
+        assert!(err.contains("trimmed past"), "{err}");
+        st.resynced(Some(FeedPosition { ms: 5, seq: 0 }));
+        assert!(st.readiness(t0, 0).unwrap_err().contains("replaying"));
+        assert!(st.caught_up(t0 + s(1)));
+        assert_eq!(st.readiness(t0 + s(1), 0), Ok(()));
+    }
+}

@@ -1,0 +1,161 @@
+//! The change feed under faults: Redis killed and restarted, paused, the stream trimmed past
+//! our position, the key deleted. Lookups are answered throughout; readiness follows
+//! staleness and gaps, never a silently incomplete index.
+
+use crate::cli::{build_snapshot, Served};
+use crate::feed::{
+    delete, metric, person, readyz, record, start, upsert, version, wait_for, wait_ready, STREAM,
+};
+use crate::redis_server::RedisServer;
+
+fn lag(eligd: &Served) -> f64 {
+    metric(eligd, "eligd_feed_lag_seconds")
+}
+
+#[test]
+fn redis_killed_and_restarted_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let eligd = start(&redis, &["--max-staleness", "2"]);
+    wait_ready(&eligd);
+    let (a, b) = (person(31), person(32));
+    upsert(&redis, &a, 1);
+    wait_for("the first change", 10, || version(&eligd, &a) == Some(1));
+
+    redis.kill9();
+    // Lookups go on from the index while Redis is away; readiness follows staleness.
+    assert_eq!(version(&eligd, &a), Some(1));
+    wait_for("not ready once stale", 15, || {
+        let (status, body) = readyz(&eligd);
+        status == 503 && body.contains("stale") && body.contains("not connected")
+    });
+    assert!(lag(&eligd) >= 2.0);
+    assert_eq!(metric(&eligd, "eligd_feed_connected"), 0.0);
+    assert_eq!(version(&eligd, &a), Some(1));
+
+    redis.restart();
+    // The append-only file kept the stream: the new entry follows the old one.
+    upsert(&redis, &b, 1);
+    upsert(&redis, &a, 2);
+    wait_for("changes after the restart", 20, || {
+        version(&eligd, &b) == Some(1) && version(&eligd, &a) == Some(2)
+    });
+    wait_ready(&eligd);
+    assert!(lag(&eligd) < 2.0);
+    assert!(metric(&eligd, "eligd_feed_reconnects_total") >= 1.0);
+    // Each change applied exactly once, none read twice into effect.
+    assert_eq!(metric(&eligd, "eligd_feed_events_applied_total"), 3.0);
+    assert_eq!(metric(&eligd, "eligd_feed_gaps_total"), 0.0);
+}
+
+#[test]
+fn redis_paused_raises_the_lag_and_resuming_lowers_it() {
+    let redis = RedisServer::start();
+    let eligd = start(&redis, &["--max-staleness", "2"]);
+    wait_ready(&eligd);
+    assert_eq!(lag(&eligd), 0.0);
+    redis.pause();
+    wait_for("not ready while paused", 20, || readyz(&eligd).0 == 503);
+    assert!(lag(&eligd) >= 2.0, "lag {}", lag(&eligd));
+    assert_eq!(version(&eligd, &person(33)), None, "still answering");
+    redis.resume();
+    wait_ready(&eligd);
+    wait_for("lag back to 0", 10, || lag(&eligd) == 0.0);
+    let a = person(34);
+    upsert(&redis, &a, 1);
+    wait_for("a change after resuming", 10, || {
+        version(&eligd, &a) == Some(1)
+    });
+}
+
+/// Reads the `gaps_total` series of one kind.
+fn gaps(eligd: &Served, kind: &str) -> f64 {
+    metric(eligd, &format!(r#"eligd_feed_gaps_total{{kind="{kind}"}}"#))
+}
+
+fn signal(eligd: &Served, signal: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([signal, &eligd.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let eligd = start(&redis, &["--snapshot-dir", &dir_arg, "--demo-fallback"]);
+    wait_ready(&eligd);
+    let (a, b, c) = (person(41), person(42), person(43));
+    upsert(&redis, &a, 1);
+    wait_for("the first change", 10, || version(&eligd, &a) == Some(1));
+
+    // While eligd is stopped, entries it has not read are trimmed away.
+    signal(&eligd, "-STOP");
+    upsert(&redis, &b, 1);
+    upsert(&redis, &b, 2);
+    let last = upsert(&redis, &c, 1);
+    let trimmed: i64 = redis.cmd(&["XTRIM", STREAM, "MAXLEN", "1"]);
+    assert_eq!(trimmed, 3);
+    signal(&eligd, "-CONT");
+
+    wait_for("the gap to be reported", 15, || {
+        let (status, body) = readyz(&eligd);
+        status == 503 && body.contains("gap") && body.contains("removed")
+    });
+    assert_eq!(gaps(&eligd, "trimmed"), 1.0);
+    assert_eq!(version(&eligd, &a), Some(1), "still answering, not ready");
+    // The demo snapshot written at start is older than what we applied: not a repair.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(readyz(&eligd).0, 503);
+
+    // An operator supplies a snapshot that reflects the stream up to its last entry.
+    let jsonl = dir.path().join("records.jsonl");
+    let lines = [record(&b, 2), record(&c, 1)]
+        .map(|r| r.to_string())
+        .join("\n");
+    std::fs::write(&jsonl, lines).unwrap();
+    let built_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let out = dir.path().join(format!("eligd-{built_at:013}-{last}.snap"));
+    let o = build_snapshot(&jsonl, &out, &["--position", &last]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+
+    wait_ready(&eligd);
+    assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 1.0);
+    assert_eq!(version(&eligd, &b), Some(2));
+    assert_eq!(version(&eligd, &c), Some(1));
+    assert_eq!(
+        version(&eligd, &a),
+        None,
+        "the index is the supplied snapshot's"
+    );
+    delete(&redis, &c, 1);
+    wait_for("following again", 10, || version(&eligd, &c).is_none());
+}
+
+#[test]
+fn a_deleted_or_recreated_stream_key_is_a_gap() {
+    let redis = RedisServer::start();
+    let eligd = start(&redis, &[]);
+    wait_ready(&eligd);
+    let a = person(51);
+    upsert(&redis, &a, 1);
+    wait_for("the first change", 10, || version(&eligd, &a) == Some(1));
+    let deleted: i64 = redis.cmd(&["DEL", STREAM]);
+    assert_eq!(deleted, 1);
+    wait_for("the gap to be reported", 15, || {
+        let (status, body) = readyz(&eligd);
+        status == 503 && body.contains("no longer exists")
+    });
+    assert_eq!(gaps(&eligd, "deleted"), 1.0);
+    // The key comes back with entries we cannot place: still not ready, still answering.
+    upsert(&redis, &a, 2);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (status, body) = readyz(&eligd);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(version(&eligd, &a), Some(1));
+}
