@@ -2,6 +2,7 @@
 //! code, and small statistics helpers.
 
 use std::fmt::Write as _;
+use std::process::ExitCode;
 
 pub mod open_loop;
 
@@ -68,6 +69,39 @@ impl Budget {
 
     pub fn all_passed(&self) -> bool {
         self.checks.iter().all(Check::passed)
+    }
+
+    /// Prints the report and returns the exit code: 0 when every budget holds, 1 when one is
+    /// missed.
+    pub fn exit_code(&self) -> ExitCode {
+        println!("\n{}", self.report());
+        if self.all_passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a load command's body on a one-thread runtime (the server under test needs the
+/// other core); an error is printed as `<command>: error: …` and exits 2.
+pub fn run_on_one_thread<F>(command: &str, body: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<ExitCode, String>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build();
+    match runtime
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.block_on(body))
+    {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{command}: error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -159,3 +159,33 @@ fn a_deleted_or_recreated_stream_key_is_a_gap() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(version(&eligd, &a), Some(1));
 }
+
+#[test]
+fn a_stream_that_does_not_hold_the_snapshot_position_is_a_reset() {
+    // The snapshot reflects a stream up to entry 1000-0; the stream Redis has now never held
+    // it and never lost an entry: recreated, or a failover that lost entries.
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = person(61);
+    let jsonl = dir.path().join("records.jsonl");
+    std::fs::write(&jsonl, record(&a, 1).to_string()).unwrap();
+    let snap = dir.path().join("members.snap");
+    let o = build_snapshot(&jsonl, &snap, &["--position", "1000-0"]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    upsert(&redis, &person(62), 1);
+
+    let snap_arg = snap.to_str().unwrap().to_string();
+    let url = redis.url();
+    let eligd = crate::cli::serve(&["--snapshot", &snap_arg, "--redis-url", &url]);
+    wait_for("the reset to be reported", 15, || {
+        let (status, body) = readyz(&eligd);
+        status == 503 && body.contains("does not hold our position 1000-0")
+    });
+    assert_eq!(gaps(&eligd, "reset"), 1.0);
+    assert_eq!(version(&eligd, &a), Some(1), "answering from the snapshot");
+    assert_eq!(
+        version(&eligd, &person(62)),
+        None,
+        "nothing from the other stream"
+    );
+}

@@ -412,33 +412,10 @@ async fn run(args: Args) -> Result<Budget, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("feed-freshness: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("feed-freshness: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(budget) => {
-            println!("\n{}", budget.report());
-            if budget.all_passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+    match parse_args() {
+        Ok(args) => loadtest::run_on_one_thread("feed-freshness", async {
+            run(args).await.map(|budget| budget.exit_code())
+        }),
         Err(e) => {
             eprintln!("feed-freshness: error: {e}");
             ExitCode::from(2)

@@ -117,26 +117,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One thread: the server under test needs the other core.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("http-load: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let requests = requests(&args);
-    let result = runtime.block_on(open_loop::run(
-        args.addr,
-        requests,
-        args.rate,
-        args.duration,
-        args.connections,
-    ));
+    loadtest::run_on_one_thread("http-load", async {
+        let requests = requests(&args);
+        let result = open_loop::run(
+            args.addr,
+            requests,
+            args.rate,
+            args.duration,
+            args.connections,
+        )
+        .await;
+        Ok(report(&args, &result).exit_code())
+    })
+}
+
+fn report(args: &Args, result: &open_loop::LoadResult) -> Budget {
     let tally = &result.tally;
     let answered = tally.ok + tally.not_found + tally.other_status;
     println!(
@@ -173,10 +168,5 @@ fn main() -> ExitCode {
     if let Some(limit) = args.p99_ms {
         budget.at_most("open-loop p99", ms(&result.open_loop, 0.99), limit, "ms");
     }
-    println!("\n{}", budget.report());
-    if budget.all_passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    budget
 }
