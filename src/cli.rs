@@ -52,8 +52,37 @@ pub enum Command {
     /// Build or inspect snapshot files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Move committed changes from PostgreSQL's outbox to the change stream.
+    Relay(RelayArgs),
     /// Validate a national ID (exit 0 valid, 1 invalid).
     CheckId(CheckIdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// The records database (`postgres://user[:password]@host:port/db`), holding the schema
+    /// of deploy/postgres/schema.sql.
+    #[arg(long, env = "ELIGD_POSTGRES_URL")]
+    pub postgres_url: String,
+    /// The Redis holding the change stream (`redis://[:password@]host:port[/db]`).
+    #[arg(long, env = "ELIGD_REDIS_URL")]
+    pub redis_url: String,
+    /// The stream key.
+    #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
+    pub stream: String,
+    /// The relay's own HTTP address for `/healthz`, `/readyz` and `/metrics` (loopback only).
+    #[arg(long, env = "ELIGD_LISTEN", default_value = "127.0.0.1:9091")]
+    pub listen: SocketAddr,
+    /// Outbox rows moved per batch (one pipelined round trip to Redis).
+    #[arg(long, env = "ELIGD_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
+    /// Look at the outbox this often even without a notification (milliseconds).
+    #[arg(long, env = "ELIGD_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_interval_ms: u64,
+    /// Keep stream entries this many hours (trimmed by ID age); must exceed the age of the
+    /// oldest snapshot any replica may load. 0 never trims.
+    #[arg(long, env = "ELIGD_RETAIN_HOURS", default_value_t = 48)]
+    pub retain_hours: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -129,10 +158,22 @@ pub enum SnapshotCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from_jsonl", "from_postgres"])))]
 pub struct SnapshotBuildArgs {
     /// JSON Lines file of member records (`-` reads standard input).
     #[arg(long, env = "ELIGD_FROM_JSONL")]
-    pub from_jsonl: PathBuf,
+    pub from_jsonl: Option<PathBuf>,
+    /// Read the `members` table of this records database instead, in one consistent
+    /// transaction (`postgres://user[:password]@host:port/db`).
+    #[arg(long, env = "ELIGD_FROM_POSTGRES")]
+    pub from_postgres: Option<String>,
+    /// With `--from-postgres`: the Redis of the change stream, read before the table so the
+    /// snapshot records a position from which no change is missed.
+    #[arg(long, env = "ELIGD_REDIS_URL", requires = "from_postgres")]
+    pub redis_url: Option<String>,
+    /// With `--from-postgres` and `--redis-url`: the stream key.
+    #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
+    pub stream: String,
     /// Where to write the snapshot (atomically).
     #[arg(long, env = "ELIGD_OUT")]
     pub out: PathBuf,
@@ -142,7 +183,7 @@ pub struct SnapshotBuildArgs {
     /// The change-feed position (stream entry ID `ms-seq`) the records reflect: a service
     /// loading the snapshot replays the stream from there. Without it, from the stream's
     /// first entry.
-    #[arg(long, env = "ELIGD_POSITION")]
+    #[arg(long, env = "ELIGD_POSITION", conflicts_with = "from_postgres")]
     pub position: Option<FeedPosition>,
 }
 

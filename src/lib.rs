@@ -27,6 +27,8 @@ pub mod jalali;
 pub mod member;
 pub mod metrics;
 pub mod national_id;
+pub mod records;
 pub mod redact;
+pub mod relay;
 pub mod tracking;
 pub mod view;

@@ -16,7 +16,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => run_async(commands::serve::run(args)),
+        Command::Relay(args) => run_async(commands::relay::run(args)),
         Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Snapshot(SnapshotCommand::Build(args)) => {
             commands::snapshot::build(&args, &mut std::io::stderr())
@@ -38,12 +39,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: eligd::cli::ServeArgs) -> anyhow::Result<()> {
+/// Runs a long-lived command on a multi-threaded runtime.
+fn run_async(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(commands::serve::run(args));
-    // Do not wait for an index load that a shutdown interrupted.
+    let result = runtime.block_on(command);
+    // Do not wait for work (an index load, a reconnect) that a shutdown interrupted.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

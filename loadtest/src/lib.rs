@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 pub mod open_loop;
+pub mod probe;
 
 /// One measured figure against its limit.
 pub struct Check {
@@ -79,6 +80,24 @@ impl Budget {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The `main` of a budget command: parse the arguments, run, print the budget report; exit
+/// 0 when every budget holds, 1 when one is missed, 2 on an error.
+pub fn budget_main<A, F, Fut>(command: &str, args: Result<A, String>, run: F) -> ExitCode
+where
+    F: FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = Result<Budget, String>>,
+{
+    match args {
+        Ok(args) => run_on_one_thread(command, async move {
+            run(args).await.map(|budget| budget.exit_code())
+        }),
+        Err(e) => {
+            eprintln!("{command}: error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod check_id;
 pub mod demo_data;
+pub mod relay;
 pub mod serve;
 pub mod snapshot;

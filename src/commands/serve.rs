@@ -344,7 +344,7 @@ fn log_demo_samples(index: &Index, args: &ServeArgs) {
     }
 }
 
-async fn termination_signal() {
+pub(crate) async fn termination_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -6,19 +6,39 @@ use std::io::{BufReader, Write};
 use anyhow::Context;
 
 use crate::cli::{SnapshotBuildArgs, SnapshotInspectArgs};
-use crate::import::{import_jsonl, KEPT_ERRORS};
+use std::path::Path;
+
+use crate::import::{import_jsonl, ImportReport, KEPT_ERRORS};
+use crate::index::body::Body;
 use crate::index::snapshot;
+use crate::records;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
-    let imported = if args.from_jsonl.as_os_str() == "-" {
-        import_jsonl(&mut std::io::stdin().lock(), args.strict)
-    } else {
-        let file = File::open(&args.from_jsonl)
-            .with_context(|| format!("cannot open {}", args.from_jsonl.display()))?;
-        import_jsonl(&mut BufReader::with_capacity(1 << 20, file), args.strict)
+    let (imported, source, position) = match (&args.from_jsonl, &args.from_postgres) {
+        (Some(path), _) => (
+            import_file(path, args.strict)?,
+            path.display().to_string(),
+            args.position,
+        ),
+        (None, Some(url)) => {
+            // Read before the table, so replaying from it misses nothing (records.rs).
+            let position = match &args.redis_url {
+                Some(redis) => Some(
+                    records::stream_position(redis, &args.stream)
+                        .context("reading the change stream's position")?,
+                ),
+                None => {
+                    writeln!(err, "warning: no --redis-url: the snapshot records no feed position, so a service loading it replays the stream from its first entry")?;
+                    None
+                }
+            };
+            let imported =
+                records::import_members(url, args.strict).context("reading the members table")?;
+            (imported, "the members table".to_string(), position)
+        }
+        (None, None) => anyhow::bail!("give --from-jsonl FILE or --from-postgres URL"),
     };
-    let (body, report) =
-        imported.with_context(|| format!("importing {}", args.from_jsonl.display()))?;
+    let (body, report) = imported;
     for e in &report.errors {
         writeln!(err, "skipped {e}")?;
     }
@@ -31,16 +51,19 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
     }
     if report.imported == 0 && report.skipped > 0 {
         anyhow::bail!(
-            "no valid member in {} lines of {} ({} skipped); no snapshot written",
+            "no valid member in {} lines of {source} ({} skipped); no snapshot written",
             report.lines,
-            args.from_jsonl.display(),
             report.skipped
         );
     }
-    let header = snapshot::write(&args.out, &body, args.position)?;
+    let header = snapshot::write(&args.out, &body, position)?;
+    let at = position.map_or_else(
+        || "no feed position".to_string(),
+        |p| format!("feed position {p}"),
+    );
     writeln!(
         err,
-        "wrote {}: {} members from {} lines ({} skipped), {} bytes",
+        "wrote {}: {} members from {} lines ({} skipped) of {source}, {at}, {} bytes",
         args.out.display(),
         header.members,
         report.lines,
@@ -48,6 +71,16 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         header.body_len + snapshot::HEADER_LEN as u64
     )?;
     Ok(())
+}
+
+fn import_file(path: &Path, strict: bool) -> anyhow::Result<(Body, ImportReport)> {
+    let imported = if path.as_os_str() == "-" {
+        import_jsonl(&mut std::io::stdin().lock(), strict)
+    } else {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        import_jsonl(&mut BufReader::with_capacity(1 << 20, file), strict)
+    };
+    imported.with_context(|| format!("importing {}", path.display()))
 }
 
 pub fn inspect(args: &SnapshotInspectArgs, out: &mut impl Write) -> anyhow::Result<()> {

@@ -212,6 +212,12 @@ impl Served {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL: no shutdown, no cleanup.
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Served {

@@ -84,7 +84,8 @@ fn operations_guide_lists_every_flag_env_var_and_metric() {
         }
     }
     walk(&Cli::command(), &guide);
-    let metrics = eligd::metrics::Metrics::new().encode();
+    let metrics = eligd::metrics::Metrics::new().encode()
+        + &eligd::relay::metrics::RelayMetrics::new().encode();
     for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(

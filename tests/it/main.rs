@@ -1,11 +1,14 @@
 //! All integration tests in one binary (one link, shared helpers).
 
 mod cli;
+mod debezium;
 mod docs;
 mod feed;
 mod feed_faults;
 mod http_api;
 mod http_bad_input;
+mod records;
+mod records_faults;
 mod redis_server;
 mod startup;
 mod support;

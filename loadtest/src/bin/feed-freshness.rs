@@ -15,20 +15,17 @@
 //! [--p50-ms 5] [--p99-ms 50] [--replay-per-s 200000]`.
 //! Exits 1 when a budget is missed, 2 on error.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eligd::dates::Day;
 use eligd::demo::Generator;
 use eligd::member::Member;
-use hdrhistogram::Histogram;
-use loadtest::open_loop::{self, ms, read_response, summary};
+use loadtest::open_loop::{self, ms, summary};
+use loadtest::probe::{self, Watched};
 use loadtest::Budget;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 const STREAM: &str = "eligd:changes";
 /// Every how many events one is watched over HTTP.
@@ -94,67 +91,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_port(port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("nothing listens on port {port}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
-/// One GET on a keep-alive connection; the status and body.
-async fn get(
-    stream: &mut TcpStream,
-    path: &str,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, String)> {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: eligd\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let status = read_response(stream, buf).await?;
-    let body = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| String::from_utf8_lossy(&buf[p + 4..]).into_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
-/// A metric's value from `/metrics`.
-async fn metric(addr: SocketAddr, series: &str) -> Result<f64, String> {
-    let mut s = connect(addr).await.map_err(|e| e.to_string())?;
-    let (_, body) = get(&mut s, "/metrics", &mut Vec::new())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(body
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
-        .unwrap_or(0.0))
-}
-
 fn upsert_cmd(pipe: &mut redis::Pipeline, member: &Member) {
     pipe.cmd("XADD")
         .arg(STREAM)
@@ -177,77 +113,10 @@ fn bumped(args: &Args, bump: u64) -> impl Iterator<Item = Member> {
     })
 }
 
-struct Watched {
-    path: String,
-    version: u64,
-    sent: Instant,
-}
-
-/// Polls the answer for a watched change until it shows the new version.
-async fn watcher(
-    addr: SocketAddr,
-    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Watched>>>,
-) -> (Histogram<u64>, u64) {
-    let mut latencies = open_loop::histogram();
-    let mut never_seen = 0;
-    let mut buf = Vec::with_capacity(4096);
-    let mut stream = None;
-    loop {
-        let next = rx.lock().await.recv().await;
-        let Some(w) = next else { break };
-        let deadline = w.sent + Duration::from_secs(5);
-        let seen = loop {
-            if Instant::now() > deadline {
-                break false;
-            }
-            if stream.is_none() {
-                stream = connect(addr).await.ok();
-            }
-            let Some(s) = stream.as_mut() else { continue };
-            match get(s, &w.path, &mut buf).await {
-                Ok((200, body)) if body.contains(&format!("\"data_version\":{}", w.version)) => {
-                    break true
-                }
-                Ok(_) => {}
-                Err(_) => stream = None,
-            }
-        };
-        if seen {
-            let _ = latencies.record(w.sent.elapsed().as_micros().max(1) as u64);
-        } else {
-            never_seen += 1;
-        }
-    }
-    (latencies, never_seen)
-}
-
 async fn run(args: Args) -> Result<Budget, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let redis_port = free_port()?;
-    let _redis = Process(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.path().display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("cannot run redis-server ({e}); install the redis-server package")
-            })?,
-    );
-    wait_for_port(redis_port).await?;
-    let url = format!("redis://127.0.0.1:{redis_port}");
+    // Nothing persisted: the load tool wants speed, not durability.
+    let redis_server = testkit::RedisServer::start_ephemeral();
+    let url = redis_server.url();
     let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
     let mut redis = client
         .get_multiplexed_async_connection()
@@ -271,21 +140,26 @@ async fn run(args: Args) -> Result<Budget, String> {
             .map_err(|e| e.to_string())?;
     }
 
-    let http_port = free_port()?;
+    let http_port = probe::free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
-    let _eligd = Process(
-        Command::new(&args.eligd)
-            .args(["serve", "--listen", &addr.to_string(), "--redis-url", &url])
-            .args(["--demo-members", &args.members.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", args.eligd.display()))?,
-    );
-    wait_for_port(http_port).await?;
+    let (listen, members) = (addr.to_string(), args.members.to_string());
+    let _eligd = probe::spawn(
+        &args.eligd,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--redis-url",
+            &url,
+            "--demo-members",
+            &members,
+        ],
+    )?;
+    probe::wait_for_port(http_port).await?;
     let applied = "eligd_feed_events_applied_total";
     let mut first: Option<(Instant, f64)> = None;
     let replay_rate = loop {
-        let n = metric(addr, applied).await?;
+        let n = probe::metric(addr, applied).await?;
         let now = Instant::now();
         match first {
             None if n > 0.0 => first = Some((now, n)),
@@ -300,18 +174,7 @@ async fn run(args: Args) -> Result<Budget, String> {
         "replay: {} entries applied at {replay_rate:.0} entries/s (from eligd's metrics)",
         args.replay
     );
-    loop {
-        let mut s = connect(addr).await.map_err(|e| e.to_string())?;
-        if get(&mut s, "/readyz", &mut Vec::new())
-            .await
-            .map_err(|e| e.to_string())?
-            .0
-            == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    probe::wait_ready(addr).await?;
 
     // Lookups of members of the population, open-loop, while changes arrive.
     let lookups: Vec<Vec<u8>> = Generator::new(args.members, 1, Day::today())
@@ -333,11 +196,7 @@ async fn run(args: Args) -> Result<Budget, String> {
         16,
     ));
 
-    let (tx, rx) = mpsc::unbounded_channel::<Watched>();
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-    let watchers: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(watcher(addr, rx.clone())))
-        .collect();
+    let (tx, visibility) = probe::watchers(addr, 16);
     let total = (args.events_per_s * args.duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / args.events_per_s);
     let start = Instant::now() + Duration::from_millis(200);
@@ -353,22 +212,16 @@ async fn run(args: Args) -> Result<Budget, String> {
             .await
             .map_err(|e| e.to_string())?;
         if i % WATCH_EVERY == 0 {
-            let path = format!("/v1/members/{}/eligibility", member.national_id);
             let _ = tx.send(Watched {
-                path,
+                national_id: member.national_id.to_string(),
                 version: member.version,
-                sent,
+                since: sent,
             });
         }
     }
     drop(tx);
-    let mut visible = open_loop::histogram();
-    let mut never_seen = 0;
-    for w in watchers {
-        let (h, missed) = w.await.map_err(|e| e.to_string())?;
-        let _ = visible.add(&h);
-        never_seen += missed;
-    }
+    let seen = visibility.await.map_err(|e| e.to_string())?;
+    let (visible, never_seen) = (seen.latencies, seen.never_seen);
     let load = load.await.map_err(|e| e.to_string())?;
 
     println!(
@@ -412,13 +265,5 @@ async fn run(args: Args) -> Result<Budget, String> {
 }
 
 fn main() -> ExitCode {
-    match parse_args() {
-        Ok(args) => loadtest::run_on_one_thread("feed-freshness", async {
-            run(args).await.map(|budget| budget.exit_code())
-        }),
-        Err(e) => {
-            eprintln!("feed-freshness: error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    loadtest::budget_main("feed-freshness", parse_args(), run)
 }

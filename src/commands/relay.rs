@@ -1,0 +1,49 @@
+//! `eligd relay`: check the settings, open the operations port, and relay until SIGTERM.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::RelayArgs;
+use crate::relay::metrics::RelayMetrics;
+use crate::relay::{self, RelayStatus};
+
+pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    // Neither URL is ever echoed: both may hold a password.
+    tokio_postgres::Config::from_str(&args.postgres_url).map_err(|_| {
+        anyhow::anyhow!("--postgres-url is not a usable PostgreSQL URL (postgres://user[:password]@host:port/db)")
+    })?;
+    let redis = redis::Client::open(args.redis_url.as_str()).map_err(|e| {
+        anyhow::anyhow!(
+            "--redis-url is not a usable Redis URL (redis://[:password@]host:port[/db]): {:?}",
+            e.kind()
+        )
+    })?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "relay: operations endpoints listening");
+    let metrics = Arc::new(RelayMetrics::new());
+    let status = Arc::new(RelayStatus::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        super::serve::termination_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop = stop_rx.clone();
+    let ops = tokio::spawn(relay::serve_ops(
+        listener,
+        Arc::clone(&metrics),
+        Arc::clone(&status),
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ));
+    relay::run(args, redis, metrics, status, stop_rx).await;
+    tracing::info!("relay: stopped");
+    ops.await.context("the operations server failed")?;
+    Ok(())
+}

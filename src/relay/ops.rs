@@ -1,0 +1,75 @@
+//! The relay's operations port: `/healthz`, `/readyz`, `/metrics`, nothing else.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use super::metrics::RelayMetrics;
+use super::RelayStatus;
+
+/// Serves the operations endpoints until `shutdown` completes.
+pub async fn serve_ops(
+    listener: TcpListener,
+    metrics: Arc<RelayMetrics>,
+    status: Arc<RelayStatus>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let handler = move |request: Request<hyper::body::Incoming>| {
+        let (metrics, status) = (Arc::clone(&metrics), Arc::clone(&status));
+        async move { Ok::<_, Infallible>(answer(&request, &metrics, &status)) }
+    };
+    crate::http::serve_with(listener, handler, shutdown).await
+}
+
+fn answer<B>(
+    request: &Request<B>,
+    metrics: &RelayMetrics,
+    status: &RelayStatus,
+) -> Response<Full<Bytes>> {
+    let get = request.method() == Method::GET || request.method() == Method::HEAD;
+    let (code, content_type, body) = match request.uri().path() {
+        _ if !get => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => match status.readiness() {
+            Ok(()) => (
+                StatusCode::OK,
+                "application/json",
+                r#"{"ready":true}"#.to_string(),
+            ),
+            Err(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                serde_json::json!({"ready": false, "reason": reason}).to_string(),
+            ),
+        },
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

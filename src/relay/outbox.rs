@@ -1,0 +1,227 @@
+//! The PostgreSQL side of the relay: a connection that hears `eligd_outbox` notifications,
+//! the advisory lock that keeps one relay active at a time, and the outbox reads and writes.
+
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::member::Member;
+use crate::national_id::NationalId;
+use crate::redact::redact;
+
+/// The lock every relay of a database tries to hold: one moves rows, others stand by.
+const RELAY_LOCK: i64 = 0x656C_6967_6472_6C79; // "eligdrly"
+
+/// One pending outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub national_id: String,
+    pub op: String,
+    pub version: i64,
+    pub member: Option<String>,
+}
+
+/// A native change event (CONTRACT §2) ready for XADD.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeEvent {
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// Connects, starts listening for notifications, and returns the client and a channel that
+/// receives one message per notification. The channel closes when the connection ends.
+pub async fn connect(
+    url: &str,
+) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    let _ = tx.send(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "relay: PostgreSQL connection ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    // The relay's own commits (removing relayed rows) need not wait for the WAL flush: if
+    // PostgreSQL loses them in a crash, those rows are relayed again, which versions make
+    // harmless. The changes themselves were committed durably by the writers.
+    client
+        .batch_execute("SET synchronous_commit = off; LISTEN eligd_outbox")
+        .await?;
+    Ok((client, rx))
+}
+
+/// The server's own message when there is one (tokio-postgres says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Takes the relay lock if no other session holds it.
+pub async fn try_lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+        .await?;
+    row.try_get(0)
+}
+
+/// The oldest pending rows, in id order.
+pub async fn pending(client: &Client, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id, national_id, op, version, member::text FROM member_outbox \
+             WHERE rejected IS NULL ORDER BY id LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OutboxRow {
+                id: r.try_get(0)?,
+                national_id: r.try_get(1)?,
+                op: r.try_get(2)?,
+                version: r.try_get(3)?,
+                member: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Removes rows that are now in the stream.
+pub async fn remove(client: &Client, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute("DELETE FROM member_outbox WHERE id = ANY($1)", &[&ids])
+        .await
+}
+
+/// Marks a row the relay refuses, with the reason, so it is reported and never retried.
+pub async fn reject(client: &Client, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE member_outbox SET rejected = $2 WHERE id = $1",
+            &[&id, &reason],
+        )
+        .await
+}
+
+/// Pending rows, and the age in seconds of the oldest.
+pub async fn backlog(client: &Client) -> Result<(i64, f64), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0) \
+             FROM member_outbox WHERE rejected IS NULL",
+            &[],
+        )
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// The native event for a row, or why the row breaks the record rules. The reason never
+/// carries the national ID.
+pub fn to_event(row: &OutboxRow) -> Result<NativeEvent, String> {
+    let id = NationalId::parse(&row.national_id).map_err(|e| format!("national_id: {e}"))?;
+    let version = u64::try_from(row.version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or("version: must be a positive integer")?;
+    let mut fields = vec![
+        ("op", String::new()),
+        ("national_id", id.to_string()),
+        ("version", version.to_string()),
+    ];
+    match row.op.as_str() {
+        "delete" => fields[0].1 = "delete".into(),
+        "upsert" => {
+            let json = row
+                .member
+                .as_deref()
+                .ok_or("member: missing on an upsert")?;
+            let member = Member::from_json(json).map_err(|e| redact(&e.to_string()))?;
+            if member.national_id != id || member.version != version {
+                return Err("member: national_id or version differs from the outbox row".into());
+            }
+            fields[0].1 = "upsert".into();
+            fields.push(("member", member.to_json()));
+        }
+        _ => return Err("op: must be upsert or delete".into()),
+    }
+    Ok(NativeEvent { fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(op: &str, member: Option<&str>) -> OutboxRow {
+        OutboxRow {
+            id: 1,
+            national_id: "0012345679".into(),
+            op: op.into(),
+            version: 4,
+            member: member.map(str::to_string),
+        }
+    }
+
+    const MEMBER: &str = r#"{"kind": "main", "scheme": "mandatory", "status": "active", "version": 4, "relation": null, "services": ["pharmacy"], "booklet_no": null, "national_id": "0012345679", "display_name": "Sara Ahmadi", "coverage_until": "2027-01-01", "other_insurers": [], "main_national_id": null, "special_conditions": []}"#;
+
+    #[test]
+    fn an_upsert_row_becomes_a_native_event_with_the_canonical_record() {
+        let event = to_event(&row("upsert", Some(MEMBER))).unwrap();
+        let names: Vec<&str> = event.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["op", "national_id", "version", "member"]);
+        assert_eq!(event.fields[0].1, "upsert");
+        let member = Member::from_json(&event.fields[3].1).unwrap();
+        assert_eq!(member, Member::from_json(MEMBER).unwrap());
+    }
+
+    #[test]
+    fn a_delete_row_carries_id_and_version_only() {
+        let event = to_event(&row("delete", None)).unwrap();
+        assert_eq!(
+            event.fields,
+            vec![
+                ("op", "delete".to_string()),
+                ("national_id", "0012345679".to_string()),
+                ("version", "4".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_breaking_the_rules_are_refused_without_the_id_in_the_reason() {
+        let bad_digit = OutboxRow {
+            national_id: "0012345678".into(),
+            ..row("delete", None)
+        };
+        let dependent = MEMBER.replace("\"main\"", "\"dependent\"");
+        let other_version = MEMBER.replace("\"version\": 4", "\"version\": 5");
+        for (r, field) in [
+            (bad_digit, "national_id"),
+            (row("upsert", None), "member"),
+            (row("upsert", Some("{")), "record"),
+            (row("upsert", Some(&dependent)), "main_national_id"),
+            (row("upsert", Some(&other_version)), "member"),
+            (row("merge", None), "op"),
+            (
+                OutboxRow {
+                    version: 0,
+                    ..row("delete", None)
+                },
+                "version",
+            ),
+        ] {
+            let reason = to_event(&r).unwrap_err();
+            assert!(reason.contains(field), "{reason} should name {field}");
+            assert!(!reason.contains("001234567"), "{reason}");
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! A private PostgreSQL for one test: `initdb` into a fresh temp dir, the postmaster on a free
+//! port on 127.0.0.1 (its unix socket in that dir, never /var/run), stopped on drop. Fault
+//! tests `kill9`, `stop` and `restart` it; crash recovery replays the WAL like in production.
+//!
+//! `initdb` and `postgres` refuse to run as root, and CI runs tests as root: then they run as
+//! the `postgres` system user (uid/gid switched in the child, like `setpriv`, so the child we
+//! hold *is* the postmaster and signals reach it directly) and the temp dir is chowned to it.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long the server may take to accept connections (crash recovery included).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+const LOG: &str = "server.log";
+
+pub struct PgServer {
+    /// Holds `data/`, the unix socket and the log; removed on drop.
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The postmaster, while it runs.
+    child: Option<Child>,
+}
+
+/// The server binaries: `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
+fn bindir() -> &'static Path {
+    static BINDIR: OnceLock<PathBuf> = OnceLock::new();
+    BINDIR.get_or_init(|| {
+        let has_server =
+            |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
+        let from_pg_config = Command::new("pg_config")
+            .arg("--bindir")
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|d| has_server(d));
+        // libpq-dev alone ships pg_config without the server: fall back to the versioned dirs.
+        from_pg_config
+            .or_else(|| {
+                std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let version: f64 = e.file_name().to_str()?.parse().ok()?;
+                        Some((version, e.path().join("bin")))
+                    })
+                    .filter(|(_, bin)| has_server(bin))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, bin)| bin)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL server binaries not found (pg_config --bindir, \
+                     /usr/lib/postgresql/*/bin): install the Debian package `postgresql`"
+                )
+            })
+    })
+}
+
+/// The uid and gid to run the server as: `None` runs it as ourselves, `Some` (the `postgres`
+/// system user) when we are root.
+fn run_as() -> Option<(u32, u32)> {
+    static RUN_AS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *RUN_AS.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let id = |flag: &str| -> Option<u32> {
+            let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        };
+        match (id("-u"), id("-g")) {
+            (Some(uid), Some(gid)) => Some((uid, gid)),
+            _ => panic!(
+                "running as root, and initdb/postgres refuse to: they would run as the \
+                 `postgres` user, which does not exist; install the Debian package `postgresql`"
+            ),
+        }
+    })
+}
+
+/// The sync `postgres` client drives its own tokio runtime, which panics inside another
+/// (async tests, load tools): run it on a thread of its own.
+fn off_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn describe(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.to_string(),
+        None => e.to_string(),
+    }
+}
+
+enum Spawn {
+    Ready,
+    /// The postmaster exited before accepting connections.
+    Exited,
+    TimedOut,
+}
+
+impl PgServer {
+    /// A fresh cluster with an empty database `eligd`, accepting connections.
+    pub fn start() -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-pg-")
+            // Short and traversable by the `postgres` user: the socket path has a ~100 byte limit.
+            .tempdir_in("/tmp")
+            .expect("cannot create a temp dir under /tmp");
+        if let Some((uid, gid)) = run_as() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("cannot chown the temp dir to the postgres user");
+        }
+        // From here on, a panic drops `server`, which stops whatever was started.
+        let mut server = PgServer {
+            dir,
+            port: crate::free_port(),
+            child: None,
+        };
+        server.initdb();
+        // Another process may take the free port before the postmaster binds it: try another.
+        for _ in 0..5 {
+            match server.spawn() {
+                Spawn::Ready => {
+                    server.with_client("postgres", |c| c.batch_execute("CREATE DATABASE eligd"));
+                    return server;
+                }
+                Spawn::Exited if server.log_tail().contains("Address already in use") => {
+                    server.port = crate::free_port();
+                }
+                _ => server.fail("did not start"),
+            }
+        }
+        server.fail("found no free port")
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/eligd`; trust authentication, no password.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/eligd", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// One of the server binaries, as the right user, in the temp dir (the binaries must be
+    /// able to resolve their cwd), output appended to the log.
+    fn command(&self, program: &str) -> Command {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(LOG))
+            .expect("cannot open the server log");
+        let mut cmd = Command::new(bindir().join(program));
+        cmd.current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot dup the log"))
+            .stderr(log);
+        if let Some((uid, gid)) = run_as() {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn initdb(&self) {
+        let status = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+            ])
+            // The cluster is thrown away; a killed postmaster does not lose the page cache.
+            .args(["--no-sync", "--no-instructions"])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}/initdb: {e}", bindir().display()));
+        if !status.success() {
+            self.fail("initdb failed");
+        }
+        let settings = format!(
+            "\n# testkit\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             max_connections = 50\nwal_level = logical\nfsync = on\nsynchronous_commit = on\n",
+            self.dir.path().display()
+        );
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("initdb wrote no postgresql.conf");
+        text.push_str(&settings);
+        std::fs::write(&conf, text).expect("cannot write postgresql.conf");
+    }
+
+    /// Starts the postmaster on this server's port and data dir and waits until it accepts
+    /// connections (after crash recovery, if any).
+    fn spawn(&mut self) -> Spawn {
+        assert!(self.child.is_none(), "the server already runs");
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-c", &format!("port={}", self.port)])
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}/postgres: {e}", bindir().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Spawn::Exited;
+            }
+            // The postmaster binds TCP before the unix socket and exits if it cannot, so
+            // an answer here means the URL's port is ours too.
+            if self.try_connect() {
+                return Spawn::Ready;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                return Spawn::TimedOut;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn config(&self, db: &str) -> ::postgres::Config {
+        let mut config = ::postgres::Config::new();
+        // Our own clients use the unix socket in our private dir: a TCP port taken by some
+        // other process would answer TCP connects and then never speak.
+        config
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(2));
+        config
+    }
+
+    fn try_connect(&self) -> bool {
+        let config = self.config("postgres");
+        off_thread(move || config.connect(::postgres::NoTls).is_ok())
+    }
+
+    /// Runs `f` on a fresh connection to `db`; panics with the server's message on error.
+    fn with_client<R: Send>(
+        &self,
+        db: &str,
+        f: impl FnOnce(&mut ::postgres::Client) -> Result<R, ::postgres::Error> + Send,
+    ) -> R {
+        let config = self.config(db);
+        // Panic here rather than on the helper thread, so the message names the test's thread.
+        off_thread(move || {
+            let mut client = config
+                .connect(::postgres::NoTls)
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            f(&mut client).map_err(|e| describe(&e))
+        })
+        .unwrap_or_else(|e| panic!("postgres on port {}: {e}", self.port))
+    }
+
+    /// `SIGKILL` to the postmaster and, since a crashed postmaster's backends linger and would
+    /// keep [`PgServer::restart`] out of the shared memory, to every process of this cluster.
+    /// Committed transactions survive in the WAL; nothing else is flushed.
+    pub fn kill9(&mut self) {
+        assert!(self.kill_all(), "postgres backends survive SIGKILL");
+    }
+
+    /// SIGKILL to the postmaster, then to this cluster's processes until none is left; false
+    /// when some outlive 10 s.
+    fn kill_all(&mut self) -> bool {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stragglers = self.processes();
+            if stragglers.is_empty() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            for pid in stragglers {
+                // SAFETY: kill has no memory preconditions; a pid that already exited is ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The live processes working in this cluster's data dir (the server `chdir`s there).
+    fn processes(&self) -> Vec<libc::pid_t> {
+        let Ok(data) = self.data_dir().canonicalize() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+            // Zombies have no cwd: they are gone for our purposes (their shared memory too).
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data)
+            })
+            .collect()
+    }
+
+    /// Fast shutdown (what `pg_ctl stop -m fast` sends): sessions are cut, a shutdown
+    /// checkpoint is written, and the postmaster exits.
+    pub fn stop(&mut self) {
+        if !self.shut_down(libc::SIGINT, READY_WITHIN) {
+            self.kill9();
+            self.fail("did not stop within 30 s (fast shutdown); killed it");
+        }
+    }
+
+    /// Sends the postmaster a shutdown signal and waits for it to exit; true when it did (or
+    /// was not running).
+    fn shut_down(&mut self, signal: libc::c_int, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Starts again on the same data dir and port after [`PgServer::kill9`] or
+    /// [`PgServer::stop`]; after a kill this runs crash recovery.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill9 it first");
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            match self.spawn() {
+                Spawn::Ready => return,
+                // The port or the old shared memory may still be held for a moment.
+                Spawn::Exited if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => self.fail("did not restart"),
+            }
+        }
+    }
+
+    /// Runs a batch of statements (simple query protocol, so several are fine) in `eligd`.
+    pub fn execute(&self, sql: &str) {
+        self.with_client("eligd", |c| c.batch_execute(sql));
+    }
+
+    /// The first column of the first row as an integer: `SELECT count(*) FROM …`.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let messages = self.with_client("eligd", |c| c.simple_query(sql));
+        let row = messages
+            .iter()
+            .find_map(|m| match m {
+                ::postgres::SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no rows from {sql:?}"));
+        let text = row.get(0).unwrap_or_else(|| panic!("NULL from {sql:?}"));
+        text.parse()
+            .unwrap_or_else(|_| panic!("{text:?} from {sql:?} is not an i64"))
+    }
+
+    /// The last lines of the server's log, for panic messages.
+    fn log_tail(&self) -> String {
+        let bytes = std::fs::read(self.dir.path().join(LOG)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "private postgres on port {} {what}; log ({}):\n{}",
+            self.port,
+            self.dir.path().join(LOG).display(),
+            self.log_tail()
+        )
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Immediate shutdown: no checkpoint, the data is thrown away anyway. Then make sure,
+        // without panicking (we may be unwinding), that nothing of the cluster is left.
+        self.shut_down(libc::SIGQUIT, Duration::from_secs(10));
+        self.kill_all();
+    }
+}

@@ -1,0 +1,176 @@
+//! A private `redis-server`: its own temp dir and free port, stopped on drop. [`RedisServer::start`]
+//! keeps an append-only file fsynced on every write, so a `kill -9` and restart keeps the
+//! stream (fault tests kill, pause and restart it); [`RedisServer::start_ephemeral`] persists
+//! nothing, for load tools that only want speed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    persistent: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Append-only file on, `appendfsync always`: what was acknowledged survives `kill9`.
+    pub fn start() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    /// No append-only file, no snapshots: nothing survives a restart.
+    pub fn start_ephemeral() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
+        // Another process may take the free port before redis-server binds it: try another.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                dir: tempfile::tempdir().expect("cannot create a temp dir"),
+                port: crate::free_port(),
+                persistent,
+                child: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start a private redis-server");
+    }
+
+    /// Starts the process on this server's port and dir; false when it did not come up.
+    fn spawn(&mut self) -> bool {
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", self.dir.path().to_str().expect("temp dir is UTF-8")])
+            .args(aof)
+            .args(["--save", ""])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install the redis-server package (.ci/run does)")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = self.client().get_connection() {
+                if ::redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn client(&self) -> ::redis::Client {
+        ::redis::Client::open(self.url()).expect("valid redis URL")
+    }
+
+    fn pid(&self) -> String {
+        self.child
+            .as_ref()
+            .expect("redis-server runs")
+            .id()
+            .to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill {signal} redis-server failed");
+    }
+
+    /// `kill -9`: no shutdown, no final save; the append-only file is what survives.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and dir (after [`RedisServer::kill9`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGSTOP: the server keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn cmd<T: ::redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut c = self.connection();
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c)
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    /// XADD with these fields; returns the entry ID.
+    pub fn xadd(&self, stream: &str, fields: &[(&str, &str)]) -> String {
+        let mut c = self.connection();
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query(&mut c)
+            .unwrap_or_else(|e| panic!("redis XADD {stream}: {e}"))
+    }
+
+    fn connection(&self) -> ::redis::Connection {
+        self.client()
+            .get_connection()
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url()))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A paused server must be woken to die promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The records path under faults: the relay killed in the middle of a backlog, PostgreSQL
+//! restarted, Redis restarted. Nothing committed is lost; repeats are harmless.
+
+use crate::cli::terminate;
+use crate::feed::{metric, person, readyz, start, version, wait_for, wait_ready};
+use crate::records::{insert_main, records_db, start_relay, start_relay_until, version_in_db};
+use crate::redis_server::RedisServer;
+
+/// One INSERT of `n` main insured people, IDs from `first`.
+fn insert_many(first: u32, n: u32) -> String {
+    let rows: Vec<String> = (first..first + n)
+        .map(|i| {
+            format!(
+                "('{}', 'main', 'mandatory', 'active', '2030-01-01', '{{pharmacy}}')",
+                person(i)
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO members (national_id, kind, scheme, status, coverage_until, services) VALUES {}",
+        rows.join(",")
+    )
+}
+
+#[test]
+fn a_relay_killed_mid_backlog_and_restarted_loses_nothing() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    const N: u32 = 20_000;
+    pg.execute(&insert_many(1_000, N));
+    let mut relay = start_relay(&pg, &redis, &["--batch", "50"]);
+    wait_for("part of the backlog relayed", 30, || {
+        let len: i64 = redis.cmd(&["XLEN", crate::feed::STREAM]);
+        len >= 500
+    });
+    relay.kill9();
+    let pending = pg.query_i64("SELECT count(*) FROM member_outbox");
+    assert!(pending > 0, "killed too late: nothing left to relay");
+
+    let relay = start_relay(&pg, &redis, &["--batch", "500"]);
+    wait_for("the outbox emptied", 60, || {
+        pg.query_i64("SELECT count(*) FROM member_outbox") == 0
+    });
+    let eligd = start(&redis, &[]);
+    wait_ready(&eligd);
+    assert_eq!(
+        metric(&eligd, "eligd_index_members"),
+        2_000.0 + f64::from(N)
+    );
+    // At least once: a batch cut short by the kill may be in the stream twice.
+    let len: i64 = redis.cmd(&["XLEN", crate::feed::STREAM]);
+    assert!(len >= i64::from(N));
+    let applied = metric(&eligd, "eligd_feed_events_applied_total");
+    assert_eq!(applied, f64::from(N));
+    assert_eq!(
+        metric(
+            &eligd,
+            r#"eligd_feed_events_rejected_total{reason="stale"}"#
+        ),
+        (len - i64::from(N)) as f64
+    );
+    assert_eq!(
+        version(&eligd, &person(1_000 + N - 1)),
+        Some(version_in_db(&pg, &person(1_000 + N - 1)) as u64)
+    );
+    assert_eq!(readyz(&relay).0, 200);
+}
+
+#[test]
+fn postgres_restarted_the_relay_reconnects() {
+    let (mut pg, redis) = (records_db(), RedisServer::start());
+    let relay = start_relay(&pg, &redis, &[]);
+    let eligd = start(&redis, &[]);
+    wait_ready(&eligd);
+    let (a, b) = (person(201), person(202));
+    pg.execute(&insert_main(&a));
+    wait_for("the first change", 10, || version(&eligd, &a).is_some());
+
+    pg.kill9();
+    wait_for("the relay to notice", 15, || readyz(&relay).0 == 503);
+    assert!(version(&eligd, &a).is_some(), "the replica still answers");
+    pg.restart();
+    pg.execute(&insert_main(&b));
+    wait_for("a change after the restart", 30, || {
+        version(&eligd, &b) == Some(version_in_db(&pg, &b) as u64)
+    });
+    wait_for("the relay ready again", 10, || readyz(&relay).0 == 200);
+    assert!(metric(&relay, r#"eligd_relay_errors_total{component="postgres"}"#) >= 1.0);
+}
+
+#[test]
+fn redis_restarted_changes_committed_meanwhile_arrive() {
+    let (pg, mut redis) = (records_db(), RedisServer::start());
+    let mut relay = start_relay(&pg, &redis, &[]);
+    let eligd = start(&redis, &["--max-staleness", "60"]);
+    wait_ready(&eligd);
+    let (a, b) = (person(301), person(302));
+    pg.execute(&insert_main(&a));
+    wait_for("the first change", 10, || version(&eligd, &a).is_some());
+
+    redis.kill9();
+    // Committed while Redis is away: waits in the outbox.
+    pg.execute(&insert_main(&b));
+    pg.execute(&format!(
+        "UPDATE members SET status = 'suspended' WHERE national_id = '{a}'"
+    ));
+    wait_for("the relay to notice", 15, || readyz(&relay).0 == 503);
+    assert_eq!(pg.query_i64("SELECT count(*) FROM member_outbox"), 2);
+    redis.restart();
+    wait_for("the changes after the restart", 30, || {
+        version(&eligd, &b) == Some(version_in_db(&pg, &b) as u64)
+            && version(&eligd, &a) == Some(version_in_db(&pg, &a) as u64)
+    });
+    assert!(metric(&relay, r#"eligd_relay_errors_total{component="redis"}"#) >= 1.0);
+    assert_eq!(pg.query_i64("SELECT count(*) FROM member_outbox"), 0);
+    assert!(
+        terminate(&mut relay).success(),
+        "the relay stops cleanly on SIGTERM"
+    );
+}
+
+#[test]
+fn a_second_relay_stands_by_and_takes_over() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    let mut first = start_relay(&pg, &redis, &[]);
+    let second = start_relay_until(&pg, &redis, &[], "operations endpoints listening");
+    wait_for("the second to stand by", 10, || {
+        let (status, body) = readyz(&second);
+        status == 503 && body.contains("standing by")
+    });
+    assert_eq!(metric(&second, "eligd_relay_active"), 0.0);
+    first.kill9();
+    wait_for("the second to take over", 15, || readyz(&second).0 == 200);
+    let eligd = start(&redis, &[]);
+    wait_ready(&eligd);
+    let a = person(401);
+    pg.execute(&insert_main(&a));
+    wait_for("a change through the second relay", 10, || {
+        version(&eligd, &a) == Some(version_in_db(&pg, &a) as u64)
+    });
+}
