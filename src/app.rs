@@ -4,6 +4,7 @@
 use arc_swap::ArcSwapOption;
 use std::sync::{Arc, OnceLock};
 
+use crate::channels::limits::PhoneLimits;
 use crate::feed::status::FeedStatus;
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -13,6 +14,8 @@ pub struct AppState {
     index: ArcSwapOption<Index>,
     pub tracking: TrackingCodes,
     pub metrics: Metrics,
+    /// Per-phone-number limits of USSD and SMS inquiries (CONTRACT §4).
+    pub phone_limits: PhoneLimits,
     feed: OnceLock<Arc<FeedStatus>>,
 }
 
@@ -22,8 +25,15 @@ impl AppState {
             index: ArcSwapOption::empty(),
             tracking: TrackingCodes::new(node_id)?,
             metrics: Metrics::new(),
+            phone_limits: PhoneLimits::default(),
             feed: OnceLock::new(),
         })
+    }
+
+    /// Sets the USSD/SMS allowance per phone number per minute (`--phone-requests-per-minute`).
+    pub fn with_phone_requests_per_minute(mut self, per_minute: u32) -> AppState {
+        self.phone_limits = PhoneLimits::per_minute(per_minute);
+        self
     }
 
     /// The index now serving, if one is loaded. Lookups in flight keep the index they

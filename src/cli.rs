@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// Not ready when the index may be more than this many seconds behind the feed.
     #[arg(long, env = "ELIGD_MAX_STALENESS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_staleness: u64,
+    /// USSD and SMS inquiries allowed per phone number per minute (also the burst); a phone
+    /// over it gets a polite "try again in a minute" while other phones are answered.
+    #[arg(long, env = "ELIGD_PHONE_REQUESTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub phone_requests_per_minute: u32,
 }
 
 #[derive(Debug, Args)]

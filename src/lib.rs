@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod channels;
 pub mod cli;
 pub mod commands;
 pub mod dates;

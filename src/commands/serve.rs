@@ -29,7 +29,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let state = Arc::new(AppState::new(args.node_id)?);
+    let state = Arc::new(
+        AppState::new(args.node_id)?.with_phone_requests_per_minute(args.phone_requests_per_minute),
+    );
     let feed_client = match &args.redis_url {
         // The URL may hold a password: it is never echoed.
         Some(url) => Some(feed_connection(url)?),

@@ -45,20 +45,18 @@ pub async fn handle(
     let started = Instant::now();
     let (route, handled) = dispatch(&state, request).await;
     let metrics = &state.metrics;
+    let channel = channel_of(route);
     metrics
         .requests
         .get_or_create(&RequestLabels {
             route,
-            channel: CHANNEL,
+            channel,
             outcome: handled.outcome,
         })
         .inc();
     metrics
         .request_duration
-        .get_or_create(&RouteLabels {
-            route,
-            channel: CHANNEL,
-        })
+        .get_or_create(&RouteLabels { route, channel })
         .observe(started.elapsed().as_secs_f64());
     Ok(handled.response)
 }
@@ -96,6 +94,15 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> (&'static str
             }
             (route, batch(state, request).await)
         }
+        ["ussd"] => (
+            "/ussd",
+            channel(state, &method, request, Channel::Ussd).await,
+        ),
+        ["sms"] => ("/sms", channel(state, &method, request, Channel::Sms).await),
+        ["fhir", "r4", "CoverageEligibilityRequest"] => (
+            "/fhir/r4/CoverageEligibilityRequest",
+            channel(state, &method, request, Channel::Fhir).await,
+        ),
         ["healthz"] => (
             "/healthz",
             only(&method, "GET", state, |_| {
@@ -297,6 +304,65 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
         Err(e) => Err(ApiError::InvalidRequest(format!(
             "the request body could not be read: {e}"
         ))),
+    }
+}
+
+/// The channels of `channels/`, all `POST` with a body.
+#[derive(Clone, Copy)]
+enum Channel {
+    Ussd,
+    Sms,
+    Fhir,
+}
+
+/// The `channel` label of a route's metrics.
+fn channel_of(route: &str) -> &'static str {
+    match route {
+        "/ussd" => "ussd",
+        "/sms" => "sms",
+        "/fhir/r4/CoverageEligibilityRequest" => "fhir",
+        _ => CHANNEL,
+    }
+}
+
+async fn channel(
+    state: &AppState,
+    method: &Method,
+    request: Request<Incoming>,
+    which: Channel,
+) -> Handled {
+    if *method != Method::POST {
+        return error(state, ApiError::MethodNotAllowed { allow: "POST" });
+    }
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_body(request).await;
+    let today = Day::today();
+    let reply = match which {
+        Channel::Ussd => crate::channels::ussd::reply(state, body.as_deref().ok(), today),
+        Channel::Sms => crate::channels::sms::reply(state, body.as_deref().ok(), today),
+        Channel::Fhir => crate::channels::fhir::coverage_eligibility(
+            state,
+            content_type.as_deref(),
+            body.as_deref(),
+            today,
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if reply.status == 503 {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Handled {
+        response,
+        outcome: reply.outcome,
     }
 }
 
