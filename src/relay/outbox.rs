@@ -1,6 +1,8 @@
 //! The PostgreSQL side of the relay: a connection that hears `eligd_outbox` notifications,
 //! the advisory lock that keeps one relay active at a time, and the outbox reads and writes.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
@@ -32,7 +34,16 @@ pub struct NativeEvent {
 pub async fn connect(
     url: &str,
 ) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // A database that stops answering (rather than closing) must end the session within
+    // seconds, so the relay reconnects and a standby can take the lock; TCP's defaults wait
+    // hours.
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -53,7 +64,9 @@ pub async fn connect(
     // PostgreSQL loses them in a crash, those rows are relayed again, which versions make
     // harmless. The changes themselves were committed durably by the writers.
     client
-        .batch_execute("SET synchronous_commit = off; LISTEN eligd_outbox")
+        .batch_execute(
+            "SET synchronous_commit = off; SET statement_timeout = '30s'; LISTEN eligd_outbox",
+        )
         .await?;
     Ok((client, rx))
 }
