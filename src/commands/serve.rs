@@ -261,8 +261,11 @@ fn spawn_compactor(
                 continue;
             }
             let dir = dir.clone();
-            let result =
-                tokio::task::spawn_blocking(move || index.compact_into(&dir, keep, force)).await;
+            let guard = Arc::clone(&state);
+            let result = tokio::task::spawn_blocking(move || {
+                index.compact_into_guarded(&dir, keep, force, &|| guard.snapshots_allowed())
+            })
+            .await;
             let outcome = match result {
                 Ok(Ok(Some(c))) => {
                     tracing::info!(path = %c.path.display(), members = c.members, overlay_entries = c.overlay_entries,

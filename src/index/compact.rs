@@ -67,6 +67,19 @@ impl Index {
         keep: usize,
         force: bool,
     ) -> Result<Option<Compaction>, SnapshotError> {
+        self.compact_into_guarded(dir, keep, force, &|| true)
+    }
+
+    /// [`Index::compact_into`], pruning only when `may_prune` still says so once the new
+    /// snapshot is written: the service stops pruning while a feed gap waits for a snapshot
+    /// an operator supplies, which an old-snapshot prune could otherwise delete.
+    pub fn compact_into_guarded(
+        &self,
+        dir: &Path,
+        keep: usize,
+        force: bool,
+        may_prune: &dyn Fn() -> bool,
+    ) -> Result<Option<Compaction>, SnapshotError> {
         let Ok(_only_one) = self.compacting.try_lock() else {
             return Ok(None);
         };
@@ -109,7 +122,11 @@ impl Index {
             frozen: None,
             frozen_position: None,
         }));
-        let pruned = prune(dir, keep);
+        let pruned = if may_prune() {
+            prune(dir, keep)
+        } else {
+            Vec::new()
+        };
         Ok(Some(Compaction {
             path,
             members: header.members,

@@ -265,3 +265,26 @@ fn a_retried_compaction_records_the_position_noted_at_its_cut() {
     );
     assert_eq!(index.overlay_len(), 1);
 }
+
+#[test]
+fn a_guarded_compaction_writes_but_does_not_prune_while_the_guard_says_no() {
+    let members = population(20);
+    let index = Index::from_members(members.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=3u64 {
+        index.apply(Change::Upsert(bumped(&members[0], round)));
+        let done = index
+            .compact_into_guarded(dir.path(), 1, false, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(done.pruned.is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    assert_eq!(snapshots_in(dir.path()).unwrap().len(), 3);
+    index.apply(Change::Upsert(bumped(&members[0], 4)));
+    index
+        .compact_into_guarded(dir.path(), 1, false, &|| true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshots_in(dir.path()).unwrap().len(), 1);
+}
