@@ -84,6 +84,36 @@ impl Budget {
     }
 }
 
+/// Reads `--flag value` pairs from the command line, handing each to `set`, which returns
+/// `Ok(false)` for a flag it does not know.
+pub fn parse_flags(mut set: impl FnMut(&str, &str) -> Result<bool, String>) -> Result<(), String> {
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        if !set(&flag, &value)? {
+            return Err(format!("unknown argument {flag:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A flag's value as a number, or an error naming the flag.
+pub fn number(flag: &str, value: &str) -> Result<f64, String> {
+    value.parse::<f64>().map_err(|e| format!("{flag}: {e}"))
+}
+
+/// Checks that the eligd binary a command drives has been built.
+pub fn built(eligd: &std::path::Path) -> Result<(), String> {
+    if eligd.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} not found: build it first (cargo build --release)",
+            eligd.display()
+        ))
+    }
+}
+
 /// The `main` of a budget command: parse the arguments, run, print the budget report; exit
 /// 0 when every budget holds, 1 when one is missed, 2 on an error.
 pub fn budget_main<A, F, Fut>(command: &str, args: Result<A, String>, run: F) -> ExitCode

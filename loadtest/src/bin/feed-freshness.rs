@@ -55,23 +55,22 @@ fn parse_args() -> Result<Args, String> {
         p99_ms: 50.0,
         replay_per_s: 200_000.0,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
+    loadtest::parse_flags(|flag, value| {
+        let num = || loadtest::number(flag, value);
+        match flag {
             "--eligd" => a.eligd = PathBuf::from(value),
-            "--members" => a.members = num(&value)? as u64,
-            "--replay" => a.replay = num(&value)? as u64,
-            "--events-per-s" => a.events_per_s = num(&value)?,
-            "--lookups-per-s" => a.lookups_per_s = num(&value)?,
-            "--duration" => a.duration = Duration::from_secs_f64(num(&value)?),
-            "--p50-ms" => a.p50_ms = num(&value)?,
-            "--p99-ms" => a.p99_ms = num(&value)?,
-            "--replay-per-s" => a.replay_per_s = num(&value)?,
-            other => return Err(format!("unknown argument {other:?}")),
+            "--members" => a.members = num()? as u64,
+            "--replay" => a.replay = num()? as u64,
+            "--events-per-s" => a.events_per_s = num()?,
+            "--lookups-per-s" => a.lookups_per_s = num()?,
+            "--duration" => a.duration = Duration::from_secs_f64(num()?),
+            "--p50-ms" => a.p50_ms = num()?,
+            "--p99-ms" => a.p99_ms = num()?,
+            "--replay-per-s" => a.replay_per_s = num()?,
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     let events = a.events_per_s * a.duration.as_secs_f64();
     if a.members == 0 || a.replay > a.members || events > (a.members - a.replay / 2) as f64 {
         return Err(
@@ -82,12 +81,7 @@ fn parse_args() -> Result<Args, String> {
     if !(a.events_per_s > 0.0 && a.lookups_per_s > 0.0) || a.duration > Duration::from_secs(600) {
         return Err("rates must be positive and --duration at most 600 s".into());
     }
-    if !a.eligd.is_file() {
-        return Err(format!(
-            "{} not found: build it first (cargo build --release)",
-            a.eligd.display()
-        ));
-    }
+    loadtest::built(&a.eligd)?;
     Ok(a)
 }
 

@@ -50,33 +50,27 @@ fn parse_args() -> Result<Args, String> {
         connections: 4,
         p99_ms: 100.0,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
+    loadtest::parse_flags(|flag, value| {
+        let num = || loadtest::number(flag, value);
+        match flag {
             "--eligd" => a.eligd = PathBuf::from(value),
-            "--members" => a.members = num(&value)? as u64,
-            "--commits-per-s" => a.commits_per_s = num(&value)?,
-            "--lookups-per-s" => a.lookups_per_s = num(&value)?,
-            "--duration" => a.duration = Duration::from_secs_f64(num(&value)?),
-            "--connections" => a.connections = num(&value)? as usize,
-            "--p99-ms" => a.p99_ms = num(&value)?,
-            other => return Err(format!("unknown argument {other:?}")),
+            "--members" => a.members = num()? as u64,
+            "--commits-per-s" => a.commits_per_s = num()?,
+            "--lookups-per-s" => a.lookups_per_s = num()?,
+            "--duration" => a.duration = Duration::from_secs_f64(num()?),
+            "--connections" => a.connections = num()? as usize,
+            "--p99-ms" => a.p99_ms = num()?,
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if a.members < 1_000 || a.commits_per_s <= 0.0 || a.lookups_per_s < 0.0 || a.connections == 0 {
         return Err("--members at least 1000, positive rates, at least one connection".into());
     }
     if a.duration > Duration::from_secs(600) {
         return Err("--duration at most 600 s".into());
     }
-    if !a.eligd.is_file() {
-        return Err(format!(
-            "{} not found: build it first (cargo build --release)",
-            a.eligd.display()
-        ));
-    }
+    loadtest::built(&a.eligd)?;
     Ok(a)
 }
 
