@@ -31,5 +31,6 @@ pub mod national_id;
 pub mod records;
 pub mod redact;
 pub mod relay;
+pub mod shutdown;
 pub mod tracking;
 pub mod view;

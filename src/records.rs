@@ -13,6 +13,7 @@ use std::io::BufReader;
 
 use postgres::{Client, IsolationLevel, NoTls};
 
+use crate::feed::stream::StreamReader;
 use crate::import::{import_jsonl, ImportError, ImportReport};
 use crate::index::body::Body;
 use crate::index::FeedPosition;
@@ -23,10 +24,10 @@ pub enum RecordsError {
     Postgres(#[from] postgres::Error),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("reading the change stream: {0}")]
+    Stream(String),
     #[error("reading the members table: {0}")]
     Import(#[from] ImportError),
-    #[error("the stream's newest entry ID {0:?} is not ms-seq")]
-    BadPosition(String),
 }
 
 /// Each row as its record JSON, one per line. The CSV quote and delimiter are bytes JSON
@@ -34,35 +35,22 @@ pub enum RecordsError {
 const COPY_MEMBERS: &str = "COPY (SELECT to_jsonb(m) - 'updated_at' FROM members m) \
      TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')";
 
-/// The newest entry ID of `stream` (`0-0` when the stream does not exist yet).
+/// The newest entry ID of `stream` (`0-0` when the stream does not exist yet), read with the
+/// feed's own client and XINFO reading, so it means exactly what a replica's check means.
 pub fn stream_position(redis_url: &str, stream: &str) -> Result<FeedPosition, RecordsError> {
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_connection()?;
-    let info: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .query(&mut conn);
-    let pairs = match info {
-        Ok(redis::Value::Array(items)) => items,
-        Ok(redis::Value::Map(pairs)) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        Ok(other) => return Err(RecordsError::BadPosition(format!("{other:?}"))),
-        Err(e) if e.to_string().to_ascii_lowercase().contains("no such key") => {
-            return Ok(FeedPosition::START)
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let last = pairs
-        .chunks(2)
-        .find_map(|kv| match kv {
-            [redis::Value::BulkString(k), redis::Value::BulkString(v)]
-                if k == b"last-generated-id" =>
-            {
-                Some(String::from_utf8_lossy(v).into_owned())
-            }
-            _ => None,
+    use redis::IntoConnectionInfo;
+    let info = redis_url.into_connection_info()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RecordsError::Stream(e.to_string()))?;
+    let probe = runtime
+        .block_on(async {
+            let mut reader = StreamReader::connect(&info, stream).await?;
+            reader.probe(None).await
         })
-        .ok_or_else(|| RecordsError::BadPosition("missing last-generated-id".into()))?;
-    last.parse().map_err(|_| RecordsError::BadPosition(last))
+        .map_err(|e| RecordsError::Stream(e.to_string()))?;
+    Ok(probe.info.map_or(FeedPosition::START, |i| i.last_generated))
 }
 
 /// Reads every member into a body. `position` is recorded by the caller; read it first.

@@ -33,14 +33,11 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         super::serve::termination_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut stop = stop_rx.clone();
     let ops = tokio::spawn(relay::serve_ops(
         listener,
         Arc::clone(&metrics),
         Arc::clone(&status),
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
+        crate::shutdown::stopped(stop_rx.clone()),
     ));
     relay::run(args, redis, metrics, status, stop_rx).await;
     tracing::info!("relay: stopped");

@@ -20,6 +20,7 @@ use crate::feed::FeedConfig;
 use crate::index::{compact, snapshot, Base, BodyBuilder, Index, Mode, Origin};
 use crate::inquiry;
 use crate::member::Kind;
+use crate::shutdown::stopped;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.listen.ip().is_loopback() {
@@ -296,11 +297,6 @@ fn spawn_compactor(
             }
         }
     });
-}
-
-/// Completes once a stop has been requested.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Which members a sample line shows.

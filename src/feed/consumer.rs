@@ -19,6 +19,7 @@ use super::stream::{RawEntry, StreamError, StreamReader};
 use crate::app::AppState;
 use crate::index::{Applied, FeedPosition, Index};
 use crate::metrics::ReasonLabels;
+use crate::shutdown::{stopped, Backoff};
 
 /// How the feed is followed (`serve --redis-url …`).
 #[derive(Clone, Debug)]
@@ -32,8 +33,6 @@ pub struct FeedConfig {
     pub snapshot_dir: Option<PathBuf>,
 }
 
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(5);
 /// How often a gap looks again for a snapshot that covers it.
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
 /// Batches above this are applied on a blocking thread, so a catch-up never holds up the
@@ -54,7 +53,7 @@ pub async fn run(
         state,
         status,
         config,
-        retry: FIRST_RETRY,
+        retry: Backoff::new(),
         replay: Replay::new(),
     };
     loop {
@@ -72,13 +71,13 @@ pub async fn run(
         };
         let Err(e) = ended else { return };
         consumer.set_connected(false);
-        tracing::warn!(error = %e, retry_in_ms = consumer.retry.as_millis() as u64,
+        let wait = consumer.retry.next_wait();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
             "change feed: Redis unavailable; lookups go on from the index, retrying");
         tokio::select! {
-            _ = tokio::time::sleep(consumer.retry) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stopped(stop.clone()) => return,
         }
-        consumer.retry = (consumer.retry * 2).min(MAX_RETRY);
         consumer.state.metrics.feed_reconnects.inc();
     }
 }
@@ -87,7 +86,7 @@ struct Consumer {
     state: Arc<AppState>,
     status: Arc<FeedStatus>,
     config: FeedConfig,
-    retry: Duration,
+    retry: Backoff,
     replay: Replay,
 }
 
@@ -170,7 +169,7 @@ impl Consumer {
             };
             let received = Instant::now();
             let probe = reader.probe(position).await?;
-            self.retry = FIRST_RETRY;
+            self.retry.reset();
             if let Some(batch) = in_flight.take() {
                 self.finish(batch).await?;
             }
@@ -313,9 +312,4 @@ fn apply_batch(index: &Index, entries: &[RawEntry]) -> Tally {
         );
     }
     tally
-}
-
-/// Completes once a stop has been requested.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }

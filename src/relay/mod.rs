@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use self::metrics::{ComponentLabels, RelayMetrics};
 use crate::cli::RelayArgs;
+use crate::shutdown::{stopped, Backoff};
 
 pub use ops::serve_ops;
 
@@ -76,8 +77,6 @@ impl RelayStatus {
     }
 }
 
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(5);
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 const TRIM_EVERY: Duration = Duration::from_secs(60);
@@ -90,7 +89,7 @@ pub async fn run(
     status: Arc<RelayStatus>,
     stop: watch::Receiver<bool>,
 ) {
-    let mut retry = FIRST_RETRY;
+    let mut retry = Backoff::new();
     loop {
         let result = tokio::select! {
             r = session(&args, &redis, &metrics, &status, &mut retry) => r,
@@ -105,12 +104,12 @@ pub async fn run(
             })
             .inc();
         status.set(false, &format!("reconnecting after an error: {e}"));
-        tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "relay: session ended; reconnecting");
+        let wait = retry.next_wait();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "relay: session ended; reconnecting");
         tokio::select! {
-            _ = tokio::time::sleep(retry) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stopped(stop.clone()) => return,
         }
-        retry = (retry * 2).min(MAX_RETRY);
     }
 }
 
@@ -120,7 +119,7 @@ async fn session(
     redis: &redis::Client,
     metrics: &RelayMetrics,
     status: &RelayStatus,
-    retry: &mut Duration,
+    retry: &mut Backoff,
 ) -> Result<(), RelayError> {
     let (pg, mut notified) = outbox::connect(&args.postgres_url).await?;
     while !outbox::try_lock(&pg).await? {
@@ -141,7 +140,7 @@ async fn session(
     let (mut last_backlog, mut last_trim) = (None::<Instant>, None::<Instant>);
     loop {
         while relay_batch(args, &pg, &mut conn, metrics).await? == args.batch as usize {}
-        *retry = FIRST_RETRY;
+        retry.reset();
         if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             let (rows, oldest) = outbox::backlog(&pg).await?;
             metrics.backlog_rows.set(rows);
@@ -221,8 +220,4 @@ async fn trim(
         .await?;
     metrics.trimmed.inc_by(trimmed);
     Ok(())
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
