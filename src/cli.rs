@@ -171,14 +171,17 @@ pub struct SnapshotBuildArgs {
     /// transaction (`postgres://user[:password]@host:port/db`).
     #[arg(long, env = "ELIGD_FROM_POSTGRES")]
     pub from_postgres: Option<String>,
-    /// With `--from-postgres`: the Redis of the change stream, read before the table so the
-    /// snapshot records a position from which no change is missed.
-    #[arg(long, env = "ELIGD_REDIS_URL", requires = "from_postgres")]
+    /// The Redis of the change stream. With `--from-postgres` it is read before the table,
+    /// so the snapshot records a position from which no change is missed, and the stream's
+    /// epoch; with `--from-jsonl` and `--position`, the epoch that position belongs to.
+    #[arg(long, env = "ELIGD_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// With `--from-postgres` and `--redis-url`: the stream key.
+    /// With `--redis-url`: the stream key.
     #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
     pub stream: String,
-    /// Where to write the snapshot (atomically).
+    /// Where to write the snapshot (atomically, verified before it is named). An existing
+    /// directory (a service's `--snapshot-dir`) receives it under the name its header gives
+    /// it, which is the only name a snapshot directory accepts.
     #[arg(long, env = "ELIGD_OUT")]
     pub out: PathBuf,
     /// Fail on the first bad line instead of skipping it.

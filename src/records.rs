@@ -13,10 +13,10 @@ use std::io::BufReader;
 
 use postgres::{Client, IsolationLevel, NoTls};
 
-use crate::feed::stream::StreamReader;
+use crate::feed::stream::{StreamError, StreamReader};
 use crate::import::{import_jsonl, ImportError, ImportReport};
 use crate::index::body::Body;
-use crate::index::FeedPosition;
+use crate::index::{FeedPosition, StreamEpoch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -35,22 +35,54 @@ pub enum RecordsError {
 const COPY_MEMBERS: &str = "COPY (SELECT to_jsonb(m) - 'updated_at' FROM members m) \
      TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')";
 
-/// The newest entry ID of `stream` (`0-0` when the stream does not exist yet), read with the
-/// feed's own client and XINFO reading, so it means exactly what a replica's check means.
-pub fn stream_position(redis_url: &str, stream: &str) -> Result<FeedPosition, RecordsError> {
+/// The newest entry ID of `stream` (`0-0` when the stream does not exist yet) and the
+/// stream's epoch (created when there is none yet), read with the feed's own client and
+/// XINFO reading, so they mean exactly what a replica's check means. The epoch is read again
+/// after the position: a stream that changed its epoch in between is read once more.
+pub fn stream_position(
+    redis_url: &str,
+    stream: &str,
+) -> Result<(FeedPosition, StreamEpoch), RecordsError> {
+    with_stream(redis_url, stream, |mut reader| async move {
+        for _ in 0..3 {
+            let epoch = reader.ensure_epoch().await?;
+            let probe = reader.probe(None).await?;
+            if probe.epoch == Some(epoch) {
+                let position = probe.info.map_or(FeedPosition::START, |i| i.last_generated);
+                return Ok((position, epoch));
+            }
+        }
+        Err(StreamError::Reply {
+            command: "GET",
+            detail: "the stream's epoch keeps changing".into(),
+        })
+    })
+}
+
+/// The stream's epoch (created when there is none yet).
+pub fn stream_epoch(redis_url: &str, stream: &str) -> Result<StreamEpoch, RecordsError> {
+    with_stream(redis_url, stream, |mut reader| async move {
+        reader.ensure_epoch().await
+    })
+}
+
+fn with_stream<T, F, Fut>(redis_url: &str, stream: &str, work: F) -> Result<T, RecordsError>
+where
+    F: FnOnce(StreamReader) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StreamError>>,
+{
     use redis::IntoConnectionInfo;
     let info = redis_url.into_connection_info()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| RecordsError::Stream(e.to_string()))?;
-    let probe = runtime
+    runtime
         .block_on(async {
-            let mut reader = StreamReader::connect(&info, stream).await?;
-            reader.probe(None).await
+            let reader = StreamReader::connect(&info, stream).await?;
+            work(reader).await
         })
-        .map_err(|e| RecordsError::Stream(e.to_string()))?;
-    Ok(probe.info.map_or(FeedPosition::START, |i| i.last_generated))
+        .map_err(|e| RecordsError::Stream(e.to_string()))
 }
 
 /// Reads every member into a body. `position` is recorded by the caller; read it first.

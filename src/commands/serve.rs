@@ -17,7 +17,7 @@ use crate::demo::Generator;
 use crate::eligibility::Outcome;
 use crate::feed::status::FeedStatus;
 use crate::feed::FeedConfig;
-use crate::index::{compact, snapshot, Base, BodyBuilder, Index, Mode, Origin};
+use crate::index::{snapshot, snapshot_dir, Base, BodyBuilder, Index, Mode, Origin};
 use crate::inquiry;
 use crate::member::Kind;
 use crate::shutdown::stopped;
@@ -79,8 +79,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     start_feed(&state, status, client, &args, stop_rx.clone());
                 }
                 if let Some(dir) = args.snapshot_dir.clone() {
-                    let first = loaded.write_first_snapshot;
-                    spawn_compactor(Arc::clone(&state), dir, &args, first, stop_rx.clone());
+                    if loaded.from_demo {
+                        tracing::warn!(dir = %dir.display(), "serving the synthetic population: nothing is written to \
+                            --snapshot-dir until a real snapshot is loaded (a resync can bring one)");
+                    }
+                    spawn_compactor(Arc::clone(&state), dir, &args, stop_rx.clone());
                 }
             }
             Err(e) => {
@@ -98,34 +101,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 struct Loaded {
     index: Arc<Index>,
     seconds: f64,
+    /// The synthetic population: it is never written to `--snapshot-dir`, so it can never
+    /// pass for real data after a restart, nor prune real snapshots.
     from_demo: bool,
-    /// The demo population should become the first snapshot: `--snapshot-dir` held no
-    /// snapshot at all. Never when snapshots were there but refused: an operator must look
-    /// at those, and a synthetic snapshot must not become the newest or prune them.
-    write_first_snapshot: bool,
 }
 
-/// Snapshots to try, in order: `--snapshot`, then `--snapshot-dir` newest first. A missing
-/// directory holds none; an unreadable one is an error, returned for the caller to weigh.
-fn snapshot_candidates(args: &ServeArgs) -> (Vec<PathBuf>, Option<anyhow::Error>) {
+/// Snapshots to try, in order: `--snapshot`, then `--snapshot-dir` newest first (by header,
+/// see [`snapshot_dir`]), and the refusals met on the way (files whose header cannot be
+/// read or disagrees with their name; an unreadable directory). A missing directory holds
+/// none.
+fn snapshot_candidates(args: &ServeArgs) -> (Vec<PathBuf>, Vec<String>) {
     let mut candidates: Vec<PathBuf> = args.snapshot.iter().cloned().collect();
-    let mut problem = None;
+    let mut refusals = Vec::new();
     if let Some(dir) = &args.snapshot_dir {
-        for stale in compact::remove_unfinished_writes(dir) {
+        for stale in snapshot_dir::remove_unfinished_writes(dir) {
             tracing::info!(path = %stale.display(), "removed an unfinished snapshot write");
         }
-        match compact::snapshots_in(dir) {
-            Ok(found) => candidates.extend(found),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                problem = Some(
-                    anyhow::Error::new(e)
-                        .context(format!("cannot read --snapshot-dir {}", dir.display())),
-                )
+        match snapshot_dir::list(dir) {
+            Ok(listing) => {
+                for refused in listing.refused {
+                    tracing::warn!(path = %refused.path.display(), reason = %refused.reason, "snapshot refused");
+                    refusals.push(format!("{}: {}", refused.path.display(), refused.reason));
+                }
+                candidates.extend(listing.snapshots.into_iter().map(|s| s.path));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => refusals.push(format!("cannot read --snapshot-dir {}: {e}", dir.display())),
         }
     }
-    (candidates, problem)
+    (candidates, refusals)
 }
 
 async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
@@ -133,8 +137,7 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let configured = args.snapshot.is_some() || args.snapshot_dir.is_some();
-        let (candidates, dir_problem) = snapshot_candidates(&args);
-        let mut refusals: Vec<String> = dir_problem.iter().map(|e| format!("{e:#}")).collect();
+        let (candidates, mut refusals) = snapshot_candidates(&args);
         for path in &candidates {
             tracing::info!(path = %path.display(), "loading snapshot");
             match snapshot::load(path) {
@@ -142,7 +145,7 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
                     tracing::info!(members = header.members, position = ?header.position.map(|p| p.to_string()), "snapshot verified");
                     let seconds = started.elapsed().as_secs_f64();
                     let index = Arc::new(Index::new(base));
-                    return Ok(Loaded { index, seconds, from_demo: false, write_first_snapshot: false });
+                    return Ok(Loaded { index, seconds, from_demo: false });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot refused; trying the next newest");
@@ -162,12 +165,10 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
         }
         tracing::info!(members = args.demo_members, seed = args.demo_seed, "generating the synthetic demo population");
         let base = demo_base(args.demo_members, args.demo_seed, Day::today())?;
-        let write_first_snapshot = args.snapshot_dir.is_some() && candidates.is_empty() && refusals.is_empty();
         Ok(Loaded {
-            index: Arc::new(Index::new(base)),
+            index: Arc::new(Index::synthetic(base)),
             seconds: started.elapsed().as_secs_f64(),
             from_demo: true,
-            write_first_snapshot,
         })
     })
     .await
@@ -234,12 +235,12 @@ const FEED_BATCH: usize = 10_000;
 
 /// Compacts in the background: when the overlay reaches `--compact-overlay` changes, or
 /// every `--compact-interval` seconds while it holds any. Always the index serving now (a
-/// resync may replace it), and never while a feed gap is unrepaired.
+/// resync may replace it), never the synthetic population, and never while a feed gap is
+/// unrepaired.
 fn spawn_compactor(
     state: Arc<AppState>,
     dir: PathBuf,
     args: &ServeArgs,
-    mut force: bool,
     stop: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_secs(args.compact_interval.max(1));
@@ -253,18 +254,21 @@ fn spawn_compactor(
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stopped(stop.clone()) => break,
             }
-            let Some(index) = state.index().filter(|_| state.snapshots_allowed()) else {
+            let Some(index) = state
+                .index()
+                .filter(|i| !i.is_synthetic() && state.snapshots_allowed())
+            else {
                 continue;
             };
             let pending = index.overlay_len();
-            let due = force || pending >= threshold || (pending > 0 && last.elapsed() >= interval);
+            let due = pending >= threshold || (pending > 0 && last.elapsed() >= interval);
             if !due || Instant::now() < not_before {
                 continue;
             }
             let dir = dir.clone();
             let guard = Arc::clone(&state);
             let result = tokio::task::spawn_blocking(move || {
-                index.compact_into_guarded(&dir, keep, force, &|| guard.snapshots_allowed())
+                index.compact_into_guarded(&dir, keep, false, &|| guard.snapshots_allowed())
             })
             .await;
             let outcome = match result {
@@ -276,7 +280,7 @@ fn spawn_compactor(
                 }
                 Ok(Ok(None)) => "skipped",
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "compaction failed; the overlay is kept and retried");
+                    tracing::error!(error = %e, "compaction failed; nothing was written, the changes stay in the overlay and are retried");
                     "error"
                 }
                 Err(e) => {
@@ -290,8 +294,6 @@ fn spawn_compactor(
                 .get_or_create(&crate::metrics::OutcomeLabels { outcome })
                 .inc();
             last = Instant::now();
-            // A forced first snapshot is retried until it is written.
-            force &= outcome != "ok";
             if outcome == "error" {
                 not_before = Instant::now() + Duration::from_secs(30);
             }

@@ -14,27 +14,41 @@ use crate::index::snapshot;
 use crate::records;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
-    let (imported, source, position) = match (&args.from_jsonl, &args.from_postgres) {
-        (Some(path), _) => (
-            import_file(path, args.strict)?,
-            path.display().to_string(),
-            args.position,
-        ),
+    let (imported, source, position, epoch) = match (&args.from_jsonl, &args.from_postgres) {
+        (Some(path), _) => {
+            let epoch = match (&args.redis_url, args.position) {
+                (Some(redis), Some(_)) => Some(
+                    records::stream_epoch(redis, &args.stream)
+                        .context("reading the change stream's epoch")?,
+                ),
+                (Some(_), None) => anyhow::bail!(
+                    "--redis-url with --from-jsonl records the stream epoch of --position: give --position too"
+                ),
+                (None, _) => None,
+            };
+            (
+                import_file(path, args.strict)?,
+                path.display().to_string(),
+                args.position,
+                epoch,
+            )
+        }
         (None, Some(url)) => {
             // Read before the table, so replaying from it misses nothing (records.rs).
-            let position = match &args.redis_url {
-                Some(redis) => Some(
-                    records::stream_position(redis, &args.stream)
-                        .context("reading the change stream's position")?,
-                ),
+            let (position, epoch) = match &args.redis_url {
+                Some(redis) => {
+                    let (position, epoch) = records::stream_position(redis, &args.stream)
+                        .context("reading the change stream's position")?;
+                    (Some(position), Some(epoch))
+                }
                 None => {
                     writeln!(err, "warning: no --redis-url: the snapshot records no feed position, so a service loading it replays the stream from its first entry")?;
-                    None
+                    (None, None)
                 }
             };
             let imported =
                 records::import_members(url, args.strict).context("reading the members table")?;
-            (imported, "the members table".to_string(), position)
+            (imported, "the members table".to_string(), position, epoch)
         }
         (None, None) => anyhow::bail!("give --from-jsonl FILE or --from-postgres URL"),
     };
@@ -56,15 +70,24 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             report.skipped
         );
     }
-    let header = snapshot::write(&args.out, &body, position)?;
-    let at = position.map_or_else(
-        || "no feed position".to_string(),
-        |p| format!("feed position {p}"),
-    );
+    // Into a directory (a running service's --snapshot-dir, say), under the name its header
+    // gives it; else exactly where asked.
+    let (path, header) = if args.out.is_dir() {
+        let (path, header, _) = snapshot::write_into(&args.out, &body, position, epoch)?;
+        (path, header)
+    } else {
+        let (header, _) = snapshot::write(&args.out, &body, position, epoch)?;
+        (args.out.clone(), header)
+    };
+    let at = match (position, epoch) {
+        (None, _) => "no feed position".to_string(),
+        (Some(p), None) => format!("feed position {p}"),
+        (Some(p), Some(e)) => format!("feed position {p} of stream epoch {e}"),
+    };
     writeln!(
         err,
-        "wrote {}: {} members from {} lines ({} skipped) of {source}, {at}, {} bytes",
-        args.out.display(),
+        "wrote {}: {} members from {} lines ({} skipped) of {source}, {at}, {} bytes, verified",
+        path.display(),
         header.members,
         report.lines,
         report.skipped,
@@ -99,6 +122,12 @@ pub fn inspect(args: &SnapshotInspectArgs, out: &mut impl Write) -> anyhow::Resu
             || "none (replay from the stream's start)".into(),
             |p| p.to_string()
         )
+    )?;
+    writeln!(
+        out,
+        "stream epoch:    {}",
+        h.epoch
+            .map_or_else(|| "none (takes the stream's)".into(), |e| e.to_string())
     )?;
     writeln!(out, "members:         {}", h.members)?;
     writeln!(out, "tombstones:      {}", h.tombstones)?;

@@ -173,11 +173,15 @@ impl Consumer {
             if let Some(batch) = in_flight.take() {
                 self.finish(batch).await?;
             }
-            if let Err(gap) =
+            let complete = continuity::check_epoch(index.epoch(), probe.epoch).and_then(|()| {
                 continuity::check(position, probe.info.as_ref(), probe.position_present)
-            {
+            });
+            if let Err(gap) = complete {
                 self.on_gap(gap);
                 continue;
+            }
+            if let Some(epoch) = probe.epoch {
+                index.adopt_epoch(epoch);
             }
             more_waiting = entries.len() >= self.config.batch;
             self.replay.entries += entries.len() as u64;

@@ -15,8 +15,14 @@
 //!
 //! An entry removed between our read and the check shows as a gap too; that only happens
 //! when we are at the retention edge already, and a needless resync is the safe mistake.
+//!
+//! Before all that, the stream must be the one our position belongs to: its epoch
+//! (`<stream>:epoch`, see [`crate::index::StreamEpoch`]) must be the one recorded with our
+//! position. A Redis that restarted empty or from an older copy can hold our position, or be
+//! empty where we start from `0-0`, and still lack entries we never read; the relay gives the
+//! stream a new epoch when that happens, so it shows here as a **reset**.
 
-use crate::index::FeedPosition;
+use crate::index::{FeedPosition, StreamEpoch};
 
 /// What XINFO STREAM says about the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +54,32 @@ pub enum Gap {
         position: FeedPosition,
         last_generated: FeedPosition,
     },
+    #[error("the stream is not the one our position belongs to: its epoch is {found}, ours {ours} (Redis lost entries or was replaced)", found = DisplayEpoch(*found))]
+    Epoch {
+        ours: StreamEpoch,
+        found: Option<StreamEpoch>,
+    },
+}
+
+/// An epoch, or that the stream has none.
+struct DisplayEpoch(Option<StreamEpoch>);
+
+impl std::fmt::Display for DisplayEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, "{e}"),
+            None => f.write_str("missing"),
+        }
+    }
+}
+
+/// Checks that the stream is the one our position belongs to. With no epoch of our own
+/// (a snapshot that recorded none), any stream is taken as ours.
+pub fn check_epoch(ours: Option<StreamEpoch>, found: Option<StreamEpoch>) -> Result<(), Gap> {
+    match ours {
+        Some(ours) if found != Some(ours) => Err(Gap::Epoch { ours, found }),
+        _ => Ok(()),
+    }
 }
 
 /// The stream's first entry, or that it is empty.
@@ -68,7 +100,7 @@ impl Gap {
         match self {
             Gap::Deleted { .. } => "deleted",
             Gap::Trimmed { .. } | Gap::NoPosition { .. } => "trimmed",
-            Gap::Reset { .. } => "reset",
+            Gap::Reset { .. } | Gap::Epoch { .. } => "reset",
         }
     }
 }
@@ -218,6 +250,19 @@ mod tests {
             check(Some(p(5, 1)), None, false).unwrap_err(),
             Gap::Deleted { position: p(5, 1) }
         );
+    }
+
+    #[test]
+    fn another_epoch_is_a_reset_and_no_epoch_of_our_own_takes_any() {
+        let (a, b) = (StreamEpoch(1), StreamEpoch(2));
+        assert_eq!(check_epoch(Some(a), Some(a)), Ok(()));
+        assert_eq!(check_epoch(None, Some(b)), Ok(()));
+        assert_eq!(check_epoch(None, None), Ok(()));
+        let gap = check_epoch(Some(a), Some(b)).unwrap_err();
+        assert_eq!(gap.kind(), "reset");
+        assert!(gap.to_string().contains(&b.to_string()), "{gap}");
+        let gap = check_epoch(Some(a), None).unwrap_err();
+        assert!(gap.to_string().contains("missing"), "{gap}");
     }
 
     #[test]

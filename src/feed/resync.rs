@@ -4,8 +4,13 @@
 //!
 //! A candidate must be newer than the last change we applied (its build time after that
 //! entry's time), so an old snapshot — the one we started from, say — never replaces a
-//! fresher index. Until one is found the service stays not-ready with the reason in
-//! `/readyz`; an operator supplies one (`eligd snapshot build`) and it is picked up.
+//! fresher index, and it must belong to the stream as it is now (its epoch, when it recorded
+//! one). Until one is found the service stays not-ready with the reason in `/readyz`; an
+//! operator supplies one (`eligd snapshot build --out <snapshot dir>`) and it is picked up.
+//!
+//! The delete markers the index held carry over into the new one (version guarded): a
+//! snapshot built from JSON Lines or from the records table has none, and without them a
+//! late, older upsert still in the stream would bring a deleted member back.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +20,7 @@ use super::continuity;
 use super::status::FeedStatus;
 use super::stream::{StreamError, StreamReader};
 use crate::app::AppState;
-use crate::index::{compact, snapshot, Index};
+use crate::index::{snapshot, snapshot_dir, Index};
 
 /// Looks for a covering snapshot and installs it. `Ok(false)` when none is there yet.
 pub async fn attempt(
@@ -27,39 +32,54 @@ pub async fn attempt(
     let Some(dir) = &config.snapshot_dir else {
         return Ok(false);
     };
-    let newer_than_ms = state
-        .index()
+    let current = state.index();
+    let newer_than_ms = current
+        .as_ref()
         .and_then(|i| i.position())
         .map_or(i64::MIN, |p| p.unix_ms() as i64);
-    let candidates = match compact::snapshots_in(dir) {
+    let listing = match snapshot_dir::list(dir) {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "resync: cannot list --snapshot-dir");
             return Ok(false);
         }
     };
-    for path in candidates {
-        let Ok(header) = snapshot::read_header(&path) else {
-            continue;
-        };
+    for listed in listing.snapshots {
+        let (path, header) = (listed.path, listed.header);
         if header.built_at_ms <= newer_than_ms {
             continue;
         }
         let probe = reader.probe(header.position).await?;
-        if continuity::check(header.position, probe.info.as_ref(), probe.position_present).is_err()
-        {
+        let covers = continuity::check_epoch(header.epoch, probe.epoch).and_then(|()| {
+            continuity::check(header.position, probe.info.as_ref(), probe.position_present)
+        });
+        if covers.is_err() {
             continue;
         }
         let started = Instant::now();
         let load_path = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshot::load(&load_path)).await;
+        let previous = current.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (header, base) = snapshot::load(&load_path)?;
+            let index = Index::new(base);
+            let carried = previous.map_or(0, |old| {
+                old.markers()
+                    .into_iter()
+                    .filter(|m| index.apply(m.clone()) == crate::index::Applied::Applied)
+                    .count()
+            });
+            Ok::<_, snapshot::SnapshotError>((header, index, carried))
+        })
+        .await;
         match loaded {
-            Ok(Ok((header, base))) => {
-                let index = Arc::new(Index::new(base));
-                state.install_index(index, started.elapsed().as_secs_f64());
+            Ok(Ok((header, index, carried))) => {
+                if let Some(epoch) = probe.epoch {
+                    index.adopt_epoch(epoch);
+                }
+                state.install_index(Arc::new(index), started.elapsed().as_secs_f64());
                 status.resynced(header.position);
                 state.metrics.feed_resyncs.inc();
-                tracing::info!(path = %path.display(), members = header.members,
+                tracing::info!(path = %path.display(), members = header.members, carried_delete_markers = carried,
                     position = ?header.position.map(|p| p.to_string()),
                     "resync: loaded a snapshot that covers the gap; replaying from its position");
                 return Ok(true);

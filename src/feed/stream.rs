@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::continuity::StreamInfo;
 use super::resp::{self, Connection, Reply, RespError, COMMAND_TIMEOUT};
-use crate::index::FeedPosition;
+use crate::index::{FeedPosition, StreamEpoch};
 
 /// One stream entry as it arrived.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,9 +40,12 @@ fn reply_error(command: &'static str, detail: impl Into<String>) -> StreamError 
     }
 }
 
-/// What the continuity check needs: the stream's state, and whether our entry is in it.
+/// What the continuity check needs: the stream's epoch and state, and whether our entry is
+/// in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
+    /// `None` when the epoch key does not exist.
+    pub epoch: Option<StreamEpoch>,
     /// `None` when the key does not exist.
     pub info: Option<StreamInfo>,
     pub position_present: bool,
@@ -51,6 +54,7 @@ pub struct Probe {
 pub struct StreamReader {
     connection: Connection,
     key: String,
+    epoch_key: String,
 }
 
 /// How long past its block time a blocking read may take before Redis counts as gone.
@@ -64,6 +68,7 @@ impl StreamReader {
         Ok(StreamReader {
             connection: Connection::connect(info).await?,
             key: key.to_string(),
+            epoch_key: StreamEpoch::key(key),
         })
     }
 
@@ -88,8 +93,62 @@ impl StreamReader {
         Ok(resp::decode_xread(reply)?)
     }
 
-    /// The stream's state and whether the entry at `position` is still in it.
+    /// The stream's epoch (`None` when the key does not exist).
+    pub async fn epoch(&mut self) -> Result<Option<StreamEpoch>, StreamError> {
+        let reply = self
+            .connection
+            .command(&[b"GET", self.epoch_key.as_bytes()], COMMAND_TIMEOUT)
+            .await?;
+        match reply {
+            Reply::Nil => Ok(None),
+            other => {
+                let text = other.bytes().and_then(|b| std::str::from_utf8(b).ok());
+                text.and_then(|t| t.parse().ok()).map(Some).ok_or_else(|| {
+                    reply_error(
+                        "GET",
+                        format!(
+                            "{} does not hold a stream epoch (32 hexadecimal digits)",
+                            self.epoch_key
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// The stream's epoch, creating one when there is none yet (`SET NX`: whoever comes
+    /// first, every reader then agrees). Snapshot builds and the relay call this; replicas
+    /// only read it.
+    pub async fn ensure_epoch(&mut self) -> Result<StreamEpoch, StreamError> {
+        let fresh = StreamEpoch::random()
+            .map_err(|e| reply_error("SET", format!("no random source: {e}")))?
+            .to_string();
+        self.connection
+            .command(
+                &[b"SET", self.epoch_key.as_bytes(), fresh.as_bytes(), b"NX"],
+                COMMAND_TIMEOUT,
+            )
+            .await?;
+        self.epoch()
+            .await?
+            .ok_or_else(|| reply_error("GET", "the epoch just set is gone"))
+    }
+
+    /// Replaces the stream's epoch (the relay, when Redis lost entries it wrote).
+    pub async fn set_epoch(&mut self, epoch: StreamEpoch) -> Result<(), StreamError> {
+        let value = epoch.to_string();
+        self.connection
+            .command(
+                &[b"SET", self.epoch_key.as_bytes(), value.as_bytes()],
+                COMMAND_TIMEOUT,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The stream's epoch and state, and whether the entry at `position` is still in it.
     pub async fn probe(&mut self, position: Option<FeedPosition>) -> Result<Probe, StreamError> {
+        let epoch = self.epoch().await?;
         let key = self.key.as_bytes();
         let position_present = match position {
             Some(p) => {
@@ -110,6 +169,7 @@ impl StreamReader {
             Err(e) => return Err(e.into()),
         };
         Ok(Probe {
+            epoch,
             info,
             position_present,
         })

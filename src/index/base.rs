@@ -7,7 +7,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use super::body::{ArchivedBody, Body};
-use super::FeedPosition;
+use super::{FeedPosition, StreamEpoch};
 use crate::member::Booklet;
 use crate::national_id::NationalId;
 use crate::view::MemberView;
@@ -29,6 +29,7 @@ impl Storage {
 pub struct Base {
     storage: Storage,
     position: Option<FeedPosition>,
+    epoch: Option<StreamEpoch>,
     live: u64,
     tombstones: u64,
 }
@@ -45,6 +46,7 @@ impl std::fmt::Debug for Base {
             .field("members", &self.live)
             .field("tombstones", &self.tombstones)
             .field("position", &self.position)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -64,12 +66,17 @@ pub fn validation_threads() -> usize {
 }
 
 impl Base {
-    fn open(storage: Storage, position: Option<FeedPosition>) -> Result<Base, String> {
+    fn open(
+        storage: Storage,
+        position: Option<FeedPosition>,
+        epoch: Option<StreamEpoch>,
+    ) -> Result<Base, String> {
         let body = validate(storage.bytes(), validation_threads())?;
         let (live, tombstones) = (body.live.to_native(), body.tombstones.to_native());
         Ok(Base {
             storage,
             position,
+            epoch,
             live,
             tombstones,
         })
@@ -78,12 +85,16 @@ impl Base {
     /// A base over a body built in memory.
     pub fn from_body(body: &Body, position: Option<FeedPosition>) -> Result<Base, String> {
         let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| e.to_string())?;
-        Base::open(Storage::Owned(bytes), position)
+        Base::open(Storage::Owned(bytes), position, None)
     }
 
     /// A base over a mapped snapshot body (checksum already verified by the caller).
-    pub(super) fn from_map(map: Mmap, position: Option<FeedPosition>) -> Result<Base, String> {
-        Base::open(Storage::Mapped(map), position)
+    pub(super) fn from_map(
+        map: Mmap,
+        position: Option<FeedPosition>,
+        epoch: Option<StreamEpoch>,
+    ) -> Result<Base, String> {
+        Base::open(Storage::Mapped(map), position, epoch)
     }
 
     /// A base with no members.
@@ -156,6 +167,11 @@ impl Base {
 
     pub fn position(&self) -> Option<FeedPosition> {
         self.position
+    }
+
+    /// The stream epoch the position belongs to.
+    pub fn epoch(&self) -> Option<StreamEpoch> {
+        self.epoch
     }
 
     /// Bytes of the body (mapped or owned).

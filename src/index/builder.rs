@@ -31,8 +31,10 @@ pub enum Mode {
     /// booklet number already held by an earlier row, is refused and reported.
     Import,
     /// A compaction of base + overlay: overlay rows supersede base rows of the same ID
-    /// silently (that is the point), and when two members carry one booklet number (the feed
-    /// may briefly show a booklet on its old and new holder) the later row keeps it.
+    /// silently (that is the point), and records are kept exactly as they are. When two
+    /// members carry one booklet number (the feed may briefly show a booklet on its new
+    /// holder before its old holder's release arrives), both records keep it and the booklet
+    /// table lists both; lookups give it to the newer change (`IndexView::get_by_booklet`).
     Compaction,
 }
 
@@ -213,8 +215,12 @@ fn describe(origin: Origin) -> String {
     format!("line {}", origin.0)
 }
 
-/// Applies the booklet policy to the kept rows (one per ID).
+/// Applies the booklet policy to the kept rows (one per ID): an import refuses a booklet
+/// number an earlier row already holds; a compaction keeps every claim (see [`Mode`]).
 fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, mode: Mode) -> Vec<Rejected> {
+    if mode == Mode::Compaction {
+        return Vec::new();
+    }
     let mut holders: Vec<(u64, Origin, usize)> = kept
         .iter()
         .enumerate()
@@ -225,33 +231,20 @@ fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, mode: Mode) -> Vec<Rejecte
     let mut dropped = vec![false; kept.len()];
     let mut rejected = Vec::new();
     let mut first: Option<(u64, Origin, usize)> = None;
-    let mut previous: Option<usize> = None;
     for (key, origin, row) in holders {
         match first {
-            Some((first_key, first_origin, first_row)) if first_key == key => match mode {
-                Mode::Import => {
-                    dropped[row] = true;
-                    rejected.push(Rejected {
-                        origin,
-                        reason: format!(
-                            "booklet_no: already used by member {} ({})",
-                            NationalId::from_validated(kept[first_row].0.national_id).masked(),
-                            describe(first_origin)
-                        ),
-                    });
-                }
-                Mode::Compaction => {
-                    // Both members stay; the earlier holder loses the booklet.
-                    if let Some(p) = previous {
-                        kept[p].0.booklet = 0;
-                    }
-                    previous = Some(row);
-                }
-            },
-            _ => {
-                first = Some((key, origin, row));
-                previous = Some(row);
+            Some((first_key, first_origin, first_row)) if first_key == key => {
+                dropped[row] = true;
+                rejected.push(Rejected {
+                    origin,
+                    reason: format!(
+                        "booklet_no: already used by member {} ({})",
+                        NationalId::from_validated(kept[first_row].0.national_id).masked(),
+                        describe(first_origin)
+                    ),
+                });
             }
+            _ => first = Some((key, origin, row)),
         }
     }
     let mut row = 0;

@@ -6,6 +6,11 @@
 //! frozen overlay (and so in the new snapshot) or in the new active overlay; the snapshot
 //! records the feed position noted before the cut, which can only be older than its content
 //! (a replay from there re-applies a few changes, which versions make harmless).
+//!
+//! A compaction that fails (a full disk, a file that fails verification) leaves nothing
+//! behind: the snapshot writer removes its temporary file, and the frozen overlay is put back
+//! into the active one, so the next attempt cuts everything applied so far instead of
+//! retrying the same frozen set forever.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +18,8 @@ use std::time::Instant;
 
 use super::overlay::{Overlay, Slot};
 use super::snapshot::{self, SnapshotError};
-use super::{BodyBuilder, Mode, Origin};
-use super::{FeedPosition, Index, Layers, Row};
+use super::{snapshot_dir, BodyBuilder, Cursor, Mode, Origin};
+use super::{Index, Layers, Row};
 
 /// What one compaction did.
 #[derive(Debug, Clone)]
@@ -26,36 +31,50 @@ pub struct Compaction {
     pub pruned: Vec<PathBuf>,
 }
 
-/// The file name of a snapshot: build time first, so names sort oldest to newest.
-pub fn snapshot_file_name(built_at_ms: i64, position: Option<FeedPosition>) -> String {
-    match position {
-        Some(p) => format!("eligd-{built_at_ms:013}-{}-{}.snap", p.ms, p.seq),
-        None => format!("eligd-{built_at_ms:013}-none.snap"),
-    }
-}
-
 impl Index {
-    /// Freezes the active overlay and returns it, or the overlay a failed compaction left
-    /// frozen. `None` when there is nothing to write and `force` is false.
-    pub(super) fn cut(&self, force: bool) -> Option<(Arc<Overlay>, Option<FeedPosition>)> {
+    /// Freezes the active overlay and returns it with the cursor noted at the cut. `None`
+    /// when there is nothing to write and `force` is false.
+    pub(super) fn cut(&self, force: bool) -> Option<(Arc<Overlay>, Cursor)> {
         let _exclusive = self.cut_lock.write().unwrap_or_else(|p| p.into_inner());
         let layers = self.layers.load_full();
-        if let Some(frozen) = &layers.frozen {
-            // A failed compaction left it: retry with the position noted when it was frozen.
-            return Some((Arc::clone(frozen), layers.frozen_position));
-        }
         let active = self.active.load_full();
-        if active.is_empty() && !force {
+        // Only one compaction runs (`compacting`), and it puts back or replaces what it froze.
+        if layers.frozen.is_some() || (active.is_empty() && !force) {
             return None;
         }
-        let position = self.position();
+        let cursor = *self.cursor();
         self.layers.store(Arc::new(Layers {
             base: Arc::clone(&layers.base),
             frozen: Some(Arc::clone(&active)),
-            frozen_position: position,
         }));
         self.active.store(Arc::new(Overlay::default()));
-        Some((active, position))
+        Some((active, cursor))
+    }
+
+    /// Undoes a cut whose snapshot was not written: the frozen changes go back into the
+    /// active overlay (where a newer change of the same ID, applied since, stays), and only
+    /// then does the frozen layer go, so a lookup never sees neither.
+    fn put_back(&self, frozen: &Overlay) {
+        let _exclusive = self.cut_lock.write().unwrap_or_else(|p| p.into_inner());
+        let active = self.active.load_full();
+        for entry in frozen.members.iter() {
+            if let dashmap::mapref::entry::Entry::Vacant(vacant) =
+                active.members.entry(*entry.key())
+            {
+                vacant.insert(entry.value().clone());
+                active.len.fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+        }
+        for claims in frozen.booklets.iter() {
+            for id in claims.value() {
+                active.claim_booklet(*claims.key(), *id);
+            }
+        }
+        let layers = self.layers.load_full();
+        self.layers.store(Arc::new(Layers {
+            base: Arc::clone(&layers.base),
+            frozen: None,
+        }));
     }
 
     /// Writes base + overlay to a new snapshot in `dir`, swaps it in, and keeps the newest
@@ -80,15 +99,64 @@ impl Index {
         force: bool,
         may_prune: &dyn Fn() -> bool,
     ) -> Result<Option<Compaction>, SnapshotError> {
+        if self.synthetic {
+            return Err(SnapshotError::Synthetic);
+        }
         let Ok(_only_one) = self.compacting.try_lock() else {
             return Ok(None);
         };
         let started = Instant::now();
-        let Some((frozen, position)) = self.cut(force) else {
+        let Some((frozen, cursor)) = self.cut(force) else {
             return Ok(None);
         };
-        let base = Arc::clone(&self.layers.load().base);
+        self.write_cut(dir, keep, frozen, cursor, may_prune, started)
+            .map(Some)
+    }
 
+    /// The rest of a compaction once the cut is made: write, swap in, prune; or put the
+    /// frozen changes back when the snapshot could not be written.
+    pub(super) fn write_cut(
+        &self,
+        dir: &Path,
+        keep: usize,
+        frozen: Arc<Overlay>,
+        cursor: Cursor,
+        may_prune: &dyn Fn() -> bool,
+        started: Instant,
+    ) -> Result<Compaction, SnapshotError> {
+        let (path, header, new_base) = match self.write_with_frozen(dir, &frozen, cursor) {
+            Ok(written) => written,
+            Err(e) => {
+                self.put_back(&frozen);
+                return Err(e);
+            }
+        };
+        self.layers.store(Arc::new(Layers {
+            base: Arc::new(new_base),
+            frozen: None,
+        }));
+        let pruned = if may_prune() {
+            snapshot_dir::prune(dir, keep, &path)
+        } else {
+            Vec::new()
+        };
+        Ok(Compaction {
+            path,
+            members: header.members,
+            overlay_entries: frozen.len(),
+            seconds: started.elapsed().as_secs_f64(),
+            pruned,
+        })
+    }
+
+    /// Base + frozen overlay, written and verified as a snapshot in `dir`.
+    fn write_with_frozen(
+        &self,
+        dir: &Path,
+        frozen: &Overlay,
+        cursor: Cursor,
+    ) -> Result<(PathBuf, snapshot::Header, super::Base), SnapshotError> {
+        let base = Arc::clone(&self.layers.load().base);
         let mut builder =
             BodyBuilder::with_capacity(base.len() + base.tombstones() as usize + frozen.len());
         for row in base.rows() {
@@ -107,89 +175,10 @@ impl Index {
         }
         let (body, _) = builder.finish(Mode::Compaction);
         drop(base);
-
         std::fs::create_dir_all(dir).map_err(|reason| SnapshotError::Io {
             path: dir.to_path_buf(),
             reason,
         })?;
-        let built_at_ms = chrono::Utc::now().timestamp_millis();
-        let path = dir.join(snapshot_file_name(built_at_ms, position));
-        let header = snapshot::write(&path, &body, position)?;
-        drop(body);
-        let (_, new_base) = snapshot::load(&path)?;
-        self.layers.store(Arc::new(Layers {
-            base: Arc::new(new_base),
-            frozen: None,
-            frozen_position: None,
-        }));
-        let pruned = if may_prune() {
-            prune(dir, keep)
-        } else {
-            Vec::new()
-        };
-        Ok(Some(Compaction {
-            path,
-            members: header.members,
-            overlay_entries: frozen.len(),
-            seconds: started.elapsed().as_secs_f64(),
-            pruned,
-        }))
+        snapshot::write_into(dir, &body, cursor.position, cursor.epoch)
     }
-}
-
-/// Snapshot files in `dir`, newest first (by name, which starts with the build time).
-pub fn snapshots_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "snap")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("eligd-"))
-        })
-        .collect();
-    files.sort();
-    files.reverse();
-    Ok(files)
-}
-
-/// Deletes temporary files of snapshot writes that never finished (a crash or a shutdown in
-/// the middle of one). Call only when no write into `dir` can be in progress: at start-up, or
-/// at the end of a compaction.
-pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
-    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name.starts_with(".eligd-snapshot-")
-            && name.ends_with(".tmp")
-            && std::fs::remove_file(&path).is_ok()
-        {
-            removed.push(path);
-        }
-    }
-    removed
-}
-
-/// Deletes all but the newest `keep` snapshots, and unfinished writes; returns what it deleted.
-pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
-    let mut pruned = remove_unfinished_writes(dir);
-    let Ok(files) = snapshots_in(dir) else {
-        return pruned;
-    };
-    for old in files.into_iter().skip(keep.max(1)) {
-        match std::fs::remove_file(&old) {
-            Ok(()) => pruned.push(old),
-            Err(e) => {
-                tracing::warn!(path = %old.display(), error = %e, "could not prune an old snapshot")
-            }
-        }
-    }
-    pruned
 }

@@ -3,7 +3,14 @@
 use super::*;
 use crate::dates::Day;
 use crate::demo::Generator;
-use crate::index::compact::snapshots_in;
+use crate::index::snapshot_dir;
+
+/// The snapshots in `dir`, newest first (by header).
+fn snapshots_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let listing = snapshot_dir::list(dir).unwrap();
+    assert!(listing.refused.is_empty(), "{:?}", listing.refused);
+    listing.snapshots.into_iter().map(|s| s.path).collect()
+}
 
 fn population(n: u64) -> Vec<Member> {
     Generator::new(n, 5, Day::parse_iso("2026-11-22").unwrap()).collect()
@@ -87,7 +94,7 @@ fn changes_after_the_cut_stay_in_the_overlay() {
     let members = population(500);
     let index = Index::from_members(members.clone()).unwrap();
     index.apply(Change::Upsert(bumped(&members[0], 1)));
-    let (frozen, _) = index.cut(false).expect("something to cut");
+    let (frozen, cursor) = index.cut(false).expect("something to cut");
     assert_eq!(frozen.len(), 1);
     // Arrives while the snapshot is being written.
     index.apply(Change::Upsert(bumped(&members[2], 1)));
@@ -103,8 +110,14 @@ fn changes_after_the_cut_stay_in_the_overlay() {
             held: members[0].version + 1
         }
     );
+    assert!(
+        index.cut(true).is_none(),
+        "one cut at a time: a second never replaces the frozen layer"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
+    let done = index
+        .write_cut(dir.path(), 3, frozen, cursor, &|| true, std::time::Instant::now())
+        .unwrap();
     assert_eq!(
         done.overlay_entries, 1,
         "the compaction wrote the frozen overlay only"
@@ -140,7 +153,7 @@ fn nothing_to_compact_unless_forced() {
 }
 
 #[test]
-fn a_failed_compaction_keeps_the_overlay_and_is_retried() {
+fn a_failed_compaction_leaves_nothing_and_puts_the_changes_back() {
     let members = population(100);
     let index = Index::from_members(members.clone()).unwrap();
     index.apply(Change::Upsert(bumped(&members[0], 1)));
@@ -152,7 +165,14 @@ fn a_failed_compaction_keeps_the_overlay_and_is_retried() {
         index.member(members[0].national_id).unwrap().version,
         members[0].version + 1
     );
-    assert_eq!(index.overlay_len(), 1);
+    assert_eq!(index.overlay_len(), 1, "the frozen change is back, once");
+    // The change is in the active overlay again: newer changes still win over it.
+    assert_eq!(
+        index.apply(Change::Upsert(bumped(&members[0], 1))),
+        Applied::Stale {
+            held: members[0].version + 1
+        }
+    );
     let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
     assert_eq!(done.overlay_entries, 1);
     assert_eq!(index.overlay_len(), 0);
@@ -172,7 +192,7 @@ fn old_snapshots_are_pruned() {
         index.compact_into(dir.path(), 2, false).unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(3));
     }
-    let kept = snapshots_in(dir.path()).unwrap();
+    let kept = snapshots_in(dir.path());
     assert_eq!(kept.len(), 2);
     // An unfinished write left by a crash goes at the next compaction; other files stay.
     std::fs::write(dir.path().join(".eligd-snapshot-abc123.tmp"), b"half").unwrap();
@@ -184,7 +204,7 @@ fn old_snapshots_are_pruned() {
         .iter()
         .any(|p| p.ends_with(".eligd-snapshot-abc123.tmp")));
     assert!(dir.path().join("notes.txt").exists());
-    let kept = snapshots_in(dir.path()).unwrap();
+    let kept = snapshots_in(dir.path());
     let (_, newest) = snapshot::load(&kept[0]).unwrap();
     assert_eq!(
         newest.get(members[0].national_id).unwrap().version,
@@ -245,25 +265,121 @@ fn lookups_never_miss_while_compactions_run() {
 }
 
 #[test]
-fn a_retried_compaction_records_the_position_noted_at_its_cut() {
+fn after_a_failure_the_next_compaction_takes_every_change_and_the_latest_cursor() {
     let members = population(50);
     let index = Index::from_members(members.clone()).unwrap();
     index.apply(Change::Upsert(bumped(&members[0], 1)));
+    index.apply(Change::Delete {
+        national_id: members[3].national_id,
+        version: members[3].version + 1,
+    });
     index.note_position(FeedPosition { ms: 10, seq: 1 });
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     assert!(index.compact_into(&not_a_dir, 3, false).is_err());
-    // More changes and a later position arrive before the retry; they are not in the frozen
-    // overlay, so the snapshot must not claim them.
+    // More changes and a later position arrive before the next attempt: it is not stuck on
+    // the failed cut, it writes all of them and the position they reach.
     index.apply(Change::Upsert(bumped(&members[1], 1)));
     index.note_position(FeedPosition { ms: 20, seq: 1 });
+    index.adopt_epoch(StreamEpoch(7));
     let done = index.compact_into(dir.path(), 3, false).unwrap().unwrap();
+    let header = snapshot::read_header(&done.path).unwrap();
+    assert_eq!(header.position, Some(FeedPosition { ms: 20, seq: 1 }));
+    assert_eq!(header.epoch, Some(StreamEpoch(7)));
+    assert_eq!(done.overlay_entries, 3);
+    assert_eq!(index.overlay_len(), 0);
+    let (_, base) = snapshot::load(&done.path).unwrap();
+    assert_eq!(base.version_of(members[3].national_id), members[3].version + 1);
+    assert!(base.get(members[3].national_id).is_none());
     assert_eq!(
-        snapshot::read_header(&done.path).unwrap().position,
-        Some(FeedPosition { ms: 10, seq: 1 })
+        base.get(members[1].national_id).unwrap().version,
+        members[1].version + 1
     );
-    assert_eq!(index.overlay_len(), 1);
+}
+
+#[test]
+fn the_synthetic_population_is_never_written_or_prunes_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Index::from_members(population(10)).unwrap();
+    real.compact_into(dir.path(), 1, true).unwrap().unwrap();
+    let demo = Index::synthetic(Base::from_body(&body_of(&population(30)), None).unwrap());
+    demo.apply(Change::Delete {
+        national_id: population(30)[0].national_id,
+        version: 1_000,
+    });
+    assert!(matches!(
+        demo.compact_into(dir.path(), 1, true),
+        Err(snapshot::SnapshotError::Synthetic)
+    ));
+    let left = snapshots_in(dir.path());
+    assert_eq!(left.len(), 1);
+    assert_eq!(snapshot::read_header(&left[0]).unwrap().members, 10);
+    assert_eq!(demo.overlay_len(), 1, "nothing was cut");
+}
+
+fn body_of(members: &[Member]) -> body::Body {
+    let mut builder = BodyBuilder::default();
+    for (i, m) in members.iter().enumerate() {
+        builder.push_member(m, Origin(i as u64));
+    }
+    builder.finish(Mode::Import).0
+}
+
+#[test]
+fn the_newest_snapshot_is_chosen_and_pruned_by_header_not_name() {
+    let members = population(40);
+    let index = Index::from_members(members.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    index.apply(Change::Upsert(bumped(&members[0], 1)));
+    index.note_position(FeedPosition { ms: 5_000, seq: 0 });
+    let first = index.compact_into(dir.path(), 5, false).unwrap().unwrap();
+    // A valid file from a host whose clock is an hour fast, at an older position, named as
+    // its header says.
+    let fast = dir.path().join("fast.snap");
+    std::fs::copy(&first.path, &fast).unwrap();
+    snapshot::rewrite_header(&fast, |h| {
+        h.built_at_ms += 3_600_000;
+        h.position = Some(FeedPosition { ms: 4_000, seq: 0 });
+    });
+    let fast_name = snapshot_dir::file_name(&snapshot::read_header(&fast).unwrap());
+    std::fs::rename(&fast, dir.path().join(&fast_name)).unwrap();
+    // A copy whose name claims a later build time than its header.
+    let renamed = dir.path().join(format!(
+        "eligd-{:013}-9000-0.snap",
+        chrono::Utc::now().timestamp_millis() + 7_200_000
+    ));
+    std::fs::copy(&first.path, &renamed).unwrap();
+
+    let listing = snapshot_dir::list(dir.path()).unwrap();
+    let order: Vec<_> = listing.snapshots.iter().map(|s| s.path.clone()).collect();
+    assert_eq!(order, vec![first.path.clone(), dir.path().join(&fast_name)]);
+    assert_eq!(listing.refused.len(), 1);
+    assert_eq!(listing.refused[0].path, renamed);
+    assert!(
+        listing.refused[0].reason.contains("does not match its header"),
+        "{}",
+        listing.refused[0].reason
+    );
+
+    // --snapshot-keep 1: the new compaction snapshot survives, the fast one goes, and the
+    // misnamed file is left for an operator.
+    index.apply(Change::Upsert(bumped(&members[0], 2)));
+    index.note_position(FeedPosition { ms: 6_000, seq: 0 });
+    let second = index.compact_into(dir.path(), 1, false).unwrap().unwrap();
+    assert!(second.path.exists());
+    assert_eq!(snapshots_in_unchecked(dir.path()), vec![second.path.clone()]);
+    assert!(renamed.exists());
+    assert!(!first.path.exists());
+}
+
+fn snapshots_in_unchecked(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    snapshot_dir::list(dir)
+        .unwrap()
+        .snapshots
+        .into_iter()
+        .map(|s| s.path)
+        .collect()
 }
 
 #[test]
@@ -280,11 +396,11 @@ fn a_guarded_compaction_writes_but_does_not_prune_while_the_guard_says_no() {
         assert!(done.pruned.is_empty());
         std::thread::sleep(std::time::Duration::from_millis(3));
     }
-    assert_eq!(snapshots_in(dir.path()).unwrap().len(), 3);
+    assert_eq!(snapshots_in(dir.path()).len(), 3);
     index.apply(Change::Upsert(bumped(&members[0], 4)));
     index
         .compact_into_guarded(dir.path(), 1, false, &|| true)
         .unwrap()
         .unwrap();
-    assert_eq!(snapshots_in(dir.path()).unwrap().len(), 1);
+    assert_eq!(snapshots_in(dir.path()).len(), 1);
 }

@@ -232,3 +232,87 @@ fn a_delete_of_the_version_held_removes_it_in_every_layer_and_survives_compactio
         "a newer insert brings the person back"
     );
 }
+
+const C: &str = "0000010006";
+const E: &str = "0000010014";
+
+#[test]
+fn a_booklet_passed_on_and_back_is_found_between_compactions() {
+    // E holds B2 in the base. E releases it, A takes it, C takes it briefly and releases it:
+    // A holds it, though C was the last to claim it in the overlay.
+    let index = index_with(vec![
+        member(E, 1, Some("22")),
+        member(A, 1, None),
+        member(C, 1, None),
+    ]);
+    index.apply(Change::Upsert(member(E, 2, None)));
+    index.apply(Change::Upsert(member(A, 3, Some("22"))));
+    index.apply(Change::Upsert(member(C, 4, Some("22"))));
+    assert_eq!(booklet_holder(&index, "22"), Some(id(C)), "the newer claim");
+    index.apply(Change::Upsert(member(C, 5, None)));
+    assert_eq!(booklet_holder(&index, "22"), Some(id(A)));
+}
+
+#[test]
+fn two_current_claims_go_to_the_newer_change_and_survive_compaction() {
+    // A holds B; C takes B with a newer version while A's release has not arrived; a
+    // compaction runs; then A's release arrives: C holds B, before and after a reload.
+    let index = index_with(vec![member(A, 1, Some("31")), member(C, 1, None)]);
+    index.apply(Change::Upsert(member(C, 5, Some("31"))));
+    assert_eq!(booklet_holder(&index, "31"), Some(id(C)));
+    let dir = tempfile::tempdir().unwrap();
+    let done = index.compact_into(dir.path(), 2, false).unwrap().unwrap();
+    assert_eq!(booklet_holder(&index, "31"), Some(id(C)));
+    assert_eq!(
+        index.member(id(A)).unwrap().booklet_no,
+        Booklet::parse("31"),
+        "a compaction never rewrites a record"
+    );
+    index.apply(Change::Upsert(member(A, 4, None)));
+    assert_eq!(booklet_holder(&index, "31"), Some(id(C)));
+    let (_, base) = snapshot::load(&done.path).unwrap();
+    let reloaded = Index::new(base);
+    assert_eq!(booklet_holder(&reloaded, "31"), Some(id(C)));
+    reloaded.apply(Change::Upsert(member(A, 4, None)));
+    assert_eq!(booklet_holder(&reloaded, "31"), Some(id(C)));
+}
+
+#[test]
+fn delete_markers_carry_over_into_another_index() {
+    let old = index_with(vec![member(A, 1, None), member(B, 1, None), member(C, 1, None)]);
+    old.apply(Change::Delete {
+        national_id: id(A),
+        version: 6,
+    });
+    old.apply(Change::Delete {
+        national_id: id(E),
+        version: 2,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    old.compact_into(dir.path(), 2, false).unwrap().unwrap();
+    old.apply(Change::Delete {
+        national_id: id(B),
+        version: 3,
+    });
+    let mut markers: Vec<(NationalId, u64)> = old
+        .markers()
+        .iter()
+        .map(|m| (m.national_id(), m.version()))
+        .collect();
+    markers.sort_by_key(|(id, _)| id.as_u64());
+    let mut expected = vec![(id(A), 6), (id(B), 3), (id(E), 2)];
+    expected.sort_by_key(|(id, _)| id.as_u64());
+    assert_eq!(markers, expected);
+    // A repair snapshot without markers, holding A at an old version and B re-inserted later.
+    let repaired = index_with(vec![member(A, 2, None), member(B, 9, None)]);
+    for m in old.markers() {
+        repaired.apply(m);
+    }
+    assert!(repaired.member(id(A)).is_none(), "deleted at 6, after version 2");
+    assert_eq!(repaired.member(id(B)).unwrap().version, 9, "re-inserted after");
+    assert_eq!(
+        repaired.apply(Change::Upsert(member(E, 1, None))),
+        Applied::Stale { held: 2 },
+        "a late, older upsert cannot bring a deleted member back"
+    );
+}

@@ -14,7 +14,9 @@ pub mod body;
 mod builder;
 pub mod compact;
 mod overlay;
+mod position;
 pub mod snapshot;
+pub mod snapshot_dir;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,55 +26,12 @@ use dashmap::mapref::entry::Entry;
 
 pub use base::{Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
+pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 use overlay::{Found, Overlay, Slot};
 
 use crate::member::{Booklet, Member};
 use crate::national_id::NationalId;
 use crate::view::MemberView;
-
-/// A position in the change feed (a Redis stream entry ID `ms-seq`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FeedPosition {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl FeedPosition {
-    /// The position before every entry (`0-0`).
-    pub const START: FeedPosition = FeedPosition { ms: 0, seq: 0 };
-
-    /// When the entry was added: the milliseconds part of its ID (Unix time).
-    pub fn unix_ms(self) -> u64 {
-        self.ms
-    }
-}
-
-/// A stream entry ID that is not `ms-seq` with two decimal u64 parts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a stream entry ID (ms-seq)")]
-pub struct BadPosition(pub String);
-
-impl std::str::FromStr for FeedPosition {
-    type Err = BadPosition;
-    fn from_str(s: &str) -> Result<FeedPosition, BadPosition> {
-        let bad = || BadPosition(s.chars().take(45).collect());
-        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(ms) || !digits(seq) {
-            return Err(bad());
-        }
-        Ok(FeedPosition {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
-        })
-    }
-}
-
-impl std::fmt::Display for FeedPosition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
 
 /// One change to apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,24 +67,30 @@ pub enum Applied {
     Stale { held: u64 },
 }
 
-/// The base and, during a compaction, the overlay being written into the next base with the
-/// feed position noted when it was frozen.
+/// The base and, during a compaction, the overlay being written into the next base.
 struct Layers {
     base: Arc<Base>,
     frozen: Option<Arc<Overlay>>,
-    frozen_position: Option<FeedPosition>,
 }
 
 pub struct Index {
     layers: ArcSwap<Layers>,
     active: ArcSwap<Overlay>,
-    /// Taken shared by `apply`, exclusively by a cut, so no change lands in an overlay
-    /// after it was frozen. Lookups never take it.
+    /// Taken shared by `apply`, exclusively by a cut (and by putting a failed cut back), so
+    /// no change lands in an overlay after it was frozen. Lookups never take it.
     cut_lock: RwLock<()>,
     live_members: AtomicI64,
-    /// The feed position of the last change applied (or the base's).
-    position: Mutex<Option<FeedPosition>>,
+    /// The feed position of the last change applied (or the base's), and its stream epoch.
+    cursor: Mutex<Cursor>,
     compacting: Mutex<()>,
+    /// The synthetic demo population: never written to a snapshot directory.
+    synthetic: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    position: Option<FeedPosition>,
+    epoch: Option<StreamEpoch>,
 }
 
 /// A member found by a lookup: read in place from the base, or shared from an overlay.
@@ -163,41 +128,76 @@ impl IndexView {
         self.layers.base.get(id).map(MemberRef::Base)
     }
 
-    /// The member holding this booklet number now. A mapping may be stale (the booklet moved,
-    /// or its holder was deleted), so every candidate is confirmed against the member's
-    /// current record.
+    /// The member holding this booklet number now. Every member that ever claimed it in a
+    /// layer is a candidate; a claim counts only while the member's current record still
+    /// carries the booklet (it may have moved on, or been deleted). When two current records
+    /// carry it (the feed delivered a booklet's new holder before its old holder's release),
+    /// the newer change holds it: versions follow the records database's commit order, and
+    /// there a booklet is released before it is taken. Equal versions fall to the lower ID.
     pub fn get_by_booklet(&self, booklet: Booklet) -> Option<MemberRef<'_>> {
-        let overlay_candidates = std::iter::once(&**self.active)
+        let overlay_claims = std::iter::once(&**self.active)
             .chain(self.layers.frozen.as_deref())
-            .filter_map(|o| o.booklet_holder(booklet));
-        let base_candidates = self
+            .flat_map(|o| o.booklet_claims(booklet));
+        let base_claims = self
             .layers
             .base
             .booklet_holders(booklet)
             .map(|v| v.national_id);
-        overlay_candidates
-            .chain(base_candidates)
-            .filter_map(|id| self.get(id))
-            .find(|m| m.view().booklet_no == Some(booklet))
+        let mut best: Option<MemberRef<'_>> = None;
+        for id in overlay_claims.chain(base_claims) {
+            let Some(found) = self.get(id) else { continue };
+            let candidate = found.view();
+            if candidate.booklet_no != Some(booklet) {
+                continue;
+            }
+            let better = best.as_ref().is_none_or(|b| {
+                let held = b.view();
+                (candidate.version, std::cmp::Reverse(candidate.national_id))
+                    > (held.version, std::cmp::Reverse(held.national_id))
+            });
+            if better {
+                best = Some(found);
+            }
+        }
+        best
     }
 }
 
 impl Index {
     pub fn new(base: Base) -> Index {
+        Index::with_origin(base, false)
+    }
+
+    /// An index over the synthetic demo population. It answers like any other, but a
+    /// compaction refuses it: synthetic members must never be saved where real snapshots
+    /// live, nor prune them.
+    pub fn synthetic(base: Base) -> Index {
+        Index::with_origin(base, true)
+    }
+
+    fn with_origin(base: Base, synthetic: bool) -> Index {
         let live = base.len() as i64;
-        let position = base.position();
+        let cursor = Cursor {
+            position: base.position(),
+            epoch: base.epoch(),
+        };
         Index {
             layers: ArcSwap::from_pointee(Layers {
                 base: Arc::new(base),
                 frozen: None,
-                frozen_position: None,
             }),
             active: ArcSwap::from_pointee(Overlay::default()),
             cut_lock: RwLock::new(()),
             live_members: AtomicI64::new(live),
-            position: Mutex::new(position),
+            cursor: Mutex::new(cursor),
             compacting: Mutex::new(()),
+            synthetic,
         }
+    }
+
+    /// Whether this is the synthetic demo population.
+    pub fn is_synthetic(&self) -> bool {
+        self.synthetic
     }
 
     /// An index whose base holds these members (tests, tools, the demo population). Fails
@@ -279,19 +279,54 @@ impl Index {
         self.live_members
             .fetch_add(i64::from(is_live) - i64::from(was_live), Ordering::Relaxed);
         if let Some(b) = booklet {
-            active.booklets.insert(b, id);
+            active.claim_booklet(b, id);
         }
         Applied::Applied
     }
 
+    fn cursor(&self) -> std::sync::MutexGuard<'_, Cursor> {
+        self.cursor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records the feed position of the last change applied; a snapshot cut records it.
     pub fn note_position(&self, position: FeedPosition) {
-        let mut held = self.position.lock().unwrap_or_else(|p| p.into_inner());
-        *held = Some(position);
+        self.cursor().position = Some(position);
     }
 
     pub fn position(&self) -> Option<FeedPosition> {
-        *self.position.lock().unwrap_or_else(|p| p.into_inner())
+        self.cursor().position
+    }
+
+    /// The stream epoch the position belongs to (`None` until known).
+    pub fn epoch(&self) -> Option<StreamEpoch> {
+        self.cursor().epoch
+    }
+
+    /// Takes the stream's epoch as ours, when none was recorded with our position (a
+    /// snapshot built without one). Never replaces a known epoch: a different one is a gap.
+    pub fn adopt_epoch(&self, epoch: StreamEpoch) {
+        self.cursor().epoch.get_or_insert(epoch);
+    }
+
+    /// Every delete marker the index holds, as deletes to apply elsewhere: the base's
+    /// tombstones, then the frozen and active overlays' (applying them in this order, version
+    /// guarded, leaves the newest of each ID).
+    pub fn markers(&self) -> Vec<Change> {
+        let active = self.active.load();
+        let layers = self.layers.load();
+        let base = layers.base.rows().filter_map(|row| match row {
+            Row::Tombstone(national_id, version) => Some(Change::Delete {
+                national_id,
+                version,
+            }),
+            Row::Live(_) => None,
+        });
+        let overlays = layers
+            .frozen
+            .iter()
+            .chain(std::iter::once(&*active))
+            .flat_map(|o| o.deleted());
+        base.chain(overlays).collect()
     }
 
     /// Live members (not counting tombstones).

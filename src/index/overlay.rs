@@ -1,6 +1,10 @@
 //! An overlay: changes applied since the base was cut, keyed by national ID. The active
 //! overlay takes new changes; during a compaction the previous one is frozen (read-only)
 //! until the new base that contains it is installed.
+//!
+//! Booklet numbers map to every member that claimed them in this overlay, not only the last:
+//! a booklet can pass A → C → back to A while the feed delivers changes out of order, and a
+//! lookup must still find whichever claim is current (see `IndexView::get_by_booklet`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use crate::national_id::NationalId;
 
 pub(crate) type Hasher = foldhash::fast::FixedState;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Slot {
     Live(Arc<Member>),
     Deleted { version: u64 },
@@ -30,7 +34,8 @@ impl Slot {
 #[derive(Default)]
 pub struct Overlay {
     pub(super) members: DashMap<NationalId, Slot, Hasher>,
-    pub(super) booklets: DashMap<Booklet, NationalId, Hasher>,
+    /// Every member that claimed a booklet here (rarely more than one).
+    pub(super) booklets: DashMap<Booklet, Vec<NationalId>, Hasher>,
     /// Entries in `members`; lets lookups skip an empty overlay without touching the map.
     pub(super) len: AtomicUsize,
 }
@@ -64,11 +69,36 @@ impl Overlay {
         self.members.get(&id).map(|slot| slot.version())
     }
 
-    pub fn booklet_holder(&self, booklet: Booklet) -> Option<NationalId> {
+    /// Members that claimed `booklet` in this overlay (their current records decide).
+    pub fn booklet_claims(&self, booklet: Booklet) -> Vec<NationalId> {
         if self.len.load(Ordering::Acquire) == 0 {
-            return None;
+            return Vec::new();
         }
-        self.booklets.get(&booklet).map(|id| *id)
+        self.booklets
+            .get(&booklet)
+            .map_or_else(Vec::new, |ids| ids.clone())
+    }
+
+    /// Notes that `id` claims `booklet`.
+    pub fn claim_booklet(&self, booklet: Booklet, id: NationalId) {
+        let mut ids = self.booklets.entry(booklet).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    /// The delete markers held here.
+    pub fn deleted(&self) -> Vec<super::Change> {
+        self.members
+            .iter()
+            .filter_map(|entry| match entry.value() {
+                Slot::Deleted { version } => Some(super::Change::Delete {
+                    national_id: *entry.key(),
+                    version: *version,
+                }),
+                Slot::Live(_) => None,
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {

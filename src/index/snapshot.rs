@@ -20,11 +20,13 @@ use rkyv::ser::writer::IoWriter;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::body::Body;
-use super::{Base, FeedPosition, Row};
+use super::{Base, FeedPosition, Row, StreamEpoch};
 use crate::member::{Kind, Status};
 
 pub const MAGIC: [u8; 8] = *b"ELIGDSNP";
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// The previous format: the same body, a header without the stream epoch. Still read.
+const PREVIOUS_FORMAT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 4096;
 /// Changes whenever the rkyv build options or the body's types change.
 pub const FORMAT_DESCRIPTOR: &str = "rkyv-0.8/le/aligned/ptr64/eligd.body.v3/open-addressed-fib64";
@@ -43,7 +45,11 @@ const OFF_POSITION_MS: usize = OFF_HAS_POSITION + 8;
 const OFF_POSITION_SEQ: usize = OFF_POSITION_MS + 8;
 const OFF_BODY_LEN: usize = OFF_POSITION_SEQ + 8;
 const OFF_BODY_CHECKSUM: usize = OFF_BODY_LEN + 8;
-const OFF_HEADER_CHECKSUM: usize = OFF_BODY_CHECKSUM + 8;
+/// Where version 3 kept its header checksum; version 4 adds the epoch there.
+const OFF_V3_HEADER_CHECKSUM: usize = OFF_BODY_CHECKSUM + 8;
+const OFF_HAS_EPOCH: usize = OFF_BODY_CHECKSUM + 8;
+const OFF_EPOCH: usize = OFF_HAS_EPOCH + 8;
+const OFF_HEADER_CHECKSUM: usize = OFF_EPOCH + 16;
 
 /// The header's fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +61,9 @@ pub struct Header {
     /// Build time, milliseconds since the Unix epoch.
     pub built_at_ms: i64,
     pub position: Option<FeedPosition>,
+    /// The stream the position belongs to (`None`: not recorded; the replica takes the
+    /// stream's epoch as it finds it).
+    pub epoch: Option<StreamEpoch>,
     pub body_len: u64,
     pub body_checksum: u64,
 }
@@ -68,7 +77,7 @@ pub enum SnapshotError {
     },
     #[error("{0}: not an eligd snapshot (wrong magic)")]
     BadMagic(PathBuf),
-    #[error("{path}: snapshot format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error("{path}: snapshot format version {found} is not supported (this build reads versions {PREVIOUS_FORMAT_VERSION} and {FORMAT_VERSION})")]
     UnsupportedVersion { path: PathBuf, found: u32 },
     #[error("{path}: snapshot was written with format {found:?}, this build reads {FORMAT_DESCRIPTOR:?}")]
     FormatMismatch { path: PathBuf, found: String },
@@ -94,6 +103,13 @@ pub enum SnapshotError {
     },
     #[error("could not serialise the snapshot body: {0}")]
     Serialise(String),
+    #[error("the synthetic demo population is never written to a snapshot directory")]
+    Synthetic,
+    #[error("{path}: not written: the new file failed the check every load makes, and was removed ({reason})")]
+    Unverified {
+        path: PathBuf,
+        reason: Box<SnapshotError>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -137,6 +153,9 @@ impl Header {
         put_u64(&mut h, OFF_POSITION_SEQ, p.seq);
         put_u64(&mut h, OFF_BODY_LEN, self.body_len);
         put_u64(&mut h, OFF_BODY_CHECKSUM, self.body_checksum);
+        put_u64(&mut h, OFF_HAS_EPOCH, u64::from(self.epoch.is_some()));
+        let epoch = self.epoch.map_or(0, |e| e.0);
+        h[OFF_EPOCH..OFF_EPOCH + 16].copy_from_slice(&epoch.to_le_bytes());
         let sum = xxh3_64(&h[..OFF_HEADER_CHECKSUM]);
         put_u64(&mut h, OFF_HEADER_CHECKSUM, sum);
         h
@@ -147,13 +166,17 @@ impl Header {
             return Err(SnapshotError::BadMagic(path.to_path_buf()));
         }
         let format_version = get_u32(h, OFF_VERSION);
-        if format_version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: format_version,
-            });
-        }
-        if get_u64(h, OFF_HEADER_CHECKSUM) != xxh3_64(&h[..OFF_HEADER_CHECKSUM])
+        let checksum_at = match format_version {
+            FORMAT_VERSION => OFF_HEADER_CHECKSUM,
+            PREVIOUS_FORMAT_VERSION => OFF_V3_HEADER_CHECKSUM,
+            found => {
+                return Err(SnapshotError::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found,
+                })
+            }
+        };
+        if get_u64(h, checksum_at) != xxh3_64(&h[..checksum_at])
             || get_u32(h, OFF_HEADER_LEN) as usize != HEADER_LEN
         {
             return Err(SnapshotError::HeaderChecksum(path.to_path_buf()));
@@ -171,6 +194,11 @@ impl Header {
             ms: get_u64(h, OFF_POSITION_MS),
             seq: get_u64(h, OFF_POSITION_SEQ),
         });
+        let epoch = (format_version == FORMAT_VERSION && get_u64(h, OFF_HAS_EPOCH) == 1).then(|| {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&h[OFF_EPOCH..OFF_EPOCH + 16]);
+            StreamEpoch(u128::from_le_bytes(bytes))
+        });
         Ok(Header {
             format_version,
             descriptor,
@@ -178,6 +206,7 @@ impl Header {
             tombstones: get_u64(h, OFF_TOMBSTONES),
             built_at_ms: get_u64(h, OFF_BUILT_AT) as i64,
             position,
+            epoch,
             body_len: get_u64(h, OFF_BODY_LEN),
             body_checksum: get_u64(h, OFF_BODY_CHECKSUM),
         })
@@ -203,24 +232,53 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes a snapshot atomically: temporary file in the target directory, body streamed
-/// after a placeholder header, the real header written last, fsync, rename, fsync of the
-/// directory.
+/// Writes a snapshot to `path` atomically: temporary file in the target directory, body
+/// streamed after a placeholder header, the real header written last, fsync, then the whole
+/// file verified by the same check as [`load`], and only then renamed into place (and the
+/// directory fsynced). A file that fails the check never gets a snapshot name: the
+/// temporary file is removed and the error says why. Returns the header and the verified
+/// base, mapped from the file.
 pub fn write(
     path: &Path,
     body: &Body,
     position: Option<FeedPosition>,
-) -> Result<Header, SnapshotError> {
+    epoch: Option<StreamEpoch>,
+) -> Result<(Header, Base), SnapshotError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let (_, header, base) = write_with(&dir, body, position, epoch, |_| path.to_path_buf())?;
+    Ok((header, base))
+}
+
+/// [`write`] into `dir` under the name its header gives it
+/// ([`super::snapshot_dir::file_name`]), as `--snapshot-dir` expects. Returns the path too.
+pub fn write_into(
+    dir: &Path,
+    body: &Body,
+    position: Option<FeedPosition>,
+    epoch: Option<StreamEpoch>,
+) -> Result<(PathBuf, Header, Base), SnapshotError> {
+    write_with(dir, body, position, epoch, |header| {
+        dir.join(super::snapshot_dir::file_name(header))
+    })
+}
+
+fn write_with(
+    dir: &Path,
+    body: &Body,
+    position: Option<FeedPosition>,
+    epoch: Option<StreamEpoch>,
+    name: impl FnOnce(&Header) -> PathBuf,
+) -> Result<(PathBuf, Header, Base), SnapshotError> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".eligd-snapshot-")
         .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io_err(&dir))?;
-    tmp.write_all(&[0u8; HEADER_LEN]).map_err(io_err(path))?;
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    let tmp_path = tmp.path().to_path_buf();
+    tmp.write_all(&[0u8; HEADER_LEN]).map_err(io_err(&tmp_path))?;
     let (hasher, written) = {
         let sink = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
@@ -235,7 +293,7 @@ pub fn write(
             hasher,
             written,
         } = sink;
-        inner.flush().map_err(io_err(path))?;
+        inner.flush().map_err(io_err(&tmp_path))?;
         (hasher, written)
     };
     let header = Header {
@@ -245,22 +303,32 @@ pub fn write(
         tombstones: body.tombstones,
         built_at_ms: chrono::Utc::now().timestamp_millis(),
         position,
+        epoch,
         body_len: written,
         body_checksum: hasher.digest(),
     };
+    let path = name(&header);
     let file = tmp.as_file_mut();
-    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    file.write_all(&header.encode()).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err(&tmp_path))?;
+    file.write_all(&header.encode()).map_err(io_err(&tmp_path))?;
+    file.sync_all().map_err(io_err(&tmp_path))?;
     forget_cached_pages(file);
-    tmp.persist(path).map_err(|e| SnapshotError::Io {
-        path: path.to_path_buf(),
+    let unverified = |reason| SnapshotError::Unverified {
+        path: path.clone(),
+        reason: Box::new(reason),
+    };
+    let (read_back, base) = load(&tmp_path).map_err(unverified)?;
+    if read_back != header {
+        return Err(unverified(SnapshotError::HeaderChecksum(tmp_path)));
+    }
+    tmp.persist(&path).map_err(|e| SnapshotError::Io {
+        path: path.clone(),
         reason: e.error,
     })?;
-    File::open(&dir)
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(&dir))?;
-    Ok(header)
+        .map_err(io_err(dir))?;
+    Ok((path, header, base))
 }
 
 /// Reads only the header (cheap: no body read, no checksum).
@@ -310,7 +378,7 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
     if xxh3_64(&map) != header.body_checksum {
         return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
     }
-    let base = Base::from_map(map, header.position).map_err(|message| SnapshotError::Invalid {
+    let base = Base::from_map(map, header.position, header.epoch).map_err(|message| SnapshotError::Invalid {
         path: path.to_path_buf(),
         message,
     })?;
@@ -408,6 +476,17 @@ pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
         with_booklet,
         open_ended,
     })
+}
+
+/// Rewrites a snapshot's header in place (tests build files a clock or an operator might
+/// have made: another build time, another position).
+#[cfg(test)]
+pub(crate) fn rewrite_header(path: &Path, edit: impl FnOnce(&mut Header)) {
+    let mut header = read_header(path).unwrap();
+    edit(&mut header);
+    let mut data = std::fs::read(path).unwrap();
+    data[..HEADER_LEN].copy_from_slice(&header.encode());
+    std::fs::write(path, data).unwrap();
 }
 
 #[cfg(test)]

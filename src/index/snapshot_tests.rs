@@ -31,7 +31,7 @@ fn written(dir: &Path, n: u64) -> PathBuf {
         ms: 1_700_000_000_123,
         seq: 4,
     });
-    write(&path, &body_of(&population(n)), position).unwrap();
+    write(&path, &body_of(&population(n)), position, None).unwrap();
     path
 }
 
@@ -96,7 +96,7 @@ fn full_names_never_reach_the_file() {
     let path = dir.path().join("n.snap");
     let mut m = population(1).remove(0);
     m.display_name = Some("Zeynab Qolamhosseinzadeh".into());
-    write(&path, &body_of(&[m]), None).unwrap();
+    write(&path, &body_of(&[m]), None, None).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("Zeynab Q***"));
@@ -107,7 +107,7 @@ fn full_names_never_reach_the_file() {
 fn a_snapshot_without_position_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.snap");
-    write(&path, &body_of(&population(10)), None).unwrap();
+    write(&path, &body_of(&population(10)), None, None).unwrap();
     assert_eq!(read_header(&path).unwrap().position, None);
 }
 
@@ -271,7 +271,21 @@ fn invalid_records_in_a_well_formed_file_are_refused() {
         .find(|r| r.national_id != 0 && r.attrs & crate::index::body::TOMBSTONE == 0)
         .unwrap();
     live.coverage_until = i32::MAX;
-    write(&path, &body, None).unwrap();
+    // Refused by the check every load makes, before the file gets its name; nothing is left.
+    let err = write(&path, &body, None, None).unwrap_err();
+    assert!(matches!(err, SnapshotError::Unverified { .. }), "{err}");
+    assert!(err.to_string().contains("coverage_until"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // The same body under a valid snapshot's name (a file from elsewhere) fails the load.
+    let good = written(dir.path(), 10);
+    let data = std::fs::read(&good).unwrap();
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&body).unwrap();
+    let mut forged = data[..HEADER_LEN].to_vec();
+    forged.extend_from_slice(&bytes);
+    std::fs::write(&path, &forged).unwrap();
+    patch(&path, OFF_BODY_LEN, &(bytes.len() as u64).to_le_bytes(), true, false);
+    patch(&path, OFF_MEMBERS, &body.live.to_le_bytes(), false, false);
+    patch(&path, OFF_TOMBSTONES, &body.tombstones.to_le_bytes(), false, true);
     let err = load(&path).unwrap_err();
     assert!(matches!(err, SnapshotError::Invalid { .. }), "{err}");
     assert!(err.to_string().contains("coverage_until"), "{err}");

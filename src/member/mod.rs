@@ -238,10 +238,13 @@ impl Member {
             })?),
             None => None,
         };
-        let display_name = raw
-            .display_name
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty());
+        let display_name = match raw.display_name {
+            Some(name) => {
+                validate_name(&name)?;
+                Some(name.trim().to_string()).filter(|n| !n.is_empty())
+            }
+            None => None,
+        };
         let member = Member {
             national_id,
             version,
@@ -355,18 +358,22 @@ pub fn validate_extras(
     Ok(())
 }
 
-/// A display name (full or masked): bounded, no control characters.
+/// A display name, full or masked: no control characters anywhere, and at most
+/// [`MAX_NAME_CHARS`] characters once white space is trimmed from both ends. One rule for
+/// every name eligd reads or stores: records on the way in, the masked names a snapshot
+/// keeps (which [`mask_name`] keeps within it), and the `members_display_name_rule` of
+/// deploy/postgres/schema.sql.
 pub fn validate_name(name: &str) -> Result<(), RecordError> {
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(RecordError::new(
-            "display_name",
-            format!("at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
     if name.chars().any(char::is_control) {
         return Err(RecordError::new(
             "display_name",
             "contains control characters",
+        ));
+    }
+    if name.trim().chars().count() > MAX_NAME_CHARS {
+        return Err(RecordError::new(
+            "display_name",
+            format!("at most {MAX_NAME_CHARS} characters"),
         ));
     }
     Ok(())
@@ -374,15 +381,21 @@ pub fn validate_name(name: &str) -> Result<(), RecordError> {
 
 /// The name as providers may see it: the first given name, the first letter of the family
 /// name, then `***` ("علی رضایی" → "علی ر***"). A single word shows only its first letter.
+/// A given name so long that the masked form would pass [`MAX_NAME_CHARS`] is cut, so the
+/// masked name of every valid name is itself a valid name (snapshots store masked names and
+/// check them with [`validate_name`] when loaded).
 pub fn mask_name(name: &str) -> String {
+    /// A space, the family initial and `***`.
+    const AFTER_GIVEN: usize = 5;
     let mut words = name.split_whitespace();
     let Some(first) = words.next() else {
         return String::new();
     };
     match words.last() {
         Some(family) => {
+            let given: String = first.chars().take(MAX_NAME_CHARS - AFTER_GIVEN).collect();
             let initial: String = family.chars().take(1).collect();
-            format!("{first} {initial}***")
+            format!("{given} {initial}***")
         }
         None => {
             let initial: String = first.chars().take(1).collect();

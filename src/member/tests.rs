@@ -224,6 +224,53 @@ fn names_are_masked() {
     assert_eq!(mask_name("   "), "");
 }
 
+#[test]
+fn the_longest_names_still_mask_into_valid_names() {
+    // 196 letters, a space and one letter: masked naively it is 201 characters.
+    let long = format!("{} b", "a".repeat(196));
+    validate_name(&long).unwrap();
+    let masked = mask_name(&long);
+    assert_eq!(masked.chars().count(), MAX_NAME_CHARS);
+    assert!(masked.ends_with(" b***"), "{masked}");
+    validate_name(&masked).unwrap();
+    let padded = format!("  {}\u{3000}", "ب".repeat(200));
+    validate_name(&padded).unwrap();
+    assert_eq!(mask_name(&padded), "ب***");
+    assert_eq!(
+        validate_name(" a\nb").unwrap_err().field,
+        "display_name",
+        "a control character is refused wherever it stands"
+    );
+    let trailing = Member::from_json(&GOOD.replace("علی رضایی", "Sara Ahmadi\\n"));
+    assert_eq!(trailing.unwrap_err().field, "display_name");
+}
+
+mod masking {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever name the rules accept, its masked form (what a snapshot stores) is
+        /// accepted by the same rule.
+        #[test]
+        fn every_valid_name_masks_into_a_valid_name(
+            words in proptest::collection::vec("[a-zA-Zآ-ی]{1,120}", 1..6),
+            gaps in proptest::collection::vec("[ \u{a0}\u{3000}]{1,3}", 6),
+        ) {
+            let mut name = String::new();
+            for (word, gap) in words.iter().zip(&gaps) {
+                name.push_str(word);
+                name.push_str(gap);
+            }
+            let name: String = name.chars().take(MAX_NAME_CHARS).collect();
+            prop_assume!(validate_name(&name).is_ok());
+            let masked = mask_name(&name);
+            prop_assert!(validate_name(&masked).is_ok(), "{} chars", masked.chars().count());
+        }
+    }
+}
+
 mod never_panics {
     use super::*;
     use proptest::prelude::*;

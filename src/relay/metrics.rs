@@ -25,6 +25,7 @@ pub struct RelayMetrics {
     pub errors: Family<ComponentLabels, Counter>,
     pub active: Gauge,
     pub trimmed: Counter,
+    pub epochs_replaced: Counter,
 }
 
 impl Default for RelayMetrics {
@@ -46,6 +47,7 @@ impl RelayMetrics {
             errors: Family::default(),
             active: Gauge::default(),
             trimmed: Counter::default(),
+            epochs_replaced: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +89,11 @@ impl RelayMetrics {
             "stream_trimmed_entries",
             "Stream entries trimmed away as older than --retain-hours",
             m.trimmed.clone(),
+        );
+        registry.register(
+            "stream_epochs_replaced",
+            "Times Redis was found without entries the relay had written, and a new stream epoch started",
+            m.epochs_replaced.clone(),
         );
         RelayMetrics { registry, ..m }
     }

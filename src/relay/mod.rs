@@ -9,6 +9,7 @@
 //! by. Any failure of PostgreSQL or Redis ends the session, and a new one starts with a capped
 //! backoff. Trimming keeps `--retain-hours` of entries by ID age.
 
+pub mod epoch;
 pub mod metrics;
 mod ops;
 pub mod outbox;
@@ -21,6 +22,8 @@ use tokio::sync::watch;
 
 use self::metrics::{ComponentLabels, RelayMetrics};
 use crate::cli::RelayArgs;
+use crate::feed::stream::{StreamError, StreamReader};
+use crate::index::{FeedPosition, StreamEpoch};
 use crate::shutdown::{stopped, Backoff};
 
 pub use ops::serve_ops;
@@ -31,13 +34,15 @@ pub enum RelayError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("Redis: {0}")]
+    Stream(#[from] StreamError),
 }
 
 impl RelayError {
     fn component(&self) -> &'static str {
         match self {
             RelayError::Postgres(_) => "postgres",
-            RelayError::Redis(_) => "redis",
+            RelayError::Redis(_) | RelayError::Stream(_) => "redis",
         }
     }
 }
@@ -134,12 +139,13 @@ async fn session(
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("PING").query_async::<()>(&mut conn).await?;
+    let epoch = settle_epoch(args, &pg, redis, metrics).await?;
     status.set(true, "");
     metrics.active.set(1);
     tracing::info!(stream = %args.stream, "relay: active; moving the outbox to the stream");
     let (mut last_backlog, mut last_trim) = (None::<Instant>, None::<Instant>);
     loop {
-        while relay_batch(args, &pg, &mut conn, metrics).await? == args.batch as usize {}
+        while relay_batch(args, &pg, &mut conn, metrics, epoch).await? == args.batch as usize {}
         retry.reset();
         if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             let (rows, oldest) = outbox::backlog(&pg).await?;
@@ -161,12 +167,35 @@ async fn session(
     }
 }
 
+/// Checks that Redis still holds what the relay wrote, starting a new stream epoch when it
+/// does not ([`epoch`]), and returns the epoch this session writes under.
+async fn settle_epoch(
+    args: &RelayArgs,
+    pg: &tokio_postgres::Client,
+    redis: &redis::Client,
+    metrics: &RelayMetrics,
+) -> Result<StreamEpoch, RelayError> {
+    let recorded = outbox::recorded(pg, &args.stream).await?;
+    let mut reader = StreamReader::connect(redis.get_connection_info(), &args.stream).await?;
+    let (epoch, replaced) = epoch::settle(&mut reader, recorded).await?;
+    if let Some(reason) = replaced {
+        metrics.epochs_replaced.inc();
+        tracing::error!(reason, new_epoch = %epoch,
+            "relay: Redis lost stream entries the relay had written; started a new stream epoch. \
+             Every replica reports a reset until it loads a snapshot of the new epoch \
+             (eligd snapshot build --from-postgres … --redis-url … --out <snapshot dir>)");
+    }
+    outbox::record_epoch(pg, &args.stream, epoch).await?;
+    Ok(epoch)
+}
+
 /// Moves one batch; returns how many rows it took from the outbox.
 async fn relay_batch(
     args: &RelayArgs,
     pg: &tokio_postgres::Client,
     conn: &mut redis::aio::MultiplexedConnection,
     metrics: &RelayMetrics,
+    epoch: StreamEpoch,
 ) -> Result<usize, RelayError> {
     let started = Instant::now();
     let rows = outbox::pending(pg, args.batch as i64).await?;
@@ -193,8 +222,13 @@ async fn relay_batch(
         }
     }
     if !relayed.is_empty() {
-        pipe.query_async::<()>(conn).await?;
-        outbox::remove(pg, &relayed).await?;
+        let ids: Vec<String> = pipe.query_async(conn).await?;
+        let last_written = ids
+            .iter()
+            .filter_map(|id| id.parse::<FeedPosition>().ok())
+            .max()
+            .unwrap_or(FeedPosition::START);
+        outbox::remove(pg, &relayed, &args.stream, epoch, last_written).await?;
         metrics.relayed.inc_by(relayed.len() as u64);
     }
     metrics

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+use crate::index::{FeedPosition, StreamEpoch};
 use crate::member::Member;
 use crate::national_id::NationalId;
 use crate::redact::redact;
@@ -109,10 +110,71 @@ pub async fn pending(client: &Client, limit: i64) -> Result<Vec<OutboxRow>, toki
         .collect()
 }
 
-/// Removes rows that are now in the stream.
-pub async fn remove(client: &Client, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+/// Removes rows that are now in the stream and, in the same statement, remembers the newest
+/// entry written and its epoch (see [`super::epoch`]).
+pub async fn remove(
+    client: &Client,
+    ids: &[i64],
+    stream: &str,
+    epoch: StreamEpoch,
+    last_written: FeedPosition,
+) -> Result<u64, tokio_postgres::Error> {
     client
-        .execute("DELETE FROM member_outbox WHERE id = ANY($1)", &[&ids])
+        .execute(
+            "WITH relayed AS (DELETE FROM member_outbox WHERE id = ANY($1)) \
+             INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($2, $3, $4) \
+             ON CONFLICT (stream) DO UPDATE SET epoch = $3, last_id = $4, updated_at = now()",
+            &[
+                &ids,
+                &stream,
+                &epoch.to_string(),
+                &last_written.to_string(),
+            ],
+        )
+        .await
+}
+
+/// What the relay remembered of `stream` (`None` when nothing, or nothing readable).
+pub async fn recorded(
+    client: &Client,
+    stream: &str,
+) -> Result<Option<super::epoch::Recorded>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT epoch, last_id FROM eligd_relay_state WHERE stream = $1",
+            &[&stream],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (epoch, last): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(match (epoch.parse(), last.parse()) {
+        (Ok(epoch), Ok(last_written)) => Some(super::epoch::Recorded {
+            epoch,
+            last_written,
+        }),
+        _ => {
+            tracing::warn!(
+                "relay: eligd_relay_state holds values eligd did not write; starting afresh"
+            );
+            None
+        }
+    })
+}
+
+/// Remembers the epoch a session writes under (keeping the newest entry written when the
+/// epoch is the same).
+pub async fn record_epoch(
+    client: &Client,
+    stream: &str,
+    epoch: StreamEpoch,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($1, $2, '0-0') \
+             ON CONFLICT (stream) DO UPDATE SET epoch = $2, updated_at = now(), \
+             last_id = CASE WHEN eligd_relay_state.epoch = $2 THEN eligd_relay_state.last_id ELSE '0-0' END",
+            &[&stream, &epoch.to_string()],
+        )
         .await
 }
 

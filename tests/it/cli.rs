@@ -26,6 +26,37 @@ pub(crate) fn build_snapshot(jsonl: &Path, out: &Path, extra: &[&str]) -> Output
     eligd(&args)
 }
 
+/// A real snapshot of `members` synthetic members (seed `seed`) in `dir` under the name its
+/// header gives it, as `--snapshot-dir` expects; returns its path.
+pub(crate) fn seed_snapshot_dir(dir: &Path, members: u64, seed: u64) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let jsonl = dir.join(format!("seed-{seed}.jsonl"));
+    let o = eligd(&[
+        "demo-data",
+        "--members",
+        &members.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    snapshot_into(dir, &jsonl, &[])
+}
+
+/// Builds a snapshot of `jsonl` into the directory `dir`; returns the path it was given.
+pub(crate) fn snapshot_into(dir: &Path, jsonl: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let o = build_snapshot(jsonl, dir, extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    let path = said
+        .split("wrote ")
+        .nth(1)
+        .and_then(|rest| rest.split(": ").next())
+        .unwrap_or_else(|| panic!("no path in {said}"));
+    std::path::PathBuf::from(path)
+}
+
 pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -108,7 +139,7 @@ fn demo_data_snapshot_build_and_inspect() {
     let out = stdout(&o);
     for line in [
         "members:         5000",
-        "format version:  3",
+        "format version:  4",
         "feed position:   none",
         "verified",
         "kind dependent:",

@@ -252,13 +252,8 @@ fn a_restart_resumes_from_the_snapshot_position() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap().to_string();
-    let args = [
-        "--snapshot-dir",
-        &dir_arg,
-        "--demo-fallback",
-        "--compact-interval",
-        "1",
-    ];
+    crate::cli::seed_snapshot_dir(dir.path(), 1000, 4);
+    let args = ["--snapshot-dir", &dir_arg, "--compact-interval", "1"];
     let mut first = start(&redis, &args);
     wait_ready(&first);
     let ids: Vec<String> = (21..26).map(person).collect();

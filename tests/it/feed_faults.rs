@@ -85,7 +85,8 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap().to_string();
-    let eligd = start(&redis, &["--snapshot-dir", &dir_arg, "--demo-fallback"]);
+    crate::cli::seed_snapshot_dir(dir.path(), 1000, 4);
+    let eligd = start(&redis, &["--snapshot-dir", &dir_arg]);
     wait_ready(&eligd);
     let (a, b, c) = (person(41), person(42), person(43));
     upsert(&redis, &a, 1);
@@ -106,7 +107,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     });
     assert_eq!(gaps(&eligd, "trimmed"), 1.0);
     assert_eq!(version(&eligd, &a), Some(1), "still answering, not ready");
-    // The demo snapshot written at start is older than what we applied: not a repair.
+    // The snapshot we started from is older than what we applied: not a repair.
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(readyz(&eligd).0, 503);
 
@@ -116,13 +117,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
         .map(|r| r.to_string())
         .join("\n");
     std::fs::write(&jsonl, lines).unwrap();
-    let built_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let out = dir.path().join(format!("eligd-{built_at:013}-{last}.snap"));
-    let o = build_snapshot(&jsonl, &out, &["--position", &last]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    crate::cli::snapshot_into(dir.path(), &jsonl, &["--position", &last]);
 
     wait_ready(&eligd);
     assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 1.0);

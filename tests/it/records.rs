@@ -100,13 +100,33 @@ fn a_committed_change_reaches_the_answer_and_bad_rows_never_stall_the_relay() {
     wait_for("the update", 10, || version(&eligd, &main) == Some(v));
     assert_eq!(answer(&eligd, &child)["status"], "main_insured_inactive");
 
-    // Rows the database accepts but the record rules refuse are reported and skipped.
-    pg.execute(&insert_main("0012345678")); // wrong check digit
+    // The table refuses what the record rules refuse, naming the rule.
+    for (sql, rule) in [
+        (insert_main("0012345678"), "members_national_id_rule"),
+        (
+            format!(
+                "INSERT INTO members (national_id, kind, scheme, status, services) \
+                 VALUES ('{}', 'dependent', 'mandatory', 'active', '{{}}')",
+                person(103)
+            ),
+            "members_main_national_id_rule",
+        ),
+    ] {
+        let refused = std::panic::catch_unwind(|| pg.execute(&sql)).unwrap_err();
+        let message = refused.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(rule), "{message}");
+    }
+    // Outbox rows that break the rules anyway (written by hand, or by an older schema) are
+    // reported and skipped; they never stall the relay.
+    pg.execute(
+        "INSERT INTO member_outbox (national_id, op, version) VALUES ('0012345678', 'delete', 1)",
+    );
     pg.execute(&format!(
-        "INSERT INTO members (national_id, kind, scheme, status, services) \
-         VALUES ('{}', 'dependent', 'mandatory', 'active', '{{}}')",
+        "INSERT INTO member_outbox (national_id, op, version, member) VALUES ('{0}', 'upsert', 1, \
+         '{{\"national_id\": \"{0}\", \"version\": 1, \"kind\": \"dependent\", \"scheme\": \"mandatory\", \
+         \"status\": \"active\", \"services\": []}}')",
         person(103)
-    )); // a dependent without a main insured
+    ));
     pg.execute(&format!(
         "DELETE FROM members WHERE national_id = '{child}'"
     ));
