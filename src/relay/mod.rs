@@ -148,6 +148,9 @@ async fn session(
         while relay_batch(args, &pg, &mut conn, metrics, epoch).await? == args.batch as usize {}
         retry.reset();
         if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+            // Also while idle: a Redis that restarted (and may have lost what we wrote) ends
+            // the session within seconds, and the next one checks the stream's epoch.
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
             let (rows, oldest) = outbox::backlog(&pg).await?;
             metrics.backlog_rows.set(rows);
             metrics.oldest_pending_seconds.set(oldest);

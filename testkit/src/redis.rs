@@ -123,6 +123,30 @@ impl RedisServer {
         }
     }
 
+    /// A copy of the data files as they are now (the append-only file is fsynced on every
+    /// write, so it holds every acknowledged write): what a backup, or a replica that had
+    /// fallen behind, would hold.
+    pub fn copy_data(&self) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().expect("cannot create a temp dir");
+        copy_tree(self.dir.path(), copy.path());
+        copy
+    }
+
+    /// Replaces the data files with `copy` (after [`RedisServer::kill9`]): the next
+    /// [`RedisServer::restart`] comes back from that older state.
+    pub fn restore_data(&mut self, copy: &tempfile::TempDir) {
+        assert!(self.child.is_none(), "kill it first");
+        for entry in std::fs::read_dir(self.dir.path()).expect("redis dir readable") {
+            let path = entry.expect("redis dir entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("cannot clear the redis dir");
+            } else {
+                std::fs::remove_file(&path).expect("cannot clear the redis dir");
+            }
+        }
+        copy_tree(copy.path(), self.dir.path());
+    }
+
     /// SIGSTOP: the server keeps its connections but answers nothing.
     pub fn pause(&self) {
         self.signal("-STOP");
@@ -171,6 +195,19 @@ impl Drop for RedisServer {
                 .status();
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("readable dir") {
+        let path = entry.expect("dir entry").path();
+        let target = to.join(path.file_name().expect("a file name"));
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).expect("cannot create a dir");
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("cannot copy a data file");
         }
     }
 }

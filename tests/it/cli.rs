@@ -6,8 +6,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: this build's, or `ELIGD_TEST_BIN` (to show that a regression test
+/// fails against an older build, as docs/operations.md describes).
+pub(crate) fn eligd_bin() -> std::path::PathBuf {
+    std::env::var_os("ELIGD_TEST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_eligd").into())
+}
+
 pub(crate) fn eligd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eligd"))
+    Command::new(eligd_bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -44,17 +52,42 @@ pub(crate) fn seed_snapshot_dir(dir: &Path, members: u64, seed: u64) -> std::pat
     snapshot_into(dir, &jsonl, &[])
 }
 
-/// Builds a snapshot of `jsonl` into the directory `dir`; returns the path it was given.
+/// Builds a snapshot of `jsonl` into the directory `dir` under the name its header gives it
+/// (what `snapshot build --out DIR` does; done by hand here so that the regression tests run
+/// against older builds too); returns its path.
 pub(crate) fn snapshot_into(dir: &Path, jsonl: &Path, extra: &[&str]) -> std::path::PathBuf {
-    let o = build_snapshot(jsonl, dir, extra);
+    std::fs::create_dir_all(dir).unwrap();
+    let incoming = dir.join(".incoming.snap");
+    let o = build_snapshot(jsonl, &incoming, extra);
     assert!(o.status.success(), "{}", stderr(&o));
-    let said = stderr(&o);
-    let path = said
-        .split("wrote ")
-        .nth(1)
-        .and_then(|rest| rest.split(": ").next())
-        .unwrap_or_else(|| panic!("no path in {said}"));
-    std::path::PathBuf::from(path)
+    let path = dir.join(canonical_name(&incoming));
+    std::fs::rename(&incoming, &path).unwrap();
+    path
+}
+
+/// The name `--snapshot-dir` expects for this snapshot, from what `snapshot inspect` says.
+pub(crate) fn canonical_name(snapshot: &Path) -> String {
+    let o = eligd(&["snapshot", "inspect", snapshot.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let built_at = chrono::DateTime::parse_from_rfc3339(&field("built at:"))
+        .unwrap()
+        .timestamp_millis();
+    let position = field("feed position:");
+    match position.split_whitespace().next() {
+        Some(p) if p.contains('-') => {
+            let (ms, seq) = p.split_once('-').unwrap();
+            format!("eligd-{built_at:013}-{ms}-{seq}.snap")
+        }
+        _ => format!("eligd-{built_at:013}-none.snap"),
+    }
 }
 
 pub(crate) fn stderr(o: &Output) -> String {
@@ -147,6 +180,30 @@ fn demo_data_snapshot_build_and_inspect() {
     ] {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }
+}
+
+#[test]
+fn snapshot_build_into_a_directory_names_the_file_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("one.jsonl");
+    std::fs::write(
+        &jsonl,
+        r#"{"national_id":"0012345679","version":1,"kind":"main","scheme":"mandatory","status":"active","services":[]}"#,
+    )
+    .unwrap();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    let o = build_snapshot(&jsonl, &snaps, &["--position", "1700000000000-3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(name, canonical_name(&names[0]));
+    assert!(name.ends_with("-1700000000000-3.snap"), "{name}");
+    assert!(stderr(&o).contains(&name), "{}", stderr(&o));
 }
 
 #[test]
@@ -265,7 +322,7 @@ pub(crate) fn serve(args: &[&str]) -> Served {
 /// Starts `eligd` with `args` (after `--listen 127.0.0.1:0`) and reads its log until a line
 /// containing `ready_line`.
 pub(crate) fn serve_until(args: &[&str], ready_line: &str) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eligd"))
+    let mut child = Command::new(eligd_bin())
         .args(args.iter().take_while(|a| !a.starts_with('-')))
         .args(["--listen", "127.0.0.1:0"])
         .args(args.iter().skip_while(|a| !a.starts_with('-')))

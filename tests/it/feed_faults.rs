@@ -72,7 +72,7 @@ fn gaps(eligd: &Served, kind: &str) -> f64 {
     metric(eligd, &format!(r#"eligd_feed_gaps_total{{kind="{kind}"}}"#))
 }
 
-fn signal(eligd: &Served, signal: &str) {
+pub(crate) fn signal(eligd: &Served, signal: &str) {
     assert!(std::process::Command::new("kill")
         .args([signal, &eligd.pid().to_string()])
         .status()

@@ -8,6 +8,7 @@ mod feed_faults;
 mod fhir;
 mod http_api;
 mod http_bad_input;
+mod integrity;
 mod records;
 mod records_faults;
 mod redis_server;

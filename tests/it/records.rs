@@ -12,10 +12,14 @@ use crate::redis_server::RedisServer;
 
 pub(crate) const SCHEMA: &str = include_str!("../../deploy/postgres/schema.sql");
 
-/// A records database with the reference schema.
+/// A records database with the reference schema (or the one in `ELIGD_TEST_SCHEMA`, to show
+/// that a regression test fails against an older schema).
 pub(crate) fn records_db() -> PgServer {
     let pg = PgServer::start();
-    pg.execute(SCHEMA);
+    match std::env::var_os("ELIGD_TEST_SCHEMA") {
+        Some(path) => pg.execute(&std::fs::read_to_string(path).unwrap()),
+        None => pg.execute(SCHEMA),
+    }
     pg
 }
 
