@@ -62,7 +62,9 @@ impl Index {
                 active.members.entry(*entry.key())
             {
                 vacant.insert(entry.value().clone());
-                active.len.fetch_add(1, std::sync::atomic::Ordering::Release);
+                active
+                    .len
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
             }
         }
         for claims in frozen.booklets.iter() {

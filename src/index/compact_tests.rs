@@ -116,7 +116,14 @@ fn changes_after_the_cut_stay_in_the_overlay() {
     );
     let dir = tempfile::tempdir().unwrap();
     let done = index
-        .write_cut(dir.path(), 3, frozen, cursor, &|| true, std::time::Instant::now())
+        .write_cut(
+            dir.path(),
+            3,
+            frozen,
+            cursor,
+            &|| true,
+            std::time::Instant::now(),
+        )
         .unwrap();
     assert_eq!(
         done.overlay_entries, 1,
@@ -290,7 +297,10 @@ fn after_a_failure_the_next_compaction_takes_every_change_and_the_latest_cursor(
     assert_eq!(done.overlay_entries, 3);
     assert_eq!(index.overlay_len(), 0);
     let (_, base) = snapshot::load(&done.path).unwrap();
-    assert_eq!(base.version_of(members[3].national_id), members[3].version + 1);
+    assert_eq!(
+        base.version_of(members[3].national_id),
+        members[3].version + 1
+    );
     assert!(base.get(members[3].national_id).is_none());
     assert_eq!(
         base.get(members[1].national_id).unwrap().version,
@@ -357,7 +367,9 @@ fn the_newest_snapshot_is_chosen_and_pruned_by_header_not_name() {
     assert_eq!(listing.refused.len(), 1);
     assert_eq!(listing.refused[0].path, renamed);
     assert!(
-        listing.refused[0].reason.contains("does not match its header"),
+        listing.refused[0]
+            .reason
+            .contains("does not match its header"),
         "{}",
         listing.refused[0].reason
     );
@@ -368,7 +380,10 @@ fn the_newest_snapshot_is_chosen_and_pruned_by_header_not_name() {
     index.note_position(FeedPosition { ms: 6_000, seq: 0 });
     let second = index.compact_into(dir.path(), 1, false).unwrap().unwrap();
     assert!(second.path.exists());
-    assert_eq!(snapshots_in_unchecked(dir.path()), vec![second.path.clone()]);
+    assert_eq!(
+        snapshots_in_unchecked(dir.path()),
+        vec![second.path.clone()]
+    );
     assert!(renamed.exists());
     assert!(!first.path.exists());
 }

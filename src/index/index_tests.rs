@@ -279,7 +279,11 @@ fn two_current_claims_go_to_the_newer_change_and_survive_compaction() {
 
 #[test]
 fn delete_markers_carry_over_into_another_index() {
-    let old = index_with(vec![member(A, 1, None), member(B, 1, None), member(C, 1, None)]);
+    let old = index_with(vec![
+        member(A, 1, None),
+        member(B, 1, None),
+        member(C, 1, None),
+    ]);
     old.apply(Change::Delete {
         national_id: id(A),
         version: 6,
@@ -308,8 +312,15 @@ fn delete_markers_carry_over_into_another_index() {
     for m in old.markers() {
         repaired.apply(m);
     }
-    assert!(repaired.member(id(A)).is_none(), "deleted at 6, after version 2");
-    assert_eq!(repaired.member(id(B)).unwrap().version, 9, "re-inserted after");
+    assert!(
+        repaired.member(id(A)).is_none(),
+        "deleted at 6, after version 2"
+    );
+    assert_eq!(
+        repaired.member(id(B)).unwrap().version,
+        9,
+        "re-inserted after"
+    );
     assert_eq!(
         repaired.apply(Change::Upsert(member(E, 1, None))),
         Applied::Stale { held: 2 },

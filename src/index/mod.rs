@@ -26,8 +26,8 @@ use dashmap::mapref::entry::Entry;
 
 pub use base::{Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
-pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 use overlay::{Found, Overlay, Slot};
+pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 
 use crate::member::{Booklet, Member};
 use crate::national_id::NationalId;

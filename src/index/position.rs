@@ -84,7 +84,9 @@ impl std::str::FromStr for StreamEpoch {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
-        u128::from_str_radix(s, 16).map(StreamEpoch).map_err(|_| bad())
+        u128::from_str_radix(s, 16)
+            .map(StreamEpoch)
+            .map_err(|_| bad())
     }
 }
 
@@ -102,7 +104,15 @@ mod tests {
     fn positions_and_epochs_round_trip_and_refuse_garbage() {
         let p: FeedPosition = "1700000000000-7".parse().unwrap();
         assert_eq!(p.to_string(), "1700000000000-7");
-        for bad in ["", "1-", "-1", "1-2-3", "a-1", "1 -2", "99999999999999999999-0"] {
+        for bad in [
+            "",
+            "1-",
+            "-1",
+            "1-2-3",
+            "a-1",
+            "1 -2",
+            "99999999999999999999-0",
+        ] {
             assert!(bad.parse::<FeedPosition>().is_err(), "{bad}");
         }
         let e = StreamEpoch::random().unwrap();

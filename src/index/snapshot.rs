@@ -194,11 +194,12 @@ impl Header {
             ms: get_u64(h, OFF_POSITION_MS),
             seq: get_u64(h, OFF_POSITION_SEQ),
         });
-        let epoch = (format_version == FORMAT_VERSION && get_u64(h, OFF_HAS_EPOCH) == 1).then(|| {
-            let mut bytes = [0u8; 16];
-            bytes.copy_from_slice(&h[OFF_EPOCH..OFF_EPOCH + 16]);
-            StreamEpoch(u128::from_le_bytes(bytes))
-        });
+        let epoch =
+            (format_version == FORMAT_VERSION && get_u64(h, OFF_HAS_EPOCH) == 1).then(|| {
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(&h[OFF_EPOCH..OFF_EPOCH + 16]);
+                StreamEpoch(u128::from_le_bytes(bytes))
+            });
         Ok(Header {
             format_version,
             descriptor,
@@ -278,7 +279,8 @@ fn write_with(
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     let tmp_path = tmp.path().to_path_buf();
-    tmp.write_all(&[0u8; HEADER_LEN]).map_err(io_err(&tmp_path))?;
+    tmp.write_all(&[0u8; HEADER_LEN])
+        .map_err(io_err(&tmp_path))?;
     let (hasher, written) = {
         let sink = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
@@ -310,7 +312,8 @@ fn write_with(
     let path = name(&header);
     let file = tmp.as_file_mut();
     file.seek(SeekFrom::Start(0)).map_err(io_err(&tmp_path))?;
-    file.write_all(&header.encode()).map_err(io_err(&tmp_path))?;
+    file.write_all(&header.encode())
+        .map_err(io_err(&tmp_path))?;
     file.sync_all().map_err(io_err(&tmp_path))?;
     forget_cached_pages(file);
     let unverified = |reason| SnapshotError::Unverified {
@@ -378,9 +381,11 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
     if xxh3_64(&map) != header.body_checksum {
         return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
     }
-    let base = Base::from_map(map, header.position, header.epoch).map_err(|message| SnapshotError::Invalid {
-        path: path.to_path_buf(),
-        message,
+    let base = Base::from_map(map, header.position, header.epoch).map_err(|message| {
+        SnapshotError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        }
     })?;
     if base.len() as u64 != header.members || base.tombstones() != header.tombstones {
         return Err(SnapshotError::CountMismatch {

@@ -283,9 +283,21 @@ fn invalid_records_in_a_well_formed_file_are_refused() {
     let mut forged = data[..HEADER_LEN].to_vec();
     forged.extend_from_slice(&bytes);
     std::fs::write(&path, &forged).unwrap();
-    patch(&path, OFF_BODY_LEN, &(bytes.len() as u64).to_le_bytes(), true, false);
+    patch(
+        &path,
+        OFF_BODY_LEN,
+        &(bytes.len() as u64).to_le_bytes(),
+        true,
+        false,
+    );
     patch(&path, OFF_MEMBERS, &body.live.to_le_bytes(), false, false);
-    patch(&path, OFF_TOMBSTONES, &body.tombstones.to_le_bytes(), false, true);
+    patch(
+        &path,
+        OFF_TOMBSTONES,
+        &body.tombstones.to_le_bytes(),
+        false,
+        true,
+    );
     let err = load(&path).unwrap_err();
     assert!(matches!(err, SnapshotError::Invalid { .. }), "{err}");
     assert!(err.to_string().contains("coverage_until"), "{err}");

@@ -70,9 +70,7 @@ pub async fn settle(
     let probe = reader.probe(None).await?;
     let found = Found {
         epoch: probe.epoch,
-        last_generated: probe
-            .info
-            .map_or(FeedPosition::START, |i| i.last_generated),
+        last_generated: probe.info.map_or(FeedPosition::START, |i| i.last_generated),
     };
     match decide(recorded, found) {
         Decision::Keep(epoch) => Ok((epoch, None)),

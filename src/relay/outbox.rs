@@ -124,12 +124,7 @@ pub async fn remove(
             "WITH relayed AS (DELETE FROM member_outbox WHERE id = ANY($1)) \
              INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($2, $3, $4) \
              ON CONFLICT (stream) DO UPDATE SET epoch = $3, last_id = $4, updated_at = now()",
-            &[
-                &ids,
-                &stream,
-                &epoch.to_string(),
-                &last_written.to_string(),
-            ],
+            &[&ids, &stream, &epoch.to_string(), &last_written.to_string()],
         )
         .await
 }

@@ -94,7 +94,10 @@ fn a_name_at_the_length_limit_compacts_reloads_and_builds() {
     let dir = tmp.path().join("snaps");
     seed_snapshot_dir(&dir, 500, 3);
     let dir_arg = dir.to_str().unwrap();
-    let mut eligd = start(&redis, &["--snapshot-dir", dir_arg, "--compact-interval", "1"]);
+    let mut eligd = start(
+        &redis,
+        &["--snapshot-dir", dir_arg, "--compact-interval", "1"],
+    );
     wait_ready(&eligd);
     let long = format!("{} b", "a".repeat(196));
     let mut member = record(&person(1), 2);
@@ -158,13 +161,21 @@ fn the_demo_fallback_never_saves_the_synthetic_population_or_prunes() {
     for n in 0..5 {
         upsert_record(&redis, &record(&person(10 + n), 1));
     }
-    wait_for("the changes", 10, || version(&served, &person(14)) == Some(1));
+    wait_for("the changes", 10, || {
+        version(&served, &person(14)) == Some(1)
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert!(terminate(&mut served).success());
     assert_eq!(snapshot_files(&dir), before, "the directory was written to");
     assert!(real.exists(), "the real (refused) snapshot was pruned");
     // Without the fallback, a restart refuses to serve rather than serve synthetic members.
-    let o = eligd(&["serve", "--listen", "127.0.0.1:0", "--snapshot-dir", dir_arg]);
+    let o = eligd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--snapshot-dir",
+        dir_arg,
+    ]);
     assert_clean_failure(&o, "no valid snapshot");
 }
 
@@ -265,7 +276,9 @@ fn delete_markers_survive_a_resync() {
     // A late, older upsert of the deleted member, then a marker change to wait for.
     upsert_record(&redis, &record(&gone, 3));
     upsert_record(&redis, &record(&kept, 4));
-    wait_for("the marker change", 10, || version(&eligd, &kept) == Some(4));
+    wait_for("the marker change", 10, || {
+        version(&eligd, &kept) == Some(4)
+    });
     assert_eq!(version(&eligd, &gone), None, "a deleted member came back");
 }
 
@@ -416,7 +429,10 @@ fn the_table_refuses_what_the_record_rules_refuse() {
         "INSERT INTO members (national_id, kind, scheme, status, services) VALUES ('{}', 'dependent', 'mandatory', 'active', '{{}}')",
         person(72)
     ));
-    assert!(message.contains("members_main_national_id_rule"), "{message}");
+    assert!(
+        message.contains("members_main_national_id_rule"),
+        "{message}"
+    );
     // Nothing reached the outbox but the first insert.
     assert_eq!(pg.query_i64("SELECT count(*) FROM member_outbox"), 1);
     assert_eq!(
@@ -489,12 +505,19 @@ fn a_stream_lost_after_a_snapshot_at_its_start_is_a_reset() {
         metric(&eligd, r#"eligd_feed_gaps_total{kind="reset"}"#),
         1.0
     );
-    assert_eq!(metric(&relay, "eligd_relay_stream_epochs_replaced_total"), 1.0);
+    assert_eq!(
+        metric(&relay, "eligd_relay_stream_epochs_replaced_total"),
+        1.0
+    );
     // The repair: a snapshot of the table in the new epoch.
     build(&dir);
     wait_ready(&eligd);
     for id in &ids {
-        assert_eq!(version(&eligd, id), Some(version_in_db(&pg, id) as u64), "{id}");
+        assert_eq!(
+            version(&eligd, id),
+            Some(version_in_db(&pg, id) as u64),
+            "{id}"
+        );
     }
 }
 
@@ -534,6 +557,12 @@ fn a_redis_restored_from_an_older_copy_is_a_reset() {
         let (status, body) = readyz(&eligd);
         status == 503 && body.contains("epoch")
     });
-    assert_eq!(metric(&relay, "eligd_relay_stream_epochs_replaced_total"), 1.0);
-    assert_eq!(version(&eligd, &ids[0]), Some(version_in_db(&pg, &ids[0]) as u64));
+    assert_eq!(
+        metric(&relay, "eligd_relay_stream_epochs_replaced_total"),
+        1.0
+    );
+    assert_eq!(
+        version(&eligd, &ids[0]),
+        Some(version_in_db(&pg, &ids[0]) as u64)
+    );
 }

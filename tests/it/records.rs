@@ -117,7 +117,10 @@ fn a_committed_change_reaches_the_answer_and_bad_rows_never_stall_the_relay() {
         ),
     ] {
         let refused = std::panic::catch_unwind(|| pg.execute(&sql)).unwrap_err();
-        let message = refused.downcast_ref::<String>().cloned().unwrap_or_default();
+        let message = refused
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
         assert!(message.contains(rule), "{message}");
     }
     // Outbox rows that break the rules anyway (written by hand, or by an older schema) are

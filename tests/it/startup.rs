@@ -115,8 +115,17 @@ fn a_demo_population_is_never_written_to_an_empty_snapshot_dir() {
     assert!(terminate(&mut served).success());
     assert!(metrics.contains("eligd_index_members 5000"), "{metrics}");
     let written = std::fs::read_dir(&dir).map_or(0, |d| d.count());
-    assert_eq!(written, 0, "the synthetic population was saved as a snapshot");
+    assert_eq!(
+        written, 0,
+        "the synthetic population was saved as a snapshot"
+    );
     // Without the fallback there is still nothing real to serve.
-    let o = eligd(&["serve", "--listen", "127.0.0.1:0", "--snapshot-dir", dir_arg]);
+    let o = eligd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--snapshot-dir",
+        dir_arg,
+    ]);
     assert_clean_failure(&o, "no snapshot found");
 }
