@@ -11,6 +11,7 @@ mod http_bad_input;
 mod integrity;
 mod records;
 mod records_faults;
+mod records_random;
 mod records_rules;
 mod redis_server;
 mod startup;

@@ -14,7 +14,10 @@ fn columns() -> Vec<(&'static str, Vec<String>)> {
     let s = |v: &str| format!("'{v}'");
     let many_codes = format!(
         "'{{{}}}'",
-        (0..17).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",")
+        (0..17)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let many_insurers = format!(
         "'[{}]'",
@@ -50,9 +53,7 @@ fn columns() -> Vec<(&'static str, Vec<String>)> {
         ),
         (
             "scheme",
-            ["mandatory", "self_employed", "other", "x"]
-                .map(s)
-                .to_vec(),
+            ["mandatory", "self_employed", "other", "x"].map(s).to_vec(),
         ),
         (
             "status",
@@ -234,5 +235,8 @@ fn the_table_and_the_record_rules_agree_on_every_case() {
         }
     }
     // Both kinds of case were exercised in quantity.
-    assert!(accepted > 50 && refused > 300, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 50 && refused > 300,
+        "{accepted} accepted, {refused} refused"
+    );
 }

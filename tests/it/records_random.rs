@@ -1,0 +1,197 @@
+//! The records path under random load: concurrent sessions write random statements to a
+//! private PostgreSQL (inserts, updates, deletes, re-inserts, renames, rotations of IDs,
+//! booklet moves, bulk statements), `eligd relay` moves them to a private Redis, and a
+//! replica follows the stream. Afterwards the replica's answer for every person and every
+//! booklet matches the table, and so does a second replica bootstrapped from the table.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::{http_get, Served};
+use crate::feed::{person, version, wait_for, wait_ready};
+use crate::records::{insert_main, records_db, start_relay, version_in_db};
+use crate::redis_server::RedisServer;
+
+const PEOPLE: u32 = 40;
+const BOOKLETS: u32 = 12;
+const SESSIONS: u64 = 3;
+const TRANSACTIONS: usize = 80;
+
+/// A deterministic pseudo-random sequence (xorshift), one per session.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+    fn id(&mut self) -> String {
+        person(300 + self.below(PEOPLE))
+    }
+    fn booklet(&mut self) -> String {
+        format!("'95{:04}'", self.below(BOOKLETS))
+    }
+    fn maybe_booklet(&mut self) -> String {
+        if self.below(2) == 0 {
+            "NULL".into()
+        } else {
+            self.booklet()
+        }
+    }
+    fn status(&mut self) -> &'static str {
+        ["active", "suspended", "deceased"][self.below(3) as usize]
+    }
+}
+
+const COLUMNS: &str = "(national_id, kind, scheme, status, coverage_until, services, booklet_no)";
+
+fn statement(rng: &mut Rng) -> String {
+    let (a, b, c) = (rng.id(), rng.id(), rng.id());
+    match rng.below(10) {
+        0 | 1 => format!(
+            "INSERT INTO members {COLUMNS} VALUES ('{a}', 'main', 'mandatory', '{}', '2030-01-01', '{{pharmacy}}', {})",
+            rng.status(),
+            rng.maybe_booklet()
+        ),
+        2 => format!(
+            "UPDATE members SET status = '{}', coverage_until = coverage_until + 1 WHERE national_id = '{a}'",
+            rng.status()
+        ),
+        3 => format!(
+            "UPDATE members SET booklet_no = {} WHERE national_id = '{a}'",
+            rng.maybe_booklet()
+        ),
+        4 => format!("DELETE FROM members WHERE national_id = '{a}'"),
+        5 => format!("DELETE FROM members WHERE national_id IN ('{a}', '{b}', '{c}')"),
+        6 => format!(
+            "WITH d AS (DELETE FROM members WHERE national_id = '{a}' RETURNING *) \
+             INSERT INTO members {COLUMNS} SELECT national_id, kind, scheme, '{}', coverage_until, services, booklet_no FROM d",
+            rng.status()
+        ),
+        7 => format!("UPDATE members SET national_id = '{b}' WHERE national_id = '{a}'"),
+        // A rotation in one statement: a → c, then b → a (in ID order; may fail, as at the source).
+        8 => format!(
+            "UPDATE members SET national_id = CASE national_id WHEN '{a}' THEN '{c}' ELSE '{a}' END \
+             WHERE national_id IN ('{a}', '{b}')"
+        ),
+        _ => format!(
+            "UPDATE members SET status = CASE status WHEN 'active' THEN 'suspended' ELSE 'active' END \
+             WHERE national_id IN ('{a}', '{b}', '{c}')"
+        ),
+    }
+}
+
+/// One session: transactions of one to three statements; a failing one (a key taken, a
+/// booklet held, a deadlock) rolls back, as it would at the source.
+fn session(url: String, seed: u64) -> (usize, usize) {
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut rng = Rng(seed);
+    let (mut committed, mut failed) = (0, 0);
+    for _ in 0..TRANSACTIONS {
+        let statements: Vec<String> = (0..1 + rng.below(3)).map(|_| statement(&mut rng)).collect();
+        let body = format!("BEGIN; {}; COMMIT;", statements.join("; "));
+        match client.batch_execute(&body) {
+            Ok(()) => committed += 1,
+            Err(_) => {
+                failed += 1;
+                let _ = client.batch_execute("ROLLBACK");
+            }
+        }
+        if rng.below(4) == 0 {
+            std::thread::sleep(Duration::from_millis(u64::from(rng.below(5))));
+        }
+    }
+    (committed, failed)
+}
+
+fn booklet_holder(eligd: &Served, booklet: &str) -> Option<String> {
+    let (status, body) = http_get(&eligd.addr, &format!("/v1/booklets/{booklet}/eligibility"));
+    (status == 200).then(|| {
+        serde_json::from_str::<Value>(&body).unwrap()["national_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn assert_matches_table(pg: &testkit::PgServer, eligd: &Served, who: &str) {
+    for n in 0..PEOPLE {
+        let id = person(300 + n);
+        let present = pg.query_i64(&format!(
+            "SELECT count(*) FROM members WHERE national_id = '{id}'"
+        )) == 1;
+        let expected = present.then(|| version_in_db(pg, &id) as u64);
+        assert_eq!(version(eligd, &id), expected, "{who}: person {id}");
+    }
+    for n in 0..BOOKLETS {
+        let booklet = format!("95{n:04}");
+        let holder = pg.query_i64(&format!(
+            "SELECT coalesce(max(national_id::bigint), -1) FROM members WHERE booklet_no = '{booklet}'"
+        ));
+        let expected = (holder >= 0).then(|| format!("{holder:010}"));
+        assert_eq!(
+            booklet_holder(eligd, &booklet),
+            expected,
+            "{who}: booklet {booklet}"
+        );
+    }
+}
+
+#[test]
+fn random_concurrent_statements_reach_every_replica_as_the_table_holds_them() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    let _relay = start_relay(&pg, &redis, &[]);
+    let follower = crate::feed::start(&redis, &[]);
+    wait_ready(&follower);
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|s| {
+            let url = pg.url();
+            std::thread::spawn(move || session(url, 0x2545_F491_4F6C_DD1D ^ (s + 1) * 7919))
+        })
+        .collect();
+    let (mut committed, mut failed) = (0, 0);
+    for s in sessions {
+        let (c, f) = s.join().unwrap();
+        committed += c;
+        failed += f;
+    }
+    assert!(committed > 100, "{committed} committed, {failed} failed");
+
+    wait_for("the relay to drain the outbox", 30, || {
+        pg.query_i64("SELECT count(*) FROM member_outbox") == 0
+    });
+    let marker = person(299);
+    pg.execute(&insert_main(&marker));
+    let v = version_in_db(&pg, &marker) as u64;
+    wait_for("the marker", 15, || version(&follower, &marker) == Some(v));
+    assert_matches_table(&pg, &follower, "the replica following the stream");
+
+    // A replica bootstrapped from the table agrees too.
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("table.snap");
+    let o = crate::cli::eligd(&[
+        "snapshot",
+        "build",
+        "--from-postgres",
+        &pg.url(),
+        "--redis-url",
+        &redis.url(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let url = redis.url();
+    let bootstrapped = crate::cli::serve_until(
+        &["--snapshot", snap.to_str().unwrap(), "--redis-url", &url],
+        "index loaded; ready",
+    );
+    wait_ready(&bootstrapped);
+    assert_matches_table(
+        &pg,
+        &bootstrapped,
+        "the replica bootstrapped from the table",
+    );
+}
