@@ -62,12 +62,12 @@ pub async fn attempt(
         let loaded = tokio::task::spawn_blocking(move || {
             let (header, base) = snapshot::load(&load_path)?;
             let index = Index::new(base);
-            let carried = previous.map_or(0, |old| {
-                old.markers()
-                    .into_iter()
-                    .filter(|m| index.apply(m.clone()) == crate::index::Applied::Applied)
-                    .count()
-            });
+            let mut carried = 0;
+            for marker in previous.map(|old| old.markers()).unwrap_or_default() {
+                if index.apply(marker) == crate::index::Applied::Applied {
+                    carried += 1;
+                }
+            }
             Ok::<_, snapshot::SnapshotError>((header, index, carried))
         })
         .await;

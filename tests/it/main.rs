@@ -9,6 +9,7 @@ mod fhir;
 mod http_api;
 mod http_bad_input;
 mod integrity;
+mod integrity_records;
 mod records;
 mod records_faults;
 mod records_random;

@@ -49,6 +49,27 @@ pub(crate) fn start_relay_until(
     serve_until(&args, line)
 }
 
+/// `snapshot build --from-postgres` of the table, with the stream's position, into `out`
+/// (a file); returns what the build said.
+pub(crate) fn snapshot_of_table(
+    pg: &PgServer,
+    redis: &RedisServer,
+    out: &std::path::Path,
+) -> String {
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-postgres",
+        &pg.url(),
+        "--redis-url",
+        &redis.url(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    crate::cli::stderr(&o)
+}
+
 /// An INSERT of a main insured (or with `extra` columns overriding).
 pub(crate) fn insert_main(national_id: &str) -> String {
     format!(
@@ -172,18 +193,7 @@ fn a_snapshot_from_postgres_records_a_position_that_misses_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("records.snap");
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--from-postgres",
-        &pg.url(),
-        "--redis-url",
-        &redis.url(),
-        "--out",
-        snap.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    let said = crate::cli::stderr(&o);
+    let said = snapshot_of_table(&pg, &redis, &snap);
     assert!(
         said.contains("5 members") && said.contains("feed position"),
         "{said}"

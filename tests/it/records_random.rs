@@ -12,21 +12,19 @@ use crate::cli::{http_get, Served};
 use crate::feed::{person, version, wait_for, wait_ready};
 use crate::records::{insert_main, records_db, start_relay, version_in_db};
 use crate::redis_server::RedisServer;
+use crate::support::Xorshift;
 
 const PEOPLE: u32 = 40;
 const BOOKLETS: u32 = 12;
 const SESSIONS: u64 = 3;
 const TRANSACTIONS: usize = 80;
 
-/// A deterministic pseudo-random sequence (xorshift), one per session.
-struct Rng(u64);
+/// Random statements, deterministic per session.
+struct Rng(Xorshift);
 
 impl Rng {
     fn below(&mut self, n: u32) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % u64::from(n)) as u32
+        self.0.below(n as usize) as u32
     }
     fn id(&mut self) -> String {
         person(300 + self.below(PEOPLE))
@@ -88,7 +86,7 @@ fn statement(rng: &mut Rng) -> String {
 /// booklet held, a deadlock) rolls back, as it would at the source.
 fn session(url: String, seed: u64) -> (usize, usize) {
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(Xorshift(seed));
     let (mut committed, mut failed) = (0, 0);
     for _ in 0..TRANSACTIONS {
         let statements: Vec<String> = (0..1 + rng.below(3)).map(|_| statement(&mut rng)).collect();
@@ -149,7 +147,7 @@ fn random_concurrent_statements_reach_every_replica_as_the_table_holds_them() {
     let sessions: Vec<_> = (0..SESSIONS)
         .map(|s| {
             let url = pg.url();
-            std::thread::spawn(move || session(url, 0x2545_F491_4F6C_DD1D ^ (s + 1) * 7919))
+            std::thread::spawn(move || session(url, 0x2545_F491_4F6C_DD1D ^ ((s + 1) * 7919)))
         })
         .collect();
     let (mut committed, mut failed) = (0, 0);
@@ -172,17 +170,7 @@ fn random_concurrent_statements_reach_every_replica_as_the_table_holds_them() {
     // A replica bootstrapped from the table agrees too.
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("table.snap");
-    let o = crate::cli::eligd(&[
-        "snapshot",
-        "build",
-        "--from-postgres",
-        &pg.url(),
-        "--redis-url",
-        &redis.url(),
-        "--out",
-        snap.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    crate::records::snapshot_of_table(&pg, &redis, &snap);
     let url = redis.url();
     let bootstrapped = crate::cli::serve_until(
         &["--snapshot", snap.to_str().unwrap(), "--redis-url", &url],

@@ -7,6 +7,11 @@ use crate::cli::{
     assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, stderr, terminate, Served,
 };
 
+/// `eligd serve --snapshot-dir DIR` run to its end (for a start-up that must fail).
+pub(crate) fn serve_once(dir: &str) -> std::process::Output {
+    eligd(&["serve", "--listen", "127.0.0.1:0", "--snapshot-dir", dir])
+}
+
 /// Starts `serve` with `args`, reads how many members it serves, and stops it cleanly.
 fn members_served_with(args: &[&str]) -> u64 {
     let mut served = serve(args);
@@ -50,13 +55,7 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
 
     // Nothing valid: a clear error, unless the demo population is asked for.
     std::fs::write(&older, b"ELIGDSNP truncated").unwrap();
-    let o = eligd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshot-dir",
-        dir_arg,
-    ]);
+    let o = serve_once(dir_arg);
     assert_clean_failure(&o, "no valid snapshot; refused:");
     assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
     let before: Vec<_> = std::fs::read_dir(&dir)
@@ -85,13 +84,7 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
 #[test]
 fn an_empty_snapshot_dir_is_an_error_without_demo_fallback() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = eligd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshot-dir",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let o = serve_once(tmp.path().to_str().unwrap());
     assert_clean_failure(&o, "no snapshot found");
 }
 
@@ -120,12 +113,6 @@ fn a_demo_population_is_never_written_to_an_empty_snapshot_dir() {
         "the synthetic population was saved as a snapshot"
     );
     // Without the fallback there is still nothing real to serve.
-    let o = eligd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshot-dir",
-        dir_arg,
-    ]);
+    let o = serve_once(dir_arg);
     assert_clean_failure(&o, "no snapshot found");
 }

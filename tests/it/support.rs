@@ -269,3 +269,17 @@ pub fn eligibility_url(server: &TestServer, id: &str, query: &str) -> String {
         encode_path(id)
     ))
 }
+
+/// A deterministic pseudo-random sequence (xorshift64) for randomized tests: the same seed
+/// gives the same cases, so a failure names a reproducible one.
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next value below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
