@@ -1,12 +1,15 @@
 //! The state every request handler shares: the index (absent until loaded, so the server
-//! can answer `/healthz` and a clear 503 while a snapshot loads), tracking codes, metrics.
+//! can answer `/healthz` and a clear 503 while a snapshot loads), tracking codes, metrics,
+//! and, when configured, the client keys and the audit log.
 
 use arc_swap::ArcSwapOption;
 use std::sync::{Arc, OnceLock};
 
-use crate::channels::limits::PhoneLimits;
+use crate::audit::AuditLog;
+use crate::auth::KeyStore;
 use crate::feed::status::FeedStatus;
 use crate::index::Index;
+use crate::limits::PhoneLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
 
@@ -17,6 +20,8 @@ pub struct AppState {
     /// Per-phone-number limits of USSD and SMS inquiries (CONTRACT §4).
     pub phone_limits: PhoneLimits,
     feed: OnceLock<Arc<FeedStatus>>,
+    keys: Option<KeyStore>,
+    audit: Option<AuditLog>,
 }
 
 impl AppState {
@@ -27,7 +32,49 @@ impl AppState {
             metrics: Metrics::new(),
             phone_limits: PhoneLimits::default(),
             feed: OnceLock::new(),
+            keys: None,
+            audit: None,
         })
+    }
+
+    /// Requires a client key on every inquiry route (`--api-keys`).
+    pub fn with_keys(mut self, keys: KeyStore) -> AppState {
+        self.metrics
+            .access
+            .keys_loaded
+            .set(keys.keys().len() as i64);
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Audits every inquiry (`--audit-log`).
+    pub fn with_audit(mut self, audit: AuditLog) -> AppState {
+        self.audit = Some(audit);
+        self
+    }
+
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.keys.as_ref()
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Reads `--api-keys` again (SIGHUP). A file that fails to parse keeps the keys in force,
+    /// is logged and counted.
+    pub fn reload_keys(&self) {
+        let Some(store) = &self.keys else { return };
+        match store.reload() {
+            Ok(n) => {
+                self.metrics.access.keys_loaded.set(n as i64);
+                tracing::info!(keys = n, path = %store.path().display(), "client keys reloaded");
+            }
+            Err(e) => {
+                self.metrics.access.keys_reload_failures.inc();
+                tracing::error!(error = %e, "client keys NOT reloaded; the keys in force stay");
+            }
+        }
     }
 
     /// Sets the USSD/SMS allowance per phone number per minute (`--phone-requests-per-minute`).
@@ -72,6 +119,9 @@ impl AppState {
             .ok_or_else(|| "the index is still loading".to_string())?;
         if let Some(feed) = self.feed() {
             feed.readiness(std::time::Instant::now(), unix_ms())?;
+        }
+        if let Some(audit) = self.audit() {
+            audit.readiness()?;
         }
         Ok(index)
     }

@@ -82,6 +82,12 @@ impl Decision {
     pub fn eligible(&self) -> bool {
         self.outcome == Outcome::Active
     }
+
+    /// Whether the coverage is in force on the date asked, whatever services were asked
+    /// about (FHIR's `inforce`): every rule but the service rule passed.
+    pub fn in_force(&self) -> bool {
+        matches!(self.outcome, Outcome::Active | Outcome::ServiceNotCovered)
+    }
 }
 
 /// Rules 2–3 for one person on its own: deceased, suspended, then expired.

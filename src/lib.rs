@@ -13,6 +13,8 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod channels;
 pub mod cli;
 pub mod commands;
@@ -25,6 +27,7 @@ pub mod import;
 pub mod index;
 pub mod inquiry;
 pub mod jalali;
+pub mod limits;
 pub mod member;
 pub mod metrics;
 pub mod national_id;

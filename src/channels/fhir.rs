@@ -1,19 +1,19 @@
 //! HL7 FHIR R4 for hospital information systems: `POST /fhir/r4/CoverageEligibilityRequest`
 //! takes a CoverageEligibilityRequest naming a person by national ID and answers a
-//! CoverageEligibilityResponse (CONTRACT §4 "FHIR R4"). It renders the same inquiry as the
-//! JSON API (`inquiry.rs`, the rules of `eligibility.rs`) in FHIR's shape and decides
-//! nothing itself. Refused requests get an OperationOutcome; neither ever carries the
-//! national ID in an error, nor the member's name unmasked.
+//! CoverageEligibilityResponse (docs/openapi.yaml, "FHIR"). It decodes the request, hands it
+//! to the inquiry pipeline like every channel, and renders the decision in FHIR's shape,
+//! deciding nothing itself: `insurance[0].inforce` is FHIR's "coverage in force on the
+//! serviced date" (true even when a requested service is excluded). Refused requests get an
+//! OperationOutcome with the status of the error table; neither ever carries the national
+//! ID in an error, nor the member's name unmasked.
 
 use chrono::Utc;
 
-use super::{count_inquiry, ChannelReply};
+use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
 use crate::eligibility::{primary_insurer, Outcome};
-use crate::http::ApiError;
-use crate::index::IndexView;
-use crate::inquiry::{self, Found};
+use crate::inquiry::{self, Answer, ApiError, Channel, Query, Refused, Session, Target};
 
 #[path = "fhir_model.rs"]
 mod model;
@@ -27,95 +27,151 @@ use parse::{check_content_type, parse_request, Inquiry};
 
 /// The media type of every answer of this channel, successes and OperationOutcomes alike.
 pub const FHIR_JSON: &str = "application/fhir+json";
-const CHANNEL: &str = "fhir";
+pub const ROUTE: &str = "/fhir/r4/CoverageEligibilityRequest";
 const RESOURCE: &str = "CoverageEligibilityRequest";
 const SERVICES: &str = "outpatient, inpatient, pharmacy, paraclinic, dental";
 
-/// Answers one `POST /fhir/r4/CoverageEligibilityRequest`. `body` is the request body, or
-/// why the router could not read it (too large, unreadable); `today` is the as-of date when
-/// the request has no `servicedDate`.
-///
-/// `ChannelReply.outcome` is one of: an inquiry status (`Outcome::as_str`),
-/// `member_not_found`, `invalid_national_id`, `invalid_date`, `invalid_service`,
-/// `invalid_request`, `not_ready`, `unsupported_media_type`, `payload_too_large`,
-/// `internal_error`. A request read far enough to be an inquiry (every outcome but the
-/// last three and an unreadable body) is also counted in `eligd_inquiries_total`.
-pub fn coverage_eligibility(
-    state: &AppState,
-    content_type: Option<&str>,
-    body: Result<&[u8], &ApiError>,
-    today: Day,
-) -> ChannelReply {
-    let tracking = state.tracking.next();
-    let tracking = tracking.as_str();
-    if let Err(message) = check_content_type(content_type) {
-        let problem = Problem::new(415, "not-supported", "unsupported_media_type", message);
-        return problem.reply(tracking);
+/// `POST /fhir/r4/CoverageEligibilityRequest`: admitted by the pipeline, then the content
+/// type and the body are checked, then [`coverage_eligibility`] decides and renders.
+pub async fn handle(state: &AppState, request: Request) -> Reply {
+    let session = match inquiry::begin(
+        state,
+        Channel::Fhir,
+        ROUTE,
+        request.authorization(),
+        request.started,
+    ) {
+        Ok(session) => session,
+        Err(r) => return refused(&r, None),
+    };
+    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
+        let r = session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None);
+        return refused(&r, None);
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(ApiError::PayloadTooLarge { limit }) => {
-            let message = format!("request bodies are limited to {limit} bytes");
-            return Problem::new(413, "too-long", "payload_too_large", message).reply(tracking);
-        }
-        Err(_) => {
-            let message = "the request body could not be read".to_string();
-            return Problem::new(400, "structure", "invalid_request", message).reply(tracking);
-        }
-    };
-    let inquiry = match parse_request(body, today) {
-        Ok(inquiry) => inquiry,
-        Err(problem) => {
-            count_inquiry(state, CHANNEL, problem.outcome);
-            return problem.reply(tracking);
-        }
-    };
-    let Some(index) = state.index() else {
-        count_inquiry(state, CHANNEL, "not_ready");
-        let message = "not ready: the index is still loading; retry shortly".to_string();
-        return Problem::new(503, "transient", "not_ready", message).reply(tracking);
-    };
-    let index = index.view();
-    let found = look_up(&index, &inquiry);
-    let outcome = found
-        .as_ref()
-        .map_or("member_not_found", |f| f.decision.outcome.as_str());
-    count_inquiry(state, CHANNEL, outcome);
-    let response = render(&inquiry, found.as_ref(), tracking, now_fhir());
-    match serde_json::to_vec(&response) {
-        Ok(body) => ChannelReply {
-            status: 200,
-            content_type: FHIR_JSON,
-            body,
-            outcome,
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "could not render a CoverageEligibilityResponse");
-            let message = "the answer could not be rendered".to_string();
-            Problem::new(500, "exception", "internal_error", message).reply(tracking)
-        }
+    if let Err(message) = check_content_type(request.content_type.as_deref()) {
+        let r = session.refuse(ApiError::UnsupportedMediaType(message), None);
+        return refused(&r, None);
+    }
+    match request.read_body().await {
+        Ok(body) => coverage_eligibility(&session, &body, Day::today()),
+        Err(e) => refused(&session.refuse(e, None), None),
     }
 }
 
-/// Why a request is refused: the HTTP status, the R4 `IssueType`, the outcome label it is
-/// counted under, the clear text, and where in the request (a FHIRPath) when known.
-#[derive(Debug, PartialEq, Eq)]
+/// A refusal as an OperationOutcome, with the status of the error table. `problem` refines
+/// it with what the request got wrong, when the FHIR reading found it.
+fn refused(r: &Refused, problem: Option<&Problem>) -> Reply {
+    let problem = problem
+        .cloned()
+        .unwrap_or_else(|| Problem::from_error(&r.error));
+    let body = problem.operation_outcome_bytes(r.tracking.as_str());
+    super::refusal_reply(r, r.error.status(), FHIR_JSON, body)
+}
+
+/// Decides one CoverageEligibilityRequest `body` through the pipeline and renders it: a
+/// CoverageEligibilityResponse (a person not found is one too, with `outcome: error`), or an
+/// OperationOutcome. `today` is the as-of date when the request has no `servicedDate`.
+pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> Reply {
+    let mut read = None;
+    let mut problem = None;
+    let decided = session.decide(|| match parse_request(body, today) {
+        Ok(inquiry) => {
+            let query = Query {
+                target: Ok(Target::Member(inquiry.national_id)),
+                as_of: Ok(inquiry.as_of),
+                services: Ok(inquiry.items.iter().map(|i| i.service).collect()),
+            };
+            read = Some(inquiry);
+            query
+        }
+        Err(p) => {
+            let error = p.error();
+            problem = Some(p);
+            Query::refused(error)
+        }
+    });
+    let tracking = decided.tracking.as_str();
+    let outcome = decided.outcome();
+    let answer = match (&decided.result, &read) {
+        (Ok(answer), Some(inquiry)) => Some(render(inquiry, Some(answer), tracking, now_fhir())),
+        (Err(ApiError::MemberNotFound), Some(inquiry)) => {
+            Some(render(inquiry, None, tracking, now_fhir()))
+        }
+        _ => None,
+    };
+    let reply = match (answer, &decided.result) {
+        (Some(response), _) => match serde_json::to_vec(&response) {
+            Ok(body) => Reply {
+                status: 200,
+                content_type: FHIR_JSON,
+                body,
+                outcome,
+                headers: Vec::new(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, tracking_code = tracking, "could not render a CoverageEligibilityResponse");
+                let p = Problem::from_error(&ApiError::Internal(e.to_string()));
+                p.reply(tracking)
+            }
+        },
+        (None, Err(error)) => {
+            let p = problem
+                .filter(|p| p.outcome == error.code())
+                .unwrap_or_else(|| Problem::from_error(error));
+            p.reply(tracking)
+        }
+        (None, Ok(_)) => {
+            Problem::from_error(&ApiError::Internal("no request read".into())).reply(tracking)
+        }
+    };
+    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
+}
+
+/// Why a request is refused: the error of the table, the R4 `IssueType` (one per code, or a
+/// finer one the request reading found), the clear text, and where in the request (a
+/// FHIRPath) when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Problem {
     pub status: u16,
     pub issue: &'static str,
     pub outcome: &'static str,
     pub message: String,
     pub expression: Option<String>,
+    error: ApiError,
+}
+
+/// The R4 `IssueType` of each code of the error table.
+fn issue_type(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::InvalidNationalId(_) | ApiError::InvalidDate => "value",
+        ApiError::InvalidService(_) => "code-invalid",
+        ApiError::InvalidRequest(_) => "invalid",
+        ApiError::Unauthorized(_) => "login",
+        ApiError::Forbidden { .. } => "forbidden",
+        ApiError::MemberNotFound | ApiError::BookletNotFound | ApiError::NotFound => "not-found",
+        ApiError::MethodNotAllowed { .. } | ApiError::UnsupportedMediaType(_) => "not-supported",
+        ApiError::PayloadTooLarge { .. } => "too-long",
+        ApiError::RateLimited(_) => "throttled",
+        ApiError::Internal(_) => "exception",
+        ApiError::NotReady(_) | ApiError::AuditUnavailable => "transient",
+    }
 }
 
 impl Problem {
-    fn new(status: u16, issue: &'static str, outcome: &'static str, message: String) -> Problem {
+    /// A problem the request reading found (`outcome`: the code it is refused with).
+    fn new(_status: u16, issue: &'static str, outcome: &'static str, message: String) -> Problem {
+        let error = match outcome {
+            "invalid_date" => ApiError::InvalidDate,
+            "invalid_service" => ApiError::InvalidService(message.clone()),
+            _ => ApiError::InvalidRequest(message.clone()),
+        };
         Problem {
-            status,
+            status: error.status(),
             issue,
-            outcome,
+            outcome: error.code(),
             message,
             expression: None,
+            error,
         }
     }
 
@@ -125,6 +181,35 @@ impl Problem {
             expression: Some(format!("{RESOURCE}.{at}")),
             ..Problem::new(400, issue, outcome, message)
         }
+    }
+
+    /// A national ID that does not parse, at `patient.identifier.value`.
+    fn national_id(issue: &'static str, e: crate::national_id::IdError) -> Problem {
+        let error = ApiError::InvalidNationalId(e);
+        Problem {
+            status: error.status(),
+            issue,
+            outcome: error.code(),
+            message: error.message(),
+            expression: Some(format!("{RESOURCE}.patient.identifier.value")),
+            error,
+        }
+    }
+
+    /// Any refusal of the pipeline, with the issue type of its code.
+    fn from_error(error: &ApiError) -> Problem {
+        Problem {
+            status: error.status(),
+            issue: issue_type(error),
+            outcome: error.code(),
+            message: error.message(),
+            expression: None,
+            error: error.clone(),
+        }
+    }
+
+    fn error(&self) -> ApiError {
+        self.error.clone()
     }
 
     /// The OperationOutcome this problem is answered with.
@@ -148,45 +233,32 @@ impl Problem {
         }
     }
 
-    fn reply(&self, tracking: &str) -> ChannelReply {
-        let body = serde_json::to_vec(&self.operation_outcome(tracking)).unwrap_or_else(|_| {
+    fn operation_outcome_bytes(&self, tracking: &str) -> Vec<u8> {
+        serde_json::to_vec(&self.operation_outcome(tracking)).unwrap_or_else(|_| {
             br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception"}]}"#
                 .to_vec()
-        });
-        ChannelReply {
+        })
+    }
+
+    fn reply(&self, tracking: &str) -> Reply {
+        Reply {
             status: self.status,
             content_type: FHIR_JSON,
-            body,
+            body: self.operation_outcome_bytes(tracking),
             outcome: self.outcome,
+            headers: Vec::new(),
         }
-    }
-}
-
-/// The inquiry's answer, as the JSON API would give it: for one requested service exactly
-/// `?service=`; for several, a service not covered makes the answer `service_not_covered`
-/// (rule 5 of DOMAIN.md, for the first such service).
-fn look_up<'a>(index: &'a IndexView, inquiry: &Inquiry) -> Option<Found<'a>> {
-    let found = inquiry::by_national_id(index, inquiry.national_id, inquiry.as_of, None)?;
-    let covered = found.member.view().services;
-    match inquiry.items.iter().find(|i| !covered.contains(i.service)) {
-        Some(item) => Some(inquiry::evaluate_found(
-            index,
-            found.member,
-            inquiry.as_of,
-            Some(item.service),
-        )),
-        None => Some(found),
     }
 }
 
 /// The CoverageEligibilityResponse for an inquiry and what it found (`None`: not found).
 fn render(
     inquiry: &Inquiry,
-    found: Option<&Found<'_>>,
+    found: Option<&Answer<'_>>,
     tracking: &str,
     created: String,
 ) -> ResponseOut {
-    let view = found.map(|f| f.member.view());
+    let view = found.map(|f| f.evaluated.member.view());
     let patient = ReferenceOut {
         reference: inquiry.patient_reference.clone(),
         identifier: Some(IdentifierOut {
@@ -201,7 +273,7 @@ fn render(
     let insurer = view.as_ref().map_or("sso", primary_insurer);
     let (outcome, disposition, insurance, error) = match (found, view) {
         (Some(found), Some(view)) => {
-            let decision = &found.decision;
+            let decision = &found.evaluated.decision;
             let coverage = ReferenceOut {
                 reference: None,
                 identifier: view.booklet_no.map(|b| IdentifierOut {
@@ -231,7 +303,7 @@ fn render(
                 .collect();
             let insurance = InsuranceOut {
                 coverage,
-                inforce: decision.eligible(),
+                inforce: decision.in_force(),
                 benefit_period: decision.coverage_until.map(|end| PeriodOut {
                     end: end.to_string(),
                 }),

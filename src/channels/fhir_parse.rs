@@ -191,12 +191,7 @@ fn patient(request: &RequestIn) -> Result<(NationalId, String, Option<String>), 
         } else {
             "value"
         };
-        Problem::at(
-            issue,
-            "invalid_national_id",
-            "patient.identifier.value",
-            e.to_string(),
-        )
+        Problem::national_id(issue, e)
     })?;
     let reference = echoable(patient.reference.as_deref());
     Ok((id, raw.trim().to_string(), reference))

@@ -72,10 +72,24 @@ fn parse(v: &Value) -> Result<Inquiry, Problem> {
     parse_request(v.to_string().as_bytes(), today())
 }
 
-/// Answers `body` end to end through the channel's entry point.
-fn answer(state: &AppState, body: &Value) -> (ChannelReply, Value) {
+/// A session of the pipeline on this channel (no keys, no audit).
+fn session(state: &AppState) -> Session<'_> {
+    inquiry::begin(state, Channel::Fhir, ROUTE, None, std::time::Instant::now()).unwrap()
+}
+
+/// The pipeline's decision for a request read.
+fn decided<'s>(session: &'s Session<'_>, inquiry: &Inquiry) -> inquiry::Decided<'s> {
+    session.decide(|| Query {
+        target: Ok(Target::Member(inquiry.national_id)),
+        as_of: Ok(inquiry.as_of),
+        services: Ok(inquiry.items.iter().map(|i| i.service).collect()),
+    })
+}
+
+/// Answers `body` end to end: the pipeline, then the rendering.
+fn answer(state: &AppState, body: &Value) -> (Reply, Value) {
     let bytes = body.to_string().into_bytes();
-    let reply = coverage_eligibility(state, Some(FHIR_JSON), Ok(&bytes), today());
+    let reply = coverage_eligibility(&session(state), &bytes, today());
     let json = serde_json::from_slice(&reply.body).unwrap();
     (reply, json)
 }
@@ -88,29 +102,33 @@ fn ready_state() -> AppState {
 
 #[test]
 fn several_services_one_not_covered_is_service_not_covered() {
-    let index = index();
-    let view = index.view();
+    let state = ready_state();
+    let session = session(&state);
     let inquiry = parse(&request(CHILD)).unwrap();
-    let found = look_up(&view, &inquiry).unwrap();
-    assert_eq!(found.decision.outcome, Outcome::ServiceNotCovered);
+    let d = decided(&session, &inquiry);
+    let decision = &d.result.as_ref().unwrap().evaluated.decision;
+    assert_eq!(decision.outcome, Outcome::ServiceNotCovered);
+    assert!(
+        decision.in_force(),
+        "in force, though a service is excluded"
+    );
     let mut r = request(CHILD);
     r["item"] = json!([{"category": {"coding": [{"code": "outpatient"}]}}]);
-    let found = look_up(&view, &parse(&r).unwrap()).unwrap();
-    assert_eq!(found.decision.outcome, Outcome::Active);
+    let d = decided(&session, &parse(&r).unwrap());
+    assert_eq!(
+        d.result.as_ref().unwrap().evaluated.decision.outcome,
+        Outcome::Active
+    );
 }
 
 #[test]
 fn renders_a_dependent_with_items_and_a_masked_name() {
-    let index = index();
-    let view = index.view();
+    let state = ready_state();
+    let session = session(&state);
     let inquiry = parse(&request(CHILD)).unwrap();
-    let found = look_up(&view, &inquiry);
-    let r = render(
-        &inquiry,
-        found.as_ref(),
-        "123",
-        "2026-11-22T10:00:00+03:30".into(),
-    );
+    let d = decided(&session, &inquiry);
+    let found = d.result.as_ref().ok();
+    let r = render(&inquiry, found, "123", "2026-11-22T10:00:00+03:30".into());
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(
         v,
@@ -131,7 +149,7 @@ fn renders_a_dependent_with_items_and_a_masked_name() {
             "insurer": {"identifier": {"system": "urn:eligd:insurer", "value": "salamat"}, "display": "salamat"},
             "insurance": [{
                 "coverage": {"display": "mandatory treatment insurance (dependent)"},
-                "inforce": false,
+                "inforce": true,
                 "benefitPeriod": {"end": "2026-12-31"},
                 "item": [
                     {"category": {"coding": [{"system": "urn:eligd:service", "code": "pharmacy"}]}, "excluded": false},
@@ -144,13 +162,14 @@ fn renders_a_dependent_with_items_and_a_masked_name() {
 
 #[test]
 fn renders_open_ended_coverage_without_a_benefit_period() {
-    let index = index();
-    let view = index.view();
+    let state = ready_state();
+    let session = session(&state);
     let mut r = request(PENSIONER);
     r.as_object_mut().unwrap().remove("item");
     let inquiry = parse(&r).unwrap();
-    let found = look_up(&view, &inquiry);
-    let v = serde_json::to_value(render(&inquiry, found.as_ref(), "1", "x".into())).unwrap();
+    let d = decided(&session, &inquiry);
+    let found = d.result.as_ref().ok();
+    let v = serde_json::to_value(render(&inquiry, found, "1", "x".into())).unwrap();
     assert_eq!(v["insurance"][0]["inforce"], true);
     assert_eq!(v["insurance"][0].get("benefitPeriod"), None);
     assert_eq!(v["insurance"][0].get("item"), None);
@@ -160,11 +179,12 @@ fn renders_open_ended_coverage_without_a_benefit_period() {
 
 #[test]
 fn renders_the_booklet_as_the_coverage() {
-    let index = index();
-    let view = index.view();
+    let state = ready_state();
+    let session = session(&state);
     let inquiry = parse(&request(MAIN)).unwrap();
-    let found = look_up(&view, &inquiry);
-    let v = serde_json::to_value(render(&inquiry, found.as_ref(), "1", "x".into())).unwrap();
+    let d = decided(&session, &inquiry);
+    let found = d.result.as_ref().ok();
+    let v = serde_json::to_value(render(&inquiry, found, "1", "x".into())).unwrap();
     assert_eq!(
         v["insurance"][0]["coverage"]["identifier"],
         json!({"system": "urn:eligd:booklet-no", "value": "930123456789"})
@@ -196,19 +216,6 @@ fn the_entry_point_answers_every_kind_of_reply() {
     assert_eq!(reply.content_type, "application/fhir+json");
     let code = v["identifier"][0]["value"].as_str().unwrap();
     assert_eq!(code.len(), 21);
-
-    let body = request(MAIN).to_string().into_bytes();
-    let reply = coverage_eligibility(&state, Some("text/plain"), Ok(&body), today());
-    assert_eq!(
-        (reply.status, reply.outcome),
-        (415, "unsupported_media_type")
-    );
-    let too_large = ApiError::PayloadTooLarge { limit: 65536 };
-    let reply = coverage_eligibility(&state, Some(FHIR_JSON), Err(&too_large), today());
-    assert_eq!((reply.status, reply.outcome), (413, "payload_too_large"));
-    let unreadable = ApiError::InvalidRequest("reset".into());
-    let reply = coverage_eligibility(&state, Some(FHIR_JSON), Err(&unreadable), today());
-    assert_eq!((reply.status, reply.outcome), (400, "invalid_request"));
 
     let loading = AppState::new(3).unwrap();
     let (reply, v) = answer(&loading, &request(MAIN));

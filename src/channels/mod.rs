@@ -1,44 +1,136 @@
-//! The channels other than the JSON API: USSD and SMS for people on any phone, HL7 FHIR R4
-//! for hospitals. Each renders the same inquiry (`inquiry.rs`, the rules of
-//! `eligibility.rs`) in its own form; none decides anything. All texts shown to people live
-//! in one catalogue ([`texts`]).
+//! The channels: the JSON API for providers ([`json`]), HL7 FHIR R4 for hospitals
+//! ([`fhir`]), USSD and SMS for people on any phone ([`ussd`], [`sms`]). Each decodes its
+//! request, hands it to the inquiry pipeline (`inquiry`), and renders what the pipeline
+//! decided in its own form; none decides anything, and none chooses a status the error table
+//! does not give. All texts shown to people live in one catalogue ([`texts`]).
 
 pub mod fhir;
-pub mod limits;
+pub mod json;
+mod json_answer;
 pub mod sms;
 pub mod texts;
 pub mod ussd;
 
-/// What a channel answers: the HTTP status, body, content type, and the outcome it is
-/// counted under in `eligd_requests_total` (an inquiry status, or a code like
-/// `invalid_national_id`, `menu`, `rate_limited`).
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{HeaderName, HeaderValue};
+
+use crate::inquiry::{ApiError, Refused};
+use crate::limits::Allowance;
+
+/// The largest request body read; a full batch of 100 IDs in Persian digits is ~3 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A client that has not sent its whole body by then is refused.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a channel answers: status, body, content type, headers of its own (`Allow`,
+/// `Retry-After`, `WWW-Authenticate`, the `RateLimit` fields), and the outcome it is counted
+/// under in `eligd_requests_total` (an inquiry status, or a code like `invalid_national_id`,
+/// `menu`, `rate_limited`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelReply {
+pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub outcome: &'static str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl ChannelReply {
-    /// A `text/plain` answer with HTTP 200 (USSD and SMS gateways never get an HTTP error).
-    pub fn text(body: String, outcome: &'static str) -> ChannelReply {
-        ChannelReply {
+impl Reply {
+    /// A `text/plain` answer with HTTP 200 (USSD and SMS gateways get 200 for every answer
+    /// meant for a person).
+    pub fn text(body: String, outcome: &'static str) -> Reply {
+        Reply {
             status: 200,
             content_type: "text/plain; charset=utf-8",
             body: body.into_bytes(),
             outcome,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds the headers every refusal and every admitted answer carries: `Retry-After`
+    /// when a wait is known, `WWW-Authenticate` on 401, and the IETF httpapi rate-limit
+    /// fields (`RateLimit-Policy`, `RateLimit`) when the client has a key.
+    pub fn with_pipeline_headers(
+        mut self,
+        error: Option<&ApiError>,
+        allowance: Option<Allowance>,
+    ) -> Reply {
+        if let Some(error) = error {
+            if let Some(secs) = error.retry_after() {
+                self.headers
+                    .push((hyper::header::RETRY_AFTER, HeaderValue::from(secs)));
+            }
+            if let ApiError::Unauthorized(_) = error {
+                self.headers.push((
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"eligd\""),
+                ));
+            }
+            if let ApiError::MethodNotAllowed { allow } = error {
+                self.headers
+                    .push((hyper::header::ALLOW, HeaderValue::from_static(allow)));
+            }
+        }
+        if let Some(a) = allowance {
+            let policy = format!(
+                "\"key\";q={};w={}",
+                a.limit,
+                a.limit.div_ceil(a.rate.max(1))
+            );
+            let now = format!("\"key\";r={};t={}", a.remaining, a.reset_secs);
+            for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    self.headers.push((HeaderName::from_static(name), value));
+                }
+            }
+        }
+        self
     }
 }
 
-/// Counts one inquiry of `channel` under `outcome` (eligd_inquiries_total).
-pub fn count_inquiry(state: &crate::app::AppState, channel: &'static str, outcome: &'static str) {
-    state
-        .metrics
-        .inquiries
-        .get_or_create(&crate::metrics::InquiryLabels { channel, outcome })
-        .inc();
+/// A refusal's status on `channel`, with the pipeline's headers; `body` renders it.
+pub fn refusal_reply(
+    refused: &Refused,
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Reply {
+    Reply {
+        status,
+        content_type,
+        body,
+        outcome: refused.error.code(),
+        headers: Vec::new(),
+    }
+    .with_pipeline_headers(Some(&refused.error), refused.allowance)
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`].
+pub async fn read_body(
+    content_length: Option<u64>,
+    body: hyper::body::Incoming,
+) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large);
+    }
+    let collected = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::InvalidRequest("the request body did not arrive in time".into()))?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(e) => Err(ApiError::InvalidRequest(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
 }
 
 /// The two fields a USSD or SMS gateway sends that matter: who asks and what they typed
@@ -62,5 +154,32 @@ impl GatewayForm {
             }
         }
         form
+    }
+}
+
+/// What the router hands a channel: the request's parts that channels read.
+pub struct Request {
+    pub method: hyper::Method,
+    pub authorization: Option<HeaderValue>,
+    pub content_type: Option<String>,
+    pub content_length: Option<u64>,
+    pub query: Option<String>,
+    pub body: hyper::body::Incoming,
+    pub started: std::time::Instant,
+}
+
+impl Request {
+    pub fn authorization(&self) -> Option<&[u8]> {
+        self.authorization.as_ref().map(HeaderValue::as_bytes)
+    }
+
+    /// Whether the method is `allowed` (HEAD counts as GET: load balancers send it).
+    pub fn method_is(&self, allowed: &hyper::Method) -> bool {
+        self.method == *allowed
+            || (*allowed == hyper::Method::GET && self.method == hyper::Method::HEAD)
+    }
+
+    pub async fn read_body(self) -> Result<Bytes, ApiError> {
+        read_body(self.content_length, self.body).await
     }
 }

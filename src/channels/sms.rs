@@ -1,51 +1,92 @@
-//! The SMS channel (CONTRACT §4): a person texts a national ID to the short number and gets
-//! the same answer as on USSD, in Persian, in at most two concatenated UCS-2 parts.
+//! The SMS channel: a person texts a national ID to the short number and gets the same
+//! answer as on USSD, in Persian, in at most two concatenated UCS-2 parts (docs/openapi.yaml,
+//! `/sms`).
 //!
 //! The SMS gateway POSTs a form (`from`, `text`) and sends our `text/plain` body back as the
 //! reply, so every request gets a reply with HTTP 200, a short clear one when the message is
-//! not a national ID. Every message takes from the sender's allowance (each reply costs a
-//! message), counted by the same per-phone limiter as USSD. Texts come from [`texts`].
+//! not a national ID. Every message is an inquiry of the pipeline and takes from the sender's
+//! allowance (each reply costs a message), counted by the same per-phone limiter as USSD.
+//! Texts come from [`texts`].
 
-use super::texts::{self, FA, SMS};
-use super::ussd::{inquire, Inquiry};
-use super::ChannelReply;
+use super::texts::{self, Lang, FA, SMS};
+use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
+use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+use crate::national_id::NationalId;
+
+pub const ROUTE: &str = "/sms";
+
+/// `POST /sms`.
+pub async fn handle(state: &AppState, request: Request) -> Reply {
+    let session = match inquiry::begin(
+        state,
+        Channel::Sms,
+        ROUTE,
+        request.authorization(),
+        request.started,
+    ) {
+        Ok(session) => session,
+        Err(r) => return refused(&r),
+    };
+    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+    }
+    let body = request.read_body().await;
+    reply(&session, body.as_deref().ok(), Day::today())
+}
+
+fn refused(r: &Refused) -> Reply {
+    let text = texts::refusal(Lang::Fa, &r.error, r.tracking.as_str());
+    let status = Channel::Sms.http_status(&r.error);
+    super::refusal_reply(r, status, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+/// A session for tests of the replies (no keys, no audit).
+#[cfg(test)]
+pub(crate) fn session(state: &AppState) -> Session<'_> {
+    inquiry::begin(state, Channel::Sms, ROUTE, None, std::time::Instant::now())
+        .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
+}
 
 /// Answers one incoming SMS. `form` is `None` when the body could not be read or was too
 /// large; that gets the help text, like an empty message.
-pub fn reply(state: &AppState, form: Option<&[u8]>, today: Day) -> ChannelReply {
+pub fn reply(session: &Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
     let Some(body) = form else {
-        return ChannelReply::text(SMS.help.to_string(), "invalid_request");
+        return Reply::text(SMS.help.to_string(), "invalid_request");
     };
     let form = super::GatewayForm::parse(body, "from");
     let text = form.text.as_deref().unwrap_or("").trim();
-    if text.is_empty() {
-        // Still one reply to this phone: it takes from the allowance like an inquiry.
-        if !state.phone_limits.check(form.phone.as_deref()) {
-            super::count_inquiry(state, "sms", "rate_limited");
-            return ChannelReply::text(FA.rate_limited.to_string(), "rate_limited");
+    let decided = session.decide_for_phone(form.phone.as_deref(), || {
+        if text.is_empty() {
+            Query::refused(ApiError::InvalidRequest("the message is empty".into()))
+        } else {
+            Query::national_id(text, today)
         }
-        return ChannelReply::text(SMS.help.to_string(), "invalid_request");
-    }
-    let result = inquire(state, "sms", form.phone.as_deref(), text, today);
-    let label = result.label();
-    ChannelReply::text(render(result), label)
+    });
+    let reply = Reply::text(render(text, &decided), decided.outcome());
+    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
 }
 
-/// An inquiry in words, for one SMS reply.
-fn render(result: Inquiry) -> String {
-    match result {
-        Inquiry::RateLimited => FA.rate_limited.to_string(),
-        Inquiry::InvalidId => SMS.invalid_id.to_string(),
-        Inquiry::NotReady => FA.not_ready.to_string(),
-        Inquiry::NotFound { id, tracking } => texts::sms_not_found(&id.masked(), tracking.as_str()),
-        Inquiry::Answer {
-            id,
-            outcome,
-            coverage_until,
-            tracking,
-        } => texts::sms_answer(&id.masked(), outcome, coverage_until, tracking.as_str()),
+/// A decision in words, for one SMS reply to the message `text`.
+fn render(text: &str, decided: &Decided<'_>) -> String {
+    let tracking = decided.tracking.as_str();
+    match &decided.result {
+        Ok(answer) => {
+            let d = &answer.evaluated.decision;
+            let id = answer.evaluated.member.view().national_id.masked();
+            texts::sms_answer(&id, d.outcome, d.coverage_until, tracking)
+        }
+        Err(ApiError::InvalidRequest(_)) => SMS.help.to_string(),
+        Err(ApiError::InvalidNationalId(_)) => SMS.invalid_id.to_string(),
+        Err(ApiError::RateLimited(_)) => FA.rate_limited.to_string(),
+        Err(ApiError::MemberNotFound) => {
+            let masked = NationalId::parse(text)
+                .map(|id| id.masked())
+                .unwrap_or_default();
+            texts::sms_not_found(&masked, tracking)
+        }
+        Err(e) => texts::refusal(Lang::Fa, e, tracking),
     }
 }
 

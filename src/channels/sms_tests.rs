@@ -8,11 +8,11 @@ fn sms(state: &AppState, text: &str, from: &str) -> (String, &'static str) {
         .append_pair("from", from)
         .append_pair("text", text)
         .finish();
-    check(reply(state, Some(body.as_bytes()), today()))
+    check(reply(&session(state), Some(body.as_bytes()), today()))
 }
 
 /// Every reply: HTTP 200, `text/plain`, Persian, at most 134 UTF-16 units.
-fn check(r: ChannelReply) -> (String, &'static str) {
+fn check(r: Reply) -> (String, &'static str) {
     assert_eq!(r.status, 200);
     assert!(r.content_type.starts_with("text/plain"));
     let body = String::from_utf8(r.body).unwrap();
@@ -81,22 +81,27 @@ fn every_status_and_the_unknown_and_invalid() {
 fn empty_or_unreadable_messages_get_the_help_text() {
     let state = state();
     assert_eq!(
-        check(reply(&state, None, today())),
+        check(reply(&session(&state), None, today())),
         (SMS.help.to_string(), "invalid_request")
     );
     assert_eq!(sms(&state, "   ", "0912").1, "invalid_request");
     assert_eq!(
-        check(reply(&state, Some(b"from=0912"), today())).1,
+        check(reply(&session(&state), Some(b"from=0912"), today())).1,
         "invalid_request"
     );
     assert_eq!(
-        check(reply(&state, Some(b"text=\xff\xfe&from=1"), today())).1,
+        check(reply(
+            &session(&state),
+            Some(b"text=\xff\xfe&from=1"),
+            today()
+        ))
+        .1,
         "invalid_national_id"
     );
     // Without `from` the message is still answered.
     let body = format!("text={ACTIVE}");
     assert_eq!(
-        check(reply(&state, Some(body.as_bytes()), today())).1,
+        check(reply(&session(&state), Some(body.as_bytes()), today())).1,
         "active"
     );
 }

@@ -106,6 +106,32 @@ pub const SMS: SmsTexts = SmsTexts {
     help: "برای استعلام اعتبار دفترچه، فقط کد ملی ۱۰ رقمی را بفرستید.",
 };
 
+/// What a person reads when an inquiry is refused, for every code of the error table
+/// (`inquiry::errors`): the few a person can act on have their own words, every fault of the
+/// service or of the gateway reads "temporarily unavailable".
+pub fn refusal(lang: Lang, error: &crate::inquiry::ApiError, tracking: &str) -> String {
+    use crate::inquiry::ApiError as E;
+    let c = catalogue(lang);
+    match error {
+        E::InvalidNationalId(_) => c.invalid_id.to_string(),
+        E::MemberNotFound => not_found(lang, tracking),
+        E::RateLimited(_) => c.rate_limited.to_string(),
+        E::InvalidDate
+        | E::InvalidService(_)
+        | E::InvalidRequest(_)
+        | E::BookletNotFound
+        | E::NotFound
+        | E::MethodNotAllowed { .. }
+        | E::UnsupportedMediaType(_)
+        | E::PayloadTooLarge { .. } => c.invalid_input.to_string(),
+        E::Unauthorized(_)
+        | E::Forbidden { .. }
+        | E::Internal(_)
+        | E::NotReady(_)
+        | E::AuditUnavailable => c.not_ready.to_string(),
+    }
+}
+
 pub fn catalogue(lang: Lang) -> &'static Catalogue {
     match lang {
         Lang::Fa => &FA,

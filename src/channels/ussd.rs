@@ -8,83 +8,52 @@
 //! a gateway that gets an HTTP error shows the person a cryptic failure, so even a garbled,
 //! oversize or empty request gets a short clear message. Texts come from [`texts`].
 //!
-//! The inquiry itself ([`inquire`]) is shared with SMS: rate limit, parse, look up, count.
+//! Every lookup is one decision of the inquiry pipeline (key, phone allowance, parse, look
+//! up, evaluate, tracking code, audit, count); menus and prompts are not inquiries.
 
 use super::texts::{self, Lang};
-use super::{count_inquiry, ChannelReply};
+use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
-use crate::eligibility::Outcome;
-use crate::inquiry;
-use crate::national_id::{digit_value, NationalId};
-use crate::tracking::TrackingCode;
+use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+use crate::national_id::digit_value;
 
-/// The result of one inquiry on a text channel, before it is put in words.
-pub(super) enum Inquiry {
-    RateLimited,
-    InvalidId,
-    NotReady,
-    NotFound {
-        id: NationalId,
-        tracking: TrackingCode,
-    },
-    Answer {
-        id: NationalId,
-        outcome: Outcome,
-        coverage_until: Option<Day>,
-        tracking: TrackingCode,
-    },
-}
+pub const ROUTE: &str = "/ussd";
 
-impl Inquiry {
-    /// The outcome it is counted under, in `eligd_inquiries_total` and the request metrics.
-    pub(super) fn label(&self) -> &'static str {
-        match self {
-            Inquiry::RateLimited => "rate_limited",
-            Inquiry::InvalidId => "invalid_national_id",
-            Inquiry::NotReady => "not_ready",
-            Inquiry::NotFound { .. } => "member_not_found",
-            Inquiry::Answer { outcome, .. } => outcome.as_str(),
-        }
-    }
-}
-
-/// One inquiry for `raw_id` from `phone`: the phone's allowance first (so guessing IDs costs
-/// allowance even when the guesses are invalid), then the ID, then the index. Counted once.
-pub(super) fn inquire(
-    state: &AppState,
-    channel: &'static str,
-    phone: Option<&str>,
-    raw_id: &str,
-    today: Day,
-) -> Inquiry {
-    let result = lookup(state, phone, raw_id, today);
-    count_inquiry(state, channel, result.label());
-    result
-}
-
-fn lookup(state: &AppState, phone: Option<&str>, raw_id: &str, today: Day) -> Inquiry {
-    if !state.phone_limits.check(phone) {
-        return Inquiry::RateLimited;
-    }
-    let Ok(id) = NationalId::parse(raw_id) else {
-        return Inquiry::InvalidId;
+/// `POST /ussd`.
+pub async fn handle(state: &AppState, request: Request) -> Reply {
+    let session = match inquiry::begin(
+        state,
+        Channel::Ussd,
+        ROUTE,
+        request.authorization(),
+        request.started,
+    ) {
+        Ok(session) => session,
+        Err(r) => return refused(&r),
     };
-    let Some(index) = state.index() else {
-        return Inquiry::NotReady;
-    };
-    let view = index.view();
-    let found = inquiry::by_national_id(&view, id, today, None);
-    let tracking = state.tracking.next();
-    match found {
-        Some(found) => Inquiry::Answer {
-            id,
-            outcome: found.decision.outcome,
-            coverage_until: found.decision.coverage_until,
-            tracking,
-        },
-        None => Inquiry::NotFound { id, tracking },
+    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
     }
+    let body = request.read_body().await;
+    reply(&session, body.as_deref().ok(), Day::today())
+}
+
+/// A refusal before any screen, in Persian (the language is not known yet).
+fn refused(r: &Refused) -> Reply {
+    let text = format!(
+        "END {}",
+        texts::refusal(Lang::Fa, &r.error, r.tracking.as_str())
+    );
+    let status = Channel::Ussd.http_status(&r.error);
+    super::refusal_reply(r, status, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+/// A session for tests of the screens (no keys, no audit).
+#[cfg(test)]
+pub(crate) fn session(state: &AppState) -> Session<'_> {
+    inquiry::begin(state, Channel::Ussd, ROUTE, None, std::time::Instant::now())
+        .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 
 /// Where the typed path leads.
@@ -131,17 +100,17 @@ fn step(text: &str) -> Step<'_> {
     }
 }
 
-fn con(shown: &str, outcome: &'static str) -> ChannelReply {
-    ChannelReply::text(format!("CON {shown}"), outcome)
+fn con(shown: &str, outcome: &'static str) -> Reply {
+    Reply::text(format!("CON {shown}"), outcome)
 }
 
-fn end(shown: &str, outcome: &'static str) -> ChannelReply {
-    ChannelReply::text(format!("END {shown}"), outcome)
+fn end(shown: &str, outcome: &'static str) -> Reply {
+    Reply::text(format!("END {shown}"), outcome)
 }
 
 /// Answers one USSD callback. `form` is `None` when the body could not be read or was too
 /// large; that, like every other input, gets a `text/plain` reply with HTTP 200.
-pub fn reply(state: &AppState, form: Option<&[u8]>, today: Day) -> ChannelReply {
+pub fn reply(session: &Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
     let Some(body) = form else {
         return end(texts::FA.invalid_input, "invalid_request");
     };
@@ -152,27 +121,23 @@ pub fn reply(state: &AppState, form: Option<&[u8]>, today: Day) -> ChannelReply 
         Step::Prompt(lang) => con(texts::catalogue(lang).prompt, "prompt"),
         Step::Invalid(lang) => end(texts::catalogue(lang).invalid_input, "invalid_request"),
         Step::Lookup(lang, raw_id) => {
-            let result = inquire(state, "ussd", form.phone.as_deref(), raw_id, today);
-            let label = result.label();
-            end(&render(lang, result), label)
+            let decided = session
+                .decide_for_phone(form.phone.as_deref(), || Query::national_id(raw_id, today));
+            let reply = end(&render(lang, &decided), decided.outcome());
+            reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
         }
     }
 }
 
-/// An inquiry in words, for one USSD screen.
-fn render(lang: Lang, result: Inquiry) -> String {
-    let c = texts::catalogue(lang);
-    match result {
-        Inquiry::RateLimited => c.rate_limited.to_string(),
-        Inquiry::InvalidId => c.invalid_id.to_string(),
-        Inquiry::NotReady => c.not_ready.to_string(),
-        Inquiry::NotFound { tracking, .. } => texts::not_found(lang, tracking.as_str()),
-        Inquiry::Answer {
-            outcome,
-            coverage_until,
-            tracking,
-            ..
-        } => texts::answer(lang, outcome, coverage_until, tracking.as_str()),
+/// A decision in words, for one USSD screen.
+fn render(lang: Lang, decided: &Decided<'_>) -> String {
+    let tracking = decided.tracking.as_str();
+    match &decided.result {
+        Ok(answer) => {
+            let d = &answer.evaluated.decision;
+            texts::answer(lang, d.outcome, d.coverage_until, tracking)
+        }
+        Err(e) => texts::refusal(lang, e, tracking),
     }
 }
 

@@ -1,8 +1,10 @@
 use super::*;
 use crate::channels::texts::{fits_ussd_screen, EN, FA, MENU};
+use crate::eligibility::Outcome;
 use crate::index::Index;
 use crate::member::Member;
 use crate::metrics::InquiryLabels;
+use crate::national_id::NationalId;
 use std::sync::Arc;
 
 pub(crate) const ACTIVE: &str = "0499370899";
@@ -74,10 +76,10 @@ fn form(text: &str, phone: &str) -> Vec<u8> {
 /// Sends `text` and checks the invariants of every reply: HTTP 200, `text/plain`, a
 /// `CON `/`END ` prefix and a shown text that fits one screen.
 fn send(state: &AppState, text: &str, phone: &str) -> (String, &'static str) {
-    check(reply(state, Some(&form(text, phone)), today()))
+    check(reply(&session(state), Some(&form(text, phone)), today()))
 }
 
-fn check(r: ChannelReply) -> (String, &'static str) {
+fn check(r: Reply) -> (String, &'static str) {
     assert_eq!(r.status, 200);
     assert!(r.content_type.starts_with("text/plain"));
     let body = String::from_utf8(r.body).unwrap();
@@ -295,39 +297,44 @@ fn invalid_unknown_and_garbage_get_short_messages_in_the_chosen_language() {
 #[test]
 fn unreadable_bodies_and_missing_fields_still_get_text() {
     let state = state();
-    let (body, outcome) = check(reply(&state, None, today()));
+    let (body, outcome) = check(reply(&session(&state), None, today()));
     assert_eq!(
         (body, outcome),
         (format!("END {}", FA.invalid_input), "invalid_request")
     );
     // No fields at all: the first screen.
-    assert_eq!(check(reply(&state, Some(b""), today())).1, "menu");
+    assert_eq!(check(reply(&session(&state), Some(b""), today())).1, "menu");
     assert_eq!(
-        check(reply(&state, Some(b"sessionId=1"), today())).1,
+        check(reply(&session(&state), Some(b"sessionId=1"), today())).1,
         "menu"
     );
     // Not a form, not UTF-8, very long.
     assert_eq!(
-        check(reply(&state, Some(b"\xff\xfe\x00text=\xff"), today())).1,
+        check(reply(
+            &session(&state),
+            Some(b"\xff\xfe\x00text=\xff"),
+            today()
+        ))
+        .1,
         "menu"
     );
     assert_eq!(
-        check(reply(&state, Some(b"text=1*\xff\xfe"), today())).1,
+        check(reply(&session(&state), Some(b"text=1*\xff\xfe"), today())).1,
         "invalid_national_id"
     );
     let long = format!("text={}", "1*".repeat(30_000));
     assert_eq!(
-        check(reply(&state, Some(long.as_bytes()), today())).1,
+        check(reply(&session(&state), Some(long.as_bytes()), today())).1,
         "invalid_request"
     );
     let long = format!("text={}", "9".repeat(60_000));
     assert_eq!(
-        check(reply(&state, Some(long.as_bytes()), today())).1,
+        check(reply(&session(&state), Some(long.as_bytes()), today())).1,
         "invalid_national_id"
     );
     // Without a phone number the inquiry is still answered (one shared allowance).
     let r = check(reply(
-        &state,
+        &session(&state),
         Some(format!("text={ACTIVE}").as_bytes()),
         today(),
     ));

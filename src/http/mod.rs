@@ -2,8 +2,6 @@
 //! headers. `serve` takes a bound listener and a shutdown future, so the binary binds the
 //! configured address and tests bind port 0 and stop the server when they are done.
 
-mod answer;
-mod errors;
 mod router;
 
 use std::convert::Infallible;
@@ -20,7 +18,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-pub use errors::ApiError;
 pub use router::{handle, MAX_BATCH, MAX_BODY_BYTES};
 
 use crate::app::AppState;

@@ -120,7 +120,8 @@ async fn every_status_of_the_fixture_population() {
             Fixture::CHILD.to_string(),
             vec!["dental"],
             "service_not_covered",
-            false,
+            // FHIR's inforce: the coverage is in force; the item says dental is excluded.
+            true,
             Some("2026-12-31"),
             "sso",
         ),
@@ -214,8 +215,8 @@ async fn services_covered_and_excluded_for_a_dependent() {
         ]
     );
     assert_eq!(
-        v["insurance"][0]["inforce"], false,
-        "some asked services are not covered"
+        v["insurance"][0]["inforce"], true,
+        "in force on the serviced date, though some asked services are excluded"
     );
     // The dependent's coverage ends with its own (2026-12-31), before the main insured's.
     assert_eq!(v["insurance"][0]["benefitPeriod"]["end"], "2026-12-31");

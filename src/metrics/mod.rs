@@ -4,7 +4,11 @@
 //! a national ID, a phone number or a key, so the series count stays bounded whatever
 //! clients send.
 
+mod access;
+
 use std::sync::atomic::AtomicU64;
+
+pub use access::{AccessMetrics, ClientInquiryLabels, ClientName};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -71,6 +75,8 @@ pub struct Metrics {
     pub feed_gaps: Family<KindLabels, Counter>,
     pub feed_resyncs: Counter,
     pub feed_connected: Gauge,
+    /// Keys, audit log and connections.
+    pub access: AccessMetrics,
 }
 
 /// Histogram buckets: 25 µs doubling up to about 0.8 s.
@@ -138,6 +144,7 @@ impl Metrics {
             compaction_seconds.clone(),
         );
         let feed = FeedMetrics::register(&mut registry);
+        let access = AccessMetrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -168,6 +175,7 @@ impl Metrics {
             feed_gaps: feed.gaps,
             feed_resyncs: feed.resyncs,
             feed_connected: feed.connected,
+            access,
         }
     }
 

@@ -1,5 +1,6 @@
-//! One inquiry, whatever the channel: find the member, find the main insured for a
-//! dependent, apply the rules. Channels render the result; none decides anything.
+//! Looking a person up and applying the rules: find the member, find the main insured of a
+//! dependent, evaluate (the pure rules of `eligibility.rs`). Used by the pipeline, and by
+//! tools and benchmarks that look up without a request.
 
 use crate::dates::Day;
 use crate::eligibility::{evaluate, Decision};
@@ -7,7 +8,8 @@ use crate::index::{IndexView, MemberRef};
 use crate::member::{Kind, Service};
 use crate::national_id::NationalId;
 
-pub struct Found<'a> {
+/// A member and the decision about them.
+pub struct Evaluated<'a> {
     pub member: MemberRef<'a>,
     pub decision: Decision,
 }
@@ -18,7 +20,7 @@ pub fn evaluate_found<'a>(
     member: MemberRef<'a>,
     as_of: Day,
     service: Option<Service>,
-) -> Found<'a> {
+) -> Evaluated<'a> {
     let view = member.view();
     let main = match (view.kind, view.main_national_id) {
         (Kind::Dependent, Some(main_id)) => index.get(main_id),
@@ -26,7 +28,7 @@ pub fn evaluate_found<'a>(
     };
     let main_view = main.as_ref().map(MemberRef::view);
     let decision = evaluate(&view, main_view.as_ref(), as_of, service);
-    Found { member, decision }
+    Evaluated { member, decision }
 }
 
 /// Looks a person up by national ID; `None` when unknown.
@@ -35,7 +37,7 @@ pub fn by_national_id(
     id: NationalId,
     as_of: Day,
     service: Option<Service>,
-) -> Option<Found<'_>> {
+) -> Option<Evaluated<'_>> {
     index
         .get(id)
         .map(|member| evaluate_found(index, member, as_of, service))

@@ -14,7 +14,7 @@
 //! used as metric labels; the key is a number derived from the digits, not the text sent.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -28,6 +28,12 @@ pub const DEFAULT_PER_MINUTE: u32 = 10;
 
 /// How many checks pass between two sweeps of refilled states.
 pub const SWEEP_EVERY: u64 = 4096;
+
+/// At most this many phone numbers hold a state (about 100 MB; docs/security.md).
+pub const MAX_TRACKED: usize = 1_000_000;
+
+/// How many checks pass between two looks at the number of states held.
+const FULL_CHECK_EVERY: u64 = 256;
 
 /// At most this many digits of a number make its key (E.164 numbers have at most 15).
 const MAX_KEY_DIGITS: usize = 37;
@@ -73,6 +79,7 @@ pub struct PhoneLimits<C: Clock = DefaultClock> {
     limiter: Limiter<C>,
     per_minute: NonZeroU32,
     checks: AtomicU64,
+    full: AtomicBool,
 }
 
 impl PhoneLimits<DefaultClock> {
@@ -98,6 +105,7 @@ impl<C: Clock> PhoneLimits<C> {
             limiter: RateLimiter::dashmap_with_clock(quota, clock),
             per_minute,
             checks: AtomicU64::new(0),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -109,11 +117,33 @@ impl<C: Clock> PhoneLimits<C> {
     /// Takes one inquiry from this phone's allowance: `true` when it may be answered,
     /// `false` when the phone must wait. `None` (no number sent) shares one allowance.
     pub fn check(&self, phone: Option<&str>) -> bool {
+        self.take(phone).is_ok()
+    }
+
+    /// [`PhoneLimits::check`], saying how many seconds to wait when refused. When
+    /// [`MAX_TRACKED`] numbers hold a state even after a sweep (a spray of distinct numbers
+    /// faster than any client key allows), every number waits until the sweep frees room.
+    pub fn take(&self, phone: Option<&str>) -> Result<(), u64> {
         let key = PhoneKey::from_phone(phone.unwrap_or(""));
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        let n = self.checks.fetch_add(1, Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        self.limiter.check_key(&key).is_ok()
+        if n % FULL_CHECK_EVERY == 0 {
+            let mut full = self.limiter.len() >= MAX_TRACKED;
+            if full {
+                self.sweep();
+                full = self.limiter.len() >= MAX_TRACKED;
+            }
+            self.full.store(full, Ordering::Relaxed);
+        }
+        if self.full.load(Ordering::Relaxed) {
+            return Err(60 / u64::from(self.per_minute.get()).max(1));
+        }
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
     }
 
     /// Drops the states of phones whose allowance has refilled completely.

@@ -1,4 +1,5 @@
-//! The JSON eligibility answer of CONTRACT §4, rendered from an inquiry's result.
+//! The JSON eligibility answer (docs/openapi.yaml, `Eligibility`), rendered from what the
+//! pipeline decided.
 
 use std::borrow::Cow;
 
@@ -6,7 +7,7 @@ use serde::Serialize;
 
 use crate::dates::Day;
 use crate::eligibility::primary_insurer;
-use crate::inquiry::Found;
+use crate::inquiry::Evaluated;
 use crate::member::{Relation, Service};
 
 #[derive(Serialize)]
@@ -47,7 +48,7 @@ pub struct Answer<'a> {
 
 impl<'a> Answer<'a> {
     pub fn new(
-        found: &'a Found<'_>,
+        found: &'a Evaluated<'_>,
         tracking_code: &'a str,
         as_of: Day,
         service: Option<Service>,

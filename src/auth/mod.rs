@@ -1,0 +1,346 @@
+//! Client keys: who may ask, on which channel, how fast (docs/security.md, "Client keys").
+//!
+//! Clinics, pharmacies, hospitals and the USSD/SMS gateways each hold a key
+//! (`Authorization: Bearer eligd_<id>_<secret>`). The service keeps the keys of
+//! `--api-keys` ([`keyfile`]) in memory as a [`Keys`] set behind an `ArcSwap`: a SIGHUP reads
+//! the file again and swaps the new set in at once, so no valid key is refused while it
+//! reloads, and a file that fails to parse leaves the keys in force ([`KeyStore::reload`]).
+//!
+//! A presented key is found by its id, then its secret is hashed (SHA-256) and compared with
+//! the stored hash in constant time (`subtle`); an unknown id is compared against a dummy hash
+//! the same way, so timing does not tell which ids exist. Revoked and expired keys are refused
+//! like unknown ones. A key's channel limits the routes it may call.
+
+pub mod keyfile;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::limits::KeyBucket;
+use keyfile::{KeyFile, KeyFileError};
+
+/// The channel a key is issued for (`any`: every channel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyChannel {
+    Http,
+    Fhir,
+    Ussd,
+    Sms,
+    Any,
+}
+
+impl KeyChannel {
+    pub const ALL: [KeyChannel; 5] = [
+        KeyChannel::Http,
+        KeyChannel::Fhir,
+        KeyChannel::Ussd,
+        KeyChannel::Sms,
+        KeyChannel::Any,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyChannel::Http => "http",
+            KeyChannel::Fhir => "fhir",
+            KeyChannel::Ussd => "ussd",
+            KeyChannel::Sms => "sms",
+            KeyChannel::Any => "any",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyChannel> {
+        KeyChannel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn expected() -> String {
+        KeyChannel::ALL.map(KeyChannel::as_str).join(", ")
+    }
+
+    /// Whether a key of this channel may call routes of `channel` (never `Any`).
+    pub fn allows(self, channel: KeyChannel) -> bool {
+        self == KeyChannel::Any || self == channel
+    }
+}
+
+/// A configured key, ready to check.
+pub struct Key {
+    pub id: String,
+    pub client: Arc<str>,
+    pub channel: KeyChannel,
+    secret_sha256: [u8; 32],
+    expires: Option<DateTime<Utc>>,
+    revoked: bool,
+    pub bucket: Arc<KeyBucket>,
+}
+
+impl Key {
+    /// Whether the key may be used at `now`.
+    fn in_force(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// Why a presented key was not accepted (for the log and the 401 message; never the key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no key: send Authorization: Bearer <key>")]
+    Missing,
+    #[error("the Authorization header is not a Bearer eligd key")]
+    Malformed,
+    #[error("the key is not valid (unknown, revoked or expired)")]
+    Invalid,
+}
+
+/// The keys in force.
+#[derive(Default)]
+pub struct Keys {
+    by_id: HashMap<String, Arc<Key>>,
+}
+
+const DUMMY_HASH: [u8; 32] = [0x5a; 32];
+
+impl Keys {
+    /// The keys of a checked file; buckets of `previous` keys with the same id, rate and
+    /// burst are kept, so a reload does not refill every bucket.
+    pub fn from_file(file: &KeyFile, previous: Option<&Keys>) -> Keys {
+        let mut by_id = HashMap::with_capacity(file.keys.len());
+        for entry in &file.keys {
+            let bucket = previous
+                .and_then(|p| p.by_id.get(&entry.id))
+                .filter(|k| k.bucket.rate() == entry.rate && k.bucket.burst() == entry.burst)
+                .map(|k| Arc::clone(&k.bucket))
+                .unwrap_or_else(|| Arc::new(KeyBucket::new(entry.rate, entry.burst)));
+            let key = Key {
+                id: entry.id.clone(),
+                client: Arc::from(entry.client.as_str()),
+                // Checked when the file was read.
+                channel: KeyChannel::parse(&entry.channel).unwrap_or(KeyChannel::Http),
+                secret_sha256: keyfile::unhex::<32>(&entry.secret_sha256).unwrap_or(DUMMY_HASH),
+                expires: entry.expires,
+                revoked: entry.revoked.is_some(),
+                bucket,
+            };
+            by_id.insert(entry.id.clone(), Arc::new(key));
+        }
+        Keys { by_id }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The key an `Authorization` header value presents, if it is in force at `now`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Key>, Refused> {
+        let header = authorization.ok_or(Refused::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| Refused::Malformed)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(Refused::Malformed)?
+            .trim();
+        let (id, secret) = token
+            .strip_prefix("eligd_")
+            .and_then(|rest| rest.split_once('_'))
+            .ok_or(Refused::Malformed)?;
+        if !keyfile::valid_id(id)
+            || secret.is_empty()
+            || secret.len() > 64
+            || !secret.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(Refused::Malformed);
+        }
+        let key = self.by_id.get(id);
+        let stored = key.map_or(&DUMMY_HASH, |k| &k.secret_sha256);
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let matches: bool = presented.ct_eq(stored).into();
+        match key {
+            Some(key) if matches && key.in_force(now) => Ok(Arc::clone(key)),
+            _ => Err(Refused::Invalid),
+        }
+    }
+}
+
+/// The keys of `--api-keys`, reloaded on SIGHUP.
+pub struct KeyStore {
+    path: PathBuf,
+    current: ArcSwap<Keys>,
+}
+
+impl KeyStore {
+    /// Reads the file; an error here stops the service from starting.
+    pub fn open(path: &Path) -> Result<KeyStore, KeyFileError> {
+        let file = KeyFile::read(path)?;
+        Ok(KeyStore {
+            path: path.to_path_buf(),
+            current: ArcSwap::from_pointee(Keys::from_file(&file, None)),
+        })
+    }
+
+    /// The keys in force now.
+    pub fn keys(&self) -> arc_swap::Guard<Arc<Keys>> {
+        self.current.load()
+    }
+
+    /// Reads the file again and swaps the new keys in; on an error the keys in force stay.
+    /// Returns how many keys are in force now.
+    pub fn reload(&self) -> Result<usize, KeyFileError> {
+        let file = KeyFile::read(&self.path)?;
+        let keys = Keys::from_file(&file, Some(&self.current.load()));
+        let n = keys.len();
+        self.current.store(Arc::new(keys));
+        Ok(n)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyfile::{new_key, KeyEntry, FORMAT};
+    use super::*;
+
+    fn file_with(entries: Vec<KeyEntry>) -> KeyFile {
+        KeyFile {
+            format: FORMAT.into(),
+            keys: entries,
+        }
+    }
+
+    fn entry(channel: &str) -> (KeyEntry, String) {
+        let new = new_key(&[]).unwrap();
+        let entry = KeyEntry {
+            id: new.id,
+            client: "clinic-7".into(),
+            channel: channel.into(),
+            rate: 5,
+            burst: 5,
+            secret_sha256: new.secret_sha256,
+            created: Utc::now(),
+            expires: None,
+            revoked: None,
+            replaces: None,
+        };
+        (entry, new.key)
+    }
+
+    fn bearer(key: &str) -> Vec<u8> {
+        format!("Bearer {key}").into_bytes()
+    }
+
+    #[test]
+    fn a_key_is_accepted_only_whole_and_in_force() {
+        let (good, good_key) = entry("http");
+        let (mut revoked, revoked_key) = entry("any");
+        revoked.revoked = Some(Utc::now());
+        let (mut expired, expired_key) = entry("fhir");
+        expired.expires = Some(Utc::now() - chrono::Duration::seconds(1));
+        let keys = Keys::from_file(&file_with(vec![good, revoked, expired]), None);
+        let now = Utc::now();
+        let key = keys.authenticate(Some(&bearer(&good_key)), now).unwrap();
+        assert_eq!(&*key.client, "clinic-7");
+        assert_eq!(key.channel, KeyChannel::Http);
+        assert_eq!(keys.authenticate(None, now).err(), Some(Refused::Missing));
+        let mut wrong_secret = good_key.clone();
+        wrong_secret.pop();
+        wrong_secret.push(if good_key.ends_with('A') { 'B' } else { 'A' });
+        for (header, why) in [
+            (bearer(&wrong_secret), Refused::Invalid),
+            (bearer(&revoked_key), Refused::Invalid),
+            (bearer(&expired_key), Refused::Invalid),
+            (
+                bearer("eligd_zzzzzzzz_AAAAAAAAAAAAAAAAAAAAAA"),
+                Refused::Invalid,
+            ),
+            (format!("Basic {good_key}").into_bytes(), Refused::Malformed),
+            (bearer("eligd_short_x"), Refused::Malformed),
+            (bearer("sk_live_whatever"), Refused::Malformed),
+            (bearer(&format!("{good_key}!")), Refused::Malformed),
+            (vec![0xff, 0xfe], Refused::Malformed),
+        ] {
+            assert_eq!(keys.authenticate(Some(&header), now).err(), Some(why));
+        }
+    }
+
+    #[test]
+    fn channels_allow_their_own_routes_and_any_allows_all() {
+        for c in KeyChannel::ALL {
+            assert!(KeyChannel::Any.allows(c));
+            assert!(c.allows(c));
+        }
+        assert!(!KeyChannel::Http.allows(KeyChannel::Fhir));
+        assert!(!KeyChannel::Ussd.allows(KeyChannel::Sms));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_keys_in_force_when_the_file_is_bad_and_keeps_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (first, first_key) = entry("http");
+        file_with(vec![first.clone()]).write(&path).unwrap();
+        let store = KeyStore::open(&path).unwrap();
+        let now = Utc::now();
+        let before = store
+            .keys()
+            .authenticate(Some(&bearer(&first_key)), now)
+            .unwrap();
+        assert!(matches!(
+            before.bucket.take(5),
+            crate::limits::Taken::Allowed(_)
+        ));
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(store.reload().is_err());
+        assert!(store
+            .keys()
+            .authenticate(Some(&bearer(&first_key)), now)
+            .is_ok());
+        let (second, second_key) = entry("ussd");
+        file_with(vec![first, second]).write(&path).unwrap();
+        assert_eq!(store.reload().unwrap(), 2);
+        let after = store
+            .keys()
+            .authenticate(Some(&bearer(&first_key)), now)
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&before.bucket, &after.bucket),
+            "an unchanged key keeps its bucket"
+        );
+        assert!(store
+            .keys()
+            .authenticate(Some(&bearer(&second_key)), now)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_missing_or_bad_file_is_a_clear_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = KeyStore::open(&dir.path().join("nope.json")).err().unwrap();
+        assert!(missing.to_string().contains("nope.json"), "{missing}");
+        let bad = dir.path().join("bad.json");
+        std::fs::write(
+            &bad,
+            "{\"format\": \"eligd-keys/1\", \"keys\": [{\"id\": 1}]}",
+        )
+        .unwrap();
+        let err = KeyStore::open(&bad).err().unwrap().to_string();
+        assert!(
+            err.contains("bad.json") && err.contains("not a keys file"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! The JSON API for providers (docs/openapi.yaml): one person by national ID or by booklet
+//! number, and batches of up to 100 national IDs. Decodes the request, runs it through the
+//! inquiry pipeline, and renders the answer (`json_answer.rs`) or the error body; a batch is
+//! one admission that costs its size, then one pipeline decision per ID.
+
+use serde::{Deserialize, Serialize};
+
+use super::json_answer::Answer as AnswerBody;
+use super::{Reply, Request};
+use crate::app::AppState;
+use crate::dates::Day;
+use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+
+pub const MAX_BATCH: usize = 100;
+pub const MEMBER_ROUTE: &str = "/v1/members/{national_id}/eligibility";
+pub const BOOKLET_ROUTE: &str = "/v1/booklets/{booklet_no}/eligibility";
+pub const BATCH_ROUTE: &str = "/v1/eligibility/batch";
+const JSON: &str = "application/json";
+
+fn json(status: u16, body: Vec<u8>, outcome: &'static str) -> Reply {
+    Reply {
+        status,
+        content_type: JSON,
+        body,
+        outcome,
+        headers: Vec::new(),
+    }
+}
+
+fn error_body(error: &ApiError, tracking: &str) -> Vec<u8> {
+    serde_json::json!({ "error": error.body(tracking) })
+        .to_string()
+        .into_bytes()
+}
+
+/// A refusal of the pipeline as a JSON error.
+pub fn refused(refused: &Refused) -> Reply {
+    let body = error_body(&refused.error, refused.tracking.as_str());
+    super::refusal_reply(refused, refused.error.status(), JSON, body)
+}
+
+/// A percent-encoded path segment as text.
+fn decode_segment(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The `date` and `service` query parameters.
+fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
+    let (mut date, mut service) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "date" => date = Some(value.into_owned()),
+            "service" => service = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    (date, service)
+}
+
+/// `GET /v1/members/{national_id}/eligibility`.
+pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
+    let query = request.query.as_deref();
+    single(state, request, MEMBER_ROUTE, || {
+        let target = decode_segment(raw_id)
+            .ok_or(ApiError::InvalidNationalId(
+                crate::national_id::IdError::NotADigit,
+            ))
+            .and_then(|id| inquiry::parse_national_id(&id));
+        with_options(target, query)
+    })
+}
+
+/// `GET /v1/booklets/{booklet_no}/eligibility`.
+pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
+    let query = request.query.as_deref();
+    single(state, request, BOOKLET_ROUTE, || {
+        let target = decode_segment(raw)
+            .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
+            .and_then(|b| inquiry::parse_booklet(&b));
+        with_options(target, query)
+    })
+}
+
+fn with_options(target: Result<inquiry::Target, ApiError>, query: Option<&str>) -> Query {
+    let (date, service) = query_options(query);
+    let mut q = Query::refused(ApiError::Internal("unused".into()));
+    q.target = target;
+    q.with_options(date.as_deref(), service.as_deref(), Day::today())
+}
+
+fn single(
+    state: &AppState,
+    request: &Request,
+    route: &'static str,
+    parse: impl FnOnce() -> Query,
+) -> Reply {
+    let session = match inquiry::begin(
+        state,
+        Channel::Http,
+        route,
+        request.authorization(),
+        request.started,
+    ) {
+        Ok(session) => session,
+        Err(r) => return refused(&r),
+    };
+    if !request.method_is(&hyper::Method::GET) {
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "GET" }, None));
+    }
+    let decided = session.decide(parse);
+    render(&session, &decided)
+}
+
+fn render(session: &Session<'_>, decided: &Decided<'_>) -> Reply {
+    let tracking = decided.tracking.as_str();
+    let reply = match &decided.result {
+        Ok(answer) => {
+            let body = AnswerBody::new(
+                &answer.evaluated,
+                tracking,
+                answer.as_of,
+                answer.services.first().copied(),
+            );
+            match serde_json::to_vec(&body) {
+                Ok(body) => json(200, body, decided.outcome()),
+                Err(e) => internal(e, tracking),
+            }
+        }
+        Err(e) => json(e.status(), error_body(e, tracking), e.code()),
+    };
+    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
+}
+
+/// A rendering failure: a bug, answered 500 (never 400: the request was fine).
+fn internal(e: serde_json::Error, tracking: &str) -> Reply {
+    tracing::error!(error = %e, tracking_code = tracking, "could not render an answer");
+    let error = ApiError::Internal(e.to_string());
+    json(500, error_body(&error, tracking), error.code())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    national_ids: Vec<String>,
+    date: Option<String>,
+    service: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BatchResponse<'a> {
+    results: Vec<BatchEntry<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchEntry<'a> {
+    Answer(Box<AnswerBody<'a>>),
+    Error {
+        national_id: &'a str,
+        error: serde_json::Value,
+    },
+}
+
+/// `POST /v1/eligibility/batch`: admitted once, charged one inquiry per ID, then every ID is
+/// its own pipeline decision (own tracking code, own audit record).
+pub async fn batch(state: &AppState, request: Request) -> Reply {
+    let mut session = match inquiry::admit(
+        state,
+        Channel::Http,
+        BATCH_ROUTE,
+        request.authorization(),
+        request.started,
+    ) {
+        Ok(session) => session,
+        Err(r) => return refused(&r),
+    };
+    if !request.method_is(&hyper::Method::POST) {
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+    }
+    let body = match request.read_body().await {
+        Ok(body) => body,
+        Err(e) => return refused(&session.refuse(e, None)),
+    };
+    let parsed: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let error = ApiError::InvalidRequest(format!("invalid JSON body: {e}"));
+            return refused(&session.refuse(error, None));
+        }
+    };
+    if parsed.national_ids.len() > MAX_BATCH {
+        let message = format!(
+            "a batch holds at most {MAX_BATCH} national IDs, got {}",
+            parsed.national_ids.len()
+        );
+        return refused(&session.refuse(ApiError::InvalidRequest(message), None));
+    }
+    if let Err(r) = session.charge(parsed.national_ids.len().max(1) as u32) {
+        return refused(&r);
+    }
+    if !session.has_index() {
+        let error = ApiError::NotReady("the index is still loading");
+        return refused(&session.refuse(error, None));
+    }
+    // The options are the same for every ID: a bad date or service refuses the batch as one
+    // request.
+    let today = Day::today();
+    let options = inquiry::parse_date(parsed.date.as_deref(), today).and_then(|as_of| {
+        inquiry::parse_services(parsed.service.as_deref()).map(|services| (as_of, services))
+    });
+    let (as_of, services) = match options {
+        Ok(options) => options,
+        Err(e) => return refused(&session.refuse(e, None)),
+    };
+    let decided: Vec<Decided<'_>> = parsed
+        .national_ids
+        .iter()
+        .map(|raw| {
+            session.decide(|| Query {
+                target: inquiry::parse_national_id(raw),
+                as_of: Ok(as_of),
+                services: Ok(services.clone()),
+            })
+        })
+        .collect();
+    let results: Vec<BatchEntry<'_>> = decided
+        .iter()
+        .zip(&parsed.national_ids)
+        .map(|(d, raw)| match &d.result {
+            Ok(answer) => BatchEntry::Answer(Box::new(AnswerBody::new(
+                &answer.evaluated,
+                d.tracking.as_str(),
+                answer.as_of,
+                answer.services.first().copied(),
+            ))),
+            Err(e) => BatchEntry::Error {
+                national_id: raw,
+                error: e.body(d.tracking.as_str()),
+            },
+        })
+        .collect();
+    match serde_json::to_vec(&BatchResponse { results }) {
+        Ok(body) => json(200, body, "ok").with_pipeline_headers(None, session.allowance()),
+        Err(e) => internal(e, state.tracking.next().as_str()),
+    }
+}

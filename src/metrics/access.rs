@@ -1,0 +1,115 @@
+//! The series of who may ask and what is kept about it: inquiries per client key (the
+//! enumeration signal), keys reloads, the audit log, and the listener's connections.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// A client name (from the keys file) as a label value, shared rather than copied.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ClientName(pub Arc<str>);
+
+impl EncodeLabelValue for ClientName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientInquiryLabels {
+    pub client: ClientName,
+    pub outcome: &'static str,
+}
+
+pub struct AccessMetrics {
+    pub client_inquiries: Family<ClientInquiryLabels, Counter>,
+    pub keys_loaded: Gauge,
+    pub keys_reload_failures: Counter,
+    pub audit_records: Counter,
+    pub audit_write_errors: Counter,
+    pub audit_queue_depth: Gauge,
+    pub connections_open: Gauge,
+    pub connections_evicted: Counter,
+    pub connections_refused: Counter,
+    pub connections_timed_out: Counter,
+    pub tls_reload_failures: Counter,
+}
+
+impl AccessMetrics {
+    pub fn register(registry: &mut Registry) -> AccessMetrics {
+        let m = AccessMetrics {
+            client_inquiries: Family::default(),
+            keys_loaded: Gauge::default(),
+            keys_reload_failures: Counter::default(),
+            audit_records: Counter::default(),
+            audit_write_errors: Counter::default(),
+            audit_queue_depth: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_evicted: Counter::default(),
+            connections_refused: Counter::default(),
+            connections_timed_out: Counter::default(),
+            tls_reload_failures: Counter::default(),
+        };
+        registry.register(
+            "client_inquiries",
+            "Inquiries by client key and outcome (client unauthenticated: no valid key); a key's \
+             share of member_not_found is the enumeration signal",
+            m.client_inquiries.clone(),
+        );
+        registry.register(
+            "keys_loaded",
+            "Client keys in force (from --api-keys)",
+            m.keys_loaded.clone(),
+        );
+        registry.register(
+            "keys_reload_failures",
+            "Reloads of --api-keys (SIGHUP) that failed; the keys in force stayed",
+            m.keys_reload_failures.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Audit records written to the audit log",
+            m.audit_records.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Failed writes of the audit log (each one refuses inquiries until a write succeeds)",
+            m.audit_write_errors.clone(),
+        );
+        registry.register(
+            "audit_queue_depth",
+            "Audit records waiting for the writer",
+            m.audit_queue_depth.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to make room for a new one at --max-connections",
+            m.connections_evicted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at accept because --max-connections were all busy",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by the header-read or the keep-alive idle timeout",
+            m.connections_timed_out.clone(),
+        );
+        registry.register(
+            "tls_reload_failures",
+            "Reloads of --tls-cert/--tls-key (SIGHUP) that failed; the certificate in force stayed",
+            m.tls_reload_failures.clone(),
+        );
+        m
+    }
+}
