@@ -56,6 +56,85 @@ pub enum Command {
     Relay(RelayArgs),
     /// Validate a national ID (exit 0 valid, 1 invalid).
     CheckId(CheckIdArgs),
+    /// Manage client API keys (the file of `serve --api-keys`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Tools for the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and stored hashed.
+    Add(KeysAddArgs),
+    /// List keys without secrets.
+    List(KeysFileArg),
+    /// Revoke a key at once (send SIGHUP to running services to apply it).
+    Revoke(KeysIdArgs),
+    /// Issue a successor; the old key keeps working for --overlap seconds.
+    Rotate(KeysRotateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysFileArg {
+    /// The keys file (written atomically, mode 0600).
+    #[arg(long, env = "ELIGD_KEYS_FILE")]
+    pub keys_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysAddArgs {
+    #[command(flatten)]
+    pub file: KeysFileArg,
+    /// Who holds the key (a metric label and an audit field: A-Z a-z 0-9 . _ -).
+    #[arg(long, env = "ELIGD_CLIENT")]
+    pub client: String,
+    /// The channel the key may call: http, fhir, ussd, sms or any.
+    #[arg(long, env = "ELIGD_CHANNEL")]
+    pub channel: String,
+    /// Inquiries per second (the token bucket's refill rate).
+    #[arg(long, env = "ELIGD_RATE", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Inquiries at once (the bucket's size); default: the rate.
+    #[arg(long, env = "ELIGD_BURST", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub burst: Option<u32>,
+    /// Last day the key works (YYYY-MM-DD, through the end of that day in Tehran), or an
+    /// RFC 3339 instant.
+    #[arg(long, env = "ELIGD_EXPIRES")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysIdArgs {
+    #[command(flatten)]
+    pub file: KeysFileArg,
+    /// The key's id (the 8 characters after `eligd_`).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    #[command(flatten)]
+    pub file: KeysFileArg,
+    /// The key's id (the 8 characters after `eligd_`).
+    pub id: String,
+    /// Seconds the old key keeps working after the rotation.
+    #[arg(long, env = "ELIGD_OVERLAP", default_value_t = 86_400)]
+    pub overlap: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the audit subject (the HMAC under ELIGD_AUDIT_KEY) of a national ID, to find
+    /// the lines about that person in the audit log.
+    Subject(AuditSubjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSubjectArgs {
+    /// The national ID, in any digit script.
+    pub national_id: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,8 +166,8 @@ pub struct RelayArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// HTTP address to listen on. Only loopback addresses are allowed until client keys
-    /// exist (CONTRACT §3: no `--api-keys`, no public address).
+    /// HTTP address to listen on. Without --api-keys only a loopback address is allowed
+    /// (nobody would be authenticated).
     #[arg(long, env = "ELIGD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Load this snapshot at start instead of generating the demo population.
@@ -135,6 +214,33 @@ pub struct ServeArgs {
     /// over it gets a polite "try again in a minute" while other phones are answered.
     #[arg(long, env = "ELIGD_PHONE_REQUESTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub phone_requests_per_minute: u32,
+    /// Client keys file (`eligd keys add`): every inquiry route then needs a key, and any
+    /// listen address is allowed. Re-read on SIGHUP.
+    #[arg(long, env = "ELIGD_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Append one JSON line per inquiry to this file (needs ELIGD_AUDIT_KEY, hex, at least
+    /// 16 bytes). No record, no answer: inquiries are refused while it cannot be written.
+    #[arg(long, env = "ELIGD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it would grow past this many bytes.
+    #[arg(long, env = "ELIGD_AUDIT_MAX_BYTES", default_value_t = crate::audit::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub audit_max_bytes: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); both re-read on SIGHUP.
+    #[arg(long, env = "ELIGD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ELIGD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Open connections at most; at the limit the longest-idle one is closed to make room,
+    /// and a new one is refused only when every one is busy.
+    #[arg(long, env = "ELIGD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a client has to send a request's headers once it started sending them.
+    #[arg(long, env = "ELIGD_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Seconds an idle connection (no request in flight, none started) is kept open.
+    #[arg(long, env = "ELIGD_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
 }
 
 #[derive(Debug, Args)]

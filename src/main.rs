@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use eligd::cli::{Cli, Command, SnapshotCommand};
+use eligd::cli::{AuditCommand, Cli, Command, SnapshotCommand};
 use eligd::commands;
 
 /// glibc's allocator spends a quarter of a feed catch-up in malloc/free (buffers allocated on
@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         }
         Command::Snapshot(SnapshotCommand::Inspect(args)) => {
             commands::snapshot::inspect(&args, &mut std::io::stdout())
+        }
+        Command::Keys(command) => commands::keys::run(&command, &mut std::io::stdout()),
+        Command::Audit(AuditCommand::Subject(args)) => {
+            commands::audit::subject(&args, &mut std::io::stdout())
         }
         Command::CheckId(args) => {
             return match commands::check_id::run(&args.national_id, &mut std::io::stdout()) {

@@ -23,16 +23,8 @@ use crate::member::Kind;
 use crate::shutdown::stopped;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {}: without client keys (--api-keys, not available in this version) the service \
-             only listens on a loopback address",
-            args.listen
-        );
-    }
-    let state = Arc::new(
-        AppState::new(args.node_id)?.with_phone_requests_per_minute(args.phone_requests_per_minute),
-    );
+    let state = Arc::new(super::access::state(&args)?);
+    let listener_config = super::access::listener(&args, &state)?;
     let feed_client = match &args.redis_url {
         // The URL may hold a password: it is never echoed.
         Some(url) => Some(feed_connection(url)?),
@@ -60,9 +52,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         termination_signal().await;
         let _ = signal_tx.send(true);
     });
-    let server = tokio::spawn(crate::http::serve(
+    super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
+    let server = tokio::spawn(crate::http::serve_configured(
         listener,
         Arc::clone(&state),
+        listener_config,
         stopped(stop_rx.clone()),
     ));
 
@@ -89,12 +83,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Err(e) => {
                 let _ = stop_tx.send(true);
                 let _ = server.await;
+                super::access::close_audit(&state);
                 return Err(e);
             }
         },
         _ = stopped(stop_rx.clone()) => tracing::info!("stopping before the index finished loading"),
     }
     server.await.context("the HTTP server task failed")?;
+    // Every answer is out: write the audit records of all of them before exiting.
+    super::access::close_audit(&state);
     Ok(())
 }
 

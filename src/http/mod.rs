@@ -1,8 +1,11 @@
-//! The HTTP server: hyper 1 over HTTP/1.1 with keep-alive, graceful shutdown and bounded
-//! headers. `serve` takes a bound listener and a shutdown future, so the binary binds the
-//! configured address and tests bind port 0 and stop the server when they are done.
+//! The HTTP server: hyper 1 over HTTP/1.1 with keep-alive, optional TLS ([`tls`]), a bounded
+//! set of connections with separate header-read and idle timeouts ([`connections`]), and a
+//! graceful shutdown. `serve` takes a bound listener and a shutdown future, so the binary
+//! binds the configured address and tests bind port 0 and stop the server when they are done.
 
+pub mod connections;
 mod router;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,40 +18,116 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 pub use router::{handle, MAX_BATCH, MAX_BODY_BYTES};
 
 use crate::app::AppState;
+use connections::{Close, ConnectionMetrics, Registered, Registry, TrackedIo};
 
 /// How long connections get to finish their requests after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// A client that has not sent its request headers by then is disconnected.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets open
-/// requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
+/// How the listener treats connections.
+#[derive(Clone)]
+pub struct ListenerConfig {
+    pub tls: Option<Arc<tls::Tls>>,
+    pub max_connections: usize,
+    /// A client that started a request must send its whole head within this.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    pub metrics: ConnectionMetrics,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            tls: None,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            metrics: ConnectionMetrics::default(),
+        }
+    }
+}
+
+/// Serves the API on `listener` with the default listener settings (tests, tools).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let config = ListenerConfig {
+        metrics: connection_metrics(&state),
+        ..ListenerConfig::default()
+    };
+    serve_configured(listener, state, config, shutdown).await
+}
+
+/// The service's connection counters, as the listener keeps them.
+pub fn connection_metrics(state: &AppState) -> ConnectionMetrics {
+    let access = &state.metrics.access;
+    ConnectionMetrics {
+        open: access.connections_open.clone(),
+        evicted: access.connections_evicted.clone(),
+        refused: access.connections_refused.clone(),
+        timed_out: access.connections_timed_out.clone(),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, lets open
+/// requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
+pub async fn serve_configured(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: ListenerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let handler = move |request| handle(Arc::clone(&state), request);
-    serve_with(listener, handler, shutdown).await
+    serve_with_config(listener, handler, config, shutdown).await
 }
 
 /// The server loop of [`serve`] around any handler (the relay's operations port uses it too).
 pub async fn serve_with<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
 where
-    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + 'static,
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    serve_with_config(listener, handler, ListenerConfig::default(), shutdown).await
+}
+
+async fn serve_with_config<H, F>(
+    listener: TcpListener,
+    handler: H,
+    config: ListenerConfig,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let registry = Registry::new(
+        config.max_connections,
+        config.header_read_timeout,
+        config.idle_timeout,
+        config.metrics.clone(),
+    );
+    let sweeper = {
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                registry.sweep();
+            }
+        })
+    };
     let mut builder = http1::Builder::new();
+    // Header-read and idle timeouts are the registry's (hyper's one timeout would do both).
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024);
     tokio::pin!(shutdown);
     loop {
@@ -56,11 +135,23 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let service = service_fn(handler.clone());
-                    let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    let Some(registered) = registry.admit() else {
+                        drop(stream);
+                        continue;
+                    };
+                    let (builder, handler, tls) = (builder.clone(), handler.clone(), config.tls.clone());
+                    let handshake = config.header_read_timeout;
                     tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                        match tls {
+                            None => connection(stream, registered, builder, handler).await,
+                            Some(tls) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection(stream, registered, builder, handler).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                            }
                         }
                     });
                 }
@@ -75,8 +166,50 @@ where
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing open requests");
+    registry.close_all();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = registry.until_empty() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over, closing remaining connections"),
     }
+    sweeper.abort();
+}
+
+/// Serves one connection until it ends or the registry asks it to close.
+async fn connection<I, H, F>(io: I, registered: Registered, builder: http1::Builder, handler: H)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let conn = Arc::clone(&registered.conn);
+    let tracked = Arc::clone(&conn);
+    let service = service_fn(move |request| {
+        tracked.busy();
+        let answered = handler(request);
+        let tracked = Arc::clone(&tracked);
+        async move {
+            let response = answered.await;
+            tracked.idle();
+            response
+        }
+    });
+    let connection =
+        builder.serve_connection(TokioIo::new(TrackedIo::new(io, conn.clone())), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        how = conn.closing() => {
+            if how == Close::Graceful {
+                connection.as_mut().graceful_shutdown();
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+        }
+    }
+    drop(registered);
 }
