@@ -34,13 +34,7 @@ const SERVICES: &str = "outpatient, inpatient, pharmacy, paraclinic, dental";
 /// `POST /fhir/r4/CoverageEligibilityRequest`: admitted by the pipeline, then the content
 /// type and the body are checked, then [`coverage_eligibility`] decides and renders.
 pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(
-        state,
-        Channel::Fhir,
-        ROUTE,
-        request.authorization(),
-        request.started,
-    ) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, ROUTE, None)) {
         Ok(session) => session,
         Err(r) => return refused(&r, None),
     };

@@ -74,7 +74,7 @@ fn parse(v: &Value) -> Result<Inquiry, Problem> {
 
 /// A session of the pipeline on this channel (no keys, no audit).
 fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, Channel::Fhir, ROUTE, None, std::time::Instant::now()).unwrap()
+    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Fhir, ROUTE)).unwrap()
 }
 
 /// The pipeline's decision for a request read.

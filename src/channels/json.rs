@@ -63,7 +63,9 @@ fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
 /// `GET /v1/members/{national_id}/eligibility`.
 pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
     let query = request.query.as_deref();
-    single(state, request, MEMBER_ROUTE, || {
+    let subject =
+        decode_segment(raw_id).and_then(|id| crate::national_id::NationalId::parse(&id).ok());
+    single(state, request, MEMBER_ROUTE, subject, || {
         let target = decode_segment(raw_id)
             .ok_or(ApiError::InvalidNationalId(
                 crate::national_id::IdError::NotADigit,
@@ -76,7 +78,7 @@ pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
 /// `GET /v1/booklets/{booklet_no}/eligibility`.
 pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
     let query = request.query.as_deref();
-    single(state, request, BOOKLET_ROUTE, || {
+    single(state, request, BOOKLET_ROUTE, None, || {
         let target = decode_segment(raw)
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
             .and_then(|b| inquiry::parse_booklet(&b));
@@ -91,19 +93,16 @@ fn with_options(target: Result<inquiry::Target, ApiError>, query: Option<&str>) 
     q.with_options(date.as_deref(), service.as_deref(), Day::today())
 }
 
+/// One person: `subject` is the national ID in the path, when it parses (a refusal at
+/// admission is audited under it).
 fn single(
     state: &AppState,
     request: &Request,
     route: &'static str,
+    subject: Option<crate::national_id::NationalId>,
     parse: impl FnOnce() -> Query,
 ) -> Reply {
-    let session = match inquiry::begin(
-        state,
-        Channel::Http,
-        route,
-        request.authorization(),
-        request.started,
-    ) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Http, route, subject)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
@@ -167,13 +166,8 @@ enum BatchEntry<'a> {
 /// `POST /v1/eligibility/batch`: admitted once, charged one inquiry per ID, then every ID is
 /// its own pipeline decision (own tracking code, own audit record).
 pub async fn batch(state: &AppState, request: Request) -> Reply {
-    let mut session = match inquiry::admit(
-        state,
-        Channel::Http,
-        BATCH_ROUTE,
-        request.authorization(),
-        request.started,
-    ) {
+    let mut session = match inquiry::admit(state, request.arrival(Channel::Http, BATCH_ROUTE, None))
+    {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };

@@ -173,6 +173,22 @@ impl Request {
         self.authorization.as_ref().map(HeaderValue::as_bytes)
     }
 
+    /// How this request arrived, for the pipeline's admission.
+    pub fn arrival(
+        &self,
+        channel: crate::inquiry::Channel,
+        route: &'static str,
+        subject: Option<crate::national_id::NationalId>,
+    ) -> crate::inquiry::Arrival<'_> {
+        crate::inquiry::Arrival {
+            channel,
+            route,
+            authorization: self.authorization(),
+            started: self.started,
+            subject,
+        }
+    }
+
     /// Whether the method is `allowed` (HEAD counts as GET: load balancers send it).
     pub fn method_is(&self, allowed: &hyper::Method) -> bool {
         self.method == *allowed

@@ -19,13 +19,7 @@ pub const ROUTE: &str = "/sms";
 
 /// `POST /sms`.
 pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(
-        state,
-        Channel::Sms,
-        ROUTE,
-        request.authorization(),
-        request.started,
-    ) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Sms, ROUTE, None)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
@@ -45,7 +39,7 @@ fn refused(r: &Refused) -> Reply {
 /// A session for tests of the replies (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, Channel::Sms, ROUTE, None, std::time::Instant::now())
+    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Sms, ROUTE))
         .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 

@@ -22,13 +22,7 @@ pub const ROUTE: &str = "/ussd";
 
 /// `POST /ussd`.
 pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(
-        state,
-        Channel::Ussd,
-        ROUTE,
-        request.authorization(),
-        request.started,
-    ) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Ussd, ROUTE, None)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
@@ -52,7 +46,7 @@ fn refused(r: &Refused) -> Reply {
 /// A session for tests of the screens (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, Channel::Ussd, ROUTE, None, std::time::Instant::now())
+    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Ussd, ROUTE))
         .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 

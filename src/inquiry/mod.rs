@@ -212,15 +212,40 @@ pub struct Session<'s> {
     index: Option<IndexView>,
 }
 
+/// Where and when a request arrived, and the person it names when that is known before its
+/// body is read (a national ID in the path): a refusal at admission is audited under it.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival<'a> {
+    pub channel: Channel,
+    pub route: &'static str,
+    pub authorization: Option<&'a [u8]>,
+    pub started: Instant,
+    pub subject: Option<NationalId>,
+}
+
+impl<'a> Arrival<'a> {
+    /// A request without a key, arriving now (tools and tests).
+    pub fn anonymous(channel: Channel, route: &'static str) -> Arrival<'static> {
+        Arrival {
+            channel,
+            route,
+            authorization: None,
+            started: Instant::now(),
+            subject: None,
+        }
+    }
+}
+
 /// Step 1: authenticates the `Authorization` header (when `--api-keys` is configured) and
-/// checks the key may use `channel`. Refusals are audited and counted here.
-pub fn admit<'s>(
-    state: &'s AppState,
-    channel: Channel,
-    route: &'static str,
-    authorization: Option<&[u8]>,
-    started: Instant,
-) -> Result<Session<'s>, Refused> {
+/// checks the key may use the channel. Refusals are audited and counted here.
+pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s>, Refused> {
+    let Arrival {
+        channel,
+        route,
+        authorization,
+        started,
+        subject,
+    } = arrival;
     let mut session = Session {
         state,
         channel,
@@ -234,14 +259,14 @@ pub fn admit<'s>(
         let key = store
             .keys()
             .authenticate(authorization, chrono::Utc::now())
-            .map_err(|why| session.refuse(ApiError::Unauthorized(why), None))?;
+            .map_err(|why| session.refuse(ApiError::Unauthorized(why), subject))?;
         session.key = Some(Arc::clone(&key));
         if !key.channel.allows(channel.key_channel()) {
             return Err(session.refuse(
                 ApiError::Forbidden {
                     key_channel: key.channel.as_str(),
                 },
-                None,
+                subject,
             ));
         }
     }
@@ -250,15 +275,9 @@ pub fn admit<'s>(
 }
 
 /// Steps 1 and 2 for a request of known cost (every route but the batch).
-pub fn begin<'s>(
-    state: &'s AppState,
-    channel: Channel,
-    route: &'static str,
-    authorization: Option<&[u8]>,
-    started: Instant,
-) -> Result<Session<'s>, Refused> {
-    let mut session = admit(state, channel, route, authorization, started)?;
-    session.charge(1)?;
+pub fn begin<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s>, Refused> {
+    let mut session = admit(state, arrival)?;
+    session.charge_for(1, arrival.subject)?;
     Ok(session)
 }
 
@@ -279,6 +298,10 @@ impl<'s> Session<'s> {
 
     /// Step 2: takes `cost` inquiries from the key's bucket (a batch costs its size).
     pub fn charge(&mut self, cost: u32) -> Result<(), Refused> {
+        self.charge_for(cost, None)
+    }
+
+    fn charge_for(&mut self, cost: u32, subject: Option<NationalId>) -> Result<(), Refused> {
         let Some(key) = &self.key else {
             return Ok(());
         };
@@ -302,7 +325,7 @@ impl<'s> Session<'s> {
                 }
             }
         };
-        Err(self.refuse(ApiError::RateLimited(limited), None))
+        Err(self.refuse(ApiError::RateLimited(limited), subject))
     }
 
     /// Refuses the request (a decoding error of the channel, a wrong method): audited and

@@ -104,7 +104,13 @@ fn begin_with<'s>(
     channel: Channel,
     key: Option<&str>,
 ) -> Result<Session<'s>, Refused> {
-    begin(s, channel, "/test", key.map(str::as_bytes), Instant::now())
+    begin(
+        s,
+        Arrival {
+            authorization: key.map(str::as_bytes),
+            ..Arrival::anonymous(channel, "/test")
+        },
+    )
 }
 
 #[test]
@@ -182,7 +188,11 @@ fn a_batch_costs_its_size_and_a_phone_is_limited_after_the_key() {
     let setup = setup();
     let s = &setup.state;
     let gateway = Some(setup.keys[1].as_bytes());
-    let mut session = admit(s, Channel::Ussd, "/ussd", gateway, Instant::now()).unwrap();
+    let arrival = Arrival {
+        authorization: gateway,
+        ..Arrival::anonymous(Channel::Ussd, "/ussd")
+    };
+    let mut session = admit(s, arrival).unwrap();
     let above = session.charge(6).unwrap_err();
     assert!(matches!(
         above.error,
@@ -192,7 +202,7 @@ fn a_batch_costs_its_size_and_a_phone_is_limited_after_the_key() {
     assert_eq!(session.allowance().map(|a| a.remaining), Some(3));
     let state = AppState::new(1).unwrap().with_phone_requests_per_minute(1);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
-    let session = begin(&state, Channel::Sms, "/sms", None, Instant::now()).unwrap();
+    let session = begin(&state, Arrival::anonymous(Channel::Sms, "/sms")).unwrap();
     let first = session.decide_for_phone(Some("09120000000"), || {
         Query::national_id(MAIN, Day::today())
     });
@@ -218,7 +228,7 @@ fn no_record_no_answer() {
     .unwrap();
     let state = AppState::new(2).unwrap().with_audit(audit);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
-    let session = begin(&state, Channel::Http, "/test", None, Instant::now()).unwrap();
+    let session = begin(&state, Arrival::anonymous(Channel::Http, "/test")).unwrap();
     // The first record is taken, then the write fails: every later answer is refused.
     assert_eq!(
         session

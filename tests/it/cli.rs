@@ -294,9 +294,24 @@ fn bad_files_and_flags_get_one_clear_line() {
 pub(crate) struct Served {
     child: std::process::Child,
     pub(crate) addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
+    /// Every log line so far (standard error).
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends a signal (`-HUP`, `-STOP`…).
+    pub(crate) fn signal(&self, signal: &str) {
+        assert!(Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -319,34 +334,111 @@ pub(crate) fn serve(args: &[&str]) -> Served {
     serve_until(args, "index loaded; ready")
 }
 
-/// Starts `eligd` with `args` (after `--listen 127.0.0.1:0`) and reads its log until a line
-/// containing `ready_line`.
+/// Starts `eligd` with `args` (after `--listen 127.0.0.1:0` unless they name a `--listen`)
+/// and reads its log until a line containing `ready_line`.
 pub(crate) fn serve_until(args: &[&str], ready_line: &str) -> Served {
+    serve_with_env(args, &[], ready_line)
+}
+
+/// [`serve_until`] with environment variables set.
+pub(crate) fn serve_with_env(args: &[&str], env: &[(&str, &str)], ready_line: &str) -> Served {
+    let listen: &[&str] = if args.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(eligd_bin())
         .args(args.iter().take_while(|a| !a.starts_with('-')))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(listen)
         .args(args.iter().skip_while(|a| !a.starts_with('-')))
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut addr = None;
+    let mut seen = Vec::new();
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(rest) = line.split("address=").nth(1) {
             addr = Some(rest.split_whitespace().next().unwrap().to_string());
         }
-        if line.contains(ready_line) {
+        let ready = line.contains(ready_line);
+        seen.push(line);
+        if ready {
             break;
         }
     }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Served {
-        child,
-        addr: addr.expect("serve logged its address"),
+    // Keep the rest of the log (tests scan it) and never let the child block on a full pipe.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+    let keep = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let addr = addr.expect("serve logged its address");
+    // A wildcard address is asked on loopback.
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
+    Served { child, addr, log }
+}
+
+/// An HTTP answer read whole.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One request on its own connection, with headers and a body.
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("")[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! All integration tests in one binary (one link, shared helpers).
 
+mod access;
+mod audit;
 mod cli;
 mod debezium;
 mod docs;
