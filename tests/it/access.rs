@@ -298,7 +298,7 @@ fn every_inquiry_needs_a_key_for_its_channel_within_its_rate() {
     // Above the burst it can never pass: still 429, saying so.
     let big = format!(
         "{{\"national_ids\": [{}]}}",
-        vec!["\"0012345679\""; 6].join(",")
+        ["\"0012345679\""; 6].join(",")
     );
     let a = http(
         &served.addr,
