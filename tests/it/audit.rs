@@ -99,7 +99,9 @@ fn every_inquiry_on_every_channel_is_one_line_flushed_by_sigterm() {
         "index loaded; ready",
     );
     // A member of the synthetic population to ask about (its first sample line).
-    wait_for("the sample lines", 10, || served.log().contains("demo_national_id="));
+    wait_for("the sample lines", 10, || {
+        served.log().contains("demo_national_id=")
+    });
     let sample = served
         .log()
         .lines()

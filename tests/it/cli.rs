@@ -347,12 +347,20 @@ pub(crate) fn serve_with_env(args: &[&str], env: &[(&str, &str)], ready_line: &s
     } else {
         &["--listen", "127.0.0.1:0"]
     };
-    let mut child = Command::new(eligd_bin())
+    let mut command = Command::new(eligd_bin());
+    command
         .args(args.iter().take_while(|a| !a.starts_with('-')))
         .args(listen)
         .args(args.iter().skip_while(|a| !a.starts_with('-')))
+        .envs(env.iter().copied());
+    serve_command(command, ready_line)
+}
+
+/// Runs a prepared command (eligd, or a wrapper around it) and reads its log until a line
+/// containing `ready_line`.
+pub(crate) fn serve_command(mut command: Command, ready_line: &str) -> Served {
+    let mut child = command
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
