@@ -359,11 +359,10 @@ pub(crate) fn serve_with_env(args: &[&str], env: &[(&str, &str)], ready_line: &s
 /// Runs a prepared command (eligd, or a wrapper around it) and reads its log until a line
 /// containing `ready_line`.
 pub(crate) fn serve_command(mut command: Command, ready_line: &str) -> Served {
-    let mut child = command
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        command.env("RUST_LOG", "info");
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut addr = None;

@@ -117,7 +117,10 @@ async fn https_serves_and_a_sighup_swaps_the_certificate() {
         if metrics.contains("eligd_tls_reload_failures_total 1") {
             break;
         }
-        assert!(Instant::now() < deadline, "the failed reload was not counted");
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(https_get(&served.addr, &second, "/healthz").await.is_ok());

@@ -12,6 +12,7 @@ mod http_api;
 mod http_bad_input;
 mod integrity;
 mod integrity_records;
+mod leaks;
 mod listener;
 mod records;
 mod records_faults;
