@@ -65,7 +65,7 @@ impl AppState {
     /// is logged and counted.
     pub fn reload_keys(&self) {
         let Some(store) = &self.keys else { return };
-        match store.reload() {
+        match store.reload(&self.metrics) {
             Ok(n) => {
                 self.metrics.access.keys_loaded.set(n as i64);
                 tracing::info!(keys = n, path = %store.path().display(), "client keys reloaded");

@@ -4,7 +4,7 @@ fn key() -> AuditKey {
     AuditKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap()
 }
 
-fn record(n: u32, subject: Option<Subject>) -> Record {
+fn record(n: u32, person: Option<NationalId>) -> Record {
     let codes = crate::tracking::TrackingCodes::new(1).unwrap();
     Record {
         time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
@@ -19,7 +19,7 @@ fn record(n: u32, subject: Option<Subject>) -> Record {
         },
         status: if n % 2 == 0 { 200 } else { 404 },
         latency: Duration::from_micros(250),
-        subject,
+        person,
     }
 }
 
@@ -62,8 +62,15 @@ fn bad_audit_keys_are_refused_clearly() {
 fn records_are_whole_json_lines_without_the_national_id() {
     let id = NationalId::parse("0012345679").unwrap();
     let mut out = String::new();
-    writer::format_line(&record(0, Some(key().subject(id))), &mut out);
-    writer::format_line(&record(1, None), &mut out);
+    let second = "2026-11-18T11:06:40";
+    writer::write_line(
+        &record(0, Some(id)),
+        second,
+        123,
+        Some(key().subject(id)),
+        &mut out,
+    );
+    writer::write_line(&record(1, None), second, 123, None, &mut out);
     assert!(!out.contains("0012345679"));
     let parsed: Vec<serde_json::Value> = out
         .lines()

@@ -18,7 +18,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +28,7 @@ use sha2::Sha256;
 use crate::national_id::NationalId;
 use crate::tracking::TrackingCode;
 
-/// Records waiting for the writer at most; a full queue refuses answers (503).
+/// Records waiting for the writer at most (about 6 MB); a full queue refuses answers (503).
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// The default size at which the log is rotated.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -79,8 +79,14 @@ impl AuditKey {
 
     /// The audit subject of a national ID: HMAC-SHA256 of its 10 digits.
     pub fn subject(&self, id: NationalId) -> Subject {
+        let mut digits = [0u8; 10];
+        let mut n = id.as_u64();
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
         let mut mac = self.mac.clone();
-        mac.update(id.to_string().as_bytes());
+        mac.update(&digits);
         Subject(mac.finalize().into_bytes().into())
     }
 }
@@ -104,7 +110,9 @@ impl std::fmt::Debug for Subject {
     }
 }
 
-/// One inquiry as the log keeps it.
+/// One inquiry as the pipeline hands it over. The person is still the national ID here, in
+/// memory only: the writer turns it into the subject (the HMAC) before anything is written,
+/// so that work is off the request path.
 #[derive(Clone, Debug)]
 pub struct Record {
     pub time: SystemTime,
@@ -115,7 +123,7 @@ pub struct Record {
     pub outcome: &'static str,
     pub status: u16,
     pub latency: Duration,
-    pub subject: Option<Subject>,
+    pub person: Option<NationalId>,
 }
 
 /// Why a record was not taken.
@@ -129,21 +137,6 @@ pub enum Unavailable {
     Closed,
 }
 
-/// What the writer shares with the service: whether writes succeed, and the queue depth.
-#[derive(Default)]
-pub(crate) struct Health {
-    failing: AtomicBool,
-    queued: AtomicUsize,
-    reason: Mutex<String>,
-}
-
-impl Health {
-    pub(crate) fn set_failing(&self, reason: Option<String>) {
-        self.failing.store(reason.is_some(), Ordering::Release);
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.unwrap_or_default();
-    }
-}
-
 /// The counters the writer keeps (prometheus-client handles share their values).
 #[derive(Clone, Default)]
 pub struct AuditCounters {
@@ -151,18 +144,76 @@ pub struct AuditCounters {
     pub write_errors: prometheus_client::metrics::counter::Counter,
 }
 
-pub(crate) enum Message {
-    Record(Box<Record>),
-    /// Write everything before this, flush, sync, and answer.
-    Close(mpsc::Sender<()>),
+/// The queue between the request path and the writer: records pile up in one vector, which
+/// the writer swaps for an empty one and writes. The vector in use stays hot in the cache, a
+/// record costs one short lock, and the writer is woken once per batch, not per record.
+pub(crate) struct Queue {
+    pending: Mutex<Vec<Record>>,
+    /// Records in `pending` (read without the lock, for metrics and readiness).
+    queued: AtomicUsize,
+    /// The writer is parked waiting for a first record (the next record unparks it).
+    parked: AtomicBool,
+    failing: AtomicBool,
+    closing: AtomicBool,
+    reason: Mutex<String>,
+    writer: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            pending: Mutex::new(Vec::with_capacity(4096)),
+            queued: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            writer: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+
+    /// Takes every pending record into `into` (emptied first); the writer's side.
+    pub(crate) fn take(&self, into: &mut Vec<Record>) {
+        into.clear();
+        let mut pending = self.lock();
+        std::mem::swap(&mut *pending, into);
+        self.queued.store(0, Ordering::Release);
+    }
+
+    /// The writer is about to park: a record arriving from now on unparks it.
+    pub(crate) fn parking(&self) {
+        self.parked.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_failing(&self, reason: Option<String>) {
+        self.failing.store(reason.is_some(), Ordering::Release);
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.unwrap_or_default();
+    }
 }
 
 /// The running audit log.
 pub struct AuditLog {
     key: AuditKey,
-    sender: SyncSender<Message>,
-    health: Arc<Health>,
-    closed: AtomicBool,
+    queue: Arc<Queue>,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
     path: PathBuf,
 }
 
@@ -175,20 +226,21 @@ impl AuditLog {
         key: AuditKey,
         counters: AuditCounters,
     ) -> std::io::Result<AuditLog> {
-        let health = Arc::new(Health::default());
-        let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
-        writer::spawn(
+        let queue = Arc::new(Queue::new());
+        let (finished, done) = mpsc::channel();
+        let thread = writer::spawn(
             path.to_path_buf(),
             max_bytes,
-            receiver,
-            Arc::clone(&health),
+            Arc::clone(&queue),
             counters,
+            key.clone(),
+            finished,
         )?;
+        let _ = queue.writer.set(thread);
         Ok(AuditLog {
             key,
-            sender,
-            health,
-            closed: AtomicBool::new(false),
+            queue,
+            done: Mutex::new(Some(done)),
             path: path.to_path_buf(),
         })
     }
@@ -204,35 +256,37 @@ impl AuditLog {
     /// Queues a record, or says why it cannot be kept (then the inquiry must not be
     /// answered).
     pub fn record(&self, record: Record) -> Result<(), Unavailable> {
-        if self.closed.load(Ordering::Acquire) {
+        let q = &self.queue;
+        if q.closing.load(Ordering::Acquire) {
             return Err(Unavailable::Closed);
         }
-        if self.health.failing.load(Ordering::Acquire) {
+        if q.failing.load(Ordering::Acquire) {
             return Err(Unavailable::Failing);
         }
-        self.health.queued.fetch_add(1, Ordering::AcqRel);
-        match self.sender.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.health.queued.fetch_sub(1, Ordering::AcqRel);
-                Err(match e {
-                    TrySendError::Full(_) => Unavailable::QueueFull,
-                    TrySendError::Disconnected(_) => Unavailable::Closed,
-                })
+        {
+            let mut pending = q.lock();
+            if pending.len() >= QUEUE_CAPACITY {
+                return Err(Unavailable::QueueFull);
             }
+            pending.push(record);
+            q.queued.store(pending.len(), Ordering::Release);
         }
+        if q.parked.swap(false, Ordering::AcqRel) {
+            q.wake();
+        }
+        Ok(())
     }
 
     /// Records waiting to be written.
     pub fn queue_depth(&self) -> usize {
-        self.health.queued.load(Ordering::Acquire)
+        self.queue.queued.load(Ordering::Acquire)
     }
 
     /// `Ok` while records can be taken; else why not (for `/readyz`).
     pub fn readiness(&self) -> Result<(), String> {
-        if self.health.failing.load(Ordering::Acquire) {
+        if self.queue.failing.load(Ordering::Acquire) {
             let reason = self
-                .health
+                .queue
                 .reason
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -247,15 +301,15 @@ impl AuditLog {
 
     /// Writes every queued record, flushes and syncs the file, and stops the writer. Waits at
     /// most `timeout` (a log that cannot be written may never drain); returns whether all
-    /// was written.
+    /// was written. Records offered after this are refused.
     pub fn close(&self, timeout: Duration) -> bool {
-        self.closed.store(true, Ordering::Release);
-        let (done, wait) = mpsc::channel();
-        // The queue may be full while the writer drains it: send from a thread of its own, so
-        // the wait below stays bounded even when the file cannot be written.
-        let sender = self.sender.clone();
-        std::thread::spawn(move || sender.send(Message::Close(done)));
-        wait.recv_timeout(timeout).is_ok()
+        self.queue.closing.store(true, Ordering::Release);
+        self.queue.wake();
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match done {
+            Some(done) => done.recv_timeout(timeout).is_ok(),
+            None => true,
+        }
     }
 }
 

@@ -1,35 +1,40 @@
-//! The audit writer: one thread that takes records off the queue in batches, appends them to
-//! the file as JSON lines with one write per batch, and rotates the file by size between
-//! batches, so a line is never split or lost by a rotation.
+//! The audit writer: one thread that takes records off the queue in batches, computes their
+//! subjects (the HMAC), appends them to the file as JSON lines with one write per batch, and
+//! rotates the file by size between batches, so a line is never split or lost by a rotation.
+//!
+//! After the first record of a batch arrives the writer waits [`GATHER`] before taking the
+//! rest: while it waits, senders add records without waking it, so under load a batch is
+//! hundreds of records and one write, and a record still reaches the file within a few
+//! milliseconds (well inside the 100 ms promised). A closing log is written to the end before
+//! the writer stops; a batch that cannot be written is retried until it can.
 //!
 //! A failed write (disk full, permissions, a removed mount) marks the log failing, which makes
 //! the service refuse inquiries; the batch is kept, the file is opened again (the path may
 //! point somewhere writable by then) and the batch retried every [`RETRY`], and the log is
 //! healthy again after the first write that succeeds. Nothing queued is dropped meanwhile.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{AuditCounters, Health, Message, Record};
+use super::{AuditCounters, AuditKey, Queue, Record};
 
-/// How many records one write takes at most.
-const BATCH: usize = 4096;
 /// How often a failing log is tried again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long the writer lets a batch gather after its first record.
+const GATHER: Duration = Duration::from_millis(5);
 
 pub(super) fn spawn(
     path: PathBuf,
     max_bytes: u64,
-    receiver: Receiver<Message>,
-    health: Arc<Health>,
+    queue: Arc<Queue>,
     counters: AuditCounters,
-) -> std::io::Result<()> {
+    key: AuditKey,
+    finished: Sender<()>,
+) -> std::io::Result<std::thread::Thread> {
     let file = open(&path)?;
     let size = file.metadata()?.len();
     let mut writer = Writer {
@@ -37,13 +42,18 @@ pub(super) fn spawn(
         max_bytes: max_bytes.max(1),
         file: Some(file),
         size,
-        health,
+        queue,
         counters,
+        key,
+        second: (i64::MIN, String::new()),
     };
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("eligd-audit".into())
-        .spawn(move || writer.run(receiver))?;
-    Ok(())
+        .spawn(move || {
+            writer.run();
+            let _ = finished.send(());
+        })?;
+    Ok(handle.thread().clone())
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -55,75 +65,51 @@ struct Writer {
     max_bytes: u64,
     file: Option<File>,
     size: u64,
-    health: Arc<Health>,
+    queue: Arc<Queue>,
     counters: AuditCounters,
+    key: AuditKey,
+    /// The last whole second formatted (`2026-11-28T08:00:01`), reused by every record of it.
+    second: (i64, String),
 }
 
 impl Writer {
-    fn run(&mut self, receiver: Receiver<Message>) {
-        let mut lines = String::with_capacity(1 << 16);
+    /// Writes batches until the log is closed and everything queued is written.
+    fn run(&mut self) {
+        let mut batch = Vec::with_capacity(4096);
+        let mut lines = String::with_capacity(1 << 20);
         let mut pending = 0usize;
         loop {
-            let first = if pending > 0 {
-                // A batch is waiting to be written again.
-                match receiver.recv_timeout(RETRY) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return self.finish(&lines, pending),
-                }
-            } else {
-                match receiver.recv() {
-                    Ok(m) => Some(m),
-                    Err(_) => return,
-                }
-            };
-            let mut close = None;
-            let mut next = first;
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Record(record) => {
-                        format_line(&record, &mut lines);
-                        pending += 1;
-                        self.health.queued.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    Message::Close(done) => {
-                        close = Some(done);
-                        break;
-                    }
-                }
-                if pending >= BATCH {
+            if pending == 0 && self.queue.is_empty() {
+                if self.queue.is_closing() {
                     break;
                 }
-                next = receiver.try_recv().ok();
+                // Park until a record (or the close) arrives; the check after announcing it
+                // catches one that came in between.
+                self.queue.parking();
+                if self.queue.is_empty() && !self.queue.is_closing() {
+                    std::thread::park_timeout(RETRY);
+                }
+                if self.queue.is_empty() {
+                    continue;
+                }
+                std::thread::sleep(GATHER);
+            } else if pending > 0 {
+                // A batch failed and waits to be written again.
+                std::thread::sleep(RETRY);
+            }
+            self.queue.take(&mut batch);
+            for record in batch.drain(..) {
+                self.format_line(&record, &mut lines);
+                pending += 1;
             }
             if pending > 0 && self.write(&lines) {
                 self.counters.written.inc_by(pending as u64);
                 lines.clear();
                 pending = 0;
             }
-            if let Some(done) = close {
-                // Everything queued before the close came before it: write what is left
-                // (retrying while the file fails), sync, and answer.
-                while pending > 0 {
-                    std::thread::sleep(RETRY);
-                    if self.write(&lines) {
-                        self.counters.written.inc_by(pending as u64);
-                        pending = 0;
-                    }
-                }
-                if let Some(file) = &self.file {
-                    let _ = file.sync_all();
-                }
-                let _ = done.send(());
-                return;
-            }
         }
-    }
-
-    /// Writes what is left when every sender is gone (never in the service, which closes).
-    fn finish(&mut self, lines: &str, pending: usize) {
-        if self.write(lines) {
-            self.counters.written.inc_by(pending as u64);
+        if let Some(file) = &self.file {
+            let _ = file.sync_all();
         }
     }
 
@@ -133,14 +119,14 @@ impl Writer {
         let result = self.try_write(lines.as_bytes());
         match result {
             Ok(()) => {
-                self.health.set_failing(None);
+                self.queue.set_failing(None);
                 true
             }
             Err(e) => {
                 self.counters.write_errors.inc();
                 tracing::error!(path = %self.path.display(), error = %e,
                     "audit log: write failed; inquiries are refused until it succeeds");
-                self.health.set_failing(Some(e.to_string()));
+                self.queue.set_failing(Some(e.to_string()));
                 // Open the path again next time: it may be somewhere writable by then.
                 self.file = None;
                 false
@@ -199,36 +185,84 @@ fn rotated_name(path: &Path, ms: u128, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// One record as a JSON line. Every field is either produced by eligd (times, codes, route
-/// patterns, outcome codes, hexadecimal) or a client name, which the keys file limits to
-/// `A-Z a-z 0-9 . _ -`, so nothing needs escaping.
-pub(super) fn format_line(record: &Record, out: &mut String) {
-    let time = chrono::DateTime::<chrono::Utc>::from(record.time).format("%Y-%m-%dT%H:%M:%S%.3fZ");
-    let _ = write!(
-        out,
-        "{{\"time\":\"{time}\",\"tracking_code\":\"{}\",\"client\":",
-        record.tracking
-    );
+impl Writer {
+    /// One record as a JSON line. Every field is either produced by eligd (times, codes,
+    /// route patterns, outcome codes, hexadecimal) or a client name, which the keys file
+    /// limits to `A-Z a-z 0-9 . _ -`, so nothing needs escaping.
+    fn format_line(&mut self, record: &Record, out: &mut String) {
+        let since = record.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since.as_secs() as i64;
+        if self.second.0 != second {
+            let time = chrono::DateTime::<chrono::Utc>::from(record.time);
+            self.second = (second, time.format("%Y-%m-%dT%H:%M:%S").to_string());
+        }
+        let subject = record.person.map(|id| self.key.subject(id));
+        write_line(record, &self.second.1, since.subsec_millis(), subject, out);
+    }
+}
+
+/// Appends one record's line; `second` is its time to the second, `millis` the rest.
+pub(super) fn write_line(
+    record: &Record,
+    second: &str,
+    millis: u32,
+    subject: Option<super::Subject>,
+    out: &mut String,
+) {
+    let mut numbers = itoa::Buffer::new();
+    out.push_str("{\"time\":\"");
+    out.push_str(second);
+    out.push('.');
+    push_padded(out, millis, 3);
+    out.push_str("Z\",\"tracking_code\":\"");
+    out.push_str(record.tracking.as_str());
+    out.push_str("\",\"client\":");
     match &record.client {
         Some(client) => {
-            let _ = write!(out, "\"{client}\"");
+            out.push('"');
+            out.push_str(client);
+            out.push('"');
         }
         None => out.push_str("null"),
     }
-    let _ = write!(
-        out,
-        ",\"channel\":\"{}\",\"route\":\"{}\",\"outcome\":\"{}\",\"status\":{},\"latency_ms\":{:.3},\"subject\":",
-        record.channel,
-        record.route,
-        record.outcome,
-        record.status,
-        record.latency.as_secs_f64() * 1000.0
-    );
-    match record.subject {
+    for (name, value) in [
+        (",\"channel\":\"", record.channel),
+        ("\",\"route\":\"", record.route),
+        ("\",\"outcome\":\"", record.outcome),
+    ] {
+        out.push_str(name);
+        out.push_str(value);
+    }
+    out.push_str("\",\"status\":");
+    out.push_str(numbers.format(record.status));
+    // Milliseconds with three decimals, from whole microseconds.
+    let micros = record.latency.as_micros().min(u128::from(u64::MAX)) as u64;
+    out.push_str(",\"latency_ms\":");
+    out.push_str(numbers.format(micros / 1000));
+    out.push('.');
+    push_padded(out, (micros % 1000) as u32, 3);
+    out.push_str(",\"subject\":");
+    match subject {
         Some(subject) => {
-            let _ = write!(out, "\"{subject}\"");
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push('"');
+            for b in subject.0 {
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+            out.push('"');
         }
         None => out.push_str("null"),
     }
     out.push_str("}\n");
+}
+
+/// `value` with leading zeros to `width` digits.
+fn push_padded(out: &mut String, value: u32, width: usize) {
+    let mut numbers = itoa::Buffer::new();
+    let digits = numbers.format(value);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(digits);
 }

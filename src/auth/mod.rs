@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -74,15 +73,21 @@ pub struct Key {
     pub client: Arc<str>,
     pub channel: KeyChannel,
     secret_sha256: [u8; 32],
-    expires: Option<DateTime<Utc>>,
+    /// Milliseconds since the Unix epoch from which the key no longer works.
+    expires_ms: Option<i64>,
     revoked: bool,
     pub bucket: Arc<KeyBucket>,
+    /// This key's series of `eligd_client_inquiries_total`, made once per outcome.
+    pub counters: crate::metrics::ClientCounters,
+    /// The secret last presented and found to match the stored hash: a client sends the same
+    /// key on every request, and comparing with it (in constant time) spares a SHA-256.
+    verified: arc_swap::ArcSwapOption<Box<[u8]>>,
 }
 
 impl Key {
-    /// Whether the key may be used at `now`.
-    fn in_force(&self, now: DateTime<Utc>) -> bool {
-        !self.revoked && self.expires.is_none_or(|e| now < e)
+    /// Whether the key may be used at `now_ms` (Unix milliseconds).
+    fn in_force(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_ms.is_none_or(|e| now_ms < e)
     }
 }
 
@@ -97,10 +102,15 @@ pub enum Refused {
     Invalid,
 }
 
-/// The keys in force.
+/// The keys in force, by id (the id's 8 bytes, hashed with a fast non-keyed hash: ids are
+/// ours and only ever looked up).
 #[derive(Default)]
 pub struct Keys {
-    by_id: HashMap<String, Arc<Key>>,
+    by_id: HashMap<[u8; 8], Arc<Key>, foldhash::fast::FixedState>,
+}
+
+fn id_bytes(id: &str) -> Option<[u8; 8]> {
+    id.as_bytes().try_into().ok()
 }
 
 const DUMMY_HASH: [u8; 32] = [0x5a; 32];
@@ -108,25 +118,35 @@ const DUMMY_HASH: [u8; 32] = [0x5a; 32];
 impl Keys {
     /// The keys of a checked file; buckets of `previous` keys with the same id, rate and
     /// burst are kept, so a reload does not refill every bucket.
-    pub fn from_file(file: &KeyFile, previous: Option<&Keys>) -> Keys {
-        let mut by_id = HashMap::with_capacity(file.keys.len());
+    pub fn from_file(
+        file: &KeyFile,
+        previous: Option<&Keys>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Keys {
+        let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
         for entry in &file.keys {
+            // Checked when the file was read: 8 ASCII characters.
+            let Some(id) = id_bytes(&entry.id) else {
+                continue;
+            };
             let bucket = previous
-                .and_then(|p| p.by_id.get(&entry.id))
+                .and_then(|p| p.by_id.get(&id))
                 .filter(|k| k.bucket.rate() == entry.rate && k.bucket.burst() == entry.burst)
                 .map(|k| Arc::clone(&k.bucket))
                 .unwrap_or_else(|| Arc::new(KeyBucket::new(entry.rate, entry.burst)));
+            let client: Arc<str> = Arc::from(entry.client.as_str());
             let key = Key {
                 id: entry.id.clone(),
-                client: Arc::from(entry.client.as_str()),
-                // Checked when the file was read.
+                counters: metrics.client_counters(&client),
+                client,
                 channel: KeyChannel::parse(&entry.channel).unwrap_or(KeyChannel::Http),
                 secret_sha256: keyfile::unhex::<32>(&entry.secret_sha256).unwrap_or(DUMMY_HASH),
-                expires: entry.expires,
+                expires_ms: entry.expires.map(|e| e.timestamp_millis()),
                 revoked: entry.revoked.is_some(),
                 bucket,
+                verified: arc_swap::ArcSwapOption::empty(),
             };
-            by_id.insert(entry.id.clone(), Arc::new(key));
+            by_id.insert(id, Arc::new(key));
         }
         Keys { by_id }
     }
@@ -139,11 +159,12 @@ impl Keys {
         self.by_id.is_empty()
     }
 
-    /// The key an `Authorization` header value presents, if it is in force at `now`.
+    /// The key an `Authorization` header value presents, if it is in force at `now_ms`
+    /// (Unix milliseconds).
     pub fn authenticate(
         &self,
         authorization: Option<&[u8]>,
-        now: DateTime<Utc>,
+        now_ms: i64,
     ) -> Result<Arc<Key>, Refused> {
         let header = authorization.ok_or(Refused::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| Refused::Malformed)?;
@@ -163,12 +184,24 @@ impl Keys {
         {
             return Err(Refused::Malformed);
         }
-        let key = self.by_id.get(id);
-        let stored = key.map_or(&DUMMY_HASH, |k| &k.secret_sha256);
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let matches: bool = presented.ct_eq(stored).into();
+        let key = id_bytes(id).and_then(|id| self.by_id.get(&id));
+        let seen = key.and_then(|k| k.verified.load_full());
+        let matches = match &seen {
+            Some(seen) if seen.len() == secret.len() => seen.ct_eq(secret.as_bytes()).into(),
+            _ => {
+                let stored = key.map_or(&DUMMY_HASH, |k| &k.secret_sha256);
+                let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+                let matches: bool = presented.ct_eq(stored).into();
+                if let (true, Some(key)) = (matches, key) {
+                    key.verified.store(Some(Arc::new(
+                        secret.as_bytes().to_vec().into_boxed_slice(),
+                    )));
+                }
+                matches
+            }
+        };
         match key {
-            Some(key) if matches && key.in_force(now) => Ok(Arc::clone(key)),
+            Some(key) if matches && key.in_force(now_ms) => Ok(Arc::clone(key)),
             _ => Err(Refused::Invalid),
         }
     }
@@ -181,12 +214,13 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Reads the file; an error here stops the service from starting.
-    pub fn open(path: &Path) -> Result<KeyStore, KeyFileError> {
+    /// Reads the file; an error here stops the service from starting. `metrics` holds the
+    /// keys' series.
+    pub fn open(path: &Path, metrics: &crate::metrics::Metrics) -> Result<KeyStore, KeyFileError> {
         let file = KeyFile::read(path)?;
         Ok(KeyStore {
             path: path.to_path_buf(),
-            current: ArcSwap::from_pointee(Keys::from_file(&file, None)),
+            current: ArcSwap::from_pointee(Keys::from_file(&file, None, metrics)),
         })
     }
 
@@ -197,9 +231,9 @@ impl KeyStore {
 
     /// Reads the file again and swaps the new keys in; on an error the keys in force stay.
     /// Returns how many keys are in force now.
-    pub fn reload(&self) -> Result<usize, KeyFileError> {
+    pub fn reload(&self, metrics: &crate::metrics::Metrics) -> Result<usize, KeyFileError> {
         let file = KeyFile::read(&self.path)?;
-        let keys = Keys::from_file(&file, Some(&self.current.load()));
+        let keys = Keys::from_file(&file, Some(&self.current.load()), metrics);
         let n = keys.len();
         self.current.store(Arc::new(keys));
         Ok(n)
@@ -214,6 +248,7 @@ impl KeyStore {
 mod tests {
     use super::keyfile::{new_key, KeyEntry, FORMAT};
     use super::*;
+    use chrono::Utc;
 
     fn file_with(entries: Vec<KeyEntry>) -> KeyFile {
         KeyFile {
@@ -250,8 +285,9 @@ mod tests {
         revoked.revoked = Some(Utc::now());
         let (mut expired, expired_key) = entry("fhir");
         expired.expires = Some(Utc::now() - chrono::Duration::seconds(1));
-        let keys = Keys::from_file(&file_with(vec![good, revoked, expired]), None);
-        let now = Utc::now();
+        let metrics = crate::metrics::Metrics::new();
+        let keys = Keys::from_file(&file_with(vec![good, revoked, expired]), None, &metrics);
+        let now = Utc::now().timestamp_millis();
         let key = keys.authenticate(Some(&bearer(&good_key)), now).unwrap();
         assert_eq!(&*key.client, "clinic-7");
         assert_eq!(key.channel, KeyChannel::Http);
@@ -293,8 +329,9 @@ mod tests {
         let path = dir.path().join("keys.json");
         let (first, first_key) = entry("http");
         file_with(vec![first.clone()]).write(&path).unwrap();
-        let store = KeyStore::open(&path).unwrap();
-        let now = Utc::now();
+        let metrics = crate::metrics::Metrics::new();
+        let store = KeyStore::open(&path, &metrics).unwrap();
+        let now = Utc::now().timestamp_millis();
         let before = store
             .keys()
             .authenticate(Some(&bearer(&first_key)), now)
@@ -304,14 +341,14 @@ mod tests {
             crate::limits::Taken::Allowed(_)
         ));
         std::fs::write(&path, "{ not json").unwrap();
-        assert!(store.reload().is_err());
+        assert!(store.reload(&metrics).is_err());
         assert!(store
             .keys()
             .authenticate(Some(&bearer(&first_key)), now)
             .is_ok());
         let (second, second_key) = entry("ussd");
         file_with(vec![first, second]).write(&path).unwrap();
-        assert_eq!(store.reload().unwrap(), 2);
+        assert_eq!(store.reload(&metrics).unwrap(), 2);
         let after = store
             .keys()
             .authenticate(Some(&bearer(&first_key)), now)
@@ -329,7 +366,10 @@ mod tests {
     #[test]
     fn a_missing_or_bad_file_is_a_clear_error_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = KeyStore::open(&dir.path().join("nope.json")).err().unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let missing = KeyStore::open(&dir.path().join("nope.json"), &metrics)
+            .err()
+            .unwrap();
         assert!(missing.to_string().contains("nope.json"), "{missing}");
         let bad = dir.path().join("bad.json");
         std::fs::write(
@@ -337,7 +377,7 @@ mod tests {
             "{\"format\": \"eligd-keys/1\", \"keys\": [{\"id\": 1}]}",
         )
         .unwrap();
-        let err = KeyStore::open(&bad).err().unwrap().to_string();
+        let err = KeyStore::open(&bad, &metrics).err().unwrap().to_string();
         assert!(
             err.contains("bad.json") && err.contains("not a keys file"),
             "{err}"

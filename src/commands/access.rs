@@ -26,7 +26,7 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let mut state =
         AppState::new(args.node_id)?.with_phone_requests_per_minute(args.phone_requests_per_minute);
     if let Some(path) = &args.api_keys {
-        let keys = KeyStore::open(path).context("--api-keys")?;
+        let keys = KeyStore::open(path, &state.metrics).context("--api-keys")?;
         tracing::info!(keys = keys.keys().len(), path = %path.display(), "client keys loaded; every inquiry needs one");
         state = state.with_keys(keys);
     }

@@ -258,7 +258,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
     if let Some(store) = state.keys() {
         let key = store
             .keys()
-            .authenticate(authorization, chrono::Utc::now())
+            .authenticate(authorization, crate::app::unix_ms() as i64)
             .map_err(|why| session.refuse(ApiError::Unauthorized(why), subject))?;
         session.key = Some(Arc::clone(&key));
         if !key.channel.allows(channel.key_channel()) {
@@ -439,7 +439,7 @@ impl<'s> Session<'s> {
                 outcome: label,
                 status,
                 latency: self.started.elapsed(),
-                subject: subject.map(|id| audit.key().subject(id)),
+                person: subject,
             };
             if audit.record(record).is_err() {
                 counted = ApiError::AuditUnavailable.code();
@@ -459,19 +459,19 @@ impl<'s> Session<'s> {
                 outcome,
             })
             .inc();
-        if self.state.keys().is_some() {
-            let client = self
-                .key
-                .as_ref()
-                .map_or_else(|| Arc::from(UNAUTHENTICATED), |k| Arc::clone(&k.client));
-            metrics
-                .access
-                .client_inquiries
-                .get_or_create(&ClientInquiryLabels {
-                    client: ClientName(client),
-                    outcome,
-                })
-                .inc();
+        match (&self.key, self.state.keys()) {
+            (Some(key), _) => key.counters.inc(outcome),
+            (None, Some(_)) => {
+                metrics
+                    .access
+                    .client_inquiries
+                    .get_or_create(&ClientInquiryLabels {
+                        client: ClientName(Arc::from(UNAUTHENTICATED)),
+                        outcome,
+                    })
+                    .inc();
+            }
+            (None, None) => {}
         }
     }
 }

@@ -77,10 +77,9 @@ fn setup() -> Setup {
         AuditCounters::default(),
     )
     .unwrap();
-    let state = AppState::new(2)
-        .unwrap()
-        .with_keys(KeyStore::open(&keys_path).unwrap())
-        .with_audit(audit);
+    let state = AppState::new(2).unwrap();
+    let store = KeyStore::open(&keys_path, &state.metrics).unwrap();
+    let state = state.with_keys(store).with_audit(audit);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
     Setup {
         state,

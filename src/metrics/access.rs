@@ -113,3 +113,46 @@ impl AccessMetrics {
         m
     }
 }
+
+/// One client's series of `eligd_client_inquiries_total`, kept with its key so that counting
+/// an inquiry is a short scan and an atomic add, not a lookup in the family's map. Slots are
+/// filled on first use of each outcome (no zero series for outcomes never seen).
+#[derive(Clone)]
+pub struct ClientCounters {
+    client: ClientName,
+    family: Family<ClientInquiryLabels, Counter>,
+    slots: Arc<[std::sync::OnceLock<(&'static str, Counter)>; 32]>,
+}
+
+impl ClientCounters {
+    pub fn new(client: Arc<str>, family: &Family<ClientInquiryLabels, Counter>) -> ClientCounters {
+        ClientCounters {
+            client: ClientName(client),
+            family: family.clone(),
+            slots: Arc::new(std::array::from_fn(|_| std::sync::OnceLock::new())),
+        }
+    }
+
+    pub fn inc(&self, outcome: &'static str) {
+        for slot in self.slots.iter() {
+            let (label, counter) = slot.get_or_init(|| {
+                let labels = ClientInquiryLabels {
+                    client: self.client.clone(),
+                    outcome,
+                };
+                (outcome, self.family.get_or_create(&labels).clone())
+            });
+            if *label == outcome {
+                counter.inc();
+                return;
+            }
+        }
+        // More outcomes than slots (never, with the error table as it is).
+        self.family
+            .get_or_create(&ClientInquiryLabels {
+                client: self.client.clone(),
+                outcome,
+            })
+            .inc();
+    }
+}

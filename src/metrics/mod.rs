@@ -8,7 +8,7 @@ mod access;
 
 use std::sync::atomic::AtomicU64;
 
-pub use access::{AccessMetrics, ClientInquiryLabels, ClientName};
+pub use access::{AccessMetrics, ClientCounters, ClientInquiryLabels, ClientName};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -177,6 +177,11 @@ impl Metrics {
             feed_connected: feed.connected,
             access,
         }
+    }
+
+    /// The series of one client key (`eligd_client_inquiries_total{client}`).
+    pub fn client_counters(&self, client: &std::sync::Arc<str>) -> ClientCounters {
+        ClientCounters::new(std::sync::Arc::clone(client), &self.access.client_inquiries)
     }
 
     /// The registry in the Prometheus/OpenMetrics text format.
