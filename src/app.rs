@@ -17,7 +17,7 @@ pub struct AppState {
     index: ArcSwapOption<Index>,
     pub tracking: TrackingCodes,
     pub metrics: Metrics,
-    /// Per-phone-number limits of USSD and SMS inquiries (CONTRACT §4).
+    /// Per-phone-number limits of USSD and SMS inquiries (docs/openapi.yaml).
     pub phone_limits: PhoneLimits,
     feed: OnceLock<Arc<FeedStatus>>,
     keys: Option<KeyStore>,

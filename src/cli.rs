@@ -1,4 +1,4 @@
-//! The command line of CONTRACT §3. Every flag also reads `ELIGD_<FLAG>` from the
+//! The command line (docs/operations.md, "Commands and flags"). Every flag also reads `ELIGD_<FLAG>` from the
 //! environment, so container deployments configure the service without arguments.
 
 use std::net::SocketAddr;

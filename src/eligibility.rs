@@ -1,10 +1,10 @@
-//! The entitlement rules of DOMAIN.md, as a pure function: a member, their main insured
+//! The entitlement rules of docs/domain.md, as a pure function: a member, their main insured
 //! (looked up by the caller for dependents), the as-of date and an optional service in; a
 //! decision out. No I/O and no clock, so every rule and boundary is tested in a table.
 
 use crate::dates::Day;
+use crate::member::view::MemberView;
 use crate::member::{Kind, Service, Status};
-use crate::view::MemberView;
 
 /// The inquiry's outcome (`status` in the answer). Only `Active` is eligible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,14 +1,19 @@
 //! eligd answers "is this person covered today, and for what?" for a national social
-//! insurance organisation, in microseconds, from an in-memory index of every member.
+//! insurance organisation, in microseconds, from an in-memory index of every member
+//! (docs/domain.md for the domain, docs/architecture.md for the design).
 //!
 //! The map, following a request:
-//! - [`http`] reads the request and routes it; [`national_id`] parses the ID from any digit
-//!   script; [`index`] finds the member (base built once, overlay of later changes, both
-//!   keyed by ID); [`inquiry`] finds the main insured of a dependent and applies the pure
-//!   rules of [`eligibility`]; the answer is rendered per channel and carries a code from
-//!   [`tracking`]; [`metrics`] counts it.
+//! - [`http`] accepts connections (optional TLS, a bounded set with timeouts) and routes each
+//!   request to its channel in [`channels`]: the JSON API, FHIR R4, USSD, SMS. A channel
+//!   decodes the request and hands it to the [`inquiry`] pipeline: authenticate the client
+//!   key ([`auth`]), rate limit ([`limits`]), parse ([`national_id`]), look up ([`index`]),
+//!   evaluate ([`eligibility`]), give a [`tracking`] code, record it in the [`audit`] log,
+//!   count it ([`metrics`]); the channel then renders the decision. [`app`] is the state they
+//!   share.
 //! - The index is filled from a [`index::snapshot`] file, a JSON Lines [`import`] of
-//!   [`member`] records, or the synthetic population of [`demo`].
+//!   [`member`] records, the records database ([`records`]), or the synthetic population of
+//!   [`demo`]; the change [`feed`] keeps it current from the Redis stream that [`relay`]
+//!   fills from PostgreSQL's outbox.
 //! - [`commands`] are the bodies of the CLI subcommands of [`cli`].
 #![deny(unsafe_code)]
 
@@ -36,4 +41,3 @@ pub mod redact;
 pub mod relay;
 pub mod shutdown;
 pub mod tracking;
-pub mod view;

@@ -1,4 +1,4 @@
--- eligd: the reference records table (CONTRACT §1) and its transactional outbox.
+-- eligd: the reference records table (docs/records.md) and its transactional outbox.
 --
 -- Apply once to an empty database (safe to re-run; a re-run on a table holding rows that
 -- break a rule below fails and names the constraint, so those rows can be fixed first):
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS members (
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 
--- The record rules (CONTRACT §1, src/member/), checked when a row is written. Each CHECK is
+-- The record rules (docs/records.md, src/member/), checked when a row is written. Each CHECK is
 -- named for its field, so the error a writer gets says which field is wrong.
 
 -- The national ID's check digit (src/national_id.rs); the ten same-digit IDs are refused.

@@ -8,7 +8,7 @@
 //! investigator.
 //!
 //! Writing never blocks an answer: the inquiry pipeline hands a record to a bounded queue
-//! ([`AuditLog::record`]) and a writer thread ([`writer`]) batches records to the file within
+//! ([`AuditLog::record`]) and a writer thread (`writer.rs`) batches records to the file within
 //! milliseconds. **No record, no answer**: when the queue is full or the file cannot be
 //! written, `record` refuses, the inquiry is answered 503 `audit_unavailable`, and the replica
 //! is not ready, until a write succeeds again; records already queued are kept and written

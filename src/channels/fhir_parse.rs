@@ -233,7 +233,7 @@ fn purposes(purpose: Option<&[String]>) -> Result<Vec<&'static str>, Problem> {
 }
 
 /// One requested service per `item`, named by the first coding of its category whose code
-/// is a service of CONTRACT §1.
+/// is a service of docs/records.md.
 fn items(request: &RequestIn) -> Result<Vec<RequestedItem>, Problem> {
     request
         .item

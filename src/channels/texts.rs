@@ -260,7 +260,7 @@ pub fn fits_ussd_screen(text: &str) -> bool {
     }
 }
 
-/// The longest SMS reply: two concatenated UCS-2 parts (CONTRACT §4).
+/// The longest SMS reply: two concatenated UCS-2 parts (docs/openapi.yaml).
 pub const SMS_MAX_UNITS: usize = 134;
 
 /// Whether `text` fits the SMS reply limit, counted in UTF-16 units.

@@ -1,4 +1,4 @@
-//! The USSD callback (CONTRACT §4): a person dials a short code on any phone, picks a
+//! The USSD callback (docs/openapi.yaml): a person dials a short code on any phone, picks a
 //! language, types a national ID and reads the credit status and a tracking code on one
 //! small screen.
 //!

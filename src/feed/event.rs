@@ -1,4 +1,4 @@
-//! One change-feed entry (CONTRACT §2) turned into a change for the index.
+//! One change-feed entry (docs/records.md) turned into a change for the index.
 //!
 //! The stream carries two kinds of entries: native ones (`op`, `national_id`, `version`,
 //! `member`) written by our own relay, and the ones Debezium Server's Redis sink writes from
@@ -38,7 +38,7 @@ pub enum Rejection {
     /// Not a usable entry: missing or unreadable fields, bad JSON, not an envelope.
     #[error("malformed entry: {0}")]
     Malformed(String),
-    /// The record (native `member` or Debezium row) breaks CONTRACT §1.
+    /// The record (native `member` or Debezium row) breaks the record rules (docs/records.md).
     #[error("invalid record: {0}")]
     Invalid(RecordError),
     /// The entry's parts disagree (native fields against the member, a key against its row).

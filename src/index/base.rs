@@ -8,9 +8,9 @@ use rkyv::util::AlignedVec;
 
 use super::body::{ArchivedBody, Body};
 use super::{FeedPosition, StreamEpoch};
+use crate::member::view::MemberView;
 use crate::member::Booklet;
 use crate::national_id::NationalId;
-use crate::view::MemberView;
 
 enum Storage {
     Mapped(Mmap),

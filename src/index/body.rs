@@ -14,10 +14,10 @@
 //! The hash is fixed here (not a crate's hasher) because it is part of the file format.
 
 use crate::dates::Day;
+use crate::member::view::{Extras, MemberView, Name};
 use crate::member::{validate_extras, validate_name, Booklet, Kind, OtherInsurer, RecordError};
 use crate::member::{Relation, Scheme, Services, Status};
 use crate::national_id::NationalId;
-use crate::view::{Extras, MemberView, Name};
 
 /// Live records per slot of the tables.
 const LOAD_FACTOR: f64 = 0.8;

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use super::body::{
     capacity_for, home, pack_attrs, place, Body, ExtrasEntry, Record, NO_COVERAGE_END, TOMBSTONE,
 };
+use crate::member::view::MemberView;
 use crate::member::Member;
 use crate::national_id::NationalId;
-use crate::view::MemberView;
 
 /// Where a row came from: a line number for imports, an ordinal for compaction. Among rows
 /// of the same ID the highest version wins; on equal versions a tombstone (a delete of that

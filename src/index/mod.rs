@@ -26,12 +26,12 @@ use dashmap::mapref::entry::Entry;
 
 pub use base::{Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
-use overlay::{Found, Overlay, Slot};
+use overlay::{InOverlay, Overlay, Slot};
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 
+use crate::member::view::MemberView;
 use crate::member::{Booklet, Member};
 use crate::national_id::NationalId;
-use crate::view::MemberView;
 
 /// One change to apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,9 +120,9 @@ impl IndexView {
     pub fn get(&self, id: NationalId) -> Option<MemberRef<'_>> {
         for overlay in std::iter::once(&**self.active).chain(self.layers.frozen.as_deref()) {
             match overlay.find(id) {
-                Found::Live(m) => return Some(MemberRef::Overlay(m)),
-                Found::Deleted => return None,
-                Found::Absent => {}
+                InOverlay::Live(m) => return Some(MemberRef::Overlay(m)),
+                InOverlay::Deleted => return None,
+                InOverlay::Absent => {}
             }
         }
         self.layers.base.get(id).map(MemberRef::Base)

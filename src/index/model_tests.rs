@@ -3,7 +3,7 @@
 //! snapshot with a replay of the feed after its position, and resyncs from a repair
 //! snapshot without delete markers. After every step every lookup, by national ID and by
 //! booklet, must match the model: a map from ID to the newest change (the version guard of
-//! CONTRACT §2), and a booklet held by the newest live record that carries it.
+//! docs/records.md), and a booklet held by the newest live record that carries it.
 
 use std::collections::HashMap;
 use std::path::Path;

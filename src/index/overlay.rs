@@ -41,7 +41,7 @@ pub struct Overlay {
 }
 
 /// What a lookup found in one overlay.
-pub enum Found {
+pub enum InOverlay {
     Live(Arc<Member>),
     Deleted,
     Absent,
@@ -49,16 +49,16 @@ pub enum Found {
 
 impl Overlay {
     #[inline]
-    pub fn find(&self, id: NationalId) -> Found {
+    pub fn find(&self, id: NationalId) -> InOverlay {
         if self.len.load(Ordering::Acquire) == 0 {
-            return Found::Absent;
+            return InOverlay::Absent;
         }
         match self.members.get(&id) {
             Some(slot) => match &*slot {
-                Slot::Live(m) => Found::Live(Arc::clone(m)),
-                Slot::Deleted { .. } => Found::Deleted,
+                Slot::Live(m) => InOverlay::Live(Arc::clone(m)),
+                Slot::Deleted { .. } => InOverlay::Deleted,
             },
-            None => Found::Absent,
+            None => InOverlay::Absent,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The snapshot file (CONTRACT §7): what a restart loads instead of rebuilding the index.
+//! The snapshot file (docs/records.md, docs/architecture.md): what a restart loads instead of rebuilding the index.
 //!
 //! Layout: a fixed 4096-byte header, then the rkyv body (see [`super::body`]), so the body
 //! starts page-aligned and is memory-mapped and read in place. The header carries a magic, the format version,

@@ -1,5 +1,5 @@
 //! One token bucket per client key: `rate` inquiries per second, up to `burst` at once
-//! (CONTRACT: `--rate`, `--burst` defaulting to the rate). A batch of N national IDs takes N
+//! (`keys add --rate`, `--burst` defaulting to the rate). A batch of N national IDs takes N
 //! tokens at once. `governor`'s GCRA holds the bucket in one atomic word, so taking from it
 //! never locks, and its state snapshot gives what the `RateLimit` headers report.
 //!

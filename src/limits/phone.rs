@@ -1,5 +1,5 @@
-//! Per-phone-number rate limits for USSD and SMS (CONTRACT §4: "rate limited per phone
-//! number as well as per client key"). Anyone can dial, and national IDs are guessable, so
+//! Per-phone-number rate limits for USSD and SMS (docs/security.md: USSD and SMS are rate limited per
+//! phone number as well as per client key). Anyone can dial, and national IDs are guessable, so
 //! a phone that tries IDs one after another is slowed down to a human pace while every other
 //! phone is still answered at once.
 //!

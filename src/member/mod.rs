@@ -1,4 +1,4 @@
-//! The member record (CONTRACT §1): its JSON form, the rules every record must meet, and the
+//! The member record (docs/records.md): its JSON form, the rules every record must meet, and the
 //! compact form the index keeps.
 //!
 //! Every path that reads records (JSON Lines import, change feed, PostgreSQL) goes through
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::dates::Day;
 use crate::national_id::NationalId;
-use crate::view::{Extras, MemberView, Name};
+use view::{Extras, MemberView, Name};
 
 /// Limits that keep one record small; real records are far below them.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -20,6 +20,7 @@ pub const MAX_CODE_LEN: usize = 32;
 pub const MAX_BOOKLET_DIGITS: usize = 18;
 
 mod values;
+pub mod view;
 
 pub use values::{Booklet, Kind, OtherInsurer, Relation, Scheme, Service, Services, Status};
 
@@ -166,7 +167,7 @@ impl Member {
         Member::from_raw(raw)
     }
 
-    /// Reads a raw record's values into their types, then applies the rules of CONTRACT §1.
+    /// Reads a raw record's values into their types, then applies the rules of docs/records.md.
     pub fn from_raw(raw: RawRecord<'_>) -> Result<Member, RecordError> {
         let national_id = parse_id(&required(raw.national_id, "national_id")?, "national_id")?;
         let version = required(raw.version, "version")?;
@@ -305,7 +306,7 @@ impl Member {
         self.coverage_until.map(Day)
     }
 
-    /// The record's JSON form (CONTRACT §1).
+    /// The record's JSON form (docs/records.md).
     pub fn to_json(&self) -> String {
         let value = serde_json::json!({
             "national_id": self.national_id.to_string(),

@@ -1,4 +1,4 @@
-//! The Prometheus metrics of CONTRACT §5, in one registry.
+//! The Prometheus metrics (docs/operations.md, "Metrics"), in one registry.
 //!
 //! Labels are closed sets (route patterns, channel names, outcome codes), never a raw path,
 //! a national ID, a phone number or a key, so the series count stays bounded whatever

@@ -23,7 +23,7 @@ pub struct Recorded {
 
 /// What Redis holds now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Found {
+pub struct InRedis {
     pub epoch: Option<StreamEpoch>,
     /// The newest entry ID the stream ever generated (`0-0` when there is no stream).
     pub last_generated: FeedPosition,
@@ -40,7 +40,7 @@ pub enum Decision {
     Replace { reason: &'static str },
 }
 
-pub fn decide(recorded: Option<Recorded>, found: Found) -> Decision {
+pub fn decide(recorded: Option<Recorded>, found: InRedis) -> Decision {
     match (recorded, found.epoch) {
         (None, None) => Decision::Create,
         (None, Some(epoch)) => Decision::Keep(epoch),
@@ -68,7 +68,7 @@ pub async fn settle(
     recorded: Option<Recorded>,
 ) -> Result<(StreamEpoch, Option<&'static str>), StreamError> {
     let probe = reader.probe(None).await?;
-    let found = Found {
+    let found = InRedis {
         epoch: probe.epoch,
         last_generated: probe.info.map_or(FeedPosition::START, |i| i.last_generated),
     };
@@ -101,7 +101,7 @@ mod tests {
             epoch: e0,
             last_written: p(50),
         });
-        let found = |epoch, last| Found {
+        let found = |epoch, last| InRedis {
             epoch,
             last_generated: p(last),
         };

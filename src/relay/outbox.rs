@@ -24,7 +24,7 @@ pub struct OutboxRow {
     pub member: Option<String>,
 }
 
-/// A native change event (CONTRACT §2) ready for XADD.
+/// A native change event (docs/records.md) ready for XADD.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NativeEvent {
     pub fields: Vec<(&'static str, String)>,

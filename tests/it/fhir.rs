@@ -1,4 +1,4 @@
-//! The FHIR R4 channel (CONTRACT §4 "FHIR R4") against a running server: every status of
+//! The FHIR R4 channel (docs/openapi.yaml) against a running server: every status of
 //! the fixture population, services, dependents, open-ended coverage, not found, digit
 //! scripts, and bad input of every kind. Every body the server answers, success or
 //! OperationOutcome, is also checked by an independent FHIR R4 implementation

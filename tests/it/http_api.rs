@@ -1,4 +1,4 @@
-//! The HTTP API of CONTRACT §4 and §5 against a running server: every status, the answer's
+//! The HTTP API of docs/openapi.yaml and docs/operations.md against a running server: every status, the answer's
 //! fields, booklets, batches, tracking codes and the operations endpoints.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! USSD and SMS end to end (CONTRACT §4): the whole menu in both languages, direct dial,
+//! USSD and SMS end to end (docs/openapi.yaml): the whole menu in both languages, direct dial,
 //! every digit script, every status of the fixture population, bad input of every kind,
 //! per-phone rate limits, and every reply within its screen or message size. Expected
 //! answers are rendered from the JSON API's answer for the same person today, so the tests

@@ -4,11 +4,11 @@
 
 use std::borrow::Cow;
 
-use crate::dates::Day;
-use crate::index::body::ArchivedExtrasEntry;
-use crate::member::{
+use super::{
     mask_name, Booklet, Kind, Member, OtherInsurer, RecordError, Relation, Scheme, Services, Status,
 };
+use crate::dates::Day;
+use crate::index::body::ArchivedExtrasEntry;
 use crate::national_id::NationalId;
 
 #[derive(Clone, Copy, Debug)]
@@ -109,7 +109,7 @@ impl<'a> Extras<'a> {
 }
 
 impl MemberView<'_> {
-    /// The rules that relate fields to each other (CONTRACT §1), shared by records read
+    /// The rules that relate fields to each other (docs/records.md), shared by records read
     /// from JSON and records read back from a snapshot.
     pub fn validate(&self) -> Result<(), RecordError> {
         NationalId::from_u64(self.national_id.as_u64())
