@@ -271,7 +271,8 @@ impl AuditLog {
             pending.push(record);
             q.queued.store(pending.len(), Ordering::Release);
         }
-        if q.parked.swap(false, Ordering::AcqRel) {
+        // Usually the writer is gathering, not parked: a plain load then, no read-modify-write.
+        if q.parked.load(Ordering::Acquire) && q.parked.swap(false, Ordering::AcqRel) {
             q.wake();
         }
         Ok(())

@@ -207,6 +207,8 @@ pub struct Session<'s> {
     channel: Channel,
     route: &'static str,
     started: Instant,
+    /// The wall clock when the request was admitted (key expiry, the audit record's time).
+    arrived: SystemTime,
     key: Option<Arc<Key>>,
     allowance: Option<Allowance>,
     index: Option<IndexView>,
@@ -251,6 +253,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         channel,
         route,
         started,
+        arrived: SystemTime::now(),
         key: None,
         allowance: None,
         index: None,
@@ -258,7 +261,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
     if let Some(store) = state.keys() {
         let key = store
             .keys()
-            .authenticate(authorization, crate::app::unix_ms() as i64)
+            .authenticate(authorization, unix_ms(session.arrived))
             .map_err(|why| session.refuse(ApiError::Unauthorized(why), subject))?;
         session.key = Some(Arc::clone(&key));
         if !key.channel.allows(channel.key_channel()) {
@@ -431,7 +434,7 @@ impl<'s> Session<'s> {
         let mut result = Ok(());
         if let Some(audit) = self.state.audit() {
             let record = Record {
-                time: SystemTime::now(),
+                time: self.arrived,
                 tracking,
                 client: client_of(self.key.as_ref()),
                 channel: self.channel.as_str(),
@@ -474,6 +477,11 @@ impl<'s> Session<'s> {
             (None, None) => {}
         }
     }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The `client` label of inquiries that presented no valid key.
