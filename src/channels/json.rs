@@ -195,10 +195,6 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
     if let Err(r) = session.charge(parsed.national_ids.len().max(1) as u32) {
         return refused(&r);
     }
-    if !session.has_index() {
-        let error = ApiError::NotReady("the index is still loading");
-        return refused(&session.refuse(error, None));
-    }
     // The options are the same for every ID: a bad date or service refuses the batch as one
     // request.
     let today = Day::today();
@@ -209,6 +205,10 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
         Ok(options) => options,
         Err(e) => return refused(&session.refuse(e, None)),
     };
+    if !session.has_index() {
+        let error = ApiError::NotReady("the index is still loading");
+        return refused(&session.refuse(error, None));
+    }
     let decided: Vec<Decided<'_>> = parsed
         .national_ids
         .iter()

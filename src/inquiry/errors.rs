@@ -47,6 +47,27 @@ pub enum Limited {
     Phone { retry_after_secs: u64 },
 }
 
+/// Every code of the table, in status order (docs/openapi.yaml lists each; a test keeps the
+/// two in step).
+pub const CODES: [&str; 16] = [
+    "invalid_national_id",
+    "invalid_date",
+    "invalid_service",
+    "invalid_request",
+    "unauthorized",
+    "forbidden",
+    "member_not_found",
+    "booklet_not_found",
+    "not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "internal",
+    "not_ready",
+    "audit_unavailable",
+];
+
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
@@ -187,6 +208,8 @@ mod tests {
             (ApiError::NotReady("loading"), 503, "not_ready"),
             (ApiError::AuditUnavailable, 503, "audit_unavailable"),
         ];
+        let codes: Vec<&str> = table.iter().map(|(_, _, code)| *code).collect();
+        assert_eq!(codes, CODES, "CODES lists the table's codes in its order");
         for (error, status, code) in table {
             assert_eq!(error.status(), status);
             assert_eq!(error.code(), code);

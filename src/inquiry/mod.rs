@@ -23,7 +23,7 @@ mod evaluate;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-pub use errors::{ApiError, Limited};
+pub use errors::{ApiError, Limited, CODES};
 pub use evaluate::{by_national_id, evaluate_found, Evaluated};
 
 use crate::app::AppState;

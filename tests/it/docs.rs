@@ -25,21 +25,11 @@ fn openapi_describes_every_route_and_error_code() {
     ] {
         assert!(spec.contains(route), "docs/openapi.yaml lacks {route}");
     }
-    for code in [
-        "invalid_national_id",
-        "invalid_date",
-        "invalid_service",
-        "invalid_request",
-        "member_not_found",
-        "booklet_not_found",
-        "not_found",
-        "method_not_allowed",
-        "payload_too_large",
-        "not_ready",
-    ] {
+    for code in eligd::inquiry::CODES {
+        let code = format!("- {code} ");
         assert!(
-            spec.contains(code),
-            "docs/openapi.yaml lacks error code {code}"
+            spec.contains(&code),
+            "docs/openapi.yaml lacks error code {code} in ErrorCode"
         );
     }
     for status in [

@@ -271,6 +271,19 @@ async fn not_ready_until_an_index_is_loaded() {
         assert_eq!(reply.error_code(), "not_ready");
         assert_eq!(reply.headers["retry-after"], "1");
     }
+    // Bad input is a 400 even while loading, on every route.
+    for reply in [
+        get(&eligibility_url(&server, "0012345678", "")).await,
+        get(&eligibility_url(&server, Fixture::MAIN, "date=2026-02-30")).await,
+        get(&server.url("/v1/booklets/12x/eligibility")).await,
+        post(
+            &server.url("/v1/eligibility/batch"),
+            r#"{"national_ids": [], "date": "yesterday"}"#,
+        )
+        .await,
+    ] {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
     server
         .state
         .install_index(std::sync::Arc::new(fixture_index()), 0.0);
