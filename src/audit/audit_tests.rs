@@ -42,6 +42,10 @@ fn the_subject_is_the_hmac_of_the_ten_digits() {
     );
     let other = AuditKey::from_hex(&"ab".repeat(32)).unwrap();
     assert_ne!(key().subject(id), other.subject(id));
+    // The key's name (Python: hmac.new(bytes(range(16)), b"eligd audit key id",
+    // "sha256").hexdigest()[:8]) differs between keys.
+    assert_eq!(key().id(), "f0a99bad");
+    assert_ne!(key().id(), other.id());
 }
 
 #[test]
@@ -67,7 +71,7 @@ fn records_are_whole_json_lines_without_the_national_id() {
         &record(0, Some(id)),
         second,
         123,
-        Some(key().subject(id)),
+        Some((key().subject(id), key().id().as_str())),
         &mut out,
     );
     writer::write_line(&record(1, None), second, 123, None, &mut out);
@@ -81,7 +85,9 @@ fn records_are_whole_json_lines_without_the_national_id() {
     assert_eq!(parsed[0]["status"], 200);
     assert_eq!(parsed[0]["latency_ms"], 0.25);
     assert_eq!(parsed[0]["subject"].as_str().unwrap().len(), 64);
+    assert_eq!(parsed[0]["subject_key"], key().id());
     assert_eq!(parsed[1]["subject"], serde_json::Value::Null);
+    assert_eq!(parsed[1].get("subject_key"), None);
     assert_eq!(parsed[1]["outcome"], "member_not_found");
 }
 

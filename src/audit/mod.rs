@@ -39,6 +39,9 @@ pub const MIN_KEY_BYTES: usize = 16;
 #[derive(Clone)]
 pub struct AuditKey {
     mac: Hmac<Sha256>,
+    /// Which key this is, without revealing it: every line carries it (`subject_key`), so
+    /// after a key rotation an investigator knows which key a line's subject was made with.
+    id: [u8; 4],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +68,11 @@ impl AuditKey {
             }
         }
         let mac = Hmac::<Sha256>::new_from_slice(&bytes).map_err(|_| AuditKeyError::Malformed)?;
-        Ok(AuditKey { mac })
+        let mut named = mac.clone();
+        named.update(b"eligd audit key id");
+        let digest = named.finalize().into_bytes();
+        let id = [digest[0], digest[1], digest[2], digest[3]];
+        Ok(AuditKey { mac, id })
     }
 
     /// The key from the environment (`ELIGD_AUDIT_KEY`).
@@ -75,6 +82,12 @@ impl AuditKey {
             Err(std::env::VarError::NotPresent) => Err(AuditKeyError::Missing),
             Err(std::env::VarError::NotUnicode(_)) => Err(AuditKeyError::Malformed),
         }
+    }
+
+    /// The key's identifier: 8 hexadecimal digits of an HMAC under the key of a fixed text
+    /// (it names the key; it does not help find it).
+    pub fn id(&self) -> String {
+        self.id.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The audit subject of a national ID: HMAC-SHA256 of its 10 digits.

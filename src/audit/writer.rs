@@ -44,6 +44,7 @@ pub(super) fn spawn(
         size,
         queue,
         counters,
+        key_id: key.id(),
         key,
         second: (i64::MIN, String::new()),
     };
@@ -68,6 +69,7 @@ struct Writer {
     queue: Arc<Queue>,
     counters: AuditCounters,
     key: AuditKey,
+    key_id: String,
     /// The last whole second formatted (`2026-11-28T08:00:01`), reused by every record of it.
     second: (i64, String),
 }
@@ -197,6 +199,7 @@ impl Writer {
             self.second = (second, time.format("%Y-%m-%dT%H:%M:%S").to_string());
         }
         let subject = record.person.map(|id| self.key.subject(id));
+        let subject = subject.map(|s| (s, self.key_id.as_str()));
         write_line(record, &self.second.1, since.subsec_millis(), subject, out);
     }
 }
@@ -206,7 +209,7 @@ pub(super) fn write_line(
     record: &Record,
     second: &str,
     millis: u32,
-    subject: Option<super::Subject>,
+    subject: Option<(super::Subject, &str)>,
     out: &mut String,
 ) {
     let mut numbers = itoa::Buffer::new();
@@ -243,13 +246,15 @@ pub(super) fn write_line(
     push_padded(out, (micros % 1000) as u32, 3);
     out.push_str(",\"subject\":");
     match subject {
-        Some(subject) => {
+        Some((subject, key_id)) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push('"');
             for b in subject.0 {
                 out.push(HEX[usize::from(b >> 4)] as char);
                 out.push(HEX[usize::from(b & 15)] as char);
             }
+            out.push_str("\",\"subject_key\":\"");
+            out.push_str(key_id);
             out.push('"');
         }
         None => out.push_str("null"),

@@ -32,13 +32,14 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     }
     if let Some(path) = &args.audit_log {
         let key = AuditKey::from_env().context("--audit-log")?;
+        let key_id = key.id();
         let counters = AuditCounters {
             written: state.metrics.access.audit_records.clone(),
             write_errors: state.metrics.access.audit_write_errors.clone(),
         };
         let audit = AuditLog::start(path, args.audit_max_bytes, key, counters)
             .with_context(|| format!("--audit-log {}", path.display()))?;
-        tracing::info!(path = %path.display(), "audit log open; every inquiry is recorded");
+        tracing::info!(path = %path.display(), subject_key = %key_id, "audit log open; every inquiry is recorded");
         state = state.with_audit(audit);
     } else if args.api_keys.is_some() {
         tracing::warn!("client keys without --audit-log: inquiries are not audited");

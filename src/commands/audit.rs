@@ -1,6 +1,7 @@
 //! `eligd audit subject ID`: the audit subject of a national ID, so an investigator holding
 //! the audit key can find the lines about one person (`grep <subject> audit.log*`) although
-//! the log never holds the ID itself.
+//! the log never holds the ID itself. The key's `subject_key` goes to standard error: lines
+//! carrying another `subject_key` were written under another (rotated) key.
 
 use std::io::Write;
 
@@ -14,5 +15,7 @@ pub fn subject(args: &AuditSubjectArgs, out: &mut impl Write) -> anyhow::Result<
     let key = AuditKey::from_env()?;
     let id = NationalId::parse(&args.national_id).context("not a valid national ID")?;
     writeln!(out, "{}", key.subject(id))?;
+    // stderr, so `$(eligd audit subject ID)` is the subject alone.
+    eprintln!("(under the audit key whose subject_key is {})", key.id());
     Ok(())
 }

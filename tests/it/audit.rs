@@ -226,6 +226,22 @@ fn every_inquiry_on_every_channel_is_one_line_flushed_by_sigterm() {
     assert!(records
         .iter()
         .all(|r| r["latency_ms"].as_f64().unwrap() >= 0.0));
+    // Every line with a subject names the key it was made with, as `audit subject` does.
+    let o = Command::new(eligd_bin())
+        .args(["audit", "subject", &sample])
+        .env("ELIGD_AUDIT_KEY", AUDIT_KEY)
+        .output()
+        .unwrap();
+    let key_id = stderr(&o)
+        .split("subject_key is ")
+        .nth(1)
+        .map(|s| s.trim_end_matches([')', '\n']).to_string())
+        .unwrap();
+    assert_eq!(key_id.len(), 8, "{}", stderr(&o));
+    assert!(records
+        .iter()
+        .filter(|r| !r["subject"].is_null())
+        .all(|r| r["subject_key"] == key_id.as_str()));
 }
 
 #[test]
