@@ -18,12 +18,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::{AuditCounters, AuditKey, Queue, Record};
 
 /// How often a failing log is tried again.
 const RETRY: Duration = Duration::from_millis(200);
+/// While writes keep failing, the failure is logged again at most this often (each retry is
+/// still counted in `eligd_audit_write_errors_total`).
+const LOG_AGAIN: Duration = Duration::from_secs(60);
 /// How long the writer lets a batch gather after its first record.
 const GATHER: Duration = Duration::from_millis(5);
 
@@ -46,6 +49,7 @@ pub(super) fn spawn(
         counters,
         key_id: key.id(),
         key,
+        failing: None,
         second: (i64::MIN, String::new()),
     };
     let handle = std::thread::Builder::new()
@@ -70,6 +74,8 @@ struct Writer {
     counters: AuditCounters,
     key: AuditKey,
     key_id: String,
+    /// Since when writes fail, and when that was last logged.
+    failing: Option<(Instant, Instant)>,
     /// The last whole second formatted (`2026-11-28T08:00:01`), reused by every record of it.
     second: (i64, String),
 }
@@ -121,13 +127,31 @@ impl Writer {
         let result = self.try_write(lines.as_bytes());
         match result {
             Ok(()) => {
+                if let Some((since, _)) = self.failing.take() {
+                    tracing::info!(path = %self.path.display(), failed_for_secs = since.elapsed().as_secs(),
+                        "audit log: written again; inquiries are answered");
+                }
                 self.queue.set_failing(None);
                 true
             }
             Err(e) => {
                 self.counters.write_errors.inc();
-                tracing::error!(path = %self.path.display(), error = %e,
-                    "audit log: write failed; inquiries are refused until it succeeds");
+                let now = Instant::now();
+                let log = match self.failing {
+                    None => {
+                        self.failing = Some((now, now));
+                        true
+                    }
+                    Some((since, logged)) if now.duration_since(logged) >= LOG_AGAIN => {
+                        self.failing = Some((since, now));
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if log {
+                    tracing::error!(path = %self.path.display(), error = %e,
+                        "audit log: write failed; inquiries are refused until it succeeds (retried every 200 ms, logged once a minute)");
+                }
                 self.queue.set_failing(Some(e.to_string()));
                 // Open the path again next time: it may be somewhere writable by then.
                 self.file = None;
@@ -149,7 +173,12 @@ impl Writer {
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("no file"))?;
-        file.write_all(bytes)?;
+        if let Err(e) = file.write_all(bytes) {
+            // Part of the batch may have reached the file (a disk that filled up mid-write):
+            // cut it off, so the retry writes whole lines once and no line is split.
+            let _ = file.set_len(self.size);
+            return Err(e);
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }

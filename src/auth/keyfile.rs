@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use super::KeyChannel;
 
 pub const FORMAT: &str = "eligd-keys/1";
+/// The `client` label (metrics) of inquiries that presented no valid key; no key may use it.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
 pub const ID_LEN: usize = 8;
 pub const SECRET_LEN: usize = 22;
 /// A key's rate and burst are at most this many inquiries per second.
@@ -92,9 +94,11 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// Whether `client` may name a client: it becomes a metric label and an audit field, so it
-/// is short and plain (`A-Z a-z 0-9 . _ -`).
+/// is short and plain (`A-Z a-z 0-9 . _ -`), and not the name that counts requests without a
+/// valid key.
 pub fn valid_client(client: &str) -> bool {
     !client.is_empty()
+        && client != UNAUTHENTICATED
         && client.len() <= MAX_CLIENT_LEN
         && client
             .bytes()
@@ -109,7 +113,7 @@ impl KeyEntry {
         }
         if !valid_client(&self.client) {
             return Err(format!(
-                "client: 1 to {MAX_CLIENT_LEN} characters of A-Z, a-z, 0-9, '.', '_', '-'"
+                "client: 1 to {MAX_CLIENT_LEN} characters of A-Z, a-z, 0-9, '.', '_', '-', and not {UNAUTHENTICATED:?}"
             ));
         }
         if KeyChannel::parse(&self.channel).is_none() {
@@ -345,6 +349,9 @@ mod tests {
         cases.push((e, "id:"));
         let mut e = entry("k1234567");
         e.client = "two words".into();
+        cases.push((e, "client:"));
+        let mut e = entry("k1234567");
+        e.client = UNAUTHENTICATED.into();
         cases.push((e, "client:"));
         let mut e = entry("k1234567");
         e.channel = "email".into();

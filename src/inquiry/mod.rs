@@ -469,7 +469,7 @@ impl<'s> Session<'s> {
                     .access
                     .client_inquiries
                     .get_or_create(&ClientInquiryLabels {
-                        client: ClientName(Arc::from(UNAUTHENTICATED)),
+                        client: ClientName(Arc::from(crate::auth::keyfile::UNAUTHENTICATED)),
                         outcome,
                     })
                     .inc();
@@ -483,9 +483,6 @@ fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-
-/// The `client` label of inquiries that presented no valid key.
-pub const UNAUTHENTICATED: &str = "unauthenticated";
 
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]

@@ -333,3 +333,84 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
     );
     assert_eq!(records.len(), 2, "{codes:?}");
 }
+
+#[test]
+fn a_write_cut_short_by_a_full_disk_leaves_no_split_or_repeated_line() {
+    // The file may grow to 4,000 bytes (RLIMIT_FSIZE; SIGXFSZ ignored, so writes past it
+    // fail with EFBIG after writing what fits): the batch that crosses it is written in part.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "trap '' XFSZ; exec prlimit --fsize=4000:unlimited -- \"$@\"",
+            "sh",
+        ])
+        .arg(eligd_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo-members", "1000"])
+        .args(["--audit-log", log.to_str().unwrap()])
+        .env("ELIGD_AUDIT_KEY", AUDIT_KEY);
+    let mut served = crate::cli::serve_command(command, "index loaded; ready");
+    let ask = || {
+        http(
+            &served.addr,
+            "GET",
+            "/v1/members/0012345679/eligibility",
+            &[],
+            b"",
+        )
+    };
+    let mut answered = Vec::new();
+    for _ in 0..200 {
+        let a = ask();
+        if a.status == 503 {
+            break;
+        }
+        answered.push(
+            a.json()["error"]["tracking_code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(8));
+    }
+    assert!(answered.len() < 200, "the size limit was never reached");
+    assert_eq!(crate::cli::http_get(&served.addr, "/readyz").0, 503);
+    // More room: the kept batch is written once, whole, and answers resume.
+    assert!(Command::new("prlimit")
+        .args([
+            "--pid",
+            &served.pid().to_string(),
+            "--fsize=unlimited:unlimited"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the recovery", 10, || {
+        crate::cli::http_get(&served.addr, "/readyz").0 == 200
+    });
+    let after = ask();
+    assert_eq!(after.status, 404, "{}", after.body);
+    answered.push(
+        after.json()["error"]["tracking_code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert!(terminate(&mut served).success());
+    let logged: Vec<String> = lines(&log)
+        .iter()
+        .map(|r| r["tracking_code"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        logged, answered,
+        "every answer once, in order, no line split"
+    );
+    assert!(served.log().contains("audit log: written again"));
+    assert_eq!(
+        served.log().matches("audit log: write failed").count(),
+        1,
+        "a lasting failure is logged once, not at every retry"
+    );
+}
