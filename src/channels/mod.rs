@@ -15,7 +15,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderName, HeaderValue};
 
-use crate::inquiry::{ApiError, Refused};
+use crate::app::AppState;
+use crate::dates::Day;
+use crate::inquiry::{self, ApiError, Channel, Refused, Session};
 use crate::limits::Allowance;
 
 /// The largest request body read; a full batch of 100 IDs in Persian digits is ~3 KiB.
@@ -123,6 +125,39 @@ pub fn refusal_reply(
         headers: Vec::new(),
     }
     .with_pipeline_headers(Some(&refused.error), refused.allowance)
+}
+
+/// A gateway callback (USSD, SMS): the key and its bucket, POST only, then the channel's
+/// `reply` to the form (`None` when the body could not be read). Refusals before the form is
+/// read are a Persian text after `prefix`.
+pub async fn gateway_callback(
+    state: &AppState,
+    request: Request,
+    (channel, route, prefix): (Channel, &'static str, &'static str),
+    reply: fn(&Session<'_>, Option<&[u8]>, Day) -> Reply,
+) -> Reply {
+    let refused = |r: &Refused| {
+        let text = [
+            prefix,
+            &texts::refusal(texts::Lang::Fa, &r.error, r.tracking.as_str()),
+        ];
+        let status = channel.http_status(&r.error);
+        refusal_reply(
+            r,
+            status,
+            "text/plain; charset=utf-8",
+            text.concat().into_bytes(),
+        )
+    };
+    let session = match inquiry::begin(state, request.arrival(channel, route, None)) {
+        Ok(session) => session,
+        Err(r) => return refused(&r),
+    };
+    if !request.method_is(&hyper::Method::POST) {
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+    }
+    let body = request.read_body().await;
+    reply(&session, body.as_deref().ok(), Day::today())
 }
 
 /// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`].

@@ -12,35 +12,24 @@ use super::texts::{self, Lang, FA, SMS};
 use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
-use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+use crate::inquiry::{ApiError, Channel, Decided, Query, Session};
 use crate::national_id::NationalId;
 
 pub const ROUTE: &str = "/sms";
 
 /// `POST /sms`.
 pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Sms, ROUTE, None)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
-    }
-    let body = request.read_body().await;
-    reply(&session, body.as_deref().ok(), Day::today())
-}
-
-fn refused(r: &Refused) -> Reply {
-    let text = texts::refusal(Lang::Fa, &r.error, r.tracking.as_str());
-    let status = Channel::Sms.http_status(&r.error);
-    super::refusal_reply(r, status, "text/plain; charset=utf-8", text.into_bytes())
+    super::gateway_callback(state, request, (Channel::Sms, ROUTE, ""), reply).await
 }
 
 /// A session for tests of the replies (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Sms, ROUTE))
-        .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
+    crate::inquiry::begin(
+        state,
+        crate::inquiry::Arrival::anonymous(Channel::Sms, ROUTE),
+    )
+    .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 
 /// Answers one incoming SMS. `form` is `None` when the body could not be read or was too

@@ -15,39 +15,24 @@ use super::texts::{self, Lang};
 use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
-use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+use crate::inquiry::{Channel, Decided, Query, Session};
 use crate::national_id::digit_value;
 
 pub const ROUTE: &str = "/ussd";
 
-/// `POST /ussd`.
+/// `POST /ussd`. A refusal before any screen is in Persian (the language is not known yet).
 pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Ussd, ROUTE, None)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
-    }
-    let body = request.read_body().await;
-    reply(&session, body.as_deref().ok(), Day::today())
-}
-
-/// A refusal before any screen, in Persian (the language is not known yet).
-fn refused(r: &Refused) -> Reply {
-    let text = format!(
-        "END {}",
-        texts::refusal(Lang::Fa, &r.error, r.tracking.as_str())
-    );
-    let status = Channel::Ussd.http_status(&r.error);
-    super::refusal_reply(r, status, "text/plain; charset=utf-8", text.into_bytes())
+    super::gateway_callback(state, request, (Channel::Ussd, ROUTE, "END "), reply).await
 }
 
 /// A session for tests of the screens (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Ussd, ROUTE))
-        .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
+    crate::inquiry::begin(
+        state,
+        crate::inquiry::Arrival::anonymous(Channel::Ussd, ROUTE),
+    )
+    .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 
 /// Where the typed path leads.

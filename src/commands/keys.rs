@@ -50,7 +50,10 @@ fn parse_expiry(text: &str) -> anyhow::Result<DateTime<Utc>> {
 
 fn add(args: &KeysAddArgs, out: &mut impl Write) -> anyhow::Result<()> {
     if !keyfile::valid_client(&args.client) {
-        bail!("--client must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'");
+        bail!(
+            "--client must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-', and not {:?}",
+            keyfile::UNAUTHENTICATED
+        );
     }
     let channel = KeyChannel::parse(&args.channel).with_context(|| {
         format!(

@@ -112,90 +112,26 @@ fn keys_commands_add_list_revoke_rotate_and_refuse_bad_input() {
     assert!(table.contains("revoked"), "{table}");
 
     let f = file.to_str().unwrap();
+    // `keys add` with one client, channel, rate and expiry each (None: no --expires).
+    let add = |client: &'static str, channel: &'static str, rate: &'static str, expires| {
+        let mut args = vec!["keys", "add", "--keys-file", f, "--client", client];
+        args.extend(["--channel", channel, "--rate", rate]);
+        if let Some(expires) = expires {
+            args.extend(["--expires", expires]);
+        }
+        args
+    };
     for (args, needle) in [
         (
             vec!["keys", "revoke", "nokey123", "--keys-file", f],
             "no key with id",
         ),
-        (
-            vec![
-                "keys",
-                "add",
-                "--keys-file",
-                f,
-                "--client",
-                "two words",
-                "--channel",
-                "http",
-                "--rate",
-                "1",
-            ],
-            "--client",
-        ),
-        (
-            vec![
-                "keys",
-                "add",
-                "--keys-file",
-                f,
-                "--client",
-                "x",
-                "--channel",
-                "email",
-                "--rate",
-                "1",
-            ],
-            "--channel",
-        ),
-        (
-            vec![
-                "keys",
-                "add",
-                "--keys-file",
-                f,
-                "--client",
-                "x",
-                "--channel",
-                "http",
-                "--rate",
-                "0",
-            ],
-            "--rate",
-        ),
-        (
-            vec![
-                "keys",
-                "add",
-                "--keys-file",
-                f,
-                "--client",
-                "x",
-                "--channel",
-                "http",
-                "--rate",
-                "1",
-                "--expires",
-                "2001-01-01",
-            ],
-            "past",
-        ),
-        (
-            vec![
-                "keys",
-                "add",
-                "--keys-file",
-                f,
-                "--client",
-                "x",
-                "--channel",
-                "http",
-                "--rate",
-                "1",
-                "--expires",
-                "soon",
-            ],
-            "--expires",
-        ),
+        (add("two words", "http", "1", None), "--client"),
+        (add("unauthenticated", "http", "1", None), "--client"),
+        (add("x", "email", "1", None), "--channel"),
+        (add("x", "http", "0", None), "--rate"),
+        (add("x", "http", "1", Some("2001-01-01")), "past"),
+        (add("x", "http", "1", Some("soon")), "--expires"),
         (
             vec!["keys", "rotate", key_id(&successor), "--keys-file", f],
             "revoked",

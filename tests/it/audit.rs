@@ -25,6 +25,11 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// An unauthenticated lookup of one person (the servers here run without keys).
+fn ask_member(addr: &str) -> Answer {
+    http(addr, "GET", "/v1/members/0012345679/eligibility", &[], b"")
+}
+
 fn subject(id: &str) -> String {
     let o = Command::new(eligd_bin())
         .args(["audit", "subject", id])
@@ -286,15 +291,7 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
         &[("ELIGD_AUDIT_KEY", AUDIT_KEY)],
         "index loaded; ready",
     );
-    let ask = || {
-        http(
-            &served.addr,
-            "GET",
-            "/v1/members/0012345679/eligibility",
-            &[],
-            b"",
-        )
-    };
+    let ask = || ask_member(&served.addr);
     // The first answer's record is queued, then the write fails (disk full).
     let first = ask();
     assert_ne!(first.status, 503);
@@ -352,15 +349,7 @@ fn a_write_cut_short_by_a_full_disk_leaves_no_split_or_repeated_line() {
         .args(["--audit-log", log.to_str().unwrap()])
         .env("ELIGD_AUDIT_KEY", AUDIT_KEY);
     let mut served = crate::cli::serve_command(command, "index loaded; ready");
-    let ask = || {
-        http(
-            &served.addr,
-            "GET",
-            "/v1/members/0012345679/eligibility",
-            &[],
-            b"",
-        )
-    };
+    let ask = || ask_member(&served.addr);
     let mut answered = Vec::new();
     for _ in 0..200 {
         let a = ask();

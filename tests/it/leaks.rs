@@ -107,28 +107,11 @@ fn no_channel_answers_a_full_name_and_no_log_or_metric_holds_an_id_phone_or_key(
                 fhir(id).as_bytes(),
             ),
         ));
-        answers.push((
-            "ussd",
-            id,
-            http(
-                &served.addr,
-                "POST",
-                "/ussd",
-                &form,
-                format!("sessionId=s&phoneNumber={PHONE}&text=1*{id}").as_bytes(),
-            ),
-        ));
-        answers.push((
-            "ussd",
-            id,
-            http(
-                &served.addr,
-                "POST",
-                "/ussd",
-                &form,
-                format!("sessionId=s&phoneNumber={PHONE}&text=2*{id}").as_bytes(),
-            ),
-        ));
+        for lang in ["1", "2"] {
+            let body = format!("sessionId=s&phoneNumber={PHONE}&text={lang}*{id}");
+            let answer = http(&served.addr, "POST", "/ussd", &form, body.as_bytes());
+            answers.push(("ussd", id, answer));
+        }
         answers.push((
             "sms",
             id,
