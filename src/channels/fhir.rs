@@ -153,7 +153,7 @@ fn issue_type(error: &ApiError) -> &'static str {
 
 impl Problem {
     /// A problem the request reading found (`outcome`: the code it is refused with).
-    fn new(_status: u16, issue: &'static str, outcome: &'static str, message: String) -> Problem {
+    fn new(issue: &'static str, outcome: &'static str, message: String) -> Problem {
         let error = match outcome {
             "invalid_date" => ApiError::InvalidDate,
             "invalid_service" => ApiError::InvalidService(message.clone()),
@@ -173,7 +173,7 @@ impl Problem {
     fn at(issue: &'static str, outcome: &'static str, at: &str, message: String) -> Problem {
         Problem {
             expression: Some(format!("{RESOURCE}.{at}")),
-            ..Problem::new(400, issue, outcome, message)
+            ..Problem::new(issue, outcome, message)
         }
     }
 

@@ -64,7 +64,7 @@ pub(super) fn parse_request(body: &[u8], today: Day) -> Result<Inquiry, Problem>
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         let message = format!("the body is empty; send a {RESOURCE}");
-        return Err(Problem::new(400, "structure", "invalid_request", message));
+        return Err(Problem::new("structure", "invalid_request", message));
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| json_problem(&e))?;
     check_resource_type(&value)?;
@@ -118,13 +118,13 @@ fn json_problem(e: &serde_json::Error) -> Problem {
             e.column()
         ),
     };
-    Problem::new(400, "structure", "invalid_request", message)
+    Problem::new("structure", "invalid_request", message)
 }
 
 fn check_resource_type(value: &serde_json::Value) -> Result<(), Problem> {
     let Some(object) = value.as_object() else {
         let message = format!("the body must be a JSON object, a FHIR {RESOURCE}");
-        return Err(Problem::new(400, "structure", "invalid_request", message));
+        return Err(Problem::new("structure", "invalid_request", message));
     };
     match object.get("resourceType").and_then(|t| t.as_str()) {
         Some(RESOURCE) => Ok(()),
@@ -144,7 +144,6 @@ fn check_resource_type(value: &serde_json::Value) -> Result<(), Problem> {
                 String::new()
             };
             Err(Problem::new(
-                400,
                 "not-supported",
                 "invalid_request",
                 format!("this endpoint takes a {RESOURCE}, not the resource{named}"),
