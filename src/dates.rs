@@ -69,7 +69,9 @@ impl Day {
 
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.date().format("%Y-%m-%d"))
+        // NaiveDate's own Display is `YYYY-MM-DD` for the years a Day holds (1900–2199), and
+        // unlike `format("%Y-%m-%d")` it parses no format string on every answer.
+        std::fmt::Display::fmt(&self.date(), f)
     }
 }
 

@@ -74,7 +74,7 @@ fn parse(v: &Value) -> Result<Inquiry, Problem> {
 
 /// A session of the pipeline on this channel (no keys, no audit).
 fn session(state: &AppState) -> Session<'_> {
-    inquiry::begin(state, inquiry::Arrival::anonymous(Channel::Fhir, ROUTE)).unwrap()
+    inquiry::test_session(state, Channel::Fhir, ROUTE)
 }
 
 /// The pipeline's decision for a request read.

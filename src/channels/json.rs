@@ -88,9 +88,7 @@ pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
 
 fn with_options(target: Result<inquiry::Target, ApiError>, query: Option<&str>) -> Query {
     let (date, service) = query_options(query);
-    let mut q = Query::refused(ApiError::Internal("unused".into()));
-    q.target = target;
-    q.with_options(date.as_deref(), service.as_deref(), Day::today())
+    Query::with_options(target, date.as_deref(), service.as_deref(), Day::today)
 }
 
 /// One person: `subject` is the national ID in the path, when it parses (a refusal at
@@ -197,8 +195,7 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
     }
     // The options are the same for every ID: a bad date or service refuses the batch as one
     // request.
-    let today = Day::today();
-    let options = inquiry::parse_date(parsed.date.as_deref(), today).and_then(|as_of| {
+    let options = inquiry::parse_date(parsed.date.as_deref(), Day::today).and_then(|as_of| {
         inquiry::parse_services(parsed.service.as_deref()).map(|services| (as_of, services))
     });
     let (as_of, services) = match options {

@@ -25,11 +25,7 @@ pub async fn handle(state: &AppState, request: Request) -> Reply {
 /// A session for tests of the replies (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    crate::inquiry::begin(
-        state,
-        crate::inquiry::Arrival::anonymous(Channel::Sms, ROUTE),
-    )
-    .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
+    crate::inquiry::test_session(state, Channel::Sms, ROUTE)
 }
 
 /// Answers one incoming SMS. `form` is `None` when the body could not be read or was too

@@ -28,11 +28,7 @@ pub async fn handle(state: &AppState, request: Request) -> Reply {
 /// A session for tests of the screens (no keys, no audit).
 #[cfg(test)]
 pub(crate) fn session(state: &AppState) -> Session<'_> {
-    crate::inquiry::begin(
-        state,
-        crate::inquiry::Arrival::anonymous(Channel::Ussd, ROUTE),
-    )
-    .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
+    crate::inquiry::test_session(state, Channel::Ussd, ROUTE)
 }
 
 /// Where the typed path leads.

@@ -120,28 +120,38 @@ impl Query {
         }
     }
 
-    /// A query refused while decoding (the channel's own structure errors).
+    /// A query refused while decoding (the channel's own structure errors); the target's
+    /// refusal is the answer, so the other parts are never read.
     pub fn refused(error: ApiError) -> Query {
         Query {
             target: Err(error),
-            as_of: Err(ApiError::Internal("unused".into())),
+            as_of: Ok(Day(0)),
             services: Ok(Vec::new()),
         }
     }
 
-    /// Reads the `date` and `service` options (absent `date`: `today`).
-    pub fn with_options(mut self, date: Option<&str>, service: Option<&str>, today: Day) -> Query {
-        self.as_of = parse_date(date, today);
-        self.services = parse_services(service);
-        self
+    /// A target with the `date` and `service` options (absent `date`: `today()`, read only
+    /// then).
+    pub fn with_options(
+        target: Result<Target, ApiError>,
+        date: Option<&str>,
+        service: Option<&str>,
+        today: impl FnOnce() -> Day,
+    ) -> Query {
+        Query {
+            target,
+            as_of: parse_date(date, today),
+            services: parse_services(service),
+        }
     }
 }
 
-/// The as-of date of an inquiry: `YYYY-MM-DD`, or `today` when absent.
-pub fn parse_date(date: Option<&str>, today: Day) -> Result<Day, ApiError> {
+/// The as-of date of an inquiry: `YYYY-MM-DD`, or `today()` when absent (the clock is read
+/// only then).
+pub fn parse_date(date: Option<&str>, today: impl FnOnce() -> Day) -> Result<Day, ApiError> {
     match date {
         Some(d) => Day::parse_iso(d).map_err(|_| ApiError::InvalidDate),
-        None => Ok(today),
+        None => Ok(today()),
     }
 }
 
@@ -275,6 +285,17 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
     }
     session.index = state.index().map(|index| index.view());
     Ok(session)
+}
+
+/// A session for tests of a channel's rendering: no key, no audit, admitted.
+#[cfg(test)]
+pub(crate) fn test_session<'s>(
+    state: &'s AppState,
+    channel: Channel,
+    route: &'static str,
+) -> Session<'s> {
+    begin(state, Arrival::anonymous(channel, route))
+        .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 
 /// Steps 1 and 2 for a request of known cost (every route but the batch).

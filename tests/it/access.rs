@@ -38,6 +38,14 @@ pub(crate) fn add_key(
     key
 }
 
+/// `eligd keys <args> --keys-file <file>`.
+fn keys_command(file: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["keys"];
+    all.extend_from_slice(args);
+    all.extend(["--keys-file", file.to_str().unwrap()]);
+    eligd(&all)
+}
+
 pub(crate) fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -70,7 +78,7 @@ fn keys_commands_add_list_revoke_rotate_and_refuse_bad_input() {
         50,
         &["--expires", "2099-01-01"],
     );
-    let listed = eligd(&["keys", "list", "--keys-file", file.to_str().unwrap()]);
+    let listed = keys_command(&file, &["list"]);
     assert!(listed.status.success());
     let table = stdout(&listed);
     assert!(
@@ -83,32 +91,13 @@ fn keys_commands_add_list_revoke_rotate_and_refuse_bad_input() {
         "the file holds a hash"
     );
 
-    let rotated = eligd(&[
-        "keys",
-        "rotate",
-        key_id(&key),
-        "--keys-file",
-        file.to_str().unwrap(),
-        "--overlap",
-        "60",
-    ]);
+    let rotated = keys_command(&file, &["rotate", key_id(&key), "--overlap", "60"]);
     assert!(rotated.status.success(), "{}", stderr(&rotated));
     let successor = stdout(&rotated).trim().to_string();
     assert_ne!(successor, key);
-    let revoked = eligd(&[
-        "keys",
-        "revoke",
-        key_id(&successor),
-        "--keys-file",
-        file.to_str().unwrap(),
-    ]);
+    let revoked = keys_command(&file, &["revoke", key_id(&successor)]);
     assert!(revoked.status.success());
-    let table = stdout(&eligd(&[
-        "keys",
-        "list",
-        "--keys-file",
-        file.to_str().unwrap(),
-    ]));
+    let table = stdout(&keys_command(&file, &["list"]));
     assert!(table.contains("revoked"), "{table}");
 
     let f = file.to_str().unwrap();
@@ -145,17 +134,9 @@ fn keys_commands_add_list_revoke_rotate_and_refuse_bad_input() {
         "{\"format\": \"eligd-keys/1\", \"keys\": [{\"id\": \"bad\"}]}",
     )
     .unwrap();
+    assert_clean_failure(&keys_command(&junk, &["list"]), "not a keys file");
     assert_clean_failure(
-        &eligd(&["keys", "list", "--keys-file", junk.to_str().unwrap()]),
-        "not a keys file",
-    );
-    assert_clean_failure(
-        &eligd(&[
-            "keys",
-            "list",
-            "--keys-file",
-            dir.path().join("none.json").to_str().unwrap(),
-        ]),
+        &keys_command(&dir.path().join("none.json"), &["list"]),
         "none.json",
     );
 }
@@ -289,28 +270,14 @@ fn sighup_reloads_keys_and_a_bad_file_keeps_the_keys_in_force() {
         lookup(&served, Some(&second)).status != 401
     });
     // Revoked, then reloaded: refused at once.
-    let o = eligd(&[
-        "keys",
-        "revoke",
-        key_id(&first),
-        "--keys-file",
-        file.to_str().unwrap(),
-    ]);
+    let o = keys_command(&file, &["revoke", key_id(&first)]);
     assert!(o.status.success());
     served.signal("-HUP");
     wait_for("the revocation", 10, || {
         lookup(&served, Some(&first)).status == 401
     });
     // A rotated key: the old one keeps working through the overlap.
-    let o = eligd(&[
-        "keys",
-        "rotate",
-        key_id(&second),
-        "--keys-file",
-        file.to_str().unwrap(),
-        "--overlap",
-        "3600",
-    ]);
+    let o = keys_command(&file, &["rotate", key_id(&second), "--overlap", "3600"]);
     let third = stdout(&o).trim().to_string();
     served.signal("-HUP");
     wait_for("the successor", 10, || {

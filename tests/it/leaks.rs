@@ -74,28 +74,13 @@ fn no_channel_answers_a_full_name_and_no_log_or_metric_holds_an_id_phone_or_key(
     let mut answers: Vec<(&str, &str, Answer)> = Vec::new();
     for id in [CHILD, MAIN] {
         let persian_id = crate::support::encode_path(&persian(id));
-        answers.push((
-            "json",
-            id,
-            http(
-                &served.addr,
-                "GET",
-                &format!("/v1/members/{id}/eligibility"),
-                &json_headers,
-                b"",
-            ),
-        ));
-        answers.push((
-            "json",
-            id,
-            http(
-                &served.addr,
-                "GET",
-                &format!("/v1/members/{persian_id}/eligibility?service=dental"),
-                &json_headers,
-                b"",
-            ),
-        ));
+        for path in [
+            format!("/v1/members/{id}/eligibility"),
+            format!("/v1/members/{persian_id}/eligibility?service=dental"),
+        ] {
+            let answer = http(&served.addr, "GET", &path, &json_headers, b"");
+            answers.push(("json", id, answer));
+        }
         answers.push((
             "fhir",
             id,

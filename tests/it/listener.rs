@@ -131,32 +131,22 @@ fn bad_certificates_are_clear_errors_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, _, _) = certificate(dir.path(), "a");
     let (_, other_key, _) = certificate(dir.path(), "b");
-    let run = |cert: &Path, key: &Path| {
-        eligd(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
+    // `serve` with a certificate and, when given, a key.
+    let run = |cert: &Path, key: Option<&Path>| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(["--tls-cert", cert.to_str().unwrap()]);
+        if let Some(key) = key {
+            args.extend(["--tls-key", key.to_str().unwrap()]);
+        }
+        eligd(&args)
     };
-    assert_clean_failure(&run(&cert, &other_key), "do not go together");
-    assert_clean_failure(&run(&cert, &dir.path().join("none.key")), "--tls-key");
+    assert_clean_failure(&run(&cert, Some(&other_key)), "do not go together");
+    let missing = dir.path().join("none.key");
+    assert_clean_failure(&run(&cert, Some(&missing)), "--tls-key");
     let junk = dir.path().join("junk.crt");
     std::fs::write(&junk, "not pem").unwrap();
-    assert_clean_failure(&run(&junk, &other_key), "--tls-cert");
-    assert_clean_failure(
-        &eligd(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-        ]),
-        "--tls-key",
-    );
+    assert_clean_failure(&run(&junk, Some(&other_key)), "--tls-cert");
+    assert_clean_failure(&run(&cert, None), "--tls-key");
 }
 
 #[test]
