@@ -38,6 +38,15 @@ pub(crate) fn add_key(
     key
 }
 
+/// `eligd serve` on a small demo population with `--api-keys file`, once ready.
+fn serve_with_keys(file: &Path) -> Served {
+    let file = file.to_str().unwrap();
+    serve_until(
+        &["--demo-members", "1000", "--api-keys", file],
+        "index loaded; ready",
+    )
+}
+
 /// `eligd keys <args> --keys-file <file>`.
 fn keys_command(file: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["keys"];
@@ -148,15 +157,7 @@ fn every_inquiry_needs_a_key_for_its_channel_within_its_rate() {
     let clinic = add_key(&file, "clinic-1", "http", 1, &["--burst", "3"]);
     let gateway = add_key(&file, "gateway-1", "ussd", 100, &[]);
     let batcher = add_key(&file, "hospital-1", "any", 1, &["--burst", "5"]);
-    let served = serve_until(
-        &[
-            "--demo-members",
-            "1000",
-            "--api-keys",
-            file.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let served = serve_with_keys(&file);
     // No key, a malformed one, a wrong one: 401 with WWW-Authenticate, never a lookup.
     let wrong = format!("{}x", &clinic[..clinic.len() - 1]);
     for key in [None, Some("not-a-key"), Some(wrong.as_str())] {
@@ -249,15 +250,7 @@ fn sighup_reloads_keys_and_a_bad_file_keeps_the_keys_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.json");
     let first = add_key(&file, "clinic-1", "http", 100, &[]);
-    let served = serve_until(
-        &[
-            "--demo-members",
-            "1000",
-            "--api-keys",
-            file.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let served = serve_with_keys(&file);
     assert_ne!(lookup(&served, Some(&first)).status, 401);
     let second = add_key(&file, "clinic-2", "http", 100, &[]);
     assert_eq!(
