@@ -2,19 +2,18 @@
 //! can answer `/healthz` and a clear 503 while a snapshot loads), tracking codes, metrics,
 //! and, when configured, the client keys and the audit log.
 
-use arc_swap::ArcSwapOption;
 use std::sync::{Arc, OnceLock};
 
 use crate::audit::AuditLog;
 use crate::auth::KeyStore;
 use crate::feed::status::FeedStatus;
-use crate::index::Index;
+use crate::index::{Index, IndexSlot};
 use crate::limits::PhoneLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
 
 pub struct AppState {
-    index: ArcSwapOption<Index>,
+    index: Arc<IndexSlot>,
     pub tracking: TrackingCodes,
     pub metrics: Metrics,
     /// Per-phone-number limits of USSD and SMS inquiries (docs/openapi.yaml).
@@ -26,10 +25,15 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(node_id: u64) -> Result<AppState, NodeIdError> {
+        let metrics = Metrics::new();
+        let index = IndexSlot::new(
+            metrics.index_members.clone(),
+            metrics.snapshot_load_seconds.clone(),
+        );
         Ok(AppState {
-            index: ArcSwapOption::empty(),
+            index: Arc::new(index),
             tracking: TrackingCodes::new(node_id)?,
-            metrics: Metrics::new(),
+            metrics,
             phone_limits: PhoneLimits::default(),
             feed: OnceLock::new(),
             keys: None,
@@ -86,14 +90,17 @@ impl AppState {
     /// The index now serving, if one is loaded. Lookups in flight keep the index they
     /// started with when another is installed.
     pub fn index(&self) -> Option<Arc<Index>> {
-        self.index.load_full()
+        self.index.get()
     }
 
     /// Makes `index` the one that answers, and records how long loading it took.
     pub fn install_index(&self, index: Arc<Index>, load_seconds: f64) {
-        self.metrics.index_members.set(index.len() as i64);
-        self.metrics.snapshot_load_seconds.set(load_seconds);
-        self.index.store(Some(index));
+        self.index.install(index, load_seconds);
+    }
+
+    /// The slot itself, for the feed (which installs a resync's index).
+    pub fn index_slot(&self) -> Arc<IndexSlot> {
+        Arc::clone(&self.index)
     }
 
     /// With a change feed configured, its state decides readiness too.

@@ -75,6 +75,15 @@ impl std::fmt::Display for Day {
     }
 }
 
+/// A Unix time in milliseconds as RFC 3339 in UTC with milliseconds
+/// (`2026-11-22T08:14:03.120Z`), the form of `data_as_of`.
+pub fn rfc3339_utc_ms(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +126,12 @@ mod tests {
         ] {
             assert_eq!(Day::parse_iso(bad), Err(DateError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn data_as_of_is_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_utc_ms(1_795_767_243_120), "2026-11-27T08:14:03.120Z");
+        assert_eq!(rfc3339_utc_ms(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::{Reply, Request};
 use crate::app::AppState;
-use crate::dates::Day;
+use crate::dates::{rfc3339_utc_ms, Day};
 use crate::eligibility::{primary_insurer, Outcome};
 use crate::inquiry::{self, Answer, ApiError, Channel, Query, Refused, Session, Target};
 
@@ -87,9 +87,9 @@ pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> R
     let tracking = decided.tracking.as_str();
     let outcome = decided.outcome();
     let answer = match (&decided.result, &read) {
-        (Ok(answer), Some(inquiry)) => Some(render(inquiry, Some(answer), tracking, now_fhir())),
+        (Ok(answer), Some(inquiry)) => Some(render(inquiry, Some(answer), tracking, (now_fhir(), answer.data_as_of_ms))),
         (Err(ApiError::MemberNotFound), Some(inquiry)) => {
-            Some(render(inquiry, None, tracking, now_fhir()))
+            Some(render(inquiry, None, tracking, (now_fhir(), session.data_as_of_ms())))
         }
         _ => None,
     };
@@ -245,12 +245,13 @@ impl Problem {
     }
 }
 
-/// The CoverageEligibilityResponse for an inquiry and what it found (`None`: not found).
+/// The CoverageEligibilityResponse for an inquiry and what it found (`None`: not found),
+/// created at `created` from data as of `data_as_of_ms`.
 fn render(
     inquiry: &Inquiry,
     found: Option<&Answer<'_>>,
     tracking: &str,
-    created: String,
+    (created, data_as_of_ms): (String, u64),
 ) -> ResponseOut {
     let view = found.map(|f| f.evaluated.member.view());
     let patient = ReferenceOut {
@@ -327,6 +328,9 @@ fn render(
     };
     ResponseOut {
         resource_type: "CoverageEligibilityResponse",
+        meta: MetaOut {
+            last_updated: rfc3339_utc_ms(data_as_of_ms),
+        },
         identifier: vec![IdentifierOut {
             system: Some(TRACKING_CODE_SYSTEM.to_string()),
             value: tracking.to_string(),

@@ -74,6 +74,7 @@ pub struct CodingIn {
 #[serde(rename_all = "camelCase")]
 pub struct ResponseOut {
     pub resource_type: &'static str,
+    pub meta: MetaOut,
     pub identifier: Vec<IdentifierOut>,
     pub status: &'static str,
     pub purpose: Vec<&'static str>,
@@ -90,6 +91,15 @@ pub struct ResponseOut {
     pub insurance: Vec<InsuranceOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub error: Vec<ErrorOut>,
+}
+
+/// The resource's `meta`: `lastUpdated` carries `data_as_of`, the freshness watermark of the
+/// data the answer was decided from (every change written to the stream before it is
+/// reflected), where any FHIR client reads it (docs/fhir.md).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaOut {
+    pub last_updated: String,
 }
 
 /// A Reference: R4 lets it carry any of `reference`, `identifier` and `display`; empty

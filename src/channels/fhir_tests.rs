@@ -128,12 +128,13 @@ fn renders_a_dependent_with_items_and_a_masked_name() {
     let inquiry = parse(&request(CHILD)).unwrap();
     let d = decided(&session, &inquiry);
     let found = d.result.as_ref().ok();
-    let r = render(&inquiry, found, "123", "2026-11-22T10:00:00+03:30".into());
+    let r = render(&inquiry, found, "123", ("2026-11-22T10:00:00+03:30".into(), 1_795_767_243_120));
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(
         v,
         json!({
             "resourceType": "CoverageEligibilityResponse",
+            "meta": {"lastUpdated": "2026-11-27T08:14:03.120Z"},
             "identifier": [{"system": "urn:eligd:tracking-code", "value": "123"}],
             "status": "active",
             "purpose": ["validation", "benefits"],
@@ -169,7 +170,7 @@ fn renders_open_ended_coverage_without_a_benefit_period() {
     let inquiry = parse(&r).unwrap();
     let d = decided(&session, &inquiry);
     let found = d.result.as_ref().ok();
-    let v = serde_json::to_value(render(&inquiry, found, "1", "x".into())).unwrap();
+    let v = serde_json::to_value(render(&inquiry, found, "1", ("x".into(), 0))).unwrap();
     assert_eq!(v["insurance"][0]["inforce"], true);
     assert_eq!(v["insurance"][0].get("benefitPeriod"), None);
     assert_eq!(v["insurance"][0].get("item"), None);
@@ -184,7 +185,7 @@ fn renders_the_booklet_as_the_coverage() {
     let inquiry = parse(&request(MAIN)).unwrap();
     let d = decided(&session, &inquiry);
     let found = d.result.as_ref().ok();
-    let v = serde_json::to_value(render(&inquiry, found, "1", "x".into())).unwrap();
+    let v = serde_json::to_value(render(&inquiry, found, "1", ("x".into(), 0))).unwrap();
     assert_eq!(
         v["insurance"][0]["coverage"]["identifier"],
         json!({"system": "urn:eligd:booklet-no", "value": "930123456789"})

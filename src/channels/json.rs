@@ -115,12 +115,7 @@ fn render(session: &Session<'_>, decided: &Decided<'_>) -> Reply {
     let tracking = decided.tracking.as_str();
     let reply = match &decided.result {
         Ok(answer) => {
-            let body = AnswerBody::new(
-                &answer.evaluated,
-                tracking,
-                answer.as_of,
-                answer.services.first().copied(),
-            );
+            let body = AnswerBody::new(answer, tracking);
             match serde_json::to_vec(&body) {
                 Ok(body) => json(200, body, decided.outcome()),
                 Err(e) => internal(e, tracking),
@@ -221,12 +216,7 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
         .iter()
         .zip(&parsed.national_ids)
         .map(|(d, raw)| match &d.result {
-            Ok(answer) => BatchEntry::Answer(Box::new(AnswerBody::new(
-                &answer.evaluated,
-                d.tracking.as_str(),
-                answer.as_of,
-                answer.services.first().copied(),
-            ))),
+            Ok(answer) => BatchEntry::Answer(Box::new(AnswerBody::new(answer, d.tracking.as_str()))),
             Err(e) => BatchEntry::Error {
                 national_id: raw,
                 error: e.body(d.tracking.as_str()),

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::dates::Day;
+use crate::dates::rfc3339_utc_ms;
 use crate::eligibility::primary_insurer;
-use crate::inquiry::Evaluated;
+use crate::inquiry::Answer as Decision;
 use crate::member::{Relation, Service};
 
 #[derive(Serialize)]
@@ -44,15 +44,13 @@ pub struct Answer<'a> {
     pub primary_insurer: &'a str,
     pub name: Option<Cow<'a, str>>,
     pub data_version: u64,
+    pub data_as_of: String,
 }
 
 impl<'a> Answer<'a> {
-    pub fn new(
-        found: &'a Evaluated<'_>,
-        tracking_code: &'a str,
-        as_of: Day,
-        service: Option<Service>,
-    ) -> Answer<'a> {
+    pub fn new(decided: &'a Decision<'_>, tracking_code: &'a str) -> Answer<'a> {
+        let (found, as_of) = (&decided.evaluated, decided.as_of);
+        let service = decided.services.first().copied();
         let m = found.member.view();
         let d = &found.decision;
         Answer {
@@ -80,6 +78,7 @@ impl<'a> Answer<'a> {
             primary_insurer: primary_insurer(&m),
             name: m.name.masked(),
             data_version: m.version,
+            data_as_of: rfc3339_utc_ms(decided.data_as_of_ms),
         }
     }
 }

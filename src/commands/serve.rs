@@ -16,7 +16,7 @@ use crate::dates::Day;
 use crate::demo::Generator;
 use crate::eligibility::Outcome;
 use crate::feed::status::FeedStatus;
-use crate::feed::FeedConfig;
+use crate::feed::{Feed, FeedConfig};
 use crate::index::{snapshot, snapshot_dir, Base, BodyBuilder, Index, Mode, Origin};
 use crate::inquiry;
 use crate::member::Kind;
@@ -141,7 +141,7 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
                 Ok((header, base)) => {
                     tracing::info!(members = header.members, position = ?header.position.map(|p| p.to_string()), "snapshot verified");
                     let seconds = started.elapsed().as_secs_f64();
-                    let index = Arc::new(Index::new(base));
+                    let index = Arc::new(Index::from_snapshot(&header, base));
                     return Ok(Loaded { index, seconds, from_demo: false });
                 }
                 Err(e) => {
@@ -201,13 +201,12 @@ fn start_feed(
         snapshot_dir: args.snapshot_dir.clone(),
     };
     tracing::info!(stream = %args.stream, "following the change feed; ready once it has caught up");
-    tokio::spawn(crate::feed::run(
-        Arc::clone(state),
+    let feed = Feed {
+        index: state.index_slot(),
+        metrics: state.metrics.feed.clone(),
         status,
-        client,
-        config,
-        stop,
-    ));
+    };
+    tokio::spawn(crate::feed::run(feed, client, config, stop));
 }
 
 /// The Redis address and credentials of `--redis-url`. The URL may hold a password: it is

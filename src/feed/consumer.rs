@@ -5,36 +5,26 @@
 //! The position only moves after a batch is applied, and every read starts from it, so a
 //! read lost to a dropped connection is simply read again (versions make repeats harmless).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::config::{Feed, FeedConfig};
 use super::continuity::{self, Gap};
 use super::event::{self, Event};
+use super::metrics::{KindLabels, ReasonLabels};
+use super::resp::RawEntry;
 use super::resync;
-use super::status::{FeedStatus, Phase};
-use super::stream::{RawEntry, StreamError, StreamReader};
-use crate::app::AppState;
+use super::status::Phase;
+use super::stream::{StreamError, StreamReader};
 use crate::index::{Applied, FeedPosition, Index};
-use crate::metrics::ReasonLabels;
 use crate::shutdown::{stopped, Backoff};
-
-/// How the feed is followed (`serve --redis-url …`).
-#[derive(Clone, Debug)]
-pub struct FeedConfig {
-    pub stream: String,
-    /// How long one `XREAD BLOCK` waits for new entries.
-    pub block: Duration,
-    /// Entries per read; a full batch is followed at once by the next read.
-    pub batch: usize,
-    /// Where a resync looks for a snapshot that covers a gap.
-    pub snapshot_dir: Option<PathBuf>,
-}
 
 /// How often a gap looks again for a snapshot that covers it.
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
+/// How often a replica the stream is behind looks again.
+const BEHIND_RETRY: Duration = Duration::from_millis(250);
 /// Batches above this are applied on a blocking thread, so a catch-up never holds up the
 /// request threads.
 const INLINE_BATCH: usize = 256;
@@ -43,15 +33,13 @@ const LOGGED_PER_BATCH: usize = 10;
 
 /// Follows the stream until `stop` is set.
 pub async fn run(
-    state: Arc<AppState>,
-    status: Arc<FeedStatus>,
+    feed: Feed,
     redis: redis::ConnectionInfo,
     config: FeedConfig,
     stop: watch::Receiver<bool>,
 ) {
     let mut consumer = Consumer {
-        state,
-        status,
+        feed,
         config,
         retry: Backoff::new(),
         replay: Replay::new(),
@@ -78,13 +66,12 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = stopped(stop.clone()) => return,
         }
-        consumer.state.metrics.feed_reconnects.inc();
+        consumer.feed.metrics.reconnects.inc();
     }
 }
 
 struct Consumer {
-    state: Arc<AppState>,
-    status: Arc<FeedStatus>,
+    feed: Feed,
     config: FeedConfig,
     retry: Backoff,
     replay: Replay,
@@ -107,8 +94,8 @@ impl Replay {
 
 impl Consumer {
     fn set_connected(&self, connected: bool) {
-        self.status.set_connected(connected);
-        self.state.metrics.feed_connected.set(i64::from(connected));
+        self.feed.status.set_connected(connected);
+        self.feed.metrics.connected.set(i64::from(connected));
     }
 
     /// Reads until the connection fails (`Err`) or a stop is requested (`Ok`). A batch still
@@ -140,8 +127,8 @@ impl Consumer {
             if *stop.borrow() {
                 return Ok(());
             }
-            if let Phase::Gap { .. } = self.status.phase() {
-                if !resync::attempt(&self.state, &self.status, &self.config, reader).await? {
+            if let Phase::Gap { .. } = self.feed.status.phase() {
+                if !resync::attempt(&self.feed, &self.config, reader).await? {
                     tokio::select! {
                         _ = tokio::time::sleep(RESYNC_RETRY) => {}
                         _ = stopped(stop.clone()) => return Ok(()),
@@ -151,7 +138,7 @@ impl Consumer {
                 self.replay = Replay::new();
                 more_waiting = true;
             }
-            let Some(index) = self.state.index() else {
+            let Some(index) = self.feed.index.get() else {
                 return Ok(());
             };
             // Entries in hand count as read: continue after them.
@@ -161,8 +148,10 @@ impl Consumer {
                 .or_else(|| index.position());
             let block = (!more_waiting).then_some(self.config.block);
             if block.is_some() {
-                self.status.waiting(Instant::now());
+                self.feed.status.waiting(Instant::now());
             }
+            // Everything written before this instant is in the reply, once it is not full.
+            let sent_ms = crate::app::unix_ms();
             let entries = tokio::select! {
                 read = reader.read(position, self.config.batch, block) => read?,
                 _ = stopped(stop.clone()) => return Ok(()),
@@ -177,8 +166,21 @@ impl Consumer {
                 continuity::check(position, probe.info.as_ref(), probe.position_present)
             });
             if let Err(gap) = complete {
-                self.on_gap(gap);
+                if gap.is_behind() {
+                    self.on_behind(&gap);
+                    tokio::select! {
+                        _ = tokio::time::sleep(BEHIND_RETRY) => {}
+                        _ = stopped(stop.clone()) => return Ok(()),
+                    }
+                } else {
+                    self.on_gap(gap);
+                }
                 continue;
+            }
+            if self.feed.status.is_stream_behind() {
+                self.feed.status.set_stream_behind(false);
+                self.feed.metrics.stream_behind.set(0);
+                tracing::info!("change feed: the stream holds our position again; following");
             }
             if let Some(epoch) = probe.epoch {
                 index.adopt_epoch(epoch);
@@ -186,7 +188,7 @@ impl Consumer {
             more_waiting = entries.len() >= self.config.batch;
             self.replay.entries += entries.len() as u64;
             let Some(last) = entries.last().map(|e| e.id) else {
-                self.caught_up(&index, received);
+                self.caught_up(&index, received, sent_ms);
                 continue;
             };
             if entries.len() <= INLINE_BATCH {
@@ -206,14 +208,16 @@ impl Consumer {
                 self.finish(batch).await?;
             }
             if !more_waiting {
-                self.caught_up(&index, received);
+                self.caught_up(&index, received, sent_ms);
             }
         }
     }
 
-    /// The index holds everything the stream held when the last read was answered.
-    fn caught_up(&self, index: &Index, received: Instant) {
-        if self.status.caught_up(received) {
+    /// The index holds everything the stream held when the last read was answered, so
+    /// everything written before that read was sent (`sent_ms`): the new `data_as_of`.
+    fn caught_up(&self, index: &Index, received: Instant, sent_ms: u64) {
+        index.advance_data_as_of(sent_ms);
+        if self.feed.status.caught_up(received) {
             let seconds = self.replay.started.elapsed().as_secs_f64();
             tracing::info!(entries = self.replay.entries, seconds,
                 per_second = (self.replay.entries as f64 / seconds.max(1e-9)) as u64,
@@ -237,28 +241,39 @@ impl Consumer {
     fn on_gap(&self, gap: Gap) {
         tracing::error!(kind = gap.kind(), reason = %gap,
             "change feed: GAP in the stream; not ready until a snapshot that covers it is loaded from --snapshot-dir");
-        let metrics = &self.state.metrics;
-        metrics
-            .feed_gaps
-            .get_or_create(&crate::metrics::KindLabels { kind: gap.kind() })
+        self.feed
+            .metrics
+            .gaps
+            .get_or_create(&KindLabels { kind: gap.kind() })
             .inc();
-        self.status.gap(gap.to_string());
+        self.feed.status.gap(gap.to_string());
+    }
+
+    /// The stream ends before our position: a fault every replica shares, so the replica
+    /// stays ready and waits (logged once per episode).
+    fn on_behind(&self, gap: &Gap) {
+        if !self.feed.status.is_stream_behind() {
+            tracing::warn!(reason = %gap,
+                "change feed: the stream is BEHIND this replica; answering from the index and waiting");
+            self.feed.status.set_stream_behind(true);
+            self.feed.metrics.stream_behind.set(1);
+        }
     }
 
     /// Moves the position past an applied batch and counts what it did.
     fn record(&self, index: &Index, last: FeedPosition, tally: Tally) {
         index.note_position(last);
-        self.status.applied(last);
-        let metrics = &self.state.metrics;
-        metrics.feed_applied.inc_by(tally.applied);
+        self.feed.status.applied(last);
+        let metrics = &self.feed.metrics;
+        metrics.applied.inc_by(tally.applied);
         for (reason, n) in tally.rejected.iter().filter(|(_, n)| *n > 0) {
             metrics
-                .feed_rejected
+                .rejected
                 .get_or_create(&ReasonLabels { reason })
                 .inc_by(*n);
         }
         metrics
-            .feed_last_applied_seconds
+            .last_applied_seconds
             .set(last.unix_ms() as f64 / 1000.0);
     }
 }

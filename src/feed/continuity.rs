@@ -10,8 +10,11 @@
 //! - `p` is gone, entries came after it and the stream's head has moved past it →
 //!   **trimmed**: what lay between is unreadable;
 //! - the key is gone → **deleted**;
-//! - `p` is not in the stream and the stream never lost an entry (or ends before `p`) → the
-//!   key was recreated or a failover lost entries → **reset**: not the stream we followed.
+//! - the stream ends before `p` → **behind**: Redis came back from an older copy or failed
+//!   over to a replica that lacked entries. Not a gap yet: the relay writes back what it
+//!   still holds, with the same IDs, or starts a new epoch (then a reset). The feed waits.
+//! - `p` is not in the stream, entries came after it, and the stream never lost an entry →
+//!   the key was recreated, or entries were lost and others written since → **reset**.
 //!
 //! An entry removed between our read and the check shows as a gap too; that only happens
 //! when we are at the retention edge already, and a needless resync is the safe mistake.
@@ -51,6 +54,13 @@ pub enum Gap {
         "the stream does not hold our position {position} (recreated, or a failover lost entries; its newest entry is {last_generated})"
     )]
     Reset {
+        position: FeedPosition,
+        last_generated: FeedPosition,
+    },
+    #[error(
+        "the stream ends at {last_generated}, before our position {position}: Redis came back from an older copy or failed over to a replica that lacked entries; waiting for the relay to write them back"
+    )]
+    Behind {
         position: FeedPosition,
         last_generated: FeedPosition,
     },
@@ -101,7 +111,15 @@ impl Gap {
             Gap::Deleted { .. } => "deleted",
             Gap::Trimmed { .. } | Gap::NoPosition { .. } => "trimmed",
             Gap::Reset { .. } | Gap::Epoch { .. } => "reset",
+            Gap::Behind { .. } => "behind",
         }
+    }
+
+    /// Not (yet) a gap: the stream, still of our epoch, ends before our position. The relay
+    /// writes the missing entries back with their own IDs when it still holds them, and
+    /// starts a new epoch (a real gap) when it does not, so the feed waits, not resyncs.
+    pub fn is_behind(&self) -> bool {
+        matches!(self, Gap::Behind { .. })
     }
 }
 
@@ -141,7 +159,7 @@ pub fn check(
         return Ok(());
     }
     if info.last_generated < p {
-        return Err(Gap::Reset {
+        return Err(Gap::Behind {
             position: p,
             last_generated: info.last_generated,
         });
@@ -266,14 +284,11 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_stream_is_a_reset_whether_its_ids_are_older_or_newer() {
+    fn a_stream_ending_before_us_is_behind_and_one_without_our_entry_after_it_a_reset() {
         let older = info(1, 20, 0, NONE_DELETED);
-        assert_eq!(
-            check(Some(p(50, 0)), Some(&older), false)
-                .unwrap_err()
-                .kind(),
-            "reset"
-        );
+        let behind = check(Some(p(50, 0)), Some(&older), false).unwrap_err();
+        assert!(behind.is_behind(), "{behind}");
+        assert_eq!(behind.kind(), "behind");
         let newer = info(60, 90, 0, NONE_DELETED);
         assert_eq!(
             check(Some(p(50, 0)), Some(&newer), false)

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::native;
 use crate::dates::Day;
 use crate::index::Change;
 use crate::member::{Member, RawInsurer, RawRecord, RecordError};
@@ -79,7 +80,7 @@ pub fn parse_entry(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Event, Rejection> {
     if fields.is_empty() {
         return Err(malformed("the entry has no fields"));
     }
-    if let Some(op) = field(fields, b"op") {
+    if let Some(op) = field(fields, native::OP.as_bytes()) {
         return native(fields, op);
     }
     if let Some(value) = field(fields, b"value") {
@@ -111,11 +112,11 @@ fn text<'b>(bytes: &'b [u8], name: &str) -> Result<&'b str, Rejection> {
 }
 
 fn native(fields: &Fields, op: &[u8]) -> Result<Event, Rejection> {
-    match op {
-        b"upsert" => {
+    match std::str::from_utf8(op) {
+        Ok(native::OP_UPSERT) => {
             let national_id = native_id(fields)?;
             let version = native_version(fields)?;
-            let json = text(required(fields, "member")?, "member")?;
+            let json = text(required(fields, native::MEMBER)?, native::MEMBER)?;
             let member = Member::from_json(json).map_err(invalid)?;
             let differs = if member.national_id != national_id {
                 "national_id"
@@ -128,7 +129,7 @@ fn native(fields: &Fields, op: &[u8]) -> Result<Event, Rejection> {
                 "the {differs} field differs from the member's {differs}"
             )))
         }
-        b"delete" => {
+        Ok(native::OP_DELETE) => {
             let national_id = native_id(fields)?;
             let version = native_version(fields)?;
             if version == 0 {
@@ -147,12 +148,12 @@ fn native(fields: &Fields, op: &[u8]) -> Result<Event, Rejection> {
 }
 
 fn native_id(fields: &Fields) -> Result<NationalId, Rejection> {
-    let id = text(required(fields, "national_id")?, "national_id")?;
+    let id = text(required(fields, native::NATIONAL_ID)?, native::NATIONAL_ID)?;
     NationalId::parse(id).map_err(|e| malformed(format!("national_id: {e}")))
 }
 
 fn native_version(fields: &Fields) -> Result<u64, Rejection> {
-    parse_decimal(required(fields, "version")?)
+    parse_decimal(required(fields, native::VERSION)?)
         .ok_or_else(|| malformed("version: must be a decimal integer (u64)"))
 }
 

@@ -7,12 +7,16 @@
 //! version-guarded. What readiness and the metrics say about it lives in [`status`]; a gap
 //! is repaired from a newer snapshot (`resync.rs`).
 
+mod config;
 mod consumer;
 pub mod continuity;
 pub mod event;
+pub mod metrics;
+pub mod native;
 pub mod resp;
 mod resync;
 pub mod status;
 pub mod stream;
 
-pub use consumer::{run, FeedConfig};
+pub use config::{Feed, FeedConfig};
+pub use consumer::run;

@@ -13,8 +13,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::stream::RawEntry;
 use crate::index::FeedPosition;
+
+/// One stream entry as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub id: FeedPosition,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RespError {

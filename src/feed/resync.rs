@@ -15,24 +15,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::consumer::FeedConfig;
+use super::config::{Feed, FeedConfig};
 use super::continuity;
-use super::status::FeedStatus;
 use super::stream::{StreamError, StreamReader};
-use crate::app::AppState;
 use crate::index::{snapshot, snapshot_dir, Index};
 
 /// Looks for a covering snapshot and installs it. `Ok(false)` when none is there yet.
 pub async fn attempt(
-    state: &Arc<AppState>,
-    status: &FeedStatus,
+    feed: &Feed,
     config: &FeedConfig,
     reader: &mut StreamReader,
 ) -> Result<bool, StreamError> {
     let Some(dir) = &config.snapshot_dir else {
         return Ok(false);
     };
-    let current = state.index();
+    let current = feed.index.get();
     let newer_than_ms = current
         .as_ref()
         .and_then(|i| i.position())
@@ -61,7 +58,7 @@ pub async fn attempt(
         let previous = current.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let (header, base) = snapshot::load(&load_path)?;
-            let index = Index::new(base);
+            let index = Index::from_snapshot(&header, base);
             let mut carried = 0;
             for marker in previous.map(|old| old.markers()).unwrap_or_default() {
                 if index.apply(marker) == crate::index::Applied::Applied {
@@ -76,9 +73,10 @@ pub async fn attempt(
                 if let Some(epoch) = probe.epoch {
                     index.adopt_epoch(epoch);
                 }
-                state.install_index(Arc::new(index), started.elapsed().as_secs_f64());
-                status.resynced(header.position);
-                state.metrics.feed_resyncs.inc();
+                feed.index
+                    .install(Arc::new(index), started.elapsed().as_secs_f64());
+                feed.status.resynced(header.position);
+                feed.metrics.resyncs.inc();
                 tracing::info!(path = %path.display(), members = header.members, carried_delete_markers = carried,
                     position = ?header.position.map(|p| p.to_string()),
                     "resync: loaded a snapshot that covers the gap; replaying from its position");

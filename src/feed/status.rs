@@ -1,9 +1,15 @@
 //! What the feed's state means for readiness and for the lag metric.
 //!
-//! Readiness follows staleness, not Redis being up: a replica that lost Redis a second ago
-//! still answers correctly, one that has not heard from it for longer than
-//! `--max-staleness` does not claim to. A replica is never ready while it replays after a
-//! start or a resync, or while a gap in the stream is unrepaired.
+//! Readiness follows CONTRACT §5. A fault every replica shares never makes a replica
+//! unready: while Redis cannot be reached, does not answer (paused, a dead network), or
+//! holds a stream that ends before what this replica already applied (restarted from an
+//! older copy, or failed over to a replica that lacked entries, until the relay restores
+//! them), every replica would go unready at the same moment, and taking them all out of
+//! service would turn a feed outage into a nationwide one. They keep answering from their
+//! index instead; `data_as_of` stops advancing and `eligd_feed_lag_seconds` grows, which is
+//! what alerts watch. A replica is unready only for its own faults: it replays after a start
+//! or a resync, a gap in the stream awaits a snapshot, or it reaches the feed and still is
+//! more than `--max-staleness` behind it (it cannot keep up).
 //!
 //! Staleness is the time since the index was last known to hold everything the stream held.
 //! That is proven by a read that came back with less than a full batch. While a blocking read
@@ -44,6 +50,9 @@ struct Inner {
     /// A blocking read sent while caught up, not yet answered.
     waiting_since: Option<Instant>,
     last_applied: Option<FeedPosition>,
+    /// The stream ends before our position, in the same epoch: Redis lost entries we
+    /// applied, and the relay has not yet written them back.
+    stream_behind: bool,
 }
 
 impl FeedStatus {
@@ -58,6 +67,7 @@ impl FeedStatus {
                 caught_up_at: None,
                 waiting_since: None,
                 last_applied: None,
+                stream_behind: false,
             }),
         }
     }
@@ -76,6 +86,15 @@ impl FeedStatus {
 
     pub fn is_connected(&self) -> bool {
         self.inner().connected
+    }
+
+    /// Whether the stream ends before the entry we applied last (see [`Inner`]).
+    pub fn set_stream_behind(&self, behind: bool) {
+        self.inner().stream_behind = behind;
+    }
+
+    pub fn is_stream_behind(&self) -> bool {
+        self.inner().stream_behind
     }
 
     pub fn phase(&self) -> Phase {
@@ -139,6 +158,16 @@ impl FeedStatus {
         }
     }
 
+    /// Whether the feed answers and holds what we follow: connected, no blocking read
+    /// overstaying its time (a paused Redis), and a stream that does not end before us.
+    /// When it does not, being behind is a fault every replica shares.
+    fn reaching(&self, inner: &Inner, now: Instant) -> bool {
+        let overstayed = inner
+            .waiting_since
+            .is_some_and(|sent| now.saturating_duration_since(sent) > self.block + READ_GRACE);
+        inner.connected && !overstayed && !inner.stream_behind
+    }
+
     /// `Ok` when the feed lets the replica be ready; otherwise the reason, for `/readyz`.
     pub fn readiness(&self, now: Instant, wall_ms: u64) -> Result<(), String> {
         let lag = self.lag(now, wall_ms);
@@ -154,11 +183,13 @@ impl FeedStatus {
                 lag.as_secs_f64()
             )),
             Phase::Gap { reason } => Err(format!("change feed gap: {reason}")),
-            Phase::Following if lag > self.max_staleness => Err(format!(
-                "the change feed is {:.1} s stale (--max-staleness {} s; Redis {redis})",
-                lag.as_secs_f64(),
-                self.max_staleness.as_secs()
-            )),
+            Phase::Following if lag > self.max_staleness && self.reaching(&inner, now) => {
+                Err(format!(
+                    "the change feed answers but this replica is {:.1} s behind it (--max-staleness {} s)",
+                    lag.as_secs_f64(),
+                    self.max_staleness.as_secs()
+                ))
+            }
             Phase::Following => Ok(()),
         }
     }
@@ -193,19 +224,39 @@ mod tests {
     }
 
     #[test]
-    fn readiness_follows_staleness_not_the_connection() {
+    fn a_shared_fault_never_makes_a_replica_unready() {
         let t0 = Instant::now();
         let st = status(t0);
         st.set_connected(true);
         st.caught_up(t0);
+        // Redis unreachable: stale far beyond --max-staleness, still ready.
         st.set_connected(false);
-        assert_eq!(st.readiness(t0 + s(29), 0), Ok(()), "down but fresh enough");
-        let err = st.readiness(t0 + s(31), 0).unwrap_err();
-        assert!(
-            err.contains("31.0 s stale") && err.contains("not connected"),
-            "{err}"
-        );
+        assert_eq!(st.readiness(t0 + s(29), 0), Ok(()));
+        assert_eq!(st.readiness(t0 + s(600), 0), Ok(()), "down, stale, ready");
+        assert_eq!(st.lag(t0 + s(600), 0), s(600), "the lag shows it");
+        // Redis paused: connected, but the blocking read never comes back.
         st.set_connected(true);
+        st.waiting(t0 + s(1));
+        assert_eq!(st.readiness(t0 + s(60), 0), Ok(()), "paused, ready");
+        // The stream ends before what we applied (an older copy, a lossy failover).
+        st.caught_up(t0 + s(61));
+        st.set_stream_behind(true);
+        assert_eq!(st.readiness(t0 + s(120), 0), Ok(()), "stream behind, ready");
+        st.set_stream_behind(false);
+        st.caught_up(t0 + s(121));
+        assert_eq!(st.readiness(t0 + s(121), 0), Ok(()));
+    }
+
+    #[test]
+    fn a_replica_that_reaches_the_feed_but_cannot_keep_up_is_unready() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        st.set_connected(true);
+        st.caught_up(t0);
+        // Reads are answered (no blocking read outstanding) but never catch up.
+        assert_eq!(st.readiness(t0 + s(30), 0), Ok(()));
+        let err = st.readiness(t0 + s(31), 0).unwrap_err();
+        assert!(err.contains("31.0 s behind") && err.contains("answers"), "{err}");
         st.caught_up(t0 + s(32));
         assert_eq!(st.readiness(t0 + s(32), 0), Ok(()));
     }

@@ -10,15 +10,8 @@
 use std::time::Duration;
 
 use super::continuity::StreamInfo;
-use super::resp::{self, Connection, Reply, RespError, COMMAND_TIMEOUT};
+use super::resp::{self, Connection, RawEntry, Reply, RespError, COMMAND_TIMEOUT};
 use crate::index::{FeedPosition, StreamEpoch};
-
-/// One stream entry as it arrived.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawEntry {
-    pub id: FeedPosition,
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

@@ -189,13 +189,16 @@ fn metrics(state: &AppState) -> Reply {
     if let Some(index) = state.index() {
         metrics.index_members.set(index.len() as i64);
         metrics
+            .data_as_of_seconds
+            .set(index.data_as_of_ms() as f64 / 1000.0);
+        metrics
             .index_overlay_entries
             .set(index.overlay_len() as i64);
         metrics.index_base_bytes.set(index.base_size_bytes() as i64);
     }
     if let Some(feed) = state.feed() {
         let lag = feed.lag(std::time::Instant::now(), crate::app::unix_ms());
-        metrics.feed_lag_seconds.set(lag.as_secs_f64());
+        metrics.feed.lag_seconds.set(lag.as_secs_f64());
     }
     if let Some(audit) = state.audit() {
         metrics

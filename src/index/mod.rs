@@ -17,8 +17,9 @@ mod overlay;
 mod position;
 pub mod snapshot;
 pub mod snapshot_dir;
+mod slot;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::{ArcSwap, Guard};
@@ -27,6 +28,7 @@ use dashmap::mapref::entry::Entry;
 pub use base::{Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
 use overlay::{InOverlay, Overlay, Slot};
+pub use slot::IndexSlot;
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 
 use crate::member::view::MemberView;
@@ -85,6 +87,9 @@ pub struct Index {
     compacting: Mutex<()>,
     /// The synthetic demo population: never written to a snapshot directory.
     synthetic: bool,
+    /// The freshness watermark (Unix ms): every change written to the stream before it is
+    /// reflected. The build time until the feed proves more; only ever moves forward.
+    data_as_of_ms: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -168,6 +173,13 @@ impl Index {
         Index::with_origin(base, false)
     }
 
+    /// An index over a loaded snapshot: as fresh as the snapshot was when built.
+    pub fn from_snapshot(header: &snapshot::Header, base: Base) -> Index {
+        let index = Index::new(base);
+        index.built_at(u64::try_from(header.built_at_ms).unwrap_or(0));
+        index
+    }
+
     /// An index over the synthetic demo population. It answers like any other, but a
     /// compaction refuses it: synthetic members must never be saved where real snapshots
     /// live, nor prune them.
@@ -192,6 +204,7 @@ impl Index {
             cursor: Mutex::new(cursor),
             compacting: Mutex::new(()),
             synthetic,
+            data_as_of_ms: AtomicU64::new(crate::app::unix_ms()),
         }
     }
 
@@ -286,6 +299,22 @@ impl Index {
 
     fn cursor(&self) -> std::sync::MutexGuard<'_, Cursor> {
         self.cursor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The freshness watermark in Unix milliseconds (CONTRACT §4 `data_as_of`).
+    pub fn data_as_of_ms(&self) -> u64 {
+        self.data_as_of_ms.load(Ordering::Acquire)
+    }
+
+    /// The index reflects what it was built from as of `ms` (a snapshot's build time).
+    pub fn built_at(&self, ms: u64) {
+        self.data_as_of_ms.store(ms, Ordering::Release);
+    }
+
+    /// The feed proved that every change written before `ms` is applied. Called only after
+    /// those changes are applied, so a lookup that reads the watermark first sees them all.
+    pub fn advance_data_as_of(&self, ms: u64) {
+        self.data_as_of_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
     /// Records the feed position of the last change applied; a snapshot cut records it.

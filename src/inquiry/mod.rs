@@ -182,6 +182,8 @@ pub struct Answer<'v> {
     pub evaluated: Evaluated<'v>,
     pub as_of: Day,
     pub services: Vec<Service>,
+    /// The index's freshness watermark when the request was admitted (Unix ms).
+    pub data_as_of_ms: u64,
 }
 
 /// The result of one inquiry, already audited and counted.
@@ -222,6 +224,8 @@ pub struct Session<'s> {
     key: Option<Arc<Key>>,
     allowance: Option<Allowance>,
     index: Option<IndexView>,
+    /// Read before the view is taken, so the view reflects at least what it promises.
+    data_as_of_ms: u64,
 }
 
 /// Where and when a request arrived, and the person it names when that is known before its
@@ -267,6 +271,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         key: None,
         allowance: None,
         index: None,
+        data_as_of_ms: 0,
     };
     if let Some(store) = state.keys() {
         let key = store
@@ -283,7 +288,10 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
             ));
         }
     }
-    session.index = state.index().map(|index| index.view());
+    if let Some(index) = state.index() {
+        session.data_as_of_ms = index.data_as_of_ms();
+        session.index = Some(index.view());
+    }
     Ok(session)
 }
 
@@ -313,6 +321,11 @@ impl<'s> Session<'s> {
     /// Whether an index is loaded (a batch is refused whole while none is).
     pub fn has_index(&self) -> bool {
         self.index.is_some()
+    }
+
+    /// The freshness watermark every answer of this request carries (Unix ms; CONTRACT §4).
+    pub fn data_as_of_ms(&self) -> u64 {
+        self.data_as_of_ms
     }
 
     /// The key's bucket after this request (for the `RateLimit` headers).
@@ -421,6 +434,7 @@ impl<'s> Session<'s> {
                 evaluated,
                 as_of,
                 services,
+                data_as_of_ms: self.data_as_of_ms,
             })
         })();
         let tracking = self.state.tracking.next();

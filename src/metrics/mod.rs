@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::feed::metrics::FeedMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
@@ -42,16 +44,6 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -67,14 +59,9 @@ pub struct Metrics {
     pub index_base_bytes: Gauge,
     pub compactions: Family<OutcomeLabels, Counter>,
     pub compaction_seconds: Gauge<f64, AtomicU64>,
-    pub feed_applied: Counter,
-    pub feed_rejected: Family<ReasonLabels, Counter>,
-    pub feed_lag_seconds: Gauge<f64, AtomicU64>,
-    pub feed_last_applied_seconds: Gauge<f64, AtomicU64>,
-    pub feed_reconnects: Counter,
-    pub feed_gaps: Family<KindLabels, Counter>,
-    pub feed_resyncs: Counter,
-    pub feed_connected: Gauge,
+    /// Unix time of the index's freshness watermark (`data_as_of`).
+    pub data_as_of_seconds: Gauge<f64, AtomicU64>,
+    pub feed: FeedMetrics,
     /// Keys, audit log and connections.
     pub access: AccessMetrics,
 }
@@ -143,6 +130,13 @@ impl Metrics {
             "Seconds the last successful compaction took",
             compaction_seconds.clone(),
         );
+        let data_as_of_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "data_as_of_timestamp_seconds",
+            "Unix time of the freshness watermark every answer carries as data_as_of: every \
+             change written to the stream before it is reflected",
+            data_as_of_seconds.clone(),
+        );
         let feed = FeedMetrics::register(&mut registry);
         let access = AccessMetrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -167,14 +161,8 @@ impl Metrics {
             index_base_bytes,
             compactions,
             compaction_seconds,
-            feed_applied: feed.applied,
-            feed_rejected: feed.rejected,
-            feed_lag_seconds: feed.lag_seconds,
-            feed_last_applied_seconds: feed.last_applied_seconds,
-            feed_reconnects: feed.reconnects,
-            feed_gaps: feed.gaps,
-            feed_resyncs: feed.resyncs,
-            feed_connected: feed.connected,
+            data_as_of_seconds,
+            feed,
             access,
         }
     }
@@ -196,75 +184,6 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
-    }
-}
-
-/// The change feed's series, registered together.
-struct FeedMetrics {
-    applied: Counter,
-    rejected: Family<ReasonLabels, Counter>,
-    lag_seconds: Gauge<f64, AtomicU64>,
-    last_applied_seconds: Gauge<f64, AtomicU64>,
-    reconnects: Counter,
-    gaps: Family<KindLabels, Counter>,
-    resyncs: Counter,
-    connected: Gauge,
-}
-
-impl FeedMetrics {
-    fn register(registry: &mut Registry) -> FeedMetrics {
-        let m = FeedMetrics {
-            applied: Counter::default(),
-            rejected: Family::default(),
-            lag_seconds: Gauge::default(),
-            last_applied_seconds: Gauge::default(),
-            reconnects: Counter::default(),
-            gaps: Family::default(),
-            resyncs: Counter::default(),
-            connected: Gauge::default(),
-        };
-        registry.register(
-            "feed_events_applied",
-            "Change feed entries applied to the index",
-            m.applied.clone(),
-        );
-        registry.register(
-            "feed_events_rejected",
-            "Change feed entries not applied, by reason: stale (the index holds this version or newer), \
-             tombstone (a Debezium tombstone marker), malformed, invalid_record, inconsistent, unsupported",
-            m.rejected.clone(),
-        );
-        registry.register(
-            "feed_lag_seconds",
-            "How far the index may be behind the stream: 0 while caught up and waiting on a live read",
-            m.lag_seconds.clone(),
-        );
-        registry.register(
-            "feed_last_applied_timestamp_seconds",
-            "Unix time of the last entry applied (from its stream ID)",
-            m.last_applied_seconds.clone(),
-        );
-        registry.register(
-            "feed_reconnects",
-            "Times the feed reconnected to Redis after a failure",
-            m.reconnects.clone(),
-        );
-        registry.register(
-            "feed_gaps",
-            "Gaps found in the stream, by kind: trimmed, deleted, reset",
-            m.gaps.clone(),
-        );
-        registry.register(
-            "feed_resyncs",
-            "Gaps repaired by loading a newer snapshot",
-            m.resyncs.clone(),
-        );
-        registry.register(
-            "feed_connected",
-            "1 while the feed holds a working Redis connection, else 0",
-            m.connected.clone(),
-        );
-        m
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+use crate::feed::native::NativeEvent;
 use crate::index::{FeedPosition, StreamEpoch};
 use crate::member::Member;
 use crate::national_id::NationalId;
@@ -22,12 +23,6 @@ pub struct OutboxRow {
     pub op: String,
     pub version: i64,
     pub member: Option<String>,
-}
-
-/// A native change event (docs/records.md) ready for XADD.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NativeEvent {
-    pub fields: Vec<(&'static str, String)>,
 }
 
 /// Connects, starts listening for notifications, and returns the client and a channel that
@@ -203,13 +198,8 @@ pub fn to_event(row: &OutboxRow) -> Result<NativeEvent, String> {
         .ok()
         .filter(|v| *v > 0)
         .ok_or("version: must be a positive integer")?;
-    let mut fields = vec![
-        ("op", String::new()),
-        ("national_id", id.to_string()),
-        ("version", version.to_string()),
-    ];
     match row.op.as_str() {
-        "delete" => fields[0].1 = "delete".into(),
+        "delete" => Ok(NativeEvent::delete(id, version)),
         "upsert" => {
             let json = row
                 .member
@@ -219,12 +209,10 @@ pub fn to_event(row: &OutboxRow) -> Result<NativeEvent, String> {
             if member.national_id != id || member.version != version {
                 return Err("member: national_id or version differs from the outbox row".into());
             }
-            fields[0].1 = "upsert".into();
-            fields.push(("member", member.to_json()));
+            Ok(NativeEvent::upsert(&member))
         }
-        _ => return Err("op: must be upsert or delete".into()),
+        _ => Err("op: must be upsert or delete".into()),
     }
-    Ok(NativeEvent { fields })
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ fn answers(eligd: &Served) -> Vec<Value> {
             let strip = |o: &mut Value| {
                 if let Some(o) = o.as_object_mut() {
                     o.remove("tracking_code");
+                    // Each replica's own freshness watermark.
+                    o.remove("data_as_of");
                 }
             };
             strip(&mut v);
