@@ -11,8 +11,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use eligd::dates::Day;
 use eligd::demo::Generator;
 use eligd::feed::event::{parse_entry, Event};
-use eligd::feed::resp::decode_xread;
 use eligd::index::Index;
+use eligd::resp::decode_xread;
 use redis::Value;
 
 const BATCH: usize = 10_000;

@@ -143,9 +143,17 @@ pub struct RelayArgs {
     /// of deploy/postgres/schema.sql.
     #[arg(long, env = "ELIGD_POSTGRES_URL")]
     pub postgres_url: String,
-    /// The Redis holding the change stream (`redis://[:password@]host:port[/db]`).
-    #[arg(long, env = "ELIGD_REDIS_URL")]
-    pub redis_url: String,
+    /// The Redis holding the change stream (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS). With `--redis-sentinels` it supplies only TLS, credentials and
+    /// database.
+    #[arg(
+        long,
+        env = "ELIGD_REDIS_URL",
+        required_unless_present = "redis_sentinels"
+    )]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// The stream key.
     #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
     pub stream: String,
@@ -158,10 +166,64 @@ pub struct RelayArgs {
     /// Look at the outbox this often even without a notification (milliseconds).
     #[arg(long, env = "ELIGD_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub poll_interval_ms: u64,
-    /// Keep stream entries this many hours (trimmed by ID age); must exceed the age of the
-    /// oldest snapshot any replica may load. 0 never trims.
+    /// Keep stream entries this many hours (trimmed by ID age, `XTRIM MINID`); must exceed
+    /// the age of the oldest snapshot any replica may load, and cover at least two of the
+    /// replicas' `--compact-interval`. 0 never trims.
     #[arg(long, env = "ELIGD_RETAIN_HOURS", default_value_t = 48)]
     pub retain_hours: u64,
+    /// The replicas' compaction interval in seconds (`serve --compact-interval`): the relay
+    /// refuses a `--retain-hours` shorter than two of them.
+    #[arg(long, env = "ELIGD_COMPACT_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_interval: u64,
+    /// Replicas of Redis that must hold a batch (`WAIT`) before its outbox rows count as
+    /// safe; 0 with a single Redis.
+    #[arg(long, env = "ELIGD_WAIT_REPLICAS", default_value_t = 0)]
+    pub wait_replicas: u64,
+    /// How long `WAIT` waits for `--wait-replicas` (milliseconds); a shortfall is counted and
+    /// the rows stay in the outbox until a later `WAIT` succeeds.
+    #[arg(long, env = "ELIGD_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub wait_timeout_ms: u64,
+    /// Relayed rows stay in the outbox at least this many seconds (and until replicated), so
+    /// a Redis that comes back from an older copy, or a failover to a replica that lacked
+    /// them, gets them back with their stream IDs. Size it above Redis's persistence
+    /// interval (RDB save period, AOF fsync).
+    #[arg(long, env = "ELIGD_OUTBOX_KEEP_SECS", default_value_t = 3600)]
+    pub outbox_keep_secs: u64,
+}
+
+/// How to reach Redis besides `--redis-url`: TLS trust, and Sentinel.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// PEM file of the CA that signed Redis's (and the sentinels') certificates, for
+    /// `rediss://`; without it the system's roots.
+    #[arg(long, env = "ELIGD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// Find the Redis primary through these sentinels (`host:port,…`), with `--redis-master`.
+    #[arg(long, env = "ELIGD_REDIS_SENTINELS", requires = "redis_master")]
+    pub redis_sentinels: Option<String>,
+    /// The master name the sentinels monitor.
+    #[arg(long, env = "ELIGD_REDIS_MASTER", requires = "redis_sentinels")]
+    pub redis_master: Option<String>,
+}
+
+impl RedisArgs {
+    /// Where Redis is, from these flags and `--redis-url`.
+    pub fn target(
+        &self,
+        url: Option<&str>,
+    ) -> Result<crate::resp::RedisTarget, crate::resp::TargetError> {
+        crate::resp::RedisTarget::new(
+            url,
+            self.redis_sentinels.as_deref(),
+            self.redis_master.as_deref(),
+            self.redis_ca.as_deref(),
+        )
+    }
+
+    /// Whether a feed is configured at all.
+    pub fn configured(&self, url: Option<&str>) -> bool {
+        url.is_some() || self.redis_sentinels.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -200,10 +262,13 @@ pub struct ServeArgs {
     /// Makes tracking codes unique across replicas (0–99).
     #[arg(long, env = "ELIGD_NODE_ID", default_value_t = 0)]
     pub node_id: u64,
-    /// Follow the change feed in this Redis (`redis://[:password@]host:port[/db]`); without
-    /// it the index is static.
+    /// Follow the change feed in this Redis (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS); without it (and without `--redis-sentinels`) the index is
+    /// static. With `--redis-sentinels` it supplies only TLS, credentials and database.
     #[arg(long, env = "ELIGD_REDIS_URL")]
     pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// The stream key of the change feed.
     #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
     pub stream: String,
@@ -282,6 +347,9 @@ pub struct SnapshotBuildArgs {
     /// epoch; with `--from-jsonl` and `--position`, the epoch that position belongs to.
     #[arg(long, env = "ELIGD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed Redis's certificate, for a `rediss://` URL.
+    #[arg(long, env = "ELIGD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
     /// With `--redis-url`: the stream key.
     #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
     pub stream: String,

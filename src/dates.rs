@@ -130,7 +130,10 @@ mod tests {
 
     #[test]
     fn data_as_of_is_rfc3339_utc_with_milliseconds() {
-        assert_eq!(rfc3339_utc_ms(1_795_767_243_120), "2026-11-27T08:14:03.120Z");
+        assert_eq!(
+            rfc3339_utc_ms(1_795_767_243_120),
+            "2026-11-27T08:14:03.120Z"
+        );
         assert_eq!(rfc3339_utc_ms(0), "1970-01-01T00:00:00.000Z");
     }
 

@@ -39,5 +39,6 @@ pub mod national_id;
 pub mod records;
 pub mod redact;
 pub mod relay;
+pub mod resp;
 pub mod shutdown;
 pub mod tracking;

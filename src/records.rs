@@ -10,6 +10,7 @@
 //! twice, which versions make harmless).
 
 use std::io::BufReader;
+use std::path::Path;
 
 use postgres::{Client, IsolationLevel, NoTls};
 
@@ -17,13 +18,14 @@ use crate::feed::stream::{StreamError, StreamReader};
 use crate::import::{import_jsonl, ImportError, ImportReport};
 use crate::index::body::Body;
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::resp::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] crate::resp::TargetError),
     #[error("reading the change stream: {0}")]
     Stream(String),
     #[error("reading the members table: {0}")]
@@ -41,9 +43,10 @@ const COPY_MEMBERS: &str = "COPY (SELECT to_jsonb(m) - 'updated_at' FROM members
 /// after the position: a stream that changed its epoch in between is read once more.
 pub fn stream_position(
     redis_url: &str,
+    redis_ca: Option<&Path>,
     stream: &str,
 ) -> Result<(FeedPosition, StreamEpoch), RecordsError> {
-    with_stream(redis_url, stream, |mut reader| async move {
+    with_stream(redis_url, redis_ca, stream, |mut reader| async move {
         for _ in 0..3 {
             let epoch = reader.ensure_epoch().await?;
             let probe = reader.probe(None).await?;
@@ -60,26 +63,34 @@ pub fn stream_position(
 }
 
 /// The stream's epoch (created when there is none yet).
-pub fn stream_epoch(redis_url: &str, stream: &str) -> Result<StreamEpoch, RecordsError> {
-    with_stream(redis_url, stream, |mut reader| async move {
+pub fn stream_epoch(
+    redis_url: &str,
+    redis_ca: Option<&Path>,
+    stream: &str,
+) -> Result<StreamEpoch, RecordsError> {
+    with_stream(redis_url, redis_ca, stream, |mut reader| async move {
         reader.ensure_epoch().await
     })
 }
 
-fn with_stream<T, F, Fut>(redis_url: &str, stream: &str, work: F) -> Result<T, RecordsError>
+fn with_stream<T, F, Fut>(
+    redis_url: &str,
+    redis_ca: Option<&Path>,
+    stream: &str,
+    work: F,
+) -> Result<T, RecordsError>
 where
     F: FnOnce(StreamReader) -> Fut,
     Fut: std::future::Future<Output = Result<T, StreamError>>,
 {
-    use redis::IntoConnectionInfo;
-    let info = redis_url.into_connection_info()?;
+    let target = RedisTarget::from_url(redis_url, redis_ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| RecordsError::Stream(e.to_string()))?;
     runtime
         .block_on(async {
-            let reader = StreamReader::connect(&info, stream).await?;
+            let reader = StreamReader::connect(&target, stream).await?;
             work(reader).await
         })
         .map_err(|e| RecordsError::Stream(e.to_string()))

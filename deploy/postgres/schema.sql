@@ -20,10 +20,15 @@
 --   bootstrapped from the table.
 -- * REPLICA IDENTITY FULL lets Debezium (the alternative to the relay) carry the whole old
 --   row, version included, in delete events.
--- * `eligd_relay_state` is the relay's memory of the stream it writes: its epoch and the
---   newest entry it wrote. A Redis that comes back without those entries (restarted empty, or
---   from an older copy) is noticed, and the relay starts a new stream epoch so that replicas
---   resynchronise instead of silently missing changes.
+-- * Relayed rows are not deleted at once: they stay, with the stream ID they were written
+--   under (`relayed_id`), for `--outbox-keep-secs` and until Redis replicas acknowledged them
+--   (`WAIT`, `--wait-replicas`). A Redis that comes back without them (restarted from an older
+--   copy, or failed over to a replica that lacked them) gets them written back with the same
+--   IDs, so every replica carries on as if nothing happened.
+-- * `eligd_relay_state` is the relay's memory of the stream it writes: its epoch, the newest
+--   entry it wrote, and the newest entry whose row it has deleted. A Redis that lost entries
+--   the relay no longer holds is noticed, and the relay starts a new stream epoch so that
+--   replicas resynchronise instead of silently missing changes.
 
 CREATE SEQUENCE IF NOT EXISTS member_version_seq AS bigint;
 
@@ -166,8 +171,17 @@ CREATE TABLE IF NOT EXISTS member_outbox (
     rejected    text                        -- why the relay refused it (the row breaks a record rule)
 );
 
+-- Relayed, kept rows (see the header).
+ALTER TABLE member_outbox ADD COLUMN IF NOT EXISTS relayed_id text;
+ALTER TABLE member_outbox ADD COLUMN IF NOT EXISTS relayed_at timestamptz;
+ALTER TABLE member_outbox ADD COLUMN IF NOT EXISTS replicated boolean NOT NULL DEFAULT false;
+
 -- The relay reads pending rows in id order.
-CREATE INDEX IF NOT EXISTS member_outbox_pending ON member_outbox (id) WHERE rejected IS NULL;
+DROP INDEX IF EXISTS member_outbox_pending;
+CREATE INDEX IF NOT EXISTS member_outbox_unrelayed ON member_outbox (id)
+    WHERE rejected IS NULL AND relayed_id IS NULL;
+CREATE INDEX IF NOT EXISTS member_outbox_kept ON member_outbox (relayed_at)
+    WHERE relayed_id IS NOT NULL;
 
 -- A queue table: every relayed row is deleted, and the dead rows slow the relay's reads until
 -- vacuumed. Vacuum it after every 10,000 deletions instead of after a fraction of the table.
@@ -181,6 +195,13 @@ CREATE TABLE IF NOT EXISTS eligd_relay_state (
     last_id    text        NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE eligd_relay_state ADD COLUMN IF NOT EXISTS pruned_id text NOT NULL DEFAULT '0-0';
+
+-- A stream entry ID (`ms-seq`) as a pair that sorts in stream order.
+CREATE OR REPLACE FUNCTION eligd_stream_id(id text) RETURNS numeric[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT ARRAY[split_part(id, '-', 1)::numeric, split_part(id, '-', 2)::numeric]
+$$;
 
 -- Draws the version of every change, in the order the changes of one person commit. An update
 -- or a delete holds the person's row lock here already. An insert (or a rename) first locks

@@ -87,10 +87,18 @@ pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> R
     let tracking = decided.tracking.as_str();
     let outcome = decided.outcome();
     let answer = match (&decided.result, &read) {
-        (Ok(answer), Some(inquiry)) => Some(render(inquiry, Some(answer), tracking, (now_fhir(), answer.data_as_of_ms))),
-        (Err(ApiError::MemberNotFound), Some(inquiry)) => {
-            Some(render(inquiry, None, tracking, (now_fhir(), session.data_as_of_ms())))
-        }
+        (Ok(answer), Some(inquiry)) => Some(render(
+            inquiry,
+            Some(answer),
+            tracking,
+            (now_fhir(), answer.data_as_of_ms),
+        )),
+        (Err(ApiError::MemberNotFound), Some(inquiry)) => Some(render(
+            inquiry,
+            None,
+            tracking,
+            (now_fhir(), session.data_as_of_ms()),
+        )),
         _ => None,
     };
     let reply = match (answer, &decided.result) {

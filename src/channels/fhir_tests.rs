@@ -128,7 +128,12 @@ fn renders_a_dependent_with_items_and_a_masked_name() {
     let inquiry = parse(&request(CHILD)).unwrap();
     let d = decided(&session, &inquiry);
     let found = d.result.as_ref().ok();
-    let r = render(&inquiry, found, "123", ("2026-11-22T10:00:00+03:30".into(), 1_795_767_243_120));
+    let r = render(
+        &inquiry,
+        found,
+        "123",
+        ("2026-11-22T10:00:00+03:30".into(), 1_795_767_243_120),
+    );
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(
         v,

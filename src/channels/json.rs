@@ -216,7 +216,9 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
         .iter()
         .zip(&parsed.national_ids)
         .map(|(d, raw)| match &d.result {
-            Ok(answer) => BatchEntry::Answer(Box::new(AnswerBody::new(answer, d.tracking.as_str()))),
+            Ok(answer) => {
+                BatchEntry::Answer(Box::new(AnswerBody::new(answer, d.tracking.as_str())))
+            }
             Err(e) => BatchEntry::Error {
                 national_id: raw,
                 error: e.body(d.tracking.as_str()),

@@ -16,12 +16,17 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     tokio_postgres::Config::from_str(&args.postgres_url).map_err(|_| {
         anyhow::anyhow!("--postgres-url is not a usable PostgreSQL URL (postgres://user[:password]@host:port/db)")
     })?;
-    let redis = redis::Client::open(args.redis_url.as_str()).map_err(|e| {
-        anyhow::anyhow!(
-            "--redis-url is not a usable Redis URL (redis://[:password@]host:port[/db]): {:?}",
-            e.kind()
-        )
-    })?;
+    let redis = args.redis.target(args.redis_url.as_deref())?;
+    let min_retain = 2 * args.compact_interval;
+    if args.retain_hours > 0 && args.retain_hours.saturating_mul(3600) < min_retain {
+        anyhow::bail!(
+            "--retain-hours {} keeps less than two compaction intervals ({} s with --compact-interval {}): \
+             a replica restarting from its newest snapshot could find its position trimmed away",
+            args.retain_hours,
+            min_retain,
+            args.compact_interval
+        );
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -25,10 +25,11 @@ use crate::shutdown::stopped;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(super::access::state(&args)?);
     let listener_config = super::access::listener(&args, &state)?;
-    let feed_client = match &args.redis_url {
-        // The URL may hold a password: it is never echoed.
-        Some(url) => Some(feed_connection(url)?),
-        None => None,
+    // The URL may hold a password: it is never echoed.
+    let feed_client = if args.redis.configured(args.redis_url.as_deref()) {
+        Some(args.redis.target(args.redis_url.as_deref())?)
+    } else {
+        None
     };
     // Known before the index is installed, so readiness waits for the replay from the start.
     let feed_status = feed_client.as_ref().map(|_| {
@@ -190,7 +191,7 @@ pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
 fn start_feed(
     state: &Arc<AppState>,
     status: Arc<FeedStatus>,
-    client: redis::ConnectionInfo,
+    client: crate::resp::RedisTarget,
     args: &ServeArgs,
     stop: watch::Receiver<bool>,
 ) {
@@ -209,24 +210,8 @@ fn start_feed(
     tokio::spawn(crate::feed::run(feed, client, config, stop));
 }
 
-/// The Redis address and credentials of `--redis-url`. The URL may hold a password: it is
-/// never echoed.
-fn feed_connection(url: &str) -> anyhow::Result<redis::ConnectionInfo> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info().map_err(|e| {
-        anyhow::anyhow!(
-            "--redis-url is not a usable Redis URL (redis://[:password@]host:port[/db]): {:?}",
-            e.kind()
-        )
-    })?;
-    if !matches!(info.addr(), redis::ConnectionAddr::Tcp(..)) {
-        bail!("--redis-url: the change feed connects over plain TCP only (redis://host:port[/db])");
-    }
-    Ok(info)
-}
-
 /// How long one blocking read waits, and how many entries one read takes.
-const FEED_BLOCK: Duration = Duration::from_secs(1);
+const FEED_BLOCK: Duration = Duration::from_millis(500);
 const FEED_BATCH: usize = 10_000;
 
 /// Compacts in the background: when the overlay reaches `--compact-overlay` changes, or

@@ -18,7 +18,7 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         (Some(path), _) => {
             let epoch = match (&args.redis_url, args.position) {
                 (Some(redis), Some(_)) => Some(
-                    records::stream_epoch(redis, &args.stream)
+                    records::stream_epoch(redis, args.redis_ca.as_deref(), &args.stream)
                         .context("reading the change stream's epoch")?,
                 ),
                 (Some(_), None) => anyhow::bail!(
@@ -37,8 +37,9 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             // Read before the table, so replaying from it misses nothing (records.rs).
             let (position, epoch) = match &args.redis_url {
                 Some(redis) => {
-                    let (position, epoch) = records::stream_position(redis, &args.stream)
-                        .context("reading the change stream's position")?;
+                    let (position, epoch) =
+                        records::stream_position(redis, args.redis_ca.as_deref(), &args.stream)
+                            .context("reading the change stream's position")?;
                     (Some(position), Some(epoch))
                 }
                 None => {

@@ -14,11 +14,12 @@ use super::config::{Feed, FeedConfig};
 use super::continuity::{self, Gap};
 use super::event::{self, Event};
 use super::metrics::{KindLabels, ReasonLabels};
-use super::resp::RawEntry;
 use super::resync;
 use super::status::Phase;
 use super::stream::{StreamError, StreamReader};
 use crate::index::{Applied, FeedPosition, Index};
+use crate::resp::RawEntry;
+use crate::resp::RedisTarget;
 use crate::shutdown::{stopped, Backoff};
 
 /// How often a gap looks again for a snapshot that covers it.
@@ -32,12 +33,7 @@ const INLINE_BATCH: usize = 256;
 const LOGGED_PER_BATCH: usize = 10;
 
 /// Follows the stream until `stop` is set.
-pub async fn run(
-    feed: Feed,
-    redis: redis::ConnectionInfo,
-    config: FeedConfig,
-    stop: watch::Receiver<bool>,
-) {
+pub async fn run(feed: Feed, redis: RedisTarget, config: FeedConfig, stop: watch::Receiver<bool>) {
     let mut consumer = Consumer {
         feed,
         config,
@@ -158,6 +154,7 @@ impl Consumer {
             };
             let received = Instant::now();
             let probe = reader.probe(position).await?;
+            self.feed.status.answered(Instant::now());
             self.retry.reset();
             if let Some(batch) = in_flight.take() {
                 self.finish(batch).await?;

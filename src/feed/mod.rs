@@ -13,7 +13,6 @@ pub mod continuity;
 pub mod event;
 pub mod metrics;
 pub mod native;
-pub mod resp;
 mod resync;
 pub mod status;
 pub mod stream;

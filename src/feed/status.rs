@@ -53,6 +53,9 @@ struct Inner {
     /// The stream ends before our position, in the same epoch: Redis lost entries we
     /// applied, and the relay has not yet written them back.
     stream_behind: bool,
+    /// When Redis last answered a read (a connection alone proves nothing: a paused Redis
+    /// accepts connections and never answers).
+    answered_at: Option<Instant>,
 }
 
 impl FeedStatus {
@@ -68,6 +71,7 @@ impl FeedStatus {
                 waiting_since: None,
                 last_applied: None,
                 stream_behind: false,
+                answered_at: None,
             }),
         }
     }
@@ -86,6 +90,11 @@ impl FeedStatus {
 
     pub fn is_connected(&self) -> bool {
         self.inner().connected
+    }
+
+    /// Redis answered a read and the continuity probe.
+    pub fn answered(&self, now: Instant) {
+        self.inner().answered_at = Some(now);
     }
 
     /// Whether the stream ends before the entry we applied last (see [`Inner`]).
@@ -158,14 +167,14 @@ impl FeedStatus {
         }
     }
 
-    /// Whether the feed answers and holds what we follow: connected, no blocking read
-    /// overstaying its time (a paused Redis), and a stream that does not end before us.
-    /// When it does not, being behind is a fault every replica shares.
+    /// Whether the feed answers and holds what we follow: connected, Redis answered within a
+    /// blocking read's time (not paused, no dead network), and a stream that does not end
+    /// before us. When it does not, being behind is a fault every replica shares.
     fn reaching(&self, inner: &Inner, now: Instant) -> bool {
-        let overstayed = inner
-            .waiting_since
-            .is_some_and(|sent| now.saturating_duration_since(sent) > self.block + READ_GRACE);
-        inner.connected && !overstayed && !inner.stream_behind
+        let recently = inner
+            .answered_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= self.block + READ_GRACE);
+        inner.connected && recently && !inner.stream_behind
     }
 
     /// `Ok` when the feed lets the replica be ready; otherwise the reason, for `/readyz`.
@@ -236,8 +245,17 @@ mod tests {
         assert_eq!(st.lag(t0 + s(600), 0), s(600), "the lag shows it");
         // Redis paused: connected, but the blocking read never comes back.
         st.set_connected(true);
+        st.answered(t0 + s(1));
         st.waiting(t0 + s(1));
         assert_eq!(st.readiness(t0 + s(60), 0), Ok(()), "paused, ready");
+        // Reconnected to the paused Redis: connected, nothing answered.
+        st.set_connected(false);
+        st.set_connected(true);
+        assert_eq!(
+            st.readiness(t0 + s(61), 0),
+            Ok(()),
+            "connected is not answering"
+        );
         // The stream ends before what we applied (an older copy, a lossy failover).
         st.caught_up(t0 + s(61));
         st.set_stream_behind(true);
@@ -254,9 +272,14 @@ mod tests {
         st.set_connected(true);
         st.caught_up(t0);
         // Reads are answered (no blocking read outstanding) but never catch up.
+        st.answered(t0 + s(30));
         assert_eq!(st.readiness(t0 + s(30), 0), Ok(()));
+        st.answered(t0 + s(31));
         let err = st.readiness(t0 + s(31), 0).unwrap_err();
-        assert!(err.contains("31.0 s behind") && err.contains("answers"), "{err}");
+        assert!(
+            err.contains("31.0 s behind") && err.contains("answers"),
+            "{err}"
+        );
         st.caught_up(t0 + s(32));
         assert_eq!(st.readiness(t0 + s(32), 0), Ok(()));
     }

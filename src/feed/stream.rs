@@ -5,13 +5,13 @@
 //! answering (paused, or a dead network) is noticed within seconds; a general client's short
 //! default response timeout would instead fail every blocking read that waits longer.
 //!
-//! [`resp`]: super::resp
+//! [`resp`]: crate::resp
 
 use std::time::Duration;
 
 use super::continuity::StreamInfo;
-use super::resp::{self, Connection, RawEntry, Reply, RespError, COMMAND_TIMEOUT};
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::resp::{self, Connection, RawEntry, RedisTarget, Reply, RespError, COMMAND_TIMEOUT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -54,15 +54,22 @@ pub struct StreamReader {
 const BLOCK_MARGIN: Duration = Duration::from_secs(2);
 
 impl StreamReader {
-    pub async fn connect(
-        info: &redis::ConnectionInfo,
-        key: &str,
-    ) -> Result<StreamReader, StreamError> {
+    pub async fn connect(target: &RedisTarget, key: &str) -> Result<StreamReader, StreamError> {
         Ok(StreamReader {
-            connection: Connection::connect(info).await?,
+            connection: target.connect().await?,
             key: key.to_string(),
             epoch_key: StreamEpoch::key(key),
         })
+    }
+
+    /// The connection, for the relay's own commands (XADD, WAIT, XTRIM).
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    /// The stream key read.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Up to `count` entries after `after` (from the start when `None`), waiting up to

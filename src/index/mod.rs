@@ -15,9 +15,9 @@ mod builder;
 pub mod compact;
 mod overlay;
 mod position;
+mod slot;
 pub mod snapshot;
 pub mod snapshot_dir;
-mod slot;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,8 +28,8 @@ use dashmap::mapref::entry::Entry;
 pub use base::{Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
 use overlay::{InOverlay, Overlay, Slot};
-pub use slot::IndexSlot;
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
+pub use slot::IndexSlot;
 
 use crate::member::view::MemberView;
 use crate::member::{Booklet, Member};

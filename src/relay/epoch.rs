@@ -4,12 +4,15 @@
 //! snapshot instead of carrying on without the lost entries.
 //!
 //! The relay remembers, in the records database (`eligd_relay_state`, updated in the same
-//! statement that removes relayed rows from the outbox), the epoch it writes under and the
-//! newest entry it wrote. Redis has lost entries the relay wrote when the epoch key is gone
-//! or different, or when the stream's newest ID ever generated is older than the newest the
-//! relay wrote: Redis restarted empty, or from an older RDB/AOF copy, or failed over to a
-//! replica that had not received them. Those rows are no longer in the outbox, so only a
-//! snapshot of the records table can bring them back to a replica.
+//! statement that marks rows relayed), the epoch it writes under, the newest entry it wrote,
+//! and the newest entry whose kept outbox row it has deleted. Redis has lost entries the
+//! relay wrote when the epoch key is gone, or when the stream's newest ID ever generated is
+//! older than the newest the relay wrote: Redis restarted empty, or from an older RDB/AOF
+//! copy, or failed over to a replica that had not received them. While the outbox still
+//! keeps every lost entry (nothing after what Redis holds was pruned), the relay writes them
+//! back with their own IDs and the epoch stays: replicas, which wait while the stream is
+//! behind them, carry on. Otherwise only a snapshot of the records table can bring the lost
+//! changes to a replica, so the relay starts a new epoch and every replica resyncs.
 
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
@@ -19,6 +22,8 @@ use crate::index::{FeedPosition, StreamEpoch};
 pub struct Recorded {
     pub epoch: StreamEpoch,
     pub last_written: FeedPosition,
+    /// The newest entry whose outbox row was deleted: entries after it are all still kept.
+    pub pruned_through: FeedPosition,
 }
 
 /// What Redis holds now.
@@ -36,54 +41,58 @@ pub enum Decision {
     Keep(StreamEpoch),
     /// No epoch anywhere yet: create one (unless someone else does first).
     Create,
-    /// Redis lost entries the relay wrote: replace the epoch.
+    /// Redis lost entries after `after` (or the epoch key), and the outbox still keeps every
+    /// one of them: write them back with their own IDs (and the epoch key when it is gone),
+    /// and carry on under `epoch`.
+    Restore {
+        epoch: StreamEpoch,
+        after: FeedPosition,
+        set_epoch: bool,
+    },
+    /// Redis lost entries the relay no longer holds: replace the epoch.
     Replace { reason: &'static str },
 }
 
 pub fn decide(recorded: Option<Recorded>, found: InRedis) -> Decision {
-    match (recorded, found.epoch) {
-        (None, None) => Decision::Create,
-        (None, Some(epoch)) => Decision::Keep(epoch),
-        (Some(r), Some(epoch)) if epoch == r.epoch => {
-            if found.last_generated >= r.last_written {
-                Decision::Keep(epoch)
-            } else {
-                Decision::Replace {
-                    reason: "the stream ends before the newest entry the relay wrote",
-                }
-            }
-        }
-        (Some(_), Some(_)) => Decision::Replace {
+    let Some(r) = recorded else {
+        return found.epoch.map_or(Decision::Create, Decision::Keep);
+    };
+    match found.epoch {
+        Some(epoch) if epoch != r.epoch => Decision::Replace {
             reason: "the stream's epoch is not the one the relay wrote under",
         },
-        (Some(_), None) => Decision::Replace {
-            reason: "the stream's epoch key is gone",
+        Some(epoch) if found.last_generated >= r.last_written => Decision::Keep(epoch),
+        _ if r.pruned_through <= found.last_generated => Decision::Restore {
+            epoch: r.epoch,
+            after: found.last_generated,
+            set_epoch: found.epoch.is_none(),
+        },
+        Some(_) => Decision::Replace {
+            reason: "the stream ends before the newest entry the relay wrote, and the outbox no longer keeps all the entries lost",
+        },
+        None => Decision::Replace {
+            reason: "the stream's epoch key is gone, and the outbox no longer keeps every entry the stream held",
         },
     }
 }
 
-/// Applies the decision against Redis and returns the epoch to write under.
-pub async fn settle(
-    reader: &mut StreamReader,
-    recorded: Option<Recorded>,
-) -> Result<(StreamEpoch, Option<&'static str>), StreamError> {
+/// What Redis holds now, for [`decide`].
+pub async fn in_redis(reader: &mut StreamReader) -> Result<InRedis, StreamError> {
     let probe = reader.probe(None).await?;
-    let found = InRedis {
+    Ok(InRedis {
         epoch: probe.epoch,
         last_generated: probe.info.map_or(FeedPosition::START, |i| i.last_generated),
-    };
-    match decide(recorded, found) {
-        Decision::Keep(epoch) => Ok((epoch, None)),
-        Decision::Create => Ok((reader.ensure_epoch().await?, None)),
-        Decision::Replace { reason } => {
-            let fresh = StreamEpoch::random().map_err(|e| StreamError::Reply {
-                command: "SET",
-                detail: format!("no random source: {e}"),
-            })?;
-            reader.set_epoch(fresh).await?;
-            Ok((fresh, Some(reason)))
-        }
-    }
+    })
+}
+
+/// A fresh epoch, for a [`Decision::Replace`]; set in Redis.
+pub async fn replace(reader: &mut StreamReader) -> Result<StreamEpoch, StreamError> {
+    let fresh = StreamEpoch::random().map_err(|e| StreamError::Reply {
+        command: "SET",
+        detail: format!("no random source: {e}"),
+    })?;
+    reader.set_epoch(fresh).await?;
+    Ok(fresh)
 }
 
 #[cfg(test)]
@@ -95,34 +104,55 @@ mod tests {
     }
 
     #[test]
-    fn the_epoch_is_kept_only_while_redis_holds_everything_written() {
+    fn the_epoch_is_kept_while_redis_holds_everything_and_restored_while_the_outbox_does() {
         let (e0, e1) = (StreamEpoch(10), StreamEpoch(11));
-        let recorded = Some(Recorded {
-            epoch: e0,
-            last_written: p(50),
-        });
+        let recorded = |pruned| {
+            Some(Recorded {
+                epoch: e0,
+                last_written: p(50),
+                pruned_through: p(pruned),
+            })
+        };
         let found = |epoch, last| InRedis {
             epoch,
             last_generated: p(last),
         };
         assert_eq!(decide(None, found(None, 0)), Decision::Create);
         assert_eq!(decide(None, found(Some(e1), 7)), Decision::Keep(e1));
-        assert_eq!(decide(recorded, found(Some(e0), 50)), Decision::Keep(e0));
-        assert_eq!(decide(recorded, found(Some(e0), 90)), Decision::Keep(e0));
-        // Restarted from an older copy: the epoch came back, the newest entries did not.
+        assert_eq!(decide(recorded(0), found(Some(e0), 50)), Decision::Keep(e0));
+        assert_eq!(decide(recorded(0), found(Some(e0), 90)), Decision::Keep(e0));
+        // Restarted from an older copy: the epoch came back, the newest entries did not, and
+        // the outbox still keeps everything after what came back.
+        assert_eq!(
+            decide(recorded(40), found(Some(e0), 45)),
+            Decision::Restore {
+                epoch: e0,
+                after: p(45),
+                set_epoch: false
+            }
+        );
+        // ... but not when rows after it were already deleted.
         assert!(matches!(
-            decide(recorded, found(Some(e0), 49)),
+            decide(recorded(46), found(Some(e0), 45)),
             Decision::Replace { .. }
         ));
-        // Restarted empty.
+        // Restarted empty: restored whole while nothing was ever deleted.
+        assert_eq!(
+            decide(recorded(0), found(None, 0)),
+            Decision::Restore {
+                epoch: e0,
+                after: p(0),
+                set_epoch: true
+            }
+        );
         assert!(matches!(
-            decide(recorded, found(None, 0)),
+            decide(recorded(1), found(None, 0)),
             Decision::Replace { .. }
         ));
         // Another epoch, whoever set it: the relay cannot tell whether it came before or after
         // what it wrote, so it starts one of its own.
         assert!(matches!(
-            decide(recorded, found(Some(e1), 90)),
+            decide(recorded(0), found(Some(e1), 90)),
             Decision::Replace { .. }
         ));
     }

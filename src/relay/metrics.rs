@@ -26,6 +26,12 @@ pub struct RelayMetrics {
     pub active: Gauge,
     pub trimmed: Counter,
     pub epochs_replaced: Counter,
+    pub restored: Counter,
+    pub kept_rows: Gauge,
+    pub pruned: Counter,
+    pub wait_seconds: Histogram,
+    pub wait_shortfalls: Counter,
+    pub oldest_entry_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for RelayMetrics {
@@ -48,11 +54,18 @@ impl RelayMetrics {
             active: Gauge::default(),
             trimmed: Counter::default(),
             epochs_replaced: Counter::default(),
+            restored: Counter::default(),
+            kept_rows: Gauge::default(),
+            pruned: Counter::default(),
+            // 100 µs doubling to about 6.5 s.
+            wait_seconds: Histogram::new(exponential_buckets(100e-6, 2.0, 17)),
+            wait_shortfalls: Counter::default(),
+            oldest_entry_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
             "rows_relayed",
-            "Outbox rows written to the stream (and removed from the outbox)",
+            "Outbox rows written to the stream (then kept until safe, see kept_rows)",
             m.relayed.clone(),
         );
         registry.register(
@@ -62,7 +75,7 @@ impl RelayMetrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "One batch: read the outbox, XADD pipelined, remove the rows",
+            "One batch: read the outbox, XADD pipelined, WAIT for replicas when asked, mark the rows relayed",
             m.batch_seconds.clone(),
         );
         registry.register(
@@ -94,6 +107,39 @@ impl RelayMetrics {
             "stream_epochs_replaced",
             "Times Redis was found without entries the relay had written, and a new stream epoch started",
             m.epochs_replaced.clone(),
+        );
+        registry.register(
+            "stream_entries_restored",
+            "Entries written back with their own IDs to a Redis that came back without them \
+             (an older copy, or a failover to a replica that lacked them)",
+            m.restored.clone(),
+        );
+        registry.register(
+            "outbox_kept_rows",
+            "Relayed rows still kept in the outbox (for --outbox-keep-secs and until replicated)",
+            m.kept_rows.clone(),
+        );
+        registry.register(
+            "outbox_pruned_rows",
+            "Relayed rows deleted from the outbox once kept long enough and replicated",
+            m.pruned.clone(),
+        );
+        registry.register(
+            "wait_duration_seconds",
+            "WAIT for --wait-replicas Redis replicas after each batch",
+            m.wait_seconds.clone(),
+        );
+        registry.register(
+            "wait_shortfalls",
+            "Batches that fewer than --wait-replicas replicas acknowledged within --wait-timeout-ms \
+             (their rows stay in the outbox until a later WAIT succeeds)",
+            m.wait_shortfalls.clone(),
+        );
+        registry.register(
+            "stream_oldest_entry_age_seconds",
+            "Age of the oldest entry the stream retains (from its ID); retention must cover the \
+             oldest snapshot a replica may load",
+            m.oldest_entry_seconds.clone(),
         );
         RelayMetrics { registry, ..m }
     }

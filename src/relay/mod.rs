@@ -2,9 +2,11 @@
 //! to the Redis stream as native change events, so a paid premium reaches every replica a
 //! moment after its transaction commits.
 //!
-//! A batch is read in outbox order, XADDed in one pipelined round trip, and only then removed
-//! from the outbox: a crash in between re-sends the batch, which versions make harmless
-//! (at-least-once). A `LISTEN eligd_outbox` notification wakes it; it also looks every
+//! A batch is read in outbox order, XADDed in one pipelined round trip, confirmed on
+//! `--wait-replicas` Redis replicas (`WAIT`) when asked, and only then marked relayed: a crash
+//! in between re-sends the batch, which versions make harmless (at-least-once). Relayed rows
+//! are kept for `--outbox-keep-secs` and until replicated, so a Redis that comes back without
+//! them gets them back with their own IDs (see [`epoch`]). A `LISTEN eligd_outbox` notification wakes it; it also looks every
 //! `--poll-interval-ms`. One relay per database moves rows (an advisory lock); others stand
 //! by. Any failure of PostgreSQL or Redis ends the session, and a new one starts with a capped
 //! backoff. Trimming keeps `--retain-hours` of entries by ID age.
@@ -13,6 +15,7 @@ pub mod epoch;
 pub mod metrics;
 mod ops;
 pub mod outbox;
+mod stream_writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +23,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use self::epoch::Decision;
 use self::metrics::{ComponentLabels, RelayMetrics};
 use crate::cli::RelayArgs;
+use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::resp::RedisTarget;
 use crate::shutdown::{stopped, Backoff};
 
 pub use ops::serve_ops;
@@ -33,8 +39,6 @@ pub enum RelayError {
     #[error("PostgreSQL: {}", outbox::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("Redis: {0}")]
     Stream(#[from] StreamError),
 }
 
@@ -42,7 +46,7 @@ impl RelayError {
     fn component(&self) -> &'static str {
         match self {
             RelayError::Postgres(_) => "postgres",
-            RelayError::Redis(_) | RelayError::Stream(_) => "redis",
+            RelayError::Stream(_) => "redis",
         }
     }
 }
@@ -85,11 +89,13 @@ impl RelayStatus {
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How often kept rows are pruned (more often when `--outbox-keep-secs` is shorter).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// Relays until `stop` is set.
 pub async fn run(
     args: RelayArgs,
-    redis: redis::Client,
+    redis: RedisTarget,
     metrics: Arc<RelayMetrics>,
     status: Arc<RelayStatus>,
     stop: watch::Receiver<bool>,
@@ -118,10 +124,22 @@ pub async fn run(
     }
 }
 
+/// One relay session: a connection to each side, the relay lock, and what this connection
+/// wrote that a `WAIT` has not yet confirmed.
+struct Session<'a> {
+    args: &'a RelayArgs,
+    pg: tokio_postgres::Client,
+    redis: StreamReader,
+    metrics: &'a RelayMetrics,
+    epoch: StreamEpoch,
+    /// Rows marked relayed but not replicated since the last successful WAIT.
+    unconfirmed: bool,
+}
+
 /// One connection to each side, holding the relay lock, moving rows until an error.
 async fn session(
     args: &RelayArgs,
-    redis: &redis::Client,
+    redis: &RedisTarget,
     metrics: &RelayMetrics,
     status: &RelayStatus,
     retry: &mut Backoff,
@@ -132,129 +150,201 @@ async fn session(
         metrics.active.set(0);
         tokio::time::sleep(STANDBY_RETRY).await;
     }
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    let mut conn = redis
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    redis::cmd("PING").query_async::<()>(&mut conn).await?;
-    let epoch = settle_epoch(args, &pg, redis, metrics).await?;
+    let reader = StreamReader::connect(redis, &args.stream).await?;
+    let mut session = Session {
+        args,
+        pg,
+        redis: reader,
+        metrics,
+        epoch: StreamEpoch(0),
+        unconfirmed: false,
+    };
+    session.settle_epoch().await?;
     status.set(true, "");
     metrics.active.set(1);
-    tracing::info!(stream = %args.stream, "relay: active; moving the outbox to the stream");
-    let (mut last_backlog, mut last_trim) = (None::<Instant>, None::<Instant>);
+    tracing::info!(stream = %args.stream, tls = redis.is_tls(), "relay: active; moving the outbox to the stream");
+    let (mut last_backlog, mut last_trim, mut last_prune) =
+        (None::<Instant>, None::<Instant>, None::<Instant>);
+    let prune_every = PRUNE_EVERY.min(Duration::from_secs(args.outbox_keep_secs));
     loop {
-        while relay_batch(args, &pg, &mut conn, metrics, epoch).await? == args.batch as usize {}
+        while session.relay_batch().await? == args.batch as usize {}
         retry.reset();
         if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             // Also while idle: a Redis that restarted (and may have lost what we wrote) ends
             // the session within seconds, and the next one checks the stream's epoch.
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            let (rows, oldest) = outbox::backlog(&pg).await?;
-            metrics.backlog_rows.set(rows);
-            metrics.oldest_pending_seconds.set(oldest);
+            session.observe().await?;
             last_backlog = Some(Instant::now());
         }
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
+            let pruned = outbox::prune(&session.pg, &args.stream, args.outbox_keep_secs).await?;
+            metrics.pruned.inc_by(pruned.max(0) as u64);
+            last_prune = Some(Instant::now());
+        }
         if args.retain_hours > 0 && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
-            trim(args, &mut conn, metrics).await?;
+            let keep_ms = args.retain_hours.saturating_mul(3_600_000);
+            let min_ms = crate::app::unix_ms().saturating_sub(keep_ms);
+            let min_id = FeedPosition { ms: min_ms, seq: 0 };
+            metrics
+                .trimmed
+                .inc_by(stream_writer::trim(&mut session.redis, min_id).await?);
             last_trim = Some(Instant::now());
         }
         tokio::select! {
             n = notified.recv() => if n.is_none() {
                 // The notification task ended with the connection; the next query reports why.
-                pg.simple_query("SELECT 1").await?;
+                session.pg.simple_query("SELECT 1").await?;
             },
             _ = tokio::time::sleep(Duration::from_millis(args.poll_interval_ms)) => {}
         }
     }
 }
 
-/// Checks that Redis still holds what the relay wrote, starting a new stream epoch when it
-/// does not ([`epoch`]), and returns the epoch this session writes under.
-async fn settle_epoch(
-    args: &RelayArgs,
-    pg: &tokio_postgres::Client,
-    redis: &redis::Client,
-    metrics: &RelayMetrics,
-) -> Result<StreamEpoch, RelayError> {
-    let recorded = outbox::recorded(pg, &args.stream).await?;
-    let mut reader = StreamReader::connect(redis.get_connection_info(), &args.stream).await?;
-    let (epoch, replaced) = epoch::settle(&mut reader, recorded).await?;
-    if let Some(reason) = replaced {
-        metrics.epochs_replaced.inc();
-        tracing::error!(reason, new_epoch = %epoch,
-            "relay: Redis lost stream entries the relay had written; started a new stream epoch. \
-             Every replica reports a reset until it loads a snapshot of the new epoch \
-             (eligd snapshot build --from-postgres … --redis-url … --out <snapshot dir>)");
-    }
-    outbox::record_epoch(pg, &args.stream, epoch).await?;
-    Ok(epoch)
-}
-
-/// Moves one batch; returns how many rows it took from the outbox.
-async fn relay_batch(
-    args: &RelayArgs,
-    pg: &tokio_postgres::Client,
-    conn: &mut redis::aio::MultiplexedConnection,
-    metrics: &RelayMetrics,
-    epoch: StreamEpoch,
-) -> Result<usize, RelayError> {
-    let started = Instant::now();
-    let rows = outbox::pending(pg, args.batch as i64).await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut pipe = redis::pipe();
-    let mut relayed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        match outbox::to_event(row) {
-            Ok(event) => {
-                let cmd = pipe.cmd("XADD").arg(&args.stream).arg("*");
-                for (name, value) in &event.fields {
-                    cmd.arg(*name).arg(value);
+impl Session<'_> {
+    /// Checks that Redis still holds what the relay wrote ([`epoch`]): writes back what it
+    /// lost while the outbox keeps it, or starts a new stream epoch when it does not.
+    async fn settle_epoch(&mut self) -> Result<(), RelayError> {
+        let stream = &self.args.stream;
+        let recorded = outbox::recorded(&self.pg, stream).await?;
+        let found = epoch::in_redis(&mut self.redis).await?;
+        self.epoch = match epoch::decide(recorded, found) {
+            Decision::Keep(e) => e,
+            Decision::Create => self.redis.ensure_epoch().await?,
+            Decision::Restore {
+                epoch,
+                after,
+                set_epoch,
+            } => {
+                if set_epoch {
+                    self.redis.set_epoch(epoch).await?;
                 }
-                relayed.push(row.id);
+                self.epoch = epoch;
+                let restored = self.restore(after).await?;
+                tracing::warn!(restored, after = %after, epoch = %epoch,
+                    "relay: Redis came back without entries the relay had written; wrote them back \
+                     from the outbox with their own IDs (replicas waiting on the stream carry on)");
+                epoch
             }
-            Err(reason) => {
-                outbox::reject(pg, row.id, &reason).await?;
-                metrics.rejected.inc();
-                tracing::warn!(outbox_id = row.id, reason = %reason,
-                    "relay: outbox row breaks the record rules; marked rejected and skipped");
+            Decision::Replace { reason } => {
+                let fresh = epoch::replace(&mut self.redis).await?;
+                self.metrics.epochs_replaced.inc();
+                tracing::error!(reason, new_epoch = %fresh,
+                    "relay: Redis lost stream entries the relay no longer keeps; started a new stream epoch. \
+                     Every replica reports a reset until it loads a snapshot of the new epoch \
+                     (eligd snapshot build --from-postgres … --redis-url … --out <snapshot dir>)");
+                fresh
+            }
+        };
+        outbox::record_epoch(&self.pg, stream, self.epoch).await?;
+        Ok(())
+    }
+
+    /// Writes back every kept entry after `after`, with its own ID, in stream order.
+    async fn restore(&mut self, after: FeedPosition) -> Result<u64, RelayError> {
+        let kept = outbox::kept_after(&self.pg, after).await?;
+        let mut restored = 0;
+        for chunk in kept.chunks(self.args.batch as usize) {
+            let events: Vec<(FeedPosition, NativeEvent)> = chunk
+                .iter()
+                .filter_map(|(id, row)| outbox::to_event(row).ok().map(|e| (*id, e)))
+                .collect();
+            let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
+                events.iter().map(|(id, e)| (Some(*id), e)).collect();
+            stream_writer::append(&mut self.redis, &batch).await?;
+            restored += batch.len() as u64;
+        }
+        self.metrics.restored.inc_by(restored);
+        self.confirm(restored > 0).await?;
+        Ok(restored)
+    }
+
+    /// After writes on this connection: `WAIT` for `--wait-replicas` (when asked). Returns
+    /// whether the writes are replicated (always, without `--wait-replicas`), and marks every
+    /// earlier relayed row replicated once a `WAIT` succeeds.
+    async fn confirm(&mut self, wrote: bool) -> Result<bool, RelayError> {
+        let wanted = self.args.wait_replicas;
+        if wanted == 0 || !wrote {
+            return Ok(wanted == 0);
+        }
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.args.wait_timeout_ms);
+        let acked = stream_writer::wait(&mut self.redis, wanted, timeout).await?;
+        self.metrics
+            .wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if acked < wanted {
+            self.metrics.wait_shortfalls.inc();
+            tracing::warn!(acked, wanted,
+                "relay: fewer Redis replicas than --wait-replicas hold the last batch; its rows stay kept until a later WAIT succeeds");
+            self.unconfirmed = true;
+            return Ok(false);
+        }
+        if self.unconfirmed {
+            outbox::mark_replicated(&self.pg).await?;
+            self.unconfirmed = false;
+        }
+        Ok(true)
+    }
+
+    /// Moves one batch; returns how many rows it took from the outbox.
+    async fn relay_batch(&mut self) -> Result<usize, RelayError> {
+        let started = Instant::now();
+        let rows = outbox::pending(&self.pg, self.args.batch as i64).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match outbox::to_event(row) {
+                Ok(event) => events.push((row.id, event)),
+                Err(reason) => {
+                    outbox::reject(&self.pg, row.id, &reason).await?;
+                    self.metrics.rejected.inc();
+                    tracing::warn!(outbox_id = row.id, reason = %reason,
+                        "relay: outbox row breaks the record rules; marked rejected and skipped");
+                }
             }
         }
+        if !events.is_empty() {
+            let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
+                events.iter().map(|(_, e)| (None, e)).collect();
+            let ids = stream_writer::append(&mut self.redis, &batch).await?;
+            let replicated = self.confirm(true).await?;
+            let written: Vec<(i64, FeedPosition)> =
+                events.iter().map(|(id, _)| *id).zip(ids).collect();
+            let last_written = written
+                .iter()
+                .map(|(_, p)| *p)
+                .max()
+                .unwrap_or(FeedPosition::START);
+            outbox::mark_relayed(
+                &self.pg,
+                &written,
+                replicated,
+                &self.args.stream,
+                self.epoch,
+                last_written,
+            )
+            .await?;
+            self.metrics.relayed.inc_by(written.len() as u64);
+        }
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(rows.len())
     }
-    if !relayed.is_empty() {
-        let ids: Vec<String> = pipe.query_async(conn).await?;
-        let last_written = ids
-            .iter()
-            .filter_map(|id| id.parse::<FeedPosition>().ok())
-            .max()
-            .unwrap_or(FeedPosition::START);
-        outbox::remove(pg, &relayed, &args.stream, epoch, last_written).await?;
-        metrics.relayed.inc_by(relayed.len() as u64);
-    }
-    metrics
-        .batch_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(rows.len())
-}
 
-/// Trims entries older than `--retain-hours` (approximately: whole nodes only).
-async fn trim(
-    args: &RelayArgs,
-    conn: &mut redis::aio::MultiplexedConnection,
-    metrics: &RelayMetrics,
-) -> Result<(), RelayError> {
-    let keep_ms = args.retain_hours.saturating_mul(3_600_000);
-    let min_id = crate::app::unix_ms().saturating_sub(keep_ms);
-    let trimmed: u64 = redis::cmd("XTRIM")
-        .arg(&args.stream)
-        .arg("MINID")
-        .arg("~")
-        .arg(format!("{min_id}-0"))
-        .query_async(conn)
-        .await?;
-    metrics.trimmed.inc_by(trimmed);
-    Ok(())
+    /// Refreshes the backlog gauges and the age of the stream's oldest entry.
+    async fn observe(&mut self) -> Result<(), RelayError> {
+        stream_writer::ping(&mut self.redis).await?;
+        let (rows, oldest, kept) = outbox::backlog(&self.pg).await?;
+        self.metrics.backlog_rows.set(rows);
+        self.metrics.oldest_pending_seconds.set(oldest);
+        self.metrics.kept_rows.set(kept);
+        let probe = self.redis.probe(None).await?;
+        let age = probe.info.and_then(|i| i.first_entry).map_or(0.0, |first| {
+            crate::app::unix_ms().saturating_sub(first.unix_ms()) as f64 / 1000.0
+        });
+        self.metrics.oldest_entry_seconds.set(age);
+        Ok(())
+    }
 }

@@ -83,43 +83,116 @@ pub async fn try_lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
     row.try_get(0)
 }
 
-/// The oldest pending rows, in id order.
+/// The oldest rows not yet relayed, in id order.
 pub async fn pending(client: &Client, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT id, national_id, op, version, member::text FROM member_outbox \
-             WHERE rejected IS NULL ORDER BY id LIMIT $1",
+             WHERE rejected IS NULL AND relayed_id IS NULL ORDER BY id LIMIT $1",
             &[&limit],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(OutboxRow {
-                id: r.try_get(0)?,
-                national_id: r.try_get(1)?,
-                op: r.try_get(2)?,
-                version: r.try_get(3)?,
-                member: r.try_get(4)?,
-            })
-        })
-        .collect()
+    rows.iter().map(row_of).collect()
 }
 
-/// Removes rows that are now in the stream and, in the same statement, remembers the newest
-/// entry written and its epoch (see [`super::epoch`]).
-pub async fn remove(
+fn row_of(r: &tokio_postgres::Row) -> Result<OutboxRow, tokio_postgres::Error> {
+    Ok(OutboxRow {
+        id: r.try_get(0)?,
+        national_id: r.try_get(1)?,
+        op: r.try_get(2)?,
+        version: r.try_get(3)?,
+        member: r.try_get(4)?,
+    })
+}
+
+/// Kept rows written under stream IDs after `after`, in stream order, with their IDs.
+pub async fn kept_after(
     client: &Client,
-    ids: &[i64],
+    after: FeedPosition,
+) -> Result<Vec<(FeedPosition, OutboxRow)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id, national_id, op, version, member::text, relayed_id FROM member_outbox \
+             WHERE relayed_id IS NOT NULL AND eligd_stream_id(relayed_id) > eligd_stream_id($1) \
+             ORDER BY eligd_stream_id(relayed_id)",
+            &[&after.to_string()],
+        )
+        .await?;
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let relayed: String = r.try_get(5)?;
+        match relayed.parse() {
+            Ok(id) => kept.push((id, row_of(r)?)),
+            Err(_) => tracing::warn!(
+                outbox_id = r.try_get::<_, i64>(0)?,
+                "relay: a kept row's relayed_id is not a stream ID; skipped"
+            ),
+        }
+    }
+    Ok(kept)
+}
+
+/// Marks every relayed row replicated: a `WAIT` after writes on this connection succeeded,
+/// and replication is ordered, so everything written before is on the replicas too.
+pub async fn mark_replicated(client: &Client) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE member_outbox SET replicated = true WHERE relayed_id IS NOT NULL AND NOT replicated",
+            &[],
+        )
+        .await
+}
+
+/// Deletes kept rows that are replicated and older than `keep_secs`, and remembers the
+/// newest stream ID so deleted: a Redis that lost entries up to there can no longer get them
+/// back from us. One statement, so the two never disagree.
+pub async fn prune(
+    client: &Client,
+    stream: &str,
+    keep_secs: u64,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "WITH pruned AS (DELETE FROM member_outbox WHERE relayed_id IS NOT NULL AND replicated \
+                 AND relayed_at < clock_timestamp() - make_interval(secs => $2) RETURNING relayed_id), \
+             top AS (SELECT relayed_id FROM pruned ORDER BY eligd_stream_id(relayed_id) DESC LIMIT 1), \
+             moved AS (UPDATE eligd_relay_state s SET pruned_id = top.relayed_id FROM top \
+                 WHERE s.stream = $1 AND eligd_stream_id(top.relayed_id) > eligd_stream_id(s.pruned_id)) \
+             SELECT count(*) FROM pruned",
+            &[&stream, &(keep_secs as f64)],
+        )
+        .await?;
+    row.try_get(0)
+}
+
+/// Marks rows relayed under their stream IDs (kept, not deleted: see [`prune`]) and, in
+/// the same statement, remembers the newest entry written and its epoch (see
+/// [`super::epoch`]).
+pub async fn mark_relayed(
+    client: &Client,
+    written: &[(i64, FeedPosition)],
+    replicated: bool,
     stream: &str,
     epoch: StreamEpoch,
     last_written: FeedPosition,
 ) -> Result<u64, tokio_postgres::Error> {
+    let ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
+    let stream_ids: Vec<String> = written.iter().map(|(_, p)| p.to_string()).collect();
     client
         .execute(
-            "WITH relayed AS (DELETE FROM member_outbox WHERE id = ANY($1)) \
-             INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($2, $3, $4) \
-             ON CONFLICT (stream) DO UPDATE SET epoch = $3, last_id = $4, updated_at = now()",
-            &[&ids, &stream, &epoch.to_string(), &last_written.to_string()],
+            "WITH relayed AS (UPDATE member_outbox o SET relayed_id = r.sid, \
+                 relayed_at = clock_timestamp(), replicated = $3 \
+                 FROM unnest($1::bigint[], $2::text[]) AS r(id, sid) WHERE o.id = r.id) \
+             INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($4, $5, $6) \
+             ON CONFLICT (stream) DO UPDATE SET epoch = $5, last_id = $6, updated_at = now()",
+            &[
+                &ids,
+                &stream_ids,
+                &replicated,
+                &stream,
+                &epoch.to_string(),
+                &last_written.to_string(),
+            ],
         )
         .await
 }
@@ -131,16 +204,18 @@ pub async fn recorded(
 ) -> Result<Option<super::epoch::Recorded>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT epoch, last_id FROM eligd_relay_state WHERE stream = $1",
+            "SELECT epoch, last_id, pruned_id FROM eligd_relay_state WHERE stream = $1",
             &[&stream],
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let (epoch, last): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-    Ok(match (epoch.parse(), last.parse()) {
-        (Ok(epoch), Ok(last_written)) => Some(super::epoch::Recorded {
+    let (epoch, last, pruned): (String, String, String) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    Ok(match (epoch.parse(), last.parse(), pruned.parse()) {
+        (Ok(epoch), Ok(last_written), Ok(pruned_through)) => Some(super::epoch::Recorded {
             epoch,
             last_written,
+            pruned_through,
         }),
         _ => {
             tracing::warn!(
@@ -151,19 +226,34 @@ pub async fn recorded(
     })
 }
 
-/// Remembers the epoch a session writes under (keeping the newest entry written when the
-/// epoch is the same).
+/// Remembers the epoch a session writes under. A new epoch starts afresh: nothing written,
+/// nothing pruned, and the rows kept for the old stream are deleted (they belong to it).
 pub async fn record_epoch(
     client: &Client,
     stream: &str,
     epoch: StreamEpoch,
 ) -> Result<u64, tokio_postgres::Error> {
+    let epoch = epoch.to_string();
+    let changed = client
+        .execute(
+            "UPDATE eligd_relay_state SET epoch = $2, last_id = '0-0', pruned_id = '0-0', \
+             updated_at = now() WHERE stream = $1 AND epoch <> $2",
+            &[&stream, &epoch],
+        )
+        .await?;
+    if changed > 0 {
+        client
+            .execute(
+                "DELETE FROM member_outbox WHERE relayed_id IS NOT NULL",
+                &[],
+            )
+            .await?;
+    }
     client
         .execute(
             "INSERT INTO eligd_relay_state (stream, epoch, last_id) VALUES ($1, $2, '0-0') \
-             ON CONFLICT (stream) DO UPDATE SET epoch = $2, updated_at = now(), \
-             last_id = CASE WHEN eligd_relay_state.epoch = $2 THEN eligd_relay_state.last_id ELSE '0-0' END",
-            &[&stream, &epoch.to_string()],
+             ON CONFLICT (stream) DO NOTHING",
+            &[&stream, &epoch],
         )
         .await
 }
@@ -178,16 +268,19 @@ pub async fn reject(client: &Client, id: i64, reason: &str) -> Result<u64, tokio
         .await
 }
 
-/// Pending rows, and the age in seconds of the oldest.
-pub async fn backlog(client: &Client) -> Result<(i64, f64), tokio_postgres::Error> {
+/// What the outbox holds: rows waiting to be relayed, the age in seconds of the oldest of
+/// them, and relayed rows still kept.
+pub async fn backlog(client: &Client) -> Result<(i64, f64, i64), tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0) \
+            "SELECT count(*) FILTER (WHERE relayed_id IS NULL), \
+             COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at) FILTER (WHERE relayed_id IS NULL))::float8, 0), \
+             count(*) FILTER (WHERE relayed_id IS NOT NULL) \
              FROM member_outbox WHERE rejected IS NULL",
             &[],
         )
         .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
 }
 
 /// The native event for a row, or why the row breaks the record rules. The reason never

@@ -301,7 +301,7 @@ fn bad_feed_settings_are_clear_errors() {
         "--redis-url",
         "http://example",
     ]);
-    crate::cli::assert_clean_failure(&o, "--redis-url is not a usable Redis URL");
+    crate::cli::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
     let o = eligd(&["serve", "--demo-members", "10", "--max-staleness", "0"]);
     crate::cli::assert_clean_failure(&o, "max-staleness");
     let o = eligd(&[

@@ -1,6 +1,6 @@
 //! The change feed under faults: Redis killed and restarted, paused, the stream trimmed past
-//! our position, the key deleted. Lookups are answered throughout; readiness follows
-//! staleness and gaps, never a silently incomplete index.
+//! our position, the key deleted. Lookups are answered throughout; a fault every replica
+//! shares never makes one unready, a gap does, and no index is ever silently incomplete.
 
 use crate::cli::{build_snapshot, Served};
 use crate::feed::{
@@ -22,13 +22,11 @@ fn redis_killed_and_restarted_loses_nothing() {
     wait_for("the first change", 10, || version(&eligd, &a) == Some(1));
 
     redis.kill9();
-    // Lookups go on from the index while Redis is away; readiness follows staleness.
+    // Lookups go on from the index while Redis is away, and a fault every replica shares
+    // never makes one unready (CONTRACT §5): the lag shows it instead.
     assert_eq!(version(&eligd, &a), Some(1));
-    wait_for("not ready once stale", 15, || {
-        let (status, body) = readyz(&eligd);
-        status == 503 && body.contains("stale") && body.contains("not connected")
-    });
-    assert!(lag(&eligd) >= 2.0);
+    wait_for("stale beyond --max-staleness", 15, || lag(&eligd) >= 3.0);
+    assert_eq!(readyz(&eligd).0, 200, "{:?}", readyz(&eligd));
     assert_eq!(metric(&eligd, "eligd_feed_connected"), 0.0);
     assert_eq!(version(&eligd, &a), Some(1));
 
@@ -54,8 +52,8 @@ fn redis_paused_raises_the_lag_and_resuming_lowers_it() {
     wait_ready(&eligd);
     assert_eq!(lag(&eligd), 0.0);
     redis.pause();
-    wait_for("not ready while paused", 20, || readyz(&eligd).0 == 503);
-    assert!(lag(&eligd) >= 2.0, "lag {}", lag(&eligd));
+    wait_for("the lag to pass --max-staleness", 20, || lag(&eligd) >= 3.0);
+    assert_eq!(readyz(&eligd).0, 200, "paused is shared: still ready");
     assert_eq!(version(&eligd, &person(33)), None, "still answering");
     redis.resume();
     wait_ready(&eligd);

@@ -73,7 +73,8 @@ fn a_reinserted_member_always_outranks_its_own_delete() {
     pg.execute(&reinsert); // waits for the bulk delete to commit
     deleter.join().unwrap();
 
-    let outbox_done = || pg.query_i64("SELECT count(*) FROM member_outbox") == 0;
+    let outbox_done =
+        || pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL") == 0;
     wait_for("the relay to drain the outbox", 15, outbox_done);
     let marker = &ids[7];
     pg.execute(&insert_main(marker));
@@ -113,7 +114,10 @@ fn the_table_refuses_what_the_record_rules_refuse() {
         "{message}"
     );
     // Nothing reached the outbox but the first insert.
-    assert_eq!(pg.query_i64("SELECT count(*) FROM member_outbox"), 1);
+    assert_eq!(
+        pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL"),
+        1
+    );
     assert_eq!(
         pg.query_i64(&format!(
             "SELECT count(*) FROM members WHERE national_id = '{someone}' AND status = 'active'"
@@ -155,13 +159,14 @@ fn a_stream_lost_after_a_snapshot_at_its_start_is_a_reset() {
     let build = |dir: &Path| snapshot_of_table(dir, &pg.url(), &redis_url);
     let said = build(&dir);
     assert!(said.contains("feed position 0-0"), "{said}");
-    let relay = start_relay(&pg, &redis, &[]);
+    // Relayed rows are deleted at once: Redis's loss cannot be written back.
+    let relay = start_relay(&pg, &redis, &["--outbox-keep-secs", "0"]);
     let ids: Vec<String> = (81..85).map(person).collect();
     for id in &ids[..3] {
         pg.execute(&insert_main(id));
     }
-    wait_for("three relayed", 15, || {
-        metric(&relay, "eligd_relay_rows_relayed_total") == 3.0
+    wait_for("three relayed and deleted", 15, || {
+        metric(&relay, "eligd_relay_outbox_pruned_rows_total") == 3.0
     });
     redis.kill9();
     redis.restart(); // empty: nothing persisted
@@ -202,12 +207,12 @@ fn a_stream_lost_after_a_snapshot_at_its_start_is_a_reset() {
 
 /// Defect 9, second form: Redis came back from an older copy of its data; a replica whose
 /// position lay before the lost range found its position and carried on without the lost
-/// changes.
+/// changes. When the outbox no longer keeps the lost entries, it is a reset.
 #[test]
-fn a_redis_restored_from_an_older_copy_is_a_reset() {
+fn a_redis_restored_from_an_older_copy_the_outbox_no_longer_covers_is_a_reset() {
     let pg = records_db();
     let mut redis = RedisServer::start();
-    let relay = start_relay(&pg, &redis, &[]);
+    let relay = start_relay(&pg, &redis, &["--outbox-keep-secs", "0"]);
     let ids: Vec<String> = (91..94).map(person).collect();
     pg.execute(&insert_main(&ids[0]));
     wait_for("the first relayed", 15, || {
@@ -220,8 +225,8 @@ fn a_redis_restored_from_an_older_copy_is_a_reset() {
     let older = redis.copy_data();
     pg.execute(&insert_main(&ids[1]));
     pg.execute(&insert_main(&ids[2]));
-    wait_for("two more relayed", 15, || {
-        metric(&relay, "eligd_relay_rows_relayed_total") == 3.0
+    wait_for("two more relayed and deleted", 15, || {
+        metric(&relay, "eligd_relay_outbox_pruned_rows_total") == 3.0
     });
     redis.kill9();
     redis.restore_data(&older);
@@ -244,4 +249,61 @@ fn a_redis_restored_from_an_older_copy_is_a_reset() {
         version(&eligd, &ids[0]),
         Some(version_in_db(&pg, &ids[0]) as u64)
     );
+}
+
+/// The reproduction of issue 12: after a BGSAVE, five changes were relayed and their outbox
+/// rows deleted, then Redis was killed and restarted from that copy. The relay now keeps
+/// relayed rows (`--outbox-keep-secs`), writes the lost entries back with their own IDs, and
+/// every replica, one that had applied them and one that had not, holds every committed
+/// change, without a reset.
+#[test]
+fn a_redis_restarted_from_an_older_copy_gets_the_lost_entries_back() {
+    let pg = records_db();
+    let mut redis = RedisServer::start();
+    let relay = start_relay(&pg, &redis, &[]);
+    let ids: Vec<String> = (95..101).map(person).collect();
+    pg.execute(&insert_main(&ids[0]));
+    wait_for("the first relayed", 15, || {
+        metric(&relay, "eligd_relay_rows_relayed_total") == 1.0
+    });
+    let before = start(&redis, &[]);
+    wait_ready(&before);
+    let older = redis.copy_data();
+    for id in &ids[1..] {
+        pg.execute(&insert_main(id));
+    }
+    wait_for("five more applied", 15, || {
+        ids.iter().all(|id| version(&before, id).is_some())
+    });
+    redis.kill9();
+    redis.restore_data(&older);
+    redis.restart();
+
+    wait_for("the lost entries written back", 30, || {
+        metric(&relay, "eligd_relay_stream_entries_restored_total") == 5.0
+    });
+    let after = start(&redis, &[]);
+    wait_ready(&after);
+    for eligd in [&before, &after] {
+        assert_eq!(readyz(eligd).0, 200);
+        for id in &ids {
+            assert_eq!(
+                version(eligd, id),
+                Some(version_in_db(&pg, id) as u64),
+                "{id}"
+            );
+        }
+    }
+    // And the stream goes on for both.
+    let next = person(101);
+    pg.execute(&insert_main(&next));
+    wait_for("a change after the restore", 15, || {
+        version(&before, &next).is_some() && version(&after, &next).is_some()
+    });
+    assert_eq!(
+        metric(&relay, "eligd_relay_stream_epochs_replaced_total"),
+        0.0
+    );
+    assert_eq!(metric(&before, "eligd_feed_gaps_total"), 0.0);
+    assert_eq!(metric(&before, "eligd_feed_stream_behind"), 0.0);
 }

@@ -168,8 +168,16 @@ fn a_committed_change_reaches_the_answer_and_bad_rows_never_stall_the_relay() {
     );
     assert_eq!(reasons, 2, "each rejection names its field");
     assert_eq!(
-        pg.query_i64("SELECT count(*) FROM member_outbox WHERE rejected IS NULL"),
-        0
+        pg.query_i64(
+            "SELECT count(*) FROM member_outbox WHERE rejected IS NULL AND relayed_id IS NULL"
+        ),
+        0,
+        "nothing left to relay"
+    );
+    assert_eq!(
+        pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NOT NULL"),
+        4,
+        "relayed rows are kept for --outbox-keep-secs"
     );
     assert_eq!(metric(&relay, "eligd_relay_rows_rejected_total"), 2.0);
     assert_eq!(metric(&relay, "eligd_relay_rows_relayed_total"), 4.0);
@@ -241,7 +249,7 @@ fn bad_records_settings_are_clear_errors() {
         "--redis-url",
         "http://x",
     ]);
-    crate::cli::assert_clean_failure(&o, "--redis-url is not a usable Redis URL");
+    crate::cli::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
     assert!(!crate::cli::stderr(&o).contains("secret"));
     let o = eligd(&["snapshot", "build", "--out", "x.snap"]);
     crate::cli::assert_clean_failure(&o, "--from-jsonl");

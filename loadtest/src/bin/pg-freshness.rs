@@ -124,7 +124,10 @@ async fn run(args: Args) -> Result<Budget, String> {
     )?;
     loop {
         let row = pg
-            .query_one("SELECT count(*) FROM member_outbox", &[])
+            .query_one(
+                "SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL",
+                &[],
+            )
             .await
             .map_err(|e| e.to_string())?;
         if row.get::<_, i64>(0) == 0 {

@@ -10,8 +10,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod target;
+pub use target::{RedisTarget, TargetError};
 
 use crate::index::FeedPosition;
 
@@ -34,6 +37,8 @@ pub enum RespError {
     Protocol(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("TLS with {address} failed: {reason} (check --redis-ca and that the certificate names the host connected to)")]
+    Tls { address: String, reason: String },
 }
 
 fn protocol(what: impl Into<String>) -> RespError {
@@ -282,8 +287,12 @@ pub fn encode(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
+/// What a connection runs over: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -291,40 +300,92 @@ pub struct Connection {
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Connection {
-    /// Connects and authenticates as the URL says (TCP only).
-    pub async fn connect(info: &redis::ConnectionInfo) -> Result<Connection, RespError> {
-        let (host, port) = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-            _ => {
-                return Err(RespError::Unsupported(
-                    "the change feed connects over plain TCP only (redis://host:port)".into(),
-                ))
-            }
-        };
-        let stream = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect((host, port)))
+    /// Connects to `host:port` as `target` says (TLS or not) and authenticates.
+    async fn open(target: &RedisTarget, host: &str, port: u16) -> Result<Connection, RespError> {
+        let tcp = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect((host, port)))
             .await
             .map_err(|_| RespError::Timeout(COMMAND_TIMEOUT))??;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &target.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = target::server_name(host)?;
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config));
+                let tls = tokio::time::timeout(COMMAND_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| RespError::Timeout(COMMAND_TIMEOUT))?
+                    .map_err(|e| RespError::Tls {
+                        address: format!("{host}:{port}"),
+                        reason: e.to_string(),
+                    })?;
+                Box::new(tls)
+            }
+        };
         let mut connection = Connection {
             stream,
             buf: Vec::with_capacity(64 * 1024),
         };
-        let settings = info.redis_settings();
-        if let Some(password) = settings.password() {
+        if let Some(password) = &target.password {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = settings.username() {
+            if let Some(user) = &target.username {
                 auth.push(user.as_bytes());
             }
             auth.push(password.as_bytes());
             connection.command(&auth, COMMAND_TIMEOUT).await?;
         }
-        if settings.db() != 0 {
-            let db = settings.db().to_string();
+        if target.db != 0 {
+            let db = target.db.to_string();
             connection
                 .command(&[b"SELECT", db.as_bytes()], COMMAND_TIMEOUT)
                 .await?;
         }
         Ok(connection)
+    }
+
+    /// Sends `commands` in one write and returns their replies in order (a command's error
+    /// is its [`Reply::Error`], not an `Err`).
+    pub async fn pipeline(
+        &mut self,
+        commands: &[Vec<&[u8]>],
+        timeout: Duration,
+    ) -> Result<Vec<Reply>, RespError> {
+        let mut request = Vec::with_capacity(256 * commands.len());
+        for args in commands {
+            encode(args, &mut request);
+        }
+        let wanted = commands.len();
+        let len = tokio::time::timeout(timeout, async {
+            self.stream.write_all(&request).await?;
+            self.stream.flush().await?;
+            self.buf.clear();
+            let mut scan = Scan::default();
+            let mut done = 0;
+            loop {
+                while done < wanted {
+                    match scan.advance(&self.buf)? {
+                        Some(_) => done += 1,
+                        None => break,
+                    }
+                }
+                if done == wanted {
+                    return Ok::<usize, RespError>(scan.offset);
+                }
+                if self.buf.len() > MAX_REPLY {
+                    return Err(protocol("reply too large"));
+                }
+                self.buf.reserve(64 * 1024);
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(RespError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        })
+        .await
+        .map_err(|_| RespError::Timeout(timeout))??;
+        let mut decoder = Decoder {
+            buf: &self.buf[..len],
+            at: 0,
+        };
+        (0..wanted).map(|_| decoder.reply(0)).collect()
     }
 
     /// Sends a command and returns the bytes of its whole reply (decode with the functions
@@ -334,6 +395,7 @@ impl Connection {
         encode(args, &mut request);
         let len = tokio::time::timeout(timeout, async {
             self.stream.write_all(&request).await?;
+            self.stream.flush().await?;
             self.buf.clear();
             let mut scan = Scan::default();
             loop {
@@ -366,5 +428,4 @@ impl Connection {
 }
 
 #[cfg(test)]
-#[path = "resp_tests.rs"]
 mod tests;

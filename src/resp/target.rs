@@ -1,0 +1,416 @@
+//! Where eligd's Redis is and how to reach it: `redis://` or `rediss://` (TLS, verified
+//! against `--redis-ca` or the system's roots; never a fallback to plain text), directly or
+//! through Redis Sentinel (`--redis-sentinels`, `--redis-master`). The feed, the relay and
+//! snapshot builds all connect through this one description.
+//!
+//! Through Sentinel, each sentinel is asked in turn for the master's address, and the
+//! master is asked its `ROLE` before it is used (a sentinel can be behind a failover); any
+//! failure tries the next sentinel, and a failed connection later asks them again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+use super::{Connection, Reply, RespError};
+
+/// How to reach Redis. Holds a password when the URL has one: never printed.
+#[derive(Clone)]
+pub struct RedisTarget {
+    route: Route,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) db: i64,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    Direct {
+        host: String,
+        port: u16,
+    },
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+    },
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("route", &self.route)
+            .field("tls", &self.tls.is_some())
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bad Redis setting, named for the flag. Never quotes a URL (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetError(String);
+
+fn bad(message: impl Into<String>) -> TargetError {
+    TargetError(message.into())
+}
+
+const URL_FORM: &str = "redis://[[user]:password@]host[:port][/db] or rediss://… for TLS";
+
+impl RedisTarget {
+    /// From `--redis-url` alone.
+    pub fn from_url(url: &str, ca: Option<&Path>) -> Result<RedisTarget, TargetError> {
+        RedisTarget::new(Some(url), None, None, ca)
+    }
+
+    /// From the flags: `--redis-url`, or `--redis-sentinels` with `--redis-master` (then a
+    /// `--redis-url`, when also given, supplies only TLS, credentials and database; its host
+    /// is not used). `--redis-ca` is the PEM file of the CA that signed Redis's certificate.
+    pub fn new(
+        url: Option<&str>,
+        sentinels: Option<&str>,
+        master: Option<&str>,
+        ca: Option<&Path>,
+    ) -> Result<RedisTarget, TargetError> {
+        let parsed = url.map(parse_url).transpose()?;
+        let route = match (sentinels, master, &parsed) {
+            (Some(list), Some(master), _) => Route::Sentinel {
+                sentinels: parse_sentinels(list)?,
+                master: master.to_string(),
+            },
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(bad(
+                    "--redis-sentinels and --redis-master go together (host:port,… and the master's name)",
+                ))
+            }
+            (None, None, Some(p)) => Route::Direct {
+                host: p.host.clone(),
+                port: p.port,
+            },
+            (None, None, None) => return Err(bad("no Redis given: --redis-url or --redis-sentinels")),
+        };
+        let tls_wanted = parsed.as_ref().is_some_and(|p| p.tls) || ca.is_some();
+        if ca.is_some() && parsed.as_ref().is_some_and(|p| !p.tls) {
+            return Err(bad(
+                "--redis-ca is given but --redis-url is redis://: use rediss:// for TLS",
+            ));
+        }
+        let tls = tls_wanted.then(|| tls_config(ca)).transpose()?;
+        let parsed = parsed.unwrap_or_default();
+        Ok(RedisTarget {
+            route,
+            username: parsed.username,
+            password: parsed.password,
+            db: parsed.db,
+            tls,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects to the primary and authenticates.
+    pub async fn connect(&self) -> Result<Connection, RespError> {
+        match &self.route {
+            Route::Direct { host, port } => Connection::open(self, host, *port).await,
+            Route::Sentinel { sentinels, master } => self.via_sentinel(sentinels, master).await,
+        }
+    }
+
+    async fn via_sentinel(
+        &self,
+        sentinels: &[(String, u16)],
+        master: &str,
+    ) -> Result<Connection, RespError> {
+        let mut last = None;
+        for (host, port) in sentinels {
+            match self.ask_sentinel(host, *port, master).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RespError::Unsupported("no sentinel given".into())))
+    }
+
+    async fn ask_sentinel(
+        &self,
+        host: &str,
+        port: u16,
+        master: &str,
+    ) -> Result<Connection, RespError> {
+        // Sentinels take neither the data's credentials nor its database.
+        let sentinel_target = RedisTarget {
+            route: Route::Direct {
+                host: host.to_string(),
+                port,
+            },
+            username: None,
+            password: None,
+            db: 0,
+            tls: self.tls.clone(),
+        };
+        let mut sentinel = Connection::open(&sentinel_target, host, port).await?;
+        let reply = sentinel
+            .command(
+                &[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()],
+                SENTINEL_TIMEOUT,
+            )
+            .await?;
+        let (addr_host, addr_port) = master_address(&reply).ok_or_else(|| {
+            RespError::Unsupported(format!(
+                "sentinel {host}:{port} knows no master named {master}"
+            ))
+        })?;
+        let mut connection = Connection::open(self, &addr_host, addr_port).await?;
+        let role = connection.command(&[b"ROLE"], SENTINEL_TIMEOUT).await?;
+        match role {
+            Reply::Array(items) if items.first().and_then(Reply::bytes) == Some(b"master") => {
+                Ok(connection)
+            }
+            _ => Err(RespError::Unsupported(format!(
+                "sentinel {host}:{port} named {addr_host}:{addr_port} as master {master}, but it is not a master (a failover in progress)"
+            ))),
+        }
+    }
+}
+
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn master_address(reply: &Reply) -> Option<(String, u16)> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let [host, port] = items.as_slice() else {
+        return None;
+    };
+    let host = std::str::from_utf8(host.bytes()?).ok()?.to_string();
+    let port = std::str::from_utf8(port.bytes()?).ok()?.parse().ok()?;
+    Some((host, port))
+}
+
+#[derive(Default)]
+struct ParsedUrl {
+    tls: bool,
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+fn parse_url(raw: &str) -> Result<ParsedUrl, TargetError> {
+    let url = url::Url::parse(raw).map_err(|e| {
+        bad(format!(
+            "--redis-url is not a URL ({e}); expected {URL_FORM}"
+        ))
+    })?;
+    let tls = match url.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(bad(format!(
+                "--redis-url: scheme {other:?} is not supported; expected {URL_FORM}"
+            )))
+        }
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad(format!("--redis-url has no host; expected {URL_FORM}")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| bad("--redis-url: the user or password is not UTF-8 once decoded"))
+    };
+    let username = Some(url.username())
+        .filter(|u| !u.is_empty())
+        .map(decode)
+        .transpose()?;
+    let password = url.password().map(decode).transpose()?;
+    let db =
+        match url.path().trim_start_matches('/') {
+            "" => 0,
+            n => n.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                bad("--redis-url: the path must be a database number (/0, /1, …)")
+            })?,
+        };
+    Ok(ParsedUrl {
+        tls,
+        host,
+        port: url.port().unwrap_or(6379),
+        username,
+        password,
+        db,
+    })
+}
+
+fn parse_sentinels(list: &str) -> Result<Vec<(String, u16)>, TargetError> {
+    let sentinels: Vec<(String, u16)> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| bad(format!("--redis-sentinels: {s:?} is not host:port")))?;
+            let port = port
+                .parse()
+                .map_err(|_| bad(format!("--redis-sentinels: {s:?} has no valid port")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(bad(format!("--redis-sentinels: {s:?} has no host")));
+            }
+            Ok((host.to_string(), port))
+        })
+        .collect::<Result<_, _>>()?;
+    if sentinels.is_empty() {
+        return Err(bad("--redis-sentinels: give at least one host:port"));
+    }
+    Ok(sentinels)
+}
+
+/// The TLS settings: the server's certificate must chain to `--redis-ca` (or, without it, to
+/// the system's roots) and name the host connected to.
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TargetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (certs, from): (Vec<CertificateDer<'static>>, String) = match ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(format!("--redis-ca {}: {e}", path.display())))?;
+            (certs, format!("--redis-ca {}", path.display()))
+        }
+        None => {
+            let path = Path::new(SYSTEM_ROOTS);
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    bad(format!(
+                        "rediss:// without --redis-ca needs the system's roots at {SYSTEM_ROOTS}: {e}"
+                    ))
+                })?;
+            (certs, SYSTEM_ROOTS.to_string())
+        }
+    };
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("{from}: a certificate is not usable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(format!("{from} holds no PEM certificate")));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Debian's bundle of the system's trusted roots (package ca-certificates).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The name a certificate must carry: the host as given (a name, or an IP address).
+pub(super) fn server_name(host: &str) -> Result<ServerName<'static>, RespError> {
+    ServerName::try_from(host.to_string())
+        .map_err(|_| RespError::Unsupported(format!("{host:?} is not a host name for TLS")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_read_with_credentials_database_and_tls() {
+        let t = RedisTarget::from_url("redis://u:p%40ss@cache.local:7000/3", None).unwrap();
+        assert_eq!(
+            t.route,
+            Route::Direct {
+                host: "cache.local".into(),
+                port: 7000
+            }
+        );
+        assert_eq!(t.username.as_deref(), Some("u"));
+        assert_eq!(t.password.as_deref(), Some("p@ss"));
+        assert_eq!(t.db, 3);
+        assert!(!t.is_tls());
+        let t = RedisTarget::from_url("redis://:secret@127.0.0.1", None).unwrap();
+        assert_eq!(t.username, None);
+        assert_eq!(t.password.as_deref(), Some("secret"));
+        assert!(!format!("{t:?}").contains("secret"), "never printed");
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors_that_never_quote_the_url() {
+        for (url, says) in [
+            ("http://h:1", "scheme"),
+            ("redis://", "no host"),
+            ("redis://h:1/x", "database number"),
+            ("not a url", "not a URL"),
+            ("unix:///tmp/redis.sock", "scheme"),
+        ] {
+            let e = RedisTarget::from_url(url, None).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let e = RedisTarget::from_url("redis://:hunter2@h:1/x", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = RedisTarget::from_url("redis://h:1", Some(Path::new("/x.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://"), "{e}");
+        let e = RedisTarget::from_url("rediss://h:1", Some(Path::new("/nonexistent.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--redis-ca /nonexistent.pem"), "{e}");
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_valid_addresses() {
+        let t =
+            RedisTarget::new(None, Some("127.0.0.1:26379, [::1]:26380"), Some("m"), None).unwrap();
+        assert_eq!(
+            t.route,
+            Route::Sentinel {
+                sentinels: vec![("127.0.0.1".into(), 26379), ("::1".into(), 26380)],
+                master: "m".into()
+            }
+        );
+        for (list, master, says) in [
+            ("h:1", None, "go together"),
+            ("h", Some("m"), "host:port"),
+            ("h:x", Some("m"), "valid port"),
+            (":1", Some("m"), "no host"),
+            (" , ", Some("m"), "at least one"),
+        ] {
+            let e = RedisTarget::new(None, Some(list), master, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{list}: {e}");
+        }
+        assert!(RedisTarget::new(None, None, None, None).is_err());
+    }
+
+    #[test]
+    fn a_sentinel_reply_names_host_and_port() {
+        let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+        let reply = Reply::Array(vec![bulk("10.0.0.5"), bulk("6380")]);
+        assert_eq!(master_address(&reply), Some(("10.0.0.5".into(), 6380)));
+        assert_eq!(master_address(&Reply::Nil), None);
+        assert_eq!(
+            master_address(&Reply::Array(vec![bulk("h"), bulk("x")])),
+            None
+        );
+    }
+}
