@@ -1,6 +1,7 @@
 //! All integration tests in one binary (one link, shared helpers).
 
 mod access;
+mod availability;
 mod audit;
 mod cli;
 mod debezium;
