@@ -6,7 +6,7 @@ mod postgres;
 mod redis;
 
 pub use crate::postgres::PgServer;
-pub use crate::redis::RedisServer;
+pub use crate::redis::{RedisServer, Sentinel};
 
 /// A TCP port nothing listens on right now (the server binds it next; callers retry on a
 /// race).

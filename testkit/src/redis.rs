@@ -10,6 +10,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     persistent: bool,
+    /// More `redis-server` arguments (replication, TLS).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -24,13 +26,50 @@ impl RedisServer {
         Self::start_with(false)
     }
 
+    /// A persistent replica of `primary` (`--replicaof`), for Sentinel tests.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let of = vec![
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            primary.port.to_string(),
+        ];
+        Self::start_full(true, |_| of.clone())
+    }
+
+    /// Also listening with TLS on a port of its own (`tls_port()`), with this certificate
+    /// and key (PEM files); clients are not asked for certificates. The plain port stays, for
+    /// the test's own writes.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> (RedisServer, u16) {
+        let tls_port = crate::free_port();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let server = Self::start_full(true, |_| {
+            vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                cert.clone(),
+                "--tls-key-file".into(),
+                key.clone(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        });
+        (server, tls_port)
+    }
+
     fn start_with(persistent: bool) -> RedisServer {
+        Self::start_full(persistent, |_| Vec::new())
+    }
+
+    fn start_full(persistent: bool, extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
         // Another process may take the free port before redis-server binds it: try another.
         for _ in 0..5 {
+            let port = crate::free_port();
             let mut server = RedisServer {
                 dir: tempfile::tempdir().expect("cannot create a temp dir"),
-                port: crate::free_port(),
+                port,
                 persistent,
+                extra: extra(port),
                 child: None,
             };
             if server.spawn() {
@@ -53,6 +92,7 @@ impl RedisServer {
             .args(aof)
             .args(["--save", ""])
             .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +123,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process ID (to pause or kill it from a test).
+    pub fn process_id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn client(&self) -> ::redis::Client {
@@ -209,5 +254,79 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         } else {
             std::fs::copy(&path, &target).expect("cannot copy a data file");
         }
+    }
+}
+
+/// A private `redis-server --sentinel` monitoring one master, on a free port, stopped on drop.
+/// Fast settings: the master counts as down after 1 s, a failover may take 5 s.
+pub struct Sentinel {
+    _dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master_name: &str, master: &RedisServer, quorum: u32) -> Sentinel {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        let port = crate::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\nloglevel warning\n\
+                 dir {dir}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {mport} {quorum}\n\
+                 sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 5000\n\
+                 sentinel parallel-syncs {master_name} 1\n",
+                dir = dir.path().display(),
+                mport = master.port,
+            ),
+        )
+        .expect("cannot write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel ({e}); install redis-sentinel (.ci/run does)"));
+        let sentinel = Sentinel {
+            _dir: dir,
+            port,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server --sentinel did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port of the master this sentinel names now.
+    pub fn master_port(&self, master_name: &str) -> Option<u16> {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let mut c = client.get_connection().ok()?;
+        let addr: Vec<String> = ::redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master_name)
+            .query(&mut c)
+            .ok()?;
+        addr.get(1)?.parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -24,8 +24,13 @@ fn answer(eligd: &Served, national_id: &str) -> (Option<u64>, u64) {
 }
 
 fn as_of_ms(v: &serde_json::Value) -> u64 {
-    let text = v["data_as_of"].as_str().expect("data_as_of on every answer");
-    assert!(text.ends_with('Z') && text.len() == 24, "RFC 3339 UTC with ms: {text}");
+    let text = v["data_as_of"]
+        .as_str()
+        .expect("data_as_of on every answer");
+    assert!(
+        text.ends_with('Z') && text.len() == 24,
+        "RFC 3339 UTC with ms: {text}"
+    );
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|e| panic!("{text}: {e}"))
         .timestamp_millis() as u64
@@ -60,7 +65,10 @@ fn three_replicas_stay_ready_through_a_redis_outage_and_data_as_of_freezes() {
     std::thread::sleep(Duration::from_millis(1500));
     let frozen: Vec<u64> = replicas.iter().map(|r| answer(r, &a).1).collect();
     for f in &frozen {
-        assert!(*f <= stopped_at, "nothing after the stop is promised: {f} > {stopped_at}");
+        assert!(
+            *f <= stopped_at,
+            "nothing after the stop is promised: {f} > {stopped_at}"
+        );
     }
     // Twice --max-staleness and more: every replica answers, ready, with the same watermark.
     let until = Instant::now() + Duration::from_secs(2 * MAX_STALENESS + 1);
@@ -76,7 +84,10 @@ fn three_replicas_stay_ready_through_a_redis_outage_and_data_as_of_freezes() {
     assert!(checks >= 30);
     for r in &replicas {
         let lag = crate::feed::metric(r, "eligd_feed_lag_seconds");
-        assert!(lag > MAX_STALENESS as f64, "the lag shows the outage: {lag}");
+        assert!(
+            lag > MAX_STALENESS as f64,
+            "the lag shows the outage: {lag}"
+        );
     }
 
     redis.restart();
@@ -111,15 +122,24 @@ fn data_as_of_means_every_change_written_before_it_is_reflected() {
             let asked = now_ms();
             let (seen, as_of) = answer(&eligd, &a);
             let seen = seen.unwrap();
-            assert!(as_of <= asked, "a watermark in the future: {as_of} > {asked}");
+            assert!(
+                as_of <= asked,
+                "a watermark in the future: {as_of} > {asked}"
+            );
             if as_of >= written {
                 // The change was written before the watermark: it must be in the answer.
-                assert!(seen >= v, "data_as_of {as_of} ≥ write {written} but version {seen} < {v}");
+                assert!(
+                    seen >= v,
+                    "data_as_of {as_of} ≥ write {written} but version {seen} < {v}"
+                );
                 break;
             }
             // Not yet promised: the answer may or may not hold it.
             not_yet_promised += 1;
-            assert!(Instant::now() < deadline, "data_as_of never passed the write");
+            assert!(
+                Instant::now() < deadline,
+                "data_as_of never passed the write"
+            );
         }
         if v % 10 == 0 {
             // Idle: the watermark keeps advancing while the feed is followed.
@@ -130,5 +150,8 @@ fn data_as_of_means_every_change_written_before_it_is_reflected() {
         }
     }
     // Answers came before the watermark passed a write too: it is not simply "now".
-    assert!(not_yet_promised > 0, "the watermark was always past the write");
+    assert!(
+        not_yet_promised > 0,
+        "the watermark was always past the write"
+    );
 }

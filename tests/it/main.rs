@@ -1,8 +1,8 @@
 //! All integration tests in one binary (one link, shared helpers).
 
 mod access;
-mod availability;
 mod audit;
+mod availability;
 mod cli;
 mod debezium;
 mod docs;
@@ -20,6 +20,7 @@ mod records_faults;
 mod records_random;
 mod records_rules;
 mod redis_server;
+mod sentinel;
 mod startup;
 mod support;
 mod ussd_sms;
