@@ -311,13 +311,18 @@ impl Connection {
             Some(config) => {
                 let name = target::server_name(host)?;
                 let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config));
+                let failed = |reason: String| RespError::Tls {
+                    address: format!("{host}:{port}"),
+                    reason,
+                };
                 let tls = tokio::time::timeout(COMMAND_TIMEOUT, connector.connect(name, tcp))
                     .await
-                    .map_err(|_| RespError::Timeout(COMMAND_TIMEOUT))?
-                    .map_err(|e| RespError::Tls {
-                        address: format!("{host}:{port}"),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|_| {
+                        failed(format!(
+                            "no TLS handshake within {COMMAND_TIMEOUT:?} (is this Redis's TLS port?)"
+                        ))
+                    })?
+                    .map_err(|e| failed(e.to_string()))?;
                 Box::new(tls)
             }
         };

@@ -20,6 +20,7 @@ mod records_faults;
 mod records_random;
 mod records_rules;
 mod redis_server;
+mod redis_tls;
 mod sentinel;
 mod startup;
 mod support;

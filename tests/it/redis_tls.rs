@@ -1,0 +1,152 @@
+//! TLS to Redis (`rediss://`, `--redis-ca`) against `redis-server --tls-port` with
+//! certificates generated here: the feed, the relay and snapshot builds follow over TLS; a
+//! wrong CA or a name the certificate does not carry is a clear error, and nothing ever falls
+//! back to plain text.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+use crate::cli::{eligd, serve_until, Served};
+use crate::feed::{metric, person, readyz, upsert, version, wait_for, wait_ready};
+use crate::redis_server::RedisServer;
+
+/// A CA, and a server certificate for `localhost` signed by it; PEM files in `dir`.
+/// Returns (ca.pem, server.pem, server.key).
+fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let paths = (
+        dir.join(format!("{tag}-ca.pem")),
+        dir.join(format!("{tag}-server.pem")),
+        dir.join(format!("{tag}-server.key")),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+fn follow(url: &str, ca: &Path, line: &str) -> Served {
+    serve_until(
+        &[
+            "--demo-members",
+            "2000",
+            "--redis-url",
+            url,
+            "--redis-ca",
+            ca.to_str().unwrap(),
+        ],
+        line,
+    )
+}
+
+#[test]
+fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path(), "good");
+    let (other_ca, _, _) = certificates(dir.path(), "other");
+    let (redis, tls_port) = RedisServer::start_tls(&cert, &key);
+    let url = format!("rediss://localhost:{tls_port}");
+
+    let replica = follow(&url, &ca, "index loaded; ready");
+    wait_ready(&replica);
+    assert_eq!(metric(&replica, "eligd_feed_connected"), 1.0);
+    let a = person(601);
+    upsert(&redis, &a, 1);
+    wait_for("a change over TLS", 10, || version(&replica, &a) == Some(1));
+
+    // The relay writes over TLS.
+    let pg = crate::records::records_db();
+    let pg_url = pg.url();
+    let _relay = serve_until(
+        &[
+            "relay",
+            "--postgres-url",
+            &pg_url,
+            "--redis-url",
+            &url,
+            "--redis-ca",
+            ca.to_str().unwrap(),
+            "--poll-interval-ms",
+            "200",
+        ],
+        "relay: active",
+    );
+    let b = person(602);
+    pg.execute(&crate::records::insert_main(&b));
+    wait_for("a change relayed over TLS", 10, || {
+        version(&replica, &b).is_some()
+    });
+
+    // A snapshot build reads the stream's position over TLS.
+    let out = dir.path().join("s.snap");
+    let jsonl = dir.path().join("m.jsonl");
+    std::fs::write(&jsonl, "").unwrap();
+    let o = eligd(&[
+        "snapshot",
+        "build",
+        "--from-jsonl",
+        jsonl.to_str().unwrap(),
+        "--redis-url",
+        &url,
+        "--redis-ca",
+        ca.to_str().unwrap(),
+        "--position",
+        "0-0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+
+    // A CA that did not sign the certificate: refused, said clearly, never plain text.
+    let wrong = follow(&url, &other_ca, "change feed: Redis unavailable");
+    let log = wrong.log();
+    assert!(
+        log.contains(&format!("TLS with localhost:{tls_port} failed"))
+            && log.contains("certificate"),
+        "{log}"
+    );
+    assert_eq!(readyz(&wrong).0, 503, "never caught up");
+    assert_eq!(metric(&wrong, "eligd_feed_connected"), 0.0);
+    // A name the certificate does not carry.
+    let by_ip = format!("rediss://127.0.0.1:{tls_port}");
+    let mismatch = follow(&by_ip, &ca, "change feed: Redis unavailable");
+    assert!(
+        mismatch.log().contains("TLS with 127.0.0.1"),
+        "{}",
+        mismatch.log()
+    );
+    // rediss:// at the plain port: the handshake fails, nothing is read in plain text.
+    let plain = format!("rediss://localhost:{}", redis.port());
+    let refused = follow(&plain, &ca, "change feed: Redis unavailable");
+    assert!(
+        refused.log().contains("TLS with localhost"),
+        "{}",
+        refused.log()
+    );
+    // --redis-ca with a redis:// URL is a mistake, said at start.
+    let o = eligd(&[
+        "serve",
+        "--redis-url",
+        &redis.url(),
+        "--redis-ca",
+        ca.to_str().unwrap(),
+    ]);
+    crate::cli::assert_clean_failure(&o, "use rediss://");
+    let o = eligd(&[
+        "serve",
+        "--redis-url",
+        &url,
+        "--redis-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    crate::cli::assert_clean_failure(&o, "--redis-ca /nonexistent/ca.pem");
+}
