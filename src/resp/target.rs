@@ -279,33 +279,24 @@ fn parse_sentinels(list: &str) -> Result<Vec<(String, u16)>, TargetError> {
 /// The TLS settings: the server's certificate must chain to `--redis-ca` (or, without it, to
 /// the system's roots) and name the host connected to.
 fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TargetError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let (certs, from): (Vec<CertificateDer<'static>>, String) = match ca {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(format!("--redis-ca {}: {e}", path.display())))?;
-            (certs, format!("--redis-ca {}", path.display()))
-        }
-        None => {
-            let path = Path::new(SYSTEM_ROOTS);
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    bad(format!(
-                        "rediss:// without --redis-ca needs the system's roots at {SYSTEM_ROOTS}: {e}"
-                    ))
-                })?;
-            (certs, SYSTEM_ROOTS.to_string())
-        }
+    let (path, from) = match ca {
+        Some(path) => (path, format!("--redis-ca {}", path.display())),
+        None => (
+            Path::new(SYSTEM_ROOTS),
+            format!("rediss:// without --redis-ca needs the system's roots at {SYSTEM_ROOTS}"),
+        ),
     };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(format!("{from}: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots
             .add(cert)
             .map_err(|e| bad(format!("{from}: a certificate is not usable: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(bad(format!("{from} holds no PEM certificate")));
+        return Err(bad(format!("{from}: no PEM certificate")));
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
