@@ -12,12 +12,13 @@
 use std::io::BufReader;
 use std::path::Path;
 
-use postgres::{Client, IsolationLevel, NoTls};
+use postgres::IsolationLevel;
 
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::import::{import_jsonl, ImportError, ImportReport};
 use crate::index::body::Body;
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::pg::{PgTarget, PgUrlError};
 use crate::resp::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum RecordsError {
     Postgres(#[from] postgres::Error),
     #[error("Redis: {0}")]
     Redis(#[from] crate::resp::TargetError),
+    #[error("{0}")]
+    Url(#[from] PgUrlError),
     #[error("reading the change stream: {0}")]
     Stream(String),
     #[error("reading the members table: {0}")]
@@ -98,7 +101,7 @@ where
 
 /// Reads every member into a body. `position` is recorded by the caller; read it first.
 pub fn import_members(url: &str, strict: bool) -> Result<(Body, ImportReport), RecordsError> {
-    let mut client = Client::connect(url, NoTls)?;
+    let mut client = PgTarget::parse(url, "--from-postgres")?.connect_blocking()?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

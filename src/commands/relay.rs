@@ -1,6 +1,5 @@
 //! `eligd relay`: check the settings, open the operations port, and relay until SIGTERM.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,14 +7,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::RelayArgs;
+use crate::pg::PgTarget;
 use crate::relay::metrics::RelayMetrics;
 use crate::relay::{self, RelayStatus};
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Neither URL is ever echoed: both may hold a password.
-    tokio_postgres::Config::from_str(&args.postgres_url).map_err(|_| {
-        anyhow::anyhow!("--postgres-url is not a usable PostgreSQL URL (postgres://user[:password]@host:port/db)")
-    })?;
+    let postgres = PgTarget::parse(&args.postgres_url, "--postgres-url")?;
     let redis = args.redis.target(args.redis_url.as_deref())?;
     let min_retain = 2 * args.compact_interval;
     if args.retain_hours > 0 && args.retain_hours.saturating_mul(3600) < min_retain {
@@ -44,7 +42,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         Arc::clone(&status),
         crate::shutdown::stopped(stop_rx.clone()),
     ));
-    relay::run(args, redis, metrics, status, stop_rx).await;
+    relay::run(args, postgres, redis, metrics, status, stop_rx).await;
     tracing::info!("relay: stopped");
     ops.await.context("the operations server failed")?;
     Ok(())

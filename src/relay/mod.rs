@@ -29,6 +29,7 @@ use crate::cli::RelayArgs;
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::pg::PgTarget;
 use crate::resp::RedisTarget;
 use crate::shutdown::{stopped, Backoff};
 
@@ -95,6 +96,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Relays until `stop` is set.
 pub async fn run(
     args: RelayArgs,
+    postgres: PgTarget,
     redis: RedisTarget,
     metrics: Arc<RelayMetrics>,
     status: Arc<RelayStatus>,
@@ -103,7 +105,7 @@ pub async fn run(
     let mut retry = Backoff::new();
     loop {
         let result = tokio::select! {
-            r = session(&args, &redis, &metrics, &status, &mut retry) => r,
+            r = session(&args, &postgres, &redis, &metrics, &status, &mut retry) => r,
             _ = stopped(stop.clone()) => return,
         };
         let Err(e) = result else { return };
@@ -139,12 +141,13 @@ struct Session<'a> {
 /// One connection to each side, holding the relay lock, moving rows until an error.
 async fn session(
     args: &RelayArgs,
+    postgres: &PgTarget,
     redis: &RedisTarget,
     metrics: &RelayMetrics,
     status: &RelayStatus,
     retry: &mut Backoff,
 ) -> Result<(), RelayError> {
-    let (pg, mut notified) = outbox::connect(&args.postgres_url).await?;
+    let (pg, mut notified) = outbox::connect(postgres).await?;
     while !outbox::try_lock(&pg).await? {
         status.set(false, "standing by: another relay holds the relay lock");
         metrics.active.set(0);

@@ -10,6 +10,7 @@ use crate::feed::native::NativeEvent;
 use crate::index::{FeedPosition, StreamEpoch};
 use crate::member::Member;
 use crate::national_id::NationalId;
+use crate::pg::PgTarget;
 use crate::redact::redact;
 
 /// The lock every relay of a database tries to hold: one moves rows, others stand by.
@@ -28,9 +29,9 @@ pub struct OutboxRow {
 /// Connects, starts listening for notifications, and returns the client and a channel that
 /// receives one message per notification. The channel closes when the connection ends.
 pub async fn connect(
-    url: &str,
+    target: &PgTarget,
 ) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+    let mut config = target.config.clone();
     // A database that stops answering (rather than closing) must end the session within
     // seconds, so the relay reconnects and a standby can take the lock; TCP's defaults wait
     // hours.
@@ -39,24 +40,20 @@ pub async fn connect(
         .keepalives_idle(Duration::from_secs(5))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3);
-    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    let _ = tx.send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "relay: PostgreSQL connection ended");
-                    break;
-                }
-                None => break,
-            }
+    let client = match &target.tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            tokio::spawn(forward_notifications(connection, tx));
+            client
         }
-    });
-    // The relay's own commits (removing relayed rows) need not wait for the WAL flush: if
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(forward_notifications(connection, tx));
+            client
+        }
+    };
+    // The relay's own commits (marking relayed rows) need not wait for the WAL flush: if
     // PostgreSQL loses them in a crash, those rows are relayed again, which versions make
     // harmless. The changes themselves were committed durably by the writers.
     client
@@ -65,6 +62,29 @@ pub async fn connect(
         )
         .await?;
     Ok((client, rx))
+}
+
+/// Drives the connection, sending one message per notification, until it ends.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: mpsc::UnboundedSender<()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(_))) => {
+                let _ = tx.send(());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "relay: PostgreSQL connection ended");
+                break;
+            }
+            None => break,
+        }
+    }
 }
 
 /// The server's own message when there is one (tokio-postgres says only "db error").

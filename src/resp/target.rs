@@ -11,9 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use super::{Connection, Reply, RespError};
+use crate::tls_client::{client_config, SYSTEM_ROOTS};
 
 /// How to reach Redis. Holds a password when the URL has one: never printed.
 #[derive(Clone)]
@@ -279,37 +280,15 @@ fn parse_sentinels(list: &str) -> Result<Vec<(String, u16)>, TargetError> {
 /// The TLS settings: the server's certificate must chain to `--redis-ca` (or, without it, to
 /// the system's roots) and name the host connected to.
 fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TargetError> {
-    let (path, from) = match ca {
+    let (path, label) = match ca {
         Some(path) => (path, format!("--redis-ca {}", path.display())),
         None => (
             Path::new(SYSTEM_ROOTS),
             format!("rediss:// without --redis-ca needs the system's roots at {SYSTEM_ROOTS}"),
         ),
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| bad(format!("{from}: {e}")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("{from}: a certificate is not usable: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(format!("{from}: no PEM certificate")));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(format!("TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    client_config(path, &label).map(Arc::new).map_err(bad)
 }
-
-/// Debian's bundle of the system's trusted roots (package ca-certificates).
-const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The name a certificate must carry: the host as given (a name, or an IP address).
 pub(super) fn server_name(host: &str) -> Result<ServerName<'static>, RespError> {

@@ -153,6 +153,42 @@ impl PgServer {
         self.port
     }
 
+    /// Turns TLS on (`ssl = on`) with this PEM certificate chain and key, and reloads: clients
+    /// may then connect with `sslmode=verify-full` (plain connections stay allowed).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("cannot write the TLS files");
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("cannot chmod the TLS files");
+            if let Some((uid, gid)) = run_as() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .expect("cannot chown the TLS files");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf readable");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("cannot write postgresql.conf");
+        self.with_client("postgres", |c| c.batch_execute("SELECT pg_reload_conf()"));
+        // The reload is asynchronous: wait until the server says TLS is on.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let on = self.with_client("postgres", |c| c.simple_query("SHOW ssl"));
+            let is_on = on.iter().any(
+                |m| matches!(m, ::postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("on")),
+            );
+            if is_on {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "ssl did not turn on");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -15,6 +15,7 @@ mod integrity;
 mod integrity_records;
 mod leaks;
 mod listener;
+mod pg_tls;
 mod records;
 mod records_faults;
 mod records_random;

@@ -241,7 +241,7 @@ fn bad_records_settings_are_clear_errors() {
         "--redis-url",
         "redis://127.0.0.1:1",
     ]);
-    crate::cli::assert_clean_failure(&o, "--postgres-url is not a usable PostgreSQL URL");
+    crate::cli::assert_clean_failure(&o, "--postgres-url: not a PostgreSQL URL");
     let o = eligd(&[
         "relay",
         "--postgres-url",

@@ -13,7 +13,7 @@ use crate::redis_server::RedisServer;
 
 /// A CA, and a server certificate for `localhost` signed by it; PEM files in `dir`.
 /// Returns (ca.pem, server.pem, server.key).
-fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
