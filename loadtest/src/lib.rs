@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 pub mod open_loop;
 pub mod probe;
+pub mod records;
 
 /// One measured figure against its limit.
 pub struct Check {

@@ -126,6 +126,18 @@ pub struct Watched {
 pub struct Visibility {
     pub latencies: Histogram<u64>,
     pub never_seen: u64,
+    /// Each change seen: when it was made, and microseconds until it was visible.
+    pub samples: Vec<(Instant, u64)>,
+}
+
+impl Visibility {
+    fn new() -> Visibility {
+        Visibility {
+            latencies: open_loop::histogram(),
+            never_seen: 0,
+            samples: Vec::new(),
+        }
+    }
 }
 
 /// Starts `n` watchers that poll each change's answer until it shows the new version (at
@@ -137,20 +149,30 @@ pub fn watchers(
     mpsc::UnboundedSender<Watched>,
     tokio::task::JoinHandle<Visibility>,
 ) {
+    watchers_for(addr, n, Duration::from_secs(5))
+}
+
+/// [`watchers`] that wait up to `patience` for each change.
+pub fn watchers_for(
+    addr: SocketAddr,
+    n: usize,
+    patience: Duration,
+) -> (
+    mpsc::UnboundedSender<Watched>,
+    tokio::task::JoinHandle<Visibility>,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<Watched>();
     let rx = Arc::new(Mutex::new(rx));
     let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(watch(addr, Arc::clone(&rx))))
+        .map(|_| tokio::spawn(watch(addr, Arc::clone(&rx), patience)))
         .collect();
     let all = tokio::spawn(async move {
-        let mut total = Visibility {
-            latencies: open_loop::histogram(),
-            never_seen: 0,
-        };
+        let mut total = Visibility::new();
         for t in tasks {
             if let Ok(v) = t.await {
                 let _ = total.latencies.add(&v.latencies);
                 total.never_seen += v.never_seen;
+                total.samples.extend(v.samples);
             }
         }
         total
@@ -158,11 +180,12 @@ pub fn watchers(
     (tx, all)
 }
 
-async fn watch(addr: SocketAddr, rx: Arc<Mutex<mpsc::UnboundedReceiver<Watched>>>) -> Visibility {
-    let mut out = Visibility {
-        latencies: open_loop::histogram(),
-        never_seen: 0,
-    };
+async fn watch(
+    addr: SocketAddr,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Watched>>>,
+    patience: Duration,
+) -> Visibility {
+    let mut out = Visibility::new();
     let mut buf = Vec::with_capacity(4096);
     let mut stream = None;
     loop {
@@ -170,7 +193,7 @@ async fn watch(addr: SocketAddr, rx: Arc<Mutex<mpsc::UnboundedReceiver<Watched>>
         let Some(w) = next else { break };
         let path = format!("/v1/members/{}/eligibility", w.national_id);
         let wanted = format!("\"data_version\":{}", w.version);
-        let deadline = w.since + Duration::from_secs(5);
+        let deadline = w.since + patience;
         let seen = loop {
             if Instant::now() > deadline {
                 break false;
@@ -186,9 +209,9 @@ async fn watch(addr: SocketAddr, rx: Arc<Mutex<mpsc::UnboundedReceiver<Watched>>
             }
         };
         if seen {
-            let _ = out
-                .latencies
-                .record(w.since.elapsed().as_micros().max(1) as u64);
+            let micros = w.since.elapsed().as_micros().max(1) as u64;
+            let _ = out.latencies.record(micros);
+            out.samples.push((w.since, micros));
         } else {
             out.never_seen += 1;
         }

@@ -2,11 +2,11 @@
 //! to the Redis stream as native change events, so a paid premium reaches every replica a
 //! moment after its transaction commits.
 //!
-//! A batch is read in outbox order, XADDed in one pipelined round trip, confirmed on
-//! `--wait-replicas` Redis replicas (`WAIT`) when asked, and only then marked relayed: a crash
-//! in between re-sends the batch, which versions make harmless (at-least-once). Relayed rows
-//! are kept for `--outbox-keep-secs` and until replicated, so a Redis that comes back without
-//! them gets them back with their own IDs (see [`epoch`]). A `LISTEN eligd_outbox` notification wakes it; it also looks every
+//! A batch is read in outbox order, XADDed in one pipelined round trip, and only then marked
+//! relayed: a crash in between re-sends the batch, which versions make harmless
+//! (at-least-once). Relayed rows are kept for `--outbox-keep-secs` and until a `WAIT`
+//! (about once a second) confirmed `--wait-replicas` Redis replicas hold them, so a Redis that
+//! comes back without them gets them back with their own IDs (see [`epoch`]). A `LISTEN eligd_outbox` notification wakes it; it also looks every
 //! `--poll-interval-ms`. One relay per database moves rows (an advisory lock); others stand
 //! by. Any failure of PostgreSQL or Redis ends the session, and a new one starts with a capped
 //! backoff. Trimming keeps `--retain-hours` of entries by ID age.
@@ -90,6 +90,8 @@ impl RelayStatus {
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How often relayed rows are confirmed on Redis replicas (`WAIT`).
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 /// How often kept rows are pruned (more often when `--outbox-keep-secs` is shorter).
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
@@ -126,19 +128,19 @@ pub async fn run(
     }
 }
 
-/// One relay session: a connection to each side, the relay lock, and what this connection
-/// wrote that a `WAIT` has not yet confirmed.
+/// One relay session: a connection to each side and the relay lock.
 struct Session<'a> {
     args: &'a RelayArgs,
-    pg: tokio_postgres::Client,
+    pg: &'a tokio_postgres::Client,
     redis: StreamReader,
     metrics: &'a RelayMetrics,
     epoch: StreamEpoch,
-    /// Rows marked relayed but not replicated since the last successful WAIT.
-    unconfirmed: bool,
+    /// The newest entry this session wrote, for the confirmation (`WAIT`) beside it.
+    written: &'a Mutex<Option<FeedPosition>>,
 }
 
-/// One connection to each side, holding the relay lock, moving rows until an error.
+/// One connection to each side, holding the relay lock, moving rows until an error; with
+/// `--wait-replicas`, a second Redis connection confirms what was written ([`confirming`]).
 async fn session(
     args: &RelayArgs,
     postgres: &PgTarget,
@@ -147,25 +149,39 @@ async fn session(
     status: &RelayStatus,
     retry: &mut Backoff,
 ) -> Result<(), RelayError> {
-    let (pg, mut notified) = outbox::connect(postgres).await?;
+    let (pg, notified) = outbox::connect(postgres).await?;
     while !outbox::try_lock(&pg).await? {
         status.set(false, "standing by: another relay holds the relay lock");
         metrics.active.set(0);
         tokio::time::sleep(STANDBY_RETRY).await;
     }
-    let reader = StreamReader::connect(redis, &args.stream).await?;
+    let written = Mutex::new(None);
     let mut session = Session {
         args,
-        pg,
-        redis: reader,
+        pg: &pg,
+        redis: StreamReader::connect(redis, &args.stream).await?,
         metrics,
         epoch: StreamEpoch(0),
-        unconfirmed: false,
+        written: &written,
     };
     session.settle_epoch().await?;
     status.set(true, "");
     metrics.active.set(1);
     tracing::info!(stream = %args.stream, tls = redis.is_tls(), "relay: active; moving the outbox to the stream");
+    tokio::try_join!(
+        relaying(&mut session, notified, retry),
+        confirming(args, redis, &pg, metrics, &written)
+    )
+    .map(|_| ())
+}
+
+/// Moves rows, and looks after the outbox and the stream, until an error.
+async fn relaying(
+    session: &mut Session<'_>,
+    mut notified: tokio::sync::mpsc::UnboundedReceiver<()>,
+    retry: &mut Backoff,
+) -> Result<(), RelayError> {
+    let (args, metrics) = (session.args, session.metrics);
     let (mut last_backlog, mut last_trim, mut last_prune) =
         (None::<Instant>, None::<Instant>, None::<Instant>);
     let prune_every = PRUNE_EVERY.min(Duration::from_secs(args.outbox_keep_secs));
@@ -179,8 +195,9 @@ async fn session(
             last_backlog = Some(Instant::now());
         }
         if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
-            let pruned = outbox::prune(&session.pg, &args.stream, args.outbox_keep_secs).await?;
+            let pruned = outbox::prune(session.pg, &args.stream, args.outbox_keep_secs).await?;
             metrics.pruned.inc_by(pruned.max(0) as u64);
+            metrics.kept_rows.set(outbox::kept(session.pg).await?);
             last_prune = Some(Instant::now());
         }
         if args.retain_hours > 0 && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
@@ -202,12 +219,65 @@ async fn session(
     }
 }
 
+/// With `--wait-replicas`: about once a second, confirms that the replicas hold everything
+/// written so far, and marks those rows replicated (only replicated rows are ever pruned).
+/// On a connection of its own, so a `WAIT` never delays a change: it writes a marker after
+/// reading what was written, and `WAIT` then covers the marker and, replication being
+/// ordered, everything before it. A primary without replicas (just after a failover) costs
+/// a shortfall a second, counted, and nothing else.
+async fn confirming(
+    args: &RelayArgs,
+    redis: &RedisTarget,
+    pg: &tokio_postgres::Client,
+    metrics: &RelayMetrics,
+    written: &Mutex<Option<FeedPosition>>,
+) -> Result<(), RelayError> {
+    let wanted = args.wait_replicas;
+    if wanted == 0 {
+        return std::future::pending().await;
+    }
+    let mut conn = StreamReader::connect(redis, &args.stream).await?;
+    let timeout = Duration::from_millis(args.wait_timeout_ms);
+    let mut confirmed = None;
+    loop {
+        tokio::time::sleep(CONFIRM_EVERY).await;
+        let upto = *written.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(upto) = upto.filter(|u| Some(*u) != confirmed) else {
+            continue;
+        };
+        // This connection must reach the server that holds what was written (a failover
+        // between the two connections would otherwise confirm the wrong one).
+        let holds = conn
+            .probe(None)
+            .await?
+            .info
+            .is_some_and(|i| i.last_generated >= upto);
+        if !holds {
+            continue;
+        }
+        let started = Instant::now();
+        stream_writer::mark(&mut conn, upto).await?;
+        let acked = stream_writer::wait(&mut conn, wanted, timeout).await?;
+        metrics
+            .wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if acked < wanted {
+            metrics.wait_shortfalls.inc();
+            tracing::warn!(acked, wanted,
+                "relay: fewer Redis replicas than --wait-replicas hold what was relayed; the rows stay kept until a later WAIT succeeds");
+            continue;
+        }
+        outbox::mark_replicated(pg, upto).await?;
+        confirmed = Some(upto);
+    }
+}
+
 impl Session<'_> {
     /// Checks that Redis still holds what the relay wrote ([`epoch`]): writes back what it
     /// lost while the outbox keeps it, or starts a new stream epoch when it does not.
     async fn settle_epoch(&mut self) -> Result<(), RelayError> {
         let stream = &self.args.stream;
-        let recorded = outbox::recorded(&self.pg, stream).await?;
+        let recorded = outbox::recorded(self.pg, stream).await?;
         let found = epoch::in_redis(&mut self.redis).await?;
         self.epoch = match epoch::decide(recorded, found) {
             Decision::Keep(e) => e,
@@ -237,13 +307,13 @@ impl Session<'_> {
                 fresh
             }
         };
-        outbox::record_epoch(&self.pg, stream, self.epoch).await?;
+        outbox::record_epoch(self.pg, stream, self.epoch).await?;
         Ok(())
     }
 
     /// Writes back every kept entry after `after`, with its own ID, in stream order.
     async fn restore(&mut self, after: FeedPosition) -> Result<u64, RelayError> {
-        let kept = outbox::kept_after(&self.pg, after).await?;
+        let kept = outbox::kept_after(self.pg, after).await?;
         let mut restored = 0;
         for chunk in kept.chunks(self.args.batch as usize) {
             let events: Vec<(FeedPosition, NativeEvent)> = chunk
@@ -256,42 +326,22 @@ impl Session<'_> {
             restored += batch.len() as u64;
         }
         self.metrics.restored.inc_by(restored);
-        self.confirm(restored > 0).await?;
+        if let Some((last, _)) = kept.last() {
+            self.wrote(*last);
+        }
         Ok(restored)
     }
 
-    /// After writes on this connection: `WAIT` for `--wait-replicas` (when asked). Returns
-    /// whether the writes are replicated (always, without `--wait-replicas`), and marks every
-    /// earlier relayed row replicated once a `WAIT` succeeds.
-    async fn confirm(&mut self, wrote: bool) -> Result<bool, RelayError> {
-        let wanted = self.args.wait_replicas;
-        if wanted == 0 || !wrote {
-            return Ok(wanted == 0);
-        }
-        let started = Instant::now();
-        let timeout = Duration::from_millis(self.args.wait_timeout_ms);
-        let acked = stream_writer::wait(&mut self.redis, wanted, timeout).await?;
-        self.metrics
-            .wait_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if acked < wanted {
-            self.metrics.wait_shortfalls.inc();
-            tracing::warn!(acked, wanted,
-                "relay: fewer Redis replicas than --wait-replicas hold the last batch; its rows stay kept until a later WAIT succeeds");
-            self.unconfirmed = true;
-            return Ok(false);
-        }
-        if self.unconfirmed {
-            outbox::mark_replicated(&self.pg).await?;
-            self.unconfirmed = false;
-        }
-        Ok(true)
+    /// Entries up to `last` are written: the confirmation may cover them.
+    fn wrote(&self, last: FeedPosition) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        *written = (*written).max(Some(last));
     }
 
     /// Moves one batch; returns how many rows it took from the outbox.
     async fn relay_batch(&mut self) -> Result<usize, RelayError> {
         let started = Instant::now();
-        let rows = outbox::pending(&self.pg, self.args.batch as i64).await?;
+        let rows = outbox::pending(self.pg, self.args.batch as i64).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -300,7 +350,7 @@ impl Session<'_> {
             match outbox::to_event(row) {
                 Ok(event) => events.push((row.id, event)),
                 Err(reason) => {
-                    outbox::reject(&self.pg, row.id, &reason).await?;
+                    outbox::reject(self.pg, row.id, &reason).await?;
                     self.metrics.rejected.inc();
                     tracing::warn!(outbox_id = row.id, reason = %reason,
                         "relay: outbox row breaks the record rules; marked rejected and skipped");
@@ -311,7 +361,8 @@ impl Session<'_> {
             let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
                 events.iter().map(|(_, e)| (None, e)).collect();
             let ids = stream_writer::append(&mut self.redis, &batch).await?;
-            let replicated = self.confirm(true).await?;
+            // Without --wait-replicas a row is safe once written; with it, once confirmed.
+            let replicated = self.args.wait_replicas == 0;
             let written: Vec<(i64, FeedPosition)> =
                 events.iter().map(|(id, _)| *id).zip(ids).collect();
             let last_written = written
@@ -319,8 +370,9 @@ impl Session<'_> {
                 .map(|(_, p)| *p)
                 .max()
                 .unwrap_or(FeedPosition::START);
+            self.wrote(last_written);
             outbox::mark_relayed(
-                &self.pg,
+                self.pg,
                 &written,
                 replicated,
                 &self.args.stream,
@@ -339,10 +391,9 @@ impl Session<'_> {
     /// Refreshes the backlog gauges and the age of the stream's oldest entry.
     async fn observe(&mut self) -> Result<(), RelayError> {
         stream_writer::ping(&mut self.redis).await?;
-        let (rows, oldest, kept) = outbox::backlog(&self.pg).await?;
+        let (rows, oldest) = outbox::backlog(self.pg).await?;
         self.metrics.backlog_rows.set(rows);
         self.metrics.oldest_pending_seconds.set(oldest);
-        self.metrics.kept_rows.set(kept);
         let probe = self.redis.probe(None).await?;
         let age = probe.info.and_then(|i| i.first_entry).map_or(0.0, |first| {
             crate::app::unix_ms().saturating_sub(first.unix_ms()) as f64 / 1000.0

@@ -152,13 +152,17 @@ pub async fn kept_after(
     Ok(kept)
 }
 
-/// Marks every relayed row replicated: a `WAIT` after writes on this connection succeeded,
-/// and replication is ordered, so everything written before is on the replicas too.
-pub async fn mark_replicated(client: &Client) -> Result<u64, tokio_postgres::Error> {
+/// Marks relayed rows up to stream entry `upto` replicated: a `WAIT` confirmed the
+/// replicas hold everything written up to there.
+pub async fn mark_replicated(
+    client: &Client,
+    upto: FeedPosition,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE member_outbox SET replicated = true WHERE relayed_id IS NOT NULL AND NOT replicated",
-            &[],
+            "UPDATE member_outbox SET replicated = true WHERE relayed_id IS NOT NULL AND NOT replicated \
+             AND eligd_stream_id(relayed_id) <= eligd_stream_id($1)",
+            &[&upto.to_string()],
         )
         .await
 }
@@ -288,19 +292,29 @@ pub async fn reject(client: &Client, id: i64, reason: &str) -> Result<u64, tokio
         .await
 }
 
-/// What the outbox holds: rows waiting to be relayed, the age in seconds of the oldest of
-/// them, and relayed rows still kept.
-pub async fn backlog(client: &Client) -> Result<(i64, f64, i64), tokio_postgres::Error> {
+/// Rows waiting to be relayed, and the age in seconds of the oldest (the pending rows'
+/// partial index: cheap however many relayed rows are kept).
+pub async fn backlog(client: &Client) -> Result<(i64, f64), tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*) FILTER (WHERE relayed_id IS NULL), \
-             COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at) FILTER (WHERE relayed_id IS NULL))::float8, 0), \
-             count(*) FILTER (WHERE relayed_id IS NOT NULL) \
-             FROM member_outbox WHERE rejected IS NULL",
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0) \
+             FROM member_outbox WHERE rejected IS NULL AND relayed_id IS NULL",
             &[],
         )
         .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// Relayed rows still kept (counted when pruning, not every few seconds: there may be
+/// an hour's worth).
+pub async fn kept(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM member_outbox WHERE relayed_id IS NOT NULL",
+            &[],
+        )
+        .await?;
+    row.try_get(0)
 }
 
 /// The native event for a row, or why the row breaks the record rules. The reason never

@@ -97,6 +97,18 @@ pub async fn trim(reader: &mut StreamReader, min_id: FeedPosition) -> Result<u64
     }
 }
 
+/// Writes `<stream>:confirmed` = `upto`: a write of the confirming connection's own, after
+/// everything up to `upto`, which a `WAIT` on that connection then covers.
+pub async fn mark(reader: &mut StreamReader, upto: FeedPosition) -> Result<(), StreamError> {
+    let key = format!("{}:confirmed", reader.key());
+    let value = upto.to_string();
+    reader
+        .connection()
+        .command(&[b"SET", key.as_bytes(), value.as_bytes()], WRITE_TIMEOUT)
+        .await?;
+    Ok(())
+}
+
 /// A round trip, so a Redis that went away is noticed while idle.
 pub async fn ping(reader: &mut StreamReader) -> Result<(), StreamError> {
     reader

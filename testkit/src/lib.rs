@@ -5,6 +5,7 @@
 mod postgres;
 mod redis;
 
+pub mod certs;
 pub use crate::postgres::PgServer;
 pub use crate::redis::{RedisServer, Sentinel};
 

@@ -36,13 +36,17 @@ impl RedisServer {
         Self::start_full(true, |_| of.clone())
     }
 
-    /// Also listening with TLS on a port of its own (`tls_port()`), with this certificate
-    /// and key (PEM files); clients are not asked for certificates. The plain port stays, for
-    /// the test's own writes.
-    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> (RedisServer, u16) {
+    /// Also listening with TLS on a port of its own (returned), with this certificate and key
+    /// (PEM files); clients are not asked for certificates. The plain port stays, for the
+    /// test's own writes. `persistent` as [`RedisServer::start`], else as `start_ephemeral`.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        persistent: bool,
+    ) -> (RedisServer, u16) {
         let tls_port = crate::free_port();
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let server = Self::start_full(true, |_| {
+        let server = Self::start_full(persistent, |_| {
             vec![
                 "--tls-port".into(),
                 tls_port.to_string(),

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-
 use crate::cli::{eligd, serve_until, Served};
 use crate::feed::{metric, person, readyz, upsert, version, wait_for, wait_ready};
 use crate::redis_server::RedisServer;
@@ -14,24 +12,8 @@ use crate::redis_server::RedisServer;
 /// A CA, and a server certificate for `localhost` signed by it; PEM files in `dir`.
 /// Returns (ca.pem, server.pem, server.key).
 pub(crate) fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let paths = (
-        dir.join(format!("{tag}-ca.pem")),
-        dir.join(format!("{tag}-server.pem")),
-        dir.join(format!("{tag}-server.key")),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
+    let c = testkit::certs::localhost(dir, tag);
+    (c.ca, c.cert, c.key)
 }
 
 fn follow(url: &str, ca: &Path, line: &str) -> Served {
@@ -53,7 +35,7 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificates(dir.path(), "good");
     let (other_ca, _, _) = certificates(dir.path(), "other");
-    let (redis, tls_port) = RedisServer::start_tls(&cert, &key);
+    let (redis, tls_port) = RedisServer::start_tls(&cert, &key, true);
     let url = format!("rediss://localhost:{tls_port}");
 
     let replica = follow(&url, &ca, "index loaded; ready");

@@ -25,10 +25,9 @@ use eligd::demo::Generator;
 use eligd::member::Kind;
 use loadtest::open_loop::{self, ms, summary};
 use loadtest::probe::{self, Watched};
+use loadtest::records::{drained, pg_client, seed, SCHEMA};
 use loadtest::Budget;
 use testkit::{PgServer, RedisServer};
-
-const SCHEMA: &str = include_str!("../../../deploy/postgres/schema.sql");
 
 struct Args {
     eligd: PathBuf,
@@ -74,31 +73,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-async fn pg_client(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// Inserts the synthetic population through the table (so through the outbox too).
-async fn seed(pg: &tokio_postgres::Client, members: u64) -> Result<(), String> {
-    let people: Vec<String> = Generator::new(members, 1, Day::today())
-        .map(|m| m.to_json())
-        .collect();
-    for chunk in people.chunks(2_000) {
-        let json = format!("[{}]", chunk.join(","));
-        pg.execute(
-            "INSERT INTO members SELECT * FROM jsonb_populate_recordset(NULL::members, $1::text::jsonb)",
-            &[&json],
-        )
-        .await
-        .map_err(|e| format!("seeding: {e}"))?;
-    }
-    Ok(())
-}
-
 async fn run(args: Args) -> Result<Budget, String> {
     let pg_server = PgServer::start();
     pg_server.execute(SCHEMA);
@@ -122,19 +96,7 @@ async fn run(args: Args) -> Result<Budget, String> {
             &relay_listen,
         ],
     )?;
-    loop {
-        let row = pg
-            .query_one(
-                "SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if row.get::<_, i64>(0) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drained(&pg).await?;
     // After a bulk load, as an operator would: the emptied outbox leaves dead rows behind.
     for statement in ["VACUUM ANALYZE member_outbox", "ANALYZE members"] {
         pg.batch_execute(statement)
