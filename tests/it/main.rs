@@ -22,6 +22,7 @@ mod records_random;
 mod records_rules;
 mod redis_server;
 mod redis_tls;
+mod scale_out;
 mod sentinel;
 mod startup;
 mod support;

@@ -14,7 +14,10 @@
 //!   entries (default 200,000) timed on each, then changes XADDed at `--commits-per-s` and
 //!   watched on both. Budget: TLS freshness p99 ≤ `--tls-ratio` (default 1.5) × plain.
 //!
-//! Usage: `degraded-budget [--eligd target/release/eligd] [--scenario all|redis-down|failover|tls]
+//! - `scale-out`: three replicas follow one stream; changes XADDed at `--commits-per-s`.
+//!   Budget: on every replica, XADD → visible p99 ≤ `--p99-ms`, none unseen.
+//!
+//! Usage: `degraded-budget [--eligd target/release/eligd] [--scenario all|redis-down|failover|tls|scale-out]
 //! [--outage 60] [--duration 30] [--commits-per-s 500] [--p99-ms 100] [--tls-ratio 1.5]
 //! [--entries 200000]`. Exits 1 when a budget is missed, 2 on error.
 
@@ -71,8 +74,8 @@ fn parse_args() -> Result<Args, String> {
         }
         Ok(true)
     })?;
-    if !["all", "redis-down", "failover", "tls"].contains(&a.scenario.as_str()) {
-        return Err("--scenario is all, redis-down, failover or tls".into());
+    if !["all", "redis-down", "failover", "tls", "scale-out"].contains(&a.scenario.as_str()) {
+        return Err("--scenario is all, redis-down, failover, tls or scale-out".into());
     }
     if a.commits_per_s <= 0.0 || a.duration < Duration::from_secs(15) {
         return Err("a positive --commits-per-s and a --duration of at least 15 s".into());
@@ -459,6 +462,82 @@ async fn xadd_all(
     Ok(())
 }
 
+/// XADDs upserts at `--commits-per-s` for `--duration` and watches each on every replica
+/// (clock from the XADD's acknowledgement).
+async fn xadd_and_watch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    addrs: &[SocketAddr],
+    args: &Args,
+) -> Result<Vec<probe::Visibility>, String> {
+    let watchers: Vec<_> = addrs.iter().map(|addr| probe::watchers(*addr, 8)).collect();
+    let total = (args.commits_per_s * args.duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.commits_per_s);
+    let start = Instant::now();
+    for (i, mut m) in Generator::new(args.entries, 1, Day::today()).take(total).enumerate() {
+        tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
+        m.version = 1_000_000 + i as u64;
+        let event = NativeEvent::upsert(&m);
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("eligd:changes").arg("*");
+        for (name, value) in &event.fields {
+            cmd.arg(*name).arg(value);
+        }
+        cmd.query_async::<String>(conn).await.map_err(|e| e.to_string())?;
+        let since = Instant::now();
+        for (tx, _) in &watchers {
+            let _ = tx.send(Watched {
+                national_id: m.national_id.to_string(),
+                version: m.version,
+                since,
+            });
+        }
+    }
+    let mut seen = Vec::new();
+    for (tx, handle) in watchers {
+        drop(tx);
+        seen.push(handle.await.map_err(|e| e.to_string())?);
+    }
+    Ok(seen)
+}
+
+/// Three replicas follow one stream: each change visible on all three within `--p99-ms`.
+async fn scale_out(args: &Args, budget: &mut Budget) -> Result<(), String> {
+    let redis = RedisServer::start_ephemeral();
+    let client = redis::Client::open(redis.url()).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let flags = ["--demo-members", "100000", "--demo-seed", "7", "--redis-url", &url];
+        replicas.push(replica(&args.eligd, &flags).await?);
+    }
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
+    let seen = xadd_and_watch(&mut conn, &addrs, args).await?;
+    for (i, v) in seen.iter().enumerate() {
+        println!(
+            "scale-out: replica {i}: XADD → visible {}; never seen {}",
+            summary(&v.latencies),
+            v.never_seen
+        );
+        budget.at_most(
+            &format!("scale-out: replica {i} freshness p99"),
+            ms(&v.latencies, 0.99),
+            args.p99_ms,
+            "ms",
+        );
+        budget.at_most(
+            &format!("scale-out: replica {i} changes never visible"),
+            v.never_seen as f64,
+            0.0,
+            "changes",
+        );
+    }
+    Ok(())
+}
+
 async fn tls(args: &Args, budget: &mut Budget) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let certs = testkit::certs::localhost(dir.path(), "redis");
@@ -491,47 +570,12 @@ async fn tls(args: &Args, budget: &mut Budget) -> Result<(), String> {
         replay.push(rate);
         replicas.push(r);
     }
-    let watchers: Vec<_> = replicas
-        .iter()
-        .map(|(_, addr)| probe::watchers(*addr, 8))
-        .collect();
-    let total = (args.commits_per_s * args.duration.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / args.commits_per_s);
-    let start = Instant::now();
-    for (i, mut m) in Generator::new(args.entries, 1, Day::today())
-        .take(total as usize)
-        .enumerate()
-    {
-        tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
-        m.version = 1_000_000 + i as u64;
-        let event = NativeEvent::upsert(&m);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg("eligd:changes").arg("*");
-        for (name, value) in &event.fields {
-            cmd.arg(*name).arg(value);
-        }
-        cmd.query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let since = Instant::now();
-        for (tx, _) in &watchers {
-            let _ = tx.send(Watched {
-                national_id: m.national_id.to_string(),
-                version: m.version,
-                since,
-            });
-        }
-    }
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
+    let seen = xadd_and_watch(&mut conn, &addrs, args).await?;
     let mut p99 = Vec::new();
-    for ((tx, handle), name) in watchers.into_iter().zip(["plain", "TLS"]) {
-        drop(tx);
-        let seen = handle.await.map_err(|e| e.to_string())?;
-        println!(
-            "tls: XADD → visible over {name}: {}; never seen {}",
-            summary(&seen.latencies),
-            seen.never_seen
-        );
-        p99.push(ms(&seen.latencies, 0.99));
+    for (v, name) in seen.iter().zip(["plain", "TLS"]) {
+        println!("tls: XADD → visible over {name}: {}; never seen {}", summary(&v.latencies), v.never_seen);
+        p99.push(ms(&v.latencies, 0.99));
     }
     budget.at_most(
         "TLS freshness p99 / plain p99",
@@ -551,6 +595,9 @@ async fn run(args: Args) -> Result<Budget, String> {
     let all = args.scenario == "all";
     if all || args.scenario == "tls" {
         tls(&args, &mut budget).await?;
+    }
+    if all || args.scenario == "scale-out" {
+        scale_out(&args, &mut budget).await?;
     }
     if all || args.scenario == "failover" {
         failover(&args, &mut budget).await?;
