@@ -175,8 +175,9 @@ pub struct RelayArgs {
     /// refuses a `--retain-hours` shorter than two of them.
     #[arg(long, env = "ELIGD_COMPACT_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub compact_interval: u64,
-    /// Replicas of Redis that must hold a batch (`WAIT`) before its outbox rows count as
-    /// safe; 0 with a single Redis.
+    /// Redis replicas that must hold relayed entries (`WAIT`, about once a second on a
+    /// connection of its own, never delaying a change) before their outbox rows count as
+    /// replicated and may be deleted; 0 with a single Redis.
     #[arg(long, env = "ELIGD_WAIT_REPLICAS", default_value_t = 0)]
     pub wait_replicas: u64,
     /// How long `WAIT` waits for `--wait-replicas` (milliseconds); a shortfall is counted and

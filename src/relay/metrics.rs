@@ -126,13 +126,13 @@ impl RelayMetrics {
         );
         registry.register(
             "wait_duration_seconds",
-            "WAIT for --wait-replicas Redis replicas after each batch",
+            "One confirmation WAIT for --wait-replicas Redis replicas (about once a second while relaying)",
             m.wait_seconds.clone(),
         );
         registry.register(
             "wait_shortfalls",
-            "Batches that fewer than --wait-replicas replicas acknowledged within --wait-timeout-ms \
-             (their rows stay in the outbox until a later WAIT succeeds)",
+            "Confirmations that fewer than --wait-replicas replicas acknowledged within --wait-timeout-ms \
+             (the rows stay kept until a later WAIT succeeds)",
             m.wait_shortfalls.clone(),
         );
         registry.register(

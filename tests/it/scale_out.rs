@@ -100,7 +100,9 @@ fn three_replicas_converge_and_a_restarted_one_catches_up_exactly() {
     let committed = Instant::now();
     pg.execute(&insert_main(&fresh));
     for r in &replicas {
-        wait_for("a new change on every replica", 5, || version(r, &fresh).is_some());
+        wait_for("a new change on every replica", 5, || {
+            version(r, &fresh).is_some()
+        });
     }
     eprintln!("commit → visible on all three: {:?}", committed.elapsed());
 }

@@ -140,3 +140,46 @@ fn a_failover_under_500_changes_a_second_loses_no_committed_change() {
         0.0
     );
 }
+
+/// `--wait-replicas`: relayed rows are deleted only once a `WAIT` confirmed that many Redis
+/// replicas hold them; a shortfall keeps them, counted.
+#[test]
+fn outbox_rows_are_deleted_only_after_replicas_confirm_them() {
+    let pg = records_db();
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    wait_for("the replica to sync", 15, || in_sync(&replica));
+    let kept = || pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NOT NULL");
+    let fast = ["--outbox-keep-secs", "0", "--wait-timeout-ms", "100"];
+
+    let mut wanting_two = start_relay(
+        &pg,
+        &primary,
+        &[&fast[..], &["--wait-replicas", "2"]].concat(),
+    );
+    for n in 0..3 {
+        pg.execute(&insert_main(&person(30_000 + n)));
+    }
+    wait_for("three relayed", 10, || {
+        metric(&wanting_two, "eligd_relay_rows_relayed_total") == 3.0
+    });
+    wait_for("shortfalls counted", 10, || {
+        metric(&wanting_two, "eligd_relay_wait_shortfalls_total") >= 2.0
+    });
+    assert_eq!(kept(), 3, "one replica is not two: nothing deleted");
+    assert_eq!(
+        metric(&wanting_two, "eligd_relay_outbox_pruned_rows_total"),
+        0.0
+    );
+    wanting_two.kill9();
+
+    let one = start_relay(
+        &pg,
+        &primary,
+        &[&fast[..], &["--wait-replicas", "1"]].concat(),
+    );
+    pg.execute(&insert_main(&person(30_003)));
+    wait_for("confirmed and deleted", 15, || kept() == 0);
+    assert!(metric(&one, "eligd_relay_wait_duration_seconds_count") >= 1.0);
+    assert_eq!(metric(&one, "eligd_relay_wait_shortfalls_total"), 0.0);
+}

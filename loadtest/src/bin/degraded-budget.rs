@@ -473,7 +473,10 @@ async fn xadd_and_watch(
     let total = (args.commits_per_s * args.duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / args.commits_per_s);
     let start = Instant::now();
-    for (i, mut m) in Generator::new(args.entries, 1, Day::today()).take(total).enumerate() {
+    for (i, mut m) in Generator::new(args.entries, 1, Day::today())
+        .take(total)
+        .enumerate()
+    {
         tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
         m.version = 1_000_000 + i as u64;
         let event = NativeEvent::upsert(&m);
@@ -482,7 +485,9 @@ async fn xadd_and_watch(
         for (name, value) in &event.fields {
             cmd.arg(*name).arg(value);
         }
-        cmd.query_async::<String>(conn).await.map_err(|e| e.to_string())?;
+        cmd.query_async::<String>(conn)
+            .await
+            .map_err(|e| e.to_string())?;
         let since = Instant::now();
         for (tx, _) in &watchers {
             let _ = tx.send(Watched {
@@ -511,7 +516,14 @@ async fn scale_out(args: &Args, budget: &mut Budget) -> Result<(), String> {
     let url = redis.url();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        let flags = ["--demo-members", "100000", "--demo-seed", "7", "--redis-url", &url];
+        let flags = [
+            "--demo-members",
+            "100000",
+            "--demo-seed",
+            "7",
+            "--redis-url",
+            &url,
+        ];
         replicas.push(replica(&args.eligd, &flags).await?);
     }
     let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
@@ -574,7 +586,11 @@ async fn tls(args: &Args, budget: &mut Budget) -> Result<(), String> {
     let seen = xadd_and_watch(&mut conn, &addrs, args).await?;
     let mut p99 = Vec::new();
     for (v, name) in seen.iter().zip(["plain", "TLS"]) {
-        println!("tls: XADD → visible over {name}: {}; never seen {}", summary(&v.latencies), v.never_seen);
+        println!(
+            "tls: XADD → visible over {name}: {}; never seen {}",
+            summary(&v.latencies),
+            v.never_seen
+        );
         p99.push(ms(&v.latencies, 0.99));
     }
     budget.at_most(
