@@ -149,6 +149,19 @@ fn data_as_of_means_every_change_written_before_it_is_reflected() {
             });
         }
     }
+    // Batch items carry the same watermark as the request's other answers.
+    let batch = crate::cli::http(
+        &eligd.addr,
+        "POST",
+        "/v1/eligibility/batch",
+        &[("content-type", "application/json")],
+        format!(r#"{{"national_ids": ["{a}", "{a}"]}}"#).as_bytes(),
+    );
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    let v = batch.json();
+    let items = v["results"].as_array().unwrap();
+    assert_eq!(as_of_ms(&items[0]), as_of_ms(&items[1]));
+    assert!(as_of_ms(&items[0]) <= now_ms());
     // Answers came before the watermark passed a write too: it is not simply "now".
     assert!(
         not_yet_promised > 0,

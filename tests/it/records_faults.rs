@@ -78,6 +78,9 @@ fn postgres_restarted_the_relay_reconnects() {
     pg.kill9();
     wait_for("the relay to notice", 15, || readyz(&relay).0 == 503);
     assert!(version(&eligd, &a).is_some(), "the replica still answers");
+    // PostgreSQL behind the relay is a fault every replica shares: still ready.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(readyz(&eligd).0, 200);
     pg.restart();
     pg.execute(&insert_main(&b));
     wait_for("a change after the restart", 30, || {
