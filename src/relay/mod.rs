@@ -6,8 +6,9 @@
 //! relayed: a crash in between re-sends the batch, which versions make harmless
 //! (at-least-once). Relayed rows are kept for `--outbox-keep-secs` and until a `WAIT`
 //! (about once a second) confirmed `--wait-replicas` Redis replicas hold them, so a Redis that
-//! comes back without them gets them back with their own IDs (see [`epoch`]). A `LISTEN eligd_outbox` notification wakes it; it also looks every
-//! `--poll-interval-ms`. One relay per database moves rows (an advisory lock); others stand
+//! comes back without them gets them back with their own IDs (see [`epoch`]).
+//!
+//! A `LISTEN eligd_outbox` notification wakes it; it also looks every `--poll-interval-ms`. One relay per database moves rows (an advisory lock); others stand
 //! by. Any failure of PostgreSQL or Redis ends the session, and a new one starts with a capped
 //! backoff. Trimming keeps `--retain-hours` of entries by ID age.
 
