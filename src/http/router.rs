@@ -200,6 +200,7 @@ fn metrics(state: &AppState) -> Reply {
         let lag = feed.lag(std::time::Instant::now(), crate::app::unix_ms());
         metrics.feed.lag_seconds.set(lag.as_secs_f64());
     }
+    metrics.ready.set(i64::from(state.readiness().is_ok()));
     if let Some(audit) = state.audit() {
         metrics
             .access

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub compaction_seconds: Gauge<f64, AtomicU64>,
     /// Unix time of the index's freshness watermark (`data_as_of`).
     pub data_as_of_seconds: Gauge<f64, AtomicU64>,
+    /// 1 while `/readyz` would answer 200.
+    pub ready: Gauge,
     pub feed: FeedMetrics,
     /// Keys, audit log and connections.
     pub access: AccessMetrics,
@@ -137,6 +139,12 @@ impl Metrics {
              change written to the stream before it is reflected",
             data_as_of_seconds.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (computed at each scrape), else 0",
+            ready.clone(),
+        );
         let feed = FeedMetrics::register(&mut registry);
         let access = AccessMetrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -162,6 +170,7 @@ impl Metrics {
             compactions,
             compaction_seconds,
             data_as_of_seconds,
+            ready,
             feed,
             access,
         }
