@@ -37,6 +37,10 @@ pub struct FeedMetrics {
 impl FeedMetrics {
     pub fn register(registry: &mut Registry) -> FeedMetrics {
         let m = FeedMetrics::default();
+        // Every kind at 0 from the start, so `increase()` and dashboards see the series.
+        for kind in ["trimmed", "deleted", "reset"] {
+            m.gaps.get_or_create(&KindLabels { kind }).inc_by(0);
+        }
         registry.register(
             "feed_events_applied",
             "Change feed entries applied to the index",

@@ -130,7 +130,15 @@ async fn dispatch(
         ),
         ["healthz"] => ("/healthz", "http", ops(state, request.method(), healthz)),
         ["readyz"] => ("/readyz", "http", ops(state, request.method(), readyz)),
-        ["metrics"] => ("/metrics", "http", ops(state, request.method(), metrics)),
+        ["metrics"] => {
+            let accept = request.headers().get(hyper::header::ACCEPT);
+            let handler = if crate::metrics::wants_openmetrics(accept.map(|a| a.as_bytes())) {
+                metrics_openmetrics
+            } else {
+                metrics_classic
+            };
+            ("/metrics", "http", ops(state, request.method(), handler))
+        }
         _ => ("unknown", "http", error(state, ApiError::NotFound)),
     }
 }
@@ -184,7 +192,16 @@ fn readyz(state: &AppState) -> Reply {
     }
 }
 
-fn metrics(state: &AppState) -> Reply {
+fn metrics_openmetrics(state: &AppState) -> Reply {
+    metrics(state, true)
+}
+
+fn metrics_classic(state: &AppState) -> Reply {
+    metrics(state, false)
+}
+
+/// `/metrics` in OpenMetrics (what Prometheus asks for) or the classic text format.
+fn metrics(state: &AppState, openmetrics: bool) -> Reply {
     let metrics = &state.metrics;
     if let Some(index) = state.index() {
         metrics.index_members.set(index.len() as i64);
@@ -209,8 +226,16 @@ fn metrics(state: &AppState) -> Reply {
     }
     Reply {
         status: 200,
-        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        body: metrics.encode().into_bytes(),
+        content_type: if openmetrics {
+            crate::metrics::OPENMETRICS
+        } else {
+            crate::metrics::CLASSIC
+        },
+        body: if openmetrics {
+            metrics.encode().into_bytes()
+        } else {
+            crate::metrics::to_classic(&metrics.encode()).into_bytes()
+        },
         outcome: "ok",
         headers: Vec::new(),
     }

@@ -196,9 +196,72 @@ impl Default for Metrics {
     }
 }
 
+/// The content type of each format `/metrics` answers in.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scraper's `Accept` asks for OpenMetrics (Prometheus does); anyone else (curl,
+/// `promtool check metrics`) gets the classic text format.
+pub fn wants_openmetrics(accept: Option<&[u8]>) -> bool {
+    accept.is_some_and(|a| {
+        std::str::from_utf8(a).is_ok_and(|a| a.contains("application/openmetrics-text"))
+    })
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4): a counter family's HELP
+/// and TYPE name its `_total` series, as classic parsers expect, and the OpenMetrics-only
+/// lines (`# UNIT`, `# EOF`) are left out. Samples are the same.
+pub fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(n, t)| (p, n, t))) {
+            Some((prefix, name, text)) if counters.contains(name) => {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(text);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_total_series() {
+        let m = Metrics::new();
+        m.feed.applied.inc();
+        let classic = to_classic(&m.encode());
+        assert!(classic.contains("# TYPE eligd_feed_events_applied_total counter\n"));
+        assert!(classic.contains("# HELP eligd_feed_events_applied_total "));
+        assert!(classic.contains("\neligd_feed_events_applied_total 1\n"));
+        assert!(
+            classic.contains("# TYPE eligd_index_members gauge\n"),
+            "gauges unchanged"
+        );
+        assert!(!classic.contains("# EOF"));
+        assert!(wants_openmetrics(Some(
+            b"application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some(b"*/*")));
+        assert!(!wants_openmetrics(None));
+    }
 
     #[test]
     fn names_follow_the_contract() {

@@ -52,11 +52,19 @@ fn answer<B>(
                 serde_json::json!({"ready": false, "reason": reason}).to_string(),
             ),
         },
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" => {
+            let accept = request.headers().get(hyper::header::ACCEPT);
+            if crate::metrics::wants_openmetrics(accept.map(|a| a.as_bytes())) {
+                (
+                    StatusCode::OK,
+                    crate::metrics::OPENMETRICS,
+                    metrics.encode(),
+                )
+            } else {
+                let classic = crate::metrics::to_classic(&metrics.encode());
+                (StatusCode::OK, crate::metrics::CLASSIC, classic)
+            }
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

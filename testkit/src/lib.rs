@@ -11,7 +11,7 @@ pub use crate::redis::{RedisServer, Sentinel};
 
 /// A TCP port nothing listens on right now (the server binds it next; callers retry on a
 /// race).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("no free TCP port on 127.0.0.1")

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 use crate::support::*;
 
@@ -313,13 +313,30 @@ async fn metrics_count_by_route_pattern_without_ids() {
         &format!(r#"{{"national_ids": ["{}"]}}"#, Fixture::CHILD),
     )
     .await;
+    // Prometheus asks for OpenMetrics; anyone else gets the classic text format.
+    let open = crate::support::request(
+        Method::GET,
+        &server.url("/metrics"),
+        None,
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+    )
+    .await;
+    assert!(open.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(open.text().ends_with("# EOF\n"));
     let reply = get(&server.url("/metrics")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.headers["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("text/plain; version=0.0.4"));
     let text = reply.text();
+    assert!(text.contains("# TYPE eligd_requests_total counter\n"));
     for line in [
         r#"eligd_requests_total{route="/v1/members/{national_id}/eligibility",channel="http",outcome="active"} 1"#,
         r#"eligd_requests_total{route="/v1/members/{national_id}/eligibility",channel="http",outcome="expired"} 1"#,

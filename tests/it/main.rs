@@ -16,6 +16,7 @@ mod integrity_records;
 mod leaks;
 mod listener;
 mod pg_tls;
+mod prometheus;
 mod records;
 mod records_faults;
 mod records_random;
