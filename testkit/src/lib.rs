@@ -6,6 +6,7 @@ mod postgres;
 mod redis;
 
 pub mod certs;
+pub mod docker;
 pub use crate::postgres::PgServer;
 pub use crate::redis::{RedisServer, Sentinel};
 
