@@ -348,9 +348,13 @@ pub struct SnapshotBuildArgs {
     /// epoch; with `--from-jsonl` and `--position`, the epoch that position belongs to.
     #[arg(long, env = "ELIGD_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// PEM file of the CA that signed Redis's certificate, for a `rediss://` URL.
-    #[arg(long, env = "ELIGD_REDIS_CA")]
-    pub redis_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// With `--out` a directory: build nothing, and succeed, when it already holds a
+    /// snapshot that verifies (a replica's first start seeds its volume; later starts map
+    /// what is there).
+    #[arg(long, env = "ELIGD_IF_MISSING")]
+    pub if_missing: bool,
     /// With `--redis-url`: the stream key.
     #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
     pub stream: String,

@@ -10,7 +10,6 @@
 //! twice, which versions make harmless).
 
 use std::io::BufReader;
-use std::path::Path;
 
 use postgres::IsolationLevel;
 
@@ -25,8 +24,6 @@ use crate::resp::RedisTarget;
 pub enum RecordsError {
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
-    #[error("Redis: {0}")]
-    Redis(#[from] crate::resp::TargetError),
     #[error("{0}")]
     Url(#[from] PgUrlError),
     #[error("reading the change stream: {0}")]
@@ -45,11 +42,10 @@ const COPY_MEMBERS: &str = "COPY (SELECT to_jsonb(m) - 'updated_at' FROM members
 /// XINFO reading, so they mean exactly what a replica's check means. The epoch is read again
 /// after the position: a stream that changed its epoch in between is read once more.
 pub fn stream_position(
-    redis_url: &str,
-    redis_ca: Option<&Path>,
+    redis: &RedisTarget,
     stream: &str,
 ) -> Result<(FeedPosition, StreamEpoch), RecordsError> {
-    with_stream(redis_url, redis_ca, stream, |mut reader| async move {
+    with_stream(redis, stream, |mut reader| async move {
         for _ in 0..3 {
             let epoch = reader.ensure_epoch().await?;
             let probe = reader.probe(None).await?;
@@ -66,34 +62,24 @@ pub fn stream_position(
 }
 
 /// The stream's epoch (created when there is none yet).
-pub fn stream_epoch(
-    redis_url: &str,
-    redis_ca: Option<&Path>,
-    stream: &str,
-) -> Result<StreamEpoch, RecordsError> {
-    with_stream(redis_url, redis_ca, stream, |mut reader| async move {
+pub fn stream_epoch(redis: &RedisTarget, stream: &str) -> Result<StreamEpoch, RecordsError> {
+    with_stream(redis, stream, |mut reader| async move {
         reader.ensure_epoch().await
     })
 }
 
-fn with_stream<T, F, Fut>(
-    redis_url: &str,
-    redis_ca: Option<&Path>,
-    stream: &str,
-    work: F,
-) -> Result<T, RecordsError>
+fn with_stream<T, F, Fut>(target: &RedisTarget, stream: &str, work: F) -> Result<T, RecordsError>
 where
     F: FnOnce(StreamReader) -> Fut,
     Fut: std::future::Future<Output = Result<T, StreamError>>,
 {
-    let target = RedisTarget::from_url(redis_url, redis_ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| RecordsError::Stream(e.to_string()))?;
     runtime
         .block_on(async {
-            let reader = StreamReader::connect(&target, stream).await?;
+            let reader = StreamReader::connect(target, stream).await?;
             work(reader).await
         })
         .map_err(|e| RecordsError::Stream(e.to_string()))

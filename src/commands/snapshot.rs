@@ -14,11 +14,31 @@ use crate::index::snapshot;
 use crate::records;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
+    if args.if_missing && args.out.is_dir() {
+        if let Some(found) = crate::index::snapshot_dir::list(&args.out)
+            .ok()
+            .and_then(|l| l.snapshots.into_iter().next())
+        {
+            writeln!(
+                err,
+                "{} already holds a snapshot ({}); nothing built (--if-missing)",
+                args.out.display(),
+                found.path.display()
+            )?;
+            return Ok(());
+        }
+    }
+    // The URL may hold a password: it is never echoed.
+    let redis = args
+        .redis
+        .configured(args.redis_url.as_deref())
+        .then(|| args.redis.target(args.redis_url.as_deref()))
+        .transpose()?;
     let (imported, source, position, epoch) = match (&args.from_jsonl, &args.from_postgres) {
         (Some(path), _) => {
-            let epoch = match (&args.redis_url, args.position) {
+            let epoch = match (&redis, args.position) {
                 (Some(redis), Some(_)) => Some(
-                    records::stream_epoch(redis, args.redis_ca.as_deref(), &args.stream)
+                    records::stream_epoch(redis, &args.stream)
                         .context("reading the change stream's epoch")?,
                 ),
                 (Some(_), None) => anyhow::bail!(
@@ -35,11 +55,10 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         }
         (None, Some(url)) => {
             // Read before the table, so replaying from it misses nothing (records.rs).
-            let (position, epoch) = match &args.redis_url {
+            let (position, epoch) = match &redis {
                 Some(redis) => {
-                    let (position, epoch) =
-                        records::stream_position(redis, args.redis_ca.as_deref(), &args.stream)
-                            .context("reading the change stream's position")?;
+                    let (position, epoch) = records::stream_position(redis, &args.stream)
+                        .context("reading the change stream's position")?;
                     (Some(position), Some(epoch))
                 }
                 None => {

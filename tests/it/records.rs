@@ -265,3 +265,36 @@ fn bad_records_settings_are_clear_errors() {
     crate::cli::assert_clean_failure(&o, "reading the members table");
     assert!(!crate::cli::stderr(&o).contains("secret"));
 }
+
+/// `snapshot build --if-missing` seeds an empty snapshot directory (a replica's first start)
+/// and leaves one that holds a snapshot alone (every later start).
+#[test]
+fn snapshot_build_if_missing_seeds_an_empty_directory_once() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    pg.execute(&insert_main(&person(60_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let build = || {
+        eligd(&[
+            "snapshot",
+            "build",
+            "--if-missing",
+            "--from-postgres",
+            &pg.url(),
+            "--redis-url",
+            &redis.url(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
+    };
+    let first = build();
+    assert!(first.status.success(), "{}", crate::cli::stderr(&first));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let second = build();
+    assert!(second.status.success(), "{}", crate::cli::stderr(&second));
+    assert!(
+        crate::cli::stderr(&second).contains("nothing built (--if-missing)"),
+        "{}",
+        crate::cli::stderr(&second)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
