@@ -18,6 +18,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-phone-number limits of USSD and SMS inquiries (docs/openapi.yaml).
     pub phone_limits: PhoneLimits,
+    /// The last 15 minutes of requests for `/status`.
+    pub status_history: crate::status::history::History,
     feed: OnceLock<Arc<FeedStatus>>,
     keys: Option<KeyStore>,
     audit: Option<AuditLog>,
@@ -35,6 +37,7 @@ impl AppState {
             tracking: TrackingCodes::new(node_id)?,
             metrics,
             phone_limits: PhoneLimits::default(),
+            status_history: Default::default(),
             feed: OnceLock::new(),
             keys: None,
             audit: None,

@@ -42,5 +42,6 @@ pub mod redact;
 pub mod relay;
 pub mod resp;
 pub mod shutdown;
+pub mod status;
 pub mod tls_client;
 pub mod tracking;

@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
+    spawn_status_sampler(Arc::clone(&state), stop_rx.clone());
     tokio::select! {
         loaded = load_index(&args) => match loaded {
             Ok(loaded) => {
@@ -213,6 +214,22 @@ fn start_feed(
 /// How long one blocking read waits, and how many entries one read takes.
 const FEED_BLOCK: Duration = Duration::from_millis(500);
 const FEED_BATCH: usize = 10_000;
+
+/// Samples the request histograms for `/status` every 10 s (the first one at once).
+fn spawn_status_sampler(state: Arc<AppState>, stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(crate::status::history::EVERY_SECS);
+    tokio::spawn(async move {
+        loop {
+            state
+                .status_history
+                .record(crate::app::unix_ms(), &state.metrics.encode());
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+        }
+    });
+}
 
 /// Compacts in the background: when the overlay reaches `--compact-overlay` changes, or
 /// every `--compact-interval` seconds while it holds any. Always the index serving now (a

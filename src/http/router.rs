@@ -129,6 +129,7 @@ async fn dispatch(
             fhir::handle(state, channel_request(request, started)).await,
         ),
         ["healthz"] => ("/healthz", "http", ops(state, request.method(), healthz)),
+        ["status"] => ("/status", "http", ops(state, request.method(), status_page)),
         ["readyz"] => ("/readyz", "http", ops(state, request.method(), readyz)),
         ["metrics"] => {
             let accept = request.headers().get(hyper::header::ACCEPT);
@@ -164,6 +165,16 @@ fn error(state: &AppState, error: ApiError) -> Reply {
         headers: Vec::new(),
     }
     .with_pipeline_headers(Some(&error), None)
+}
+
+fn status_page(state: &AppState) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/html; charset=utf-8",
+        body: crate::status::page(state).into_bytes(),
+        outcome: "ok",
+        headers: Vec::new(),
+    }
 }
 
 fn healthz(_: &AppState) -> Reply {

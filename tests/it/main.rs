@@ -27,5 +27,6 @@ mod redis_tls;
 mod scale_out;
 mod sentinel;
 mod startup;
+mod status_page;
 mod support;
 mod ussd_sms;

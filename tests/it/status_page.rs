@@ -1,0 +1,124 @@
+//! `GET /status` in a real browser: headless Chromium (Debian's) renders it, takes a
+//! screenshot, and the figures it shows are the ones `/metrics` exports.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cli::{http_get, serve_with_env};
+use crate::feed::{metric, person, upsert, wait_ready};
+use crate::redis_server::RedisServer;
+
+fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("cannot run chromium; install Debian's chromium (.ci/run does)")
+}
+
+/// The text of the element with this id in the rendered DOM.
+fn by_id<'d>(dom: &'d str, id: &str) -> &'d str {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {dom}"));
+    let rest = &dom[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest[open..].find('<').unwrap();
+    &rest[open..open + close]
+}
+
+#[test]
+fn the_status_page_shows_in_a_browser_what_metrics_says() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let url = redis.url();
+    let eligd = serve_with_env(
+        &[
+            "--demo-members",
+            "2000",
+            "--redis-url",
+            &url,
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        &[("ELIGD_AUDIT_KEY", "00112233445566778899aabbccddeeff")],
+        "index loaded; ready",
+    );
+    wait_ready(&eligd);
+    upsert(&redis, &person(70_000), 1);
+    // Two samples (one every 10 s) with inquiries between them.
+    for _ in 0..40 {
+        http_get(
+            &eligd.addr,
+            &format!("/v1/members/{}/eligibility", person(70_000)),
+        );
+        std::thread::sleep(Duration::from_millis(280));
+    }
+    let page = format!("http://{}/status", eligd.addr);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = chromium(&["--dump-dom", &page], profile.path());
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+
+    assert_eq!(by_id(&dom, "ready"), "ready");
+    let members: f64 = by_id(&dom, "members").parse().unwrap();
+    assert_eq!(members, metric(&eligd, "eligd_index_members"));
+    let shown = chrono::DateTime::parse_from_rfc3339(by_id(&dom, "data-as-of")).unwrap();
+    let exported = metric(&eligd, "eligd_data_as_of_timestamp_seconds");
+    assert!(
+        (shown.timestamp_millis() as f64 / 1000.0 - exported).abs() < 2.0,
+        "{shown} against {exported}"
+    );
+    let lag: f64 = by_id(&dom, "feed-lag")
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!((lag - metric(&eligd, "eligd_feed_lag_seconds")).abs() < 1.5);
+    assert!(by_id(&dom, "feed-state").contains("Redis connected"));
+    let queue: f64 = by_id(&dom, "audit-queue").parse().unwrap();
+    assert!(queue <= 100.0 && metric(&eligd, "eligd_audit_queue_depth") <= 100.0);
+    let load: f64 = by_id(&dom, "snapshot-load")
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!((load - metric(&eligd, "eligd_snapshot_load_seconds")).abs() < 0.01);
+    // The HTTP channel's chart, with a rate from the inquiries above.
+    assert!(dom.contains("id=\"channel-http\""), "{dom}");
+    assert!(dom.contains("<svg"), "inline SVG charts");
+    assert!(!dom.contains("<script"), "readable without JavaScript");
+
+    let shot = dir.path().join("status.png");
+    let o = chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=900,900",
+            &page,
+        ],
+        profile.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Some(out) = std::env::var_os("ELIGD_STATUS_SCREENSHOT") {
+        std::fs::copy(&shot, out).unwrap();
+    }
+}
