@@ -18,6 +18,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-phone-number limits of USSD and SMS inquiries (docs/openapi.yaml).
     pub phone_limits: PhoneLimits,
+    /// Per-client-address limits of the public endpoint (`--public-requests-per-minute`).
+    pub address_limits: PhoneLimits,
+    /// The page for people and its endpoint, with the proxies trusted to name a client
+    /// (`None`: `--no-public-page`).
+    pub public: Option<crate::http::client_address::TrustedProxies>,
     /// The last 15 minutes of requests for `/status`.
     pub status_history: crate::status::history::History,
     feed: OnceLock<Arc<FeedStatus>>,
@@ -37,6 +42,8 @@ impl AppState {
             tracking: TrackingCodes::new(node_id)?,
             metrics,
             phone_limits: PhoneLimits::default(),
+            address_limits: PhoneLimits::default(),
+            public: Some(Default::default()),
             status_history: Default::default(),
             feed: OnceLock::new(),
             keys: None,
@@ -87,6 +94,18 @@ impl AppState {
     /// Sets the USSD/SMS allowance per phone number per minute (`--phone-requests-per-minute`).
     pub fn with_phone_requests_per_minute(mut self, per_minute: u32) -> AppState {
         self.phone_limits = PhoneLimits::per_minute(per_minute);
+        self
+    }
+
+    /// The page for people and its endpoint (`None`: `--no-public-page`), and the
+    /// endpoint's allowance per client address per minute.
+    pub fn with_public(
+        mut self,
+        trusted_proxies: Option<crate::http::client_address::TrustedProxies>,
+        per_minute: u32,
+    ) -> AppState {
+        self.public = trusted_proxies;
+        self.address_limits = PhoneLimits::per_minute(per_minute);
         self
     }
 

@@ -280,6 +280,17 @@ pub struct ServeArgs {
     /// over it gets a polite "try again in a minute" while other phones are answered.
     #[arg(long, env = "ELIGD_PHONE_REQUESTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub phone_requests_per_minute: u32,
+    /// Public endpoint (`POST /v1/public/credit`, the page's) inquiries allowed per client
+    /// address per minute (also the burst).
+    #[arg(long, env = "ELIGD_PUBLIC_REQUESTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub public_requests_per_minute: u32,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
+    /// client for the public endpoint's limit; from anyone else the header is ignored.
+    #[arg(long, env = "ELIGD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::http::client_address::TrustedProxies,
+    /// Serve neither the page for people (`/`, the app's files) nor `POST /v1/public/credit`.
+    #[arg(long, env = "ELIGD_NO_PUBLIC_PAGE")]
+    pub no_public_page: bool,
     /// Client keys file (`eligd keys add`): every inquiry route then needs a key, and any
     /// listen address is allowed. Re-read on SIGHUP.
     #[arg(long, env = "ELIGD_API_KEYS")]

@@ -45,3 +45,4 @@ pub mod shutdown;
 pub mod status;
 pub mod tls_client;
 pub mod tracking;
+pub mod web;

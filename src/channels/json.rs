@@ -17,7 +17,7 @@ pub const BOOKLET_ROUTE: &str = "/v1/booklets/{booklet_no}/eligibility";
 pub const BATCH_ROUTE: &str = "/v1/eligibility/batch";
 const JSON: &str = "application/json";
 
-fn json(status: u16, body: Vec<u8>, outcome: &'static str) -> Reply {
+pub(super) fn json(status: u16, body: Vec<u8>, outcome: &'static str) -> Reply {
     Reply {
         status,
         content_type: JSON,
@@ -27,7 +27,7 @@ fn json(status: u16, body: Vec<u8>, outcome: &'static str) -> Reply {
     }
 }
 
-fn error_body(error: &ApiError, tracking: &str) -> Vec<u8> {
+pub(super) fn error_body(error: &ApiError, tracking: &str) -> Vec<u8> {
     serde_json::json!({ "error": error.body(tracking) })
         .to_string()
         .into_bytes()

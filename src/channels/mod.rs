@@ -7,6 +7,7 @@
 pub mod fhir;
 pub mod json;
 mod json_answer;
+pub mod public;
 pub mod sms;
 pub mod texts;
 pub mod ussd;
@@ -217,6 +218,10 @@ pub struct Request {
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
     pub query: Option<String>,
+    /// The connection's peer address, and its `X-Forwarded-For` (read only for the public
+    /// endpoint, and only behind `--trusted-proxies`).
+    pub peer: Option<std::net::IpAddr>,
+    pub forwarded_for: Option<String>,
     pub body: hyper::body::Incoming,
     pub started: std::time::Instant,
 }

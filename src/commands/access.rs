@@ -23,8 +23,12 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
             args.listen
         );
     }
-    let mut state =
-        AppState::new(args.node_id)?.with_phone_requests_per_minute(args.phone_requests_per_minute);
+    let mut state = AppState::new(args.node_id)?
+        .with_phone_requests_per_minute(args.phone_requests_per_minute)
+        .with_public(
+            (!args.no_public_page).then(|| args.trusted_proxies.clone()),
+            args.public_requests_per_minute,
+        );
     if let Some(path) = &args.api_keys {
         let keys = KeyStore::open(path, &state.metrics).context("--api-keys")?;
         tracing::info!(keys = keys.keys().len(), path = %path.display(), "client keys loaded; every inquiry needs one");

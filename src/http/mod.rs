@@ -3,6 +3,7 @@
 //! graceful shutdown. `serve` takes a bound listener and a shutdown future, so the binary
 //! binds the configured address and tests bind port 0 and stop the server when they are done.
 
+pub mod client_address;
 pub mod connections;
 mod router;
 pub mod tls;
@@ -133,7 +134,7 @@ async fn serve_with_config<H, F>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let Some(registered) = registry.admit() else {
                         drop(stream);
@@ -143,11 +144,11 @@ async fn serve_with_config<H, F>(
                     let handshake = config.header_read_timeout;
                     tokio::spawn(async move {
                         match tls {
-                            None => connection(stream, registered, builder, handler).await,
+                            None => connection(stream, peer, registered, builder, handler).await,
                             Some(tls) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                                 match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => connection(stream, registered, builder, handler).await,
+                                    Ok(Ok(stream)) => connection(stream, peer, registered, builder, handler).await,
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!("TLS handshake timed out"),
                                 }
@@ -174,16 +175,26 @@ async fn serve_with_config<H, F>(
     sweeper.abort();
 }
 
+/// The address a connection came from, in every request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::net::IpAddr);
+
 /// Serves one connection until it ends or the registry asks it to close.
-async fn connection<I, H, F>(io: I, registered: Registered, builder: http1::Builder, handler: H)
-where
+async fn connection<I, H, F>(
+    io: I,
+    peer: std::net::SocketAddr,
+    registered: Registered,
+    builder: http1::Builder,
+    handler: H,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let conn = Arc::clone(&registered.conn);
     let tracked = Arc::clone(&conn);
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(Peer(peer.ip()));
         tracked.busy();
         let answered = handler(request);
         let tracked = Arc::clone(&tracked);

@@ -14,7 +14,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::AppState;
-use crate::channels::{self, fhir, json, sms, ussd, Reply};
+use crate::channels::{self, fhir, json, public, sms, ussd, Reply};
 use crate::inquiry::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
 
@@ -78,6 +78,10 @@ fn channel_request(request: Request<Incoming>, started: Instant) -> channels::Re
             .and_then(|v| v.parse().ok()),
         authorization: header(hyper::header::AUTHORIZATION).cloned(),
         query: parts.uri.query().map(str::to_owned),
+        peer: parts.extensions.get::<super::Peer>().map(|p| p.0),
+        forwarded_for: header(hyper::header::HeaderName::from_static("x-forwarded-for"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         method: parts.method,
         body,
         started,
@@ -128,6 +132,11 @@ async fn dispatch(
             "fhir",
             fhir::handle(state, channel_request(request, started)).await,
         ),
+        ["v1", "public", "credit"] if state.public.is_some() => (
+            public::ROUTE,
+            "web",
+            public::credit(state, channel_request(request, started)).await,
+        ),
         ["healthz"] => ("/healthz", "http", ops(state, request.method(), healthz)),
         ["status"] => ("/status", "http", ops(state, request.method(), status_page)),
         ["readyz"] => ("/readyz", "http", ops(state, request.method(), readyz)),
@@ -139,6 +148,15 @@ async fn dispatch(
                 metrics_classic
             };
             ("/metrics", "http", ops(state, request.method(), handler))
+        }
+        _ if state.public.is_some() && crate::web::route(&path).is_some() => {
+            let route = crate::web::route(&path).unwrap_or("unknown");
+            let reply = if request.method() == Method::GET || request.method() == Method::HEAD {
+                crate::web::file(&path)
+            } else {
+                error(state, ApiError::MethodNotAllowed { allow: "GET" })
+            };
+            (route, "web", reply)
         }
         _ => ("unknown", "http", error(state, ApiError::NotFound)),
     }

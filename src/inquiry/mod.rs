@@ -31,7 +31,7 @@ use crate::audit::Record;
 use crate::auth::{Key, KeyChannel};
 use crate::dates::Day;
 use crate::index::IndexView;
-use crate::limits::{Allowance, Taken};
+use crate::limits::{Allowance, PhoneKey, PhoneLimits, Taken};
 use crate::member::{Booklet, Service};
 use crate::metrics::{ClientInquiryLabels, ClientName, InquiryLabels};
 use crate::national_id::NationalId;
@@ -45,16 +45,23 @@ pub enum Channel {
     Fhir,
     Ussd,
     Sms,
+    /// The page for people (`POST /v1/public/credit`): no key, limited per client address.
+    Web,
 }
 
 impl Channel {
     pub fn as_str(self) -> &'static str {
-        self.key_channel().as_str()
+        match self {
+            Channel::Web => "web",
+            other => other.key_channel().as_str(),
+        }
     }
 
+    /// The key channel a key needs for this channel (the web channel takes no key; it is
+    /// never asked).
     pub fn key_channel(self) -> KeyChannel {
         match self {
-            Channel::Http => KeyChannel::Http,
+            Channel::Http | Channel::Web => KeyChannel::Http,
             Channel::Fhir => KeyChannel::Fhir,
             Channel::Ussd => KeyChannel::Ussd,
             Channel::Sms => KeyChannel::Sms,
@@ -273,7 +280,8 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         index: None,
         data_as_of_ms: 0,
     };
-    if let Some(store) = state.keys() {
+    // The public web channel takes no key: it is limited per client address instead.
+    if let Some(store) = state.keys().filter(|_| channel != Channel::Web) {
         let key = store
             .keys()
             .authenticate(authorization, unix_ms(session.arrived))
@@ -392,23 +400,32 @@ impl<'s> Session<'s> {
         phone: Option<&str>,
         parse: impl FnOnce() -> Query,
     ) -> Decided<'_> {
-        self.decide_inner(Some(phone), parse)
+        let key = PhoneKey::from_phone(phone.unwrap_or(""));
+        self.decide_inner(Some((&self.state.phone_limits, key)), parse)
+    }
+
+    /// Steps 3–8 for the public web channel, after taking one from the client address's
+    /// allowance.
+    pub fn decide_for_address(
+        &self,
+        address: std::net::IpAddr,
+        parse: impl FnOnce() -> Query,
+    ) -> Decided<'_> {
+        let key = PhoneKey::from_ip(address);
+        self.decide_inner(Some((&self.state.address_limits, key)), parse)
     }
 
     fn decide_inner(
         &self,
-        phone: Option<Option<&str>>,
+        limit: Option<(&PhoneLimits, PhoneKey)>,
         parse: impl FnOnce() -> Query,
     ) -> Decided<'_> {
         let mut subject = None;
         let result = (|| {
-            if let Some(phone) = phone {
-                self.state
-                    .phone_limits
-                    .take(phone)
-                    .map_err(|retry_after_secs| {
-                        ApiError::RateLimited(Limited::Phone { retry_after_secs })
-                    })?;
+            if let Some((limits, key)) = limit {
+                limits.take_key(key).map_err(|retry_after_secs| {
+                    ApiError::RateLimited(Limited::Phone { retry_after_secs })
+                })?;
             }
             let query = parse();
             let target = query.target?;

@@ -69,6 +69,16 @@ impl PhoneKey {
         let d = &d[..d.len().min(MAX_KEY_DIGITS)];
         PhoneKey(d.iter().fold(1u128, |acc, &x| acc * 10 + u128::from(x)))
     }
+
+    /// A client address as a key (the public endpoint's limiter): IPv4 as its IPv6-mapped
+    /// form, so one address has one key whichever way it arrived.
+    pub fn from_ip(ip: std::net::IpAddr) -> PhoneKey {
+        let v6 = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        PhoneKey(u128::from(v6))
+    }
 }
 
 type Limiter<C> =
@@ -124,7 +134,12 @@ impl<C: Clock> PhoneLimits<C> {
     /// [`MAX_TRACKED`] numbers hold a state even after a sweep (a spray of distinct numbers
     /// faster than any client key allows), every number waits until the sweep frees room.
     pub fn take(&self, phone: Option<&str>) -> Result<(), u64> {
-        let key = PhoneKey::from_phone(phone.unwrap_or(""));
+        self.take_key(PhoneKey::from_phone(phone.unwrap_or("")))
+    }
+
+    /// [`PhoneLimits::take`] for a key already made (a phone's, or a client address's for
+    /// the public endpoint, which has a limiter of its own).
+    pub fn take_key(&self, key: PhoneKey) -> Result<(), u64> {
         let n = self.checks.fetch_add(1, Ordering::Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();

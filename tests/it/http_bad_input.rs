@@ -173,7 +173,7 @@ async fn oversize_bodies_get_413_with_or_without_a_declared_length() {
 async fn unknown_routes_and_wrong_methods() {
     let server = TestServer::start().await;
     for path in [
-        "/",
+        "/index.html",
         "/v1",
         "/v1/members",
         "/v1/members/0012345679",
