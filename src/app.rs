@@ -26,6 +26,8 @@ pub struct AppState {
     /// The last 15 minutes of requests for `/status`.
     pub status_history: crate::status::history::History,
     feed: OnceLock<Arc<FeedStatus>>,
+    /// When the process started (Unix ms): the CapabilityStatement's date.
+    started_ms: u64,
     keys: Option<KeyStore>,
     audit: Option<AuditLog>,
 }
@@ -46,6 +48,7 @@ impl AppState {
             public: Some(Default::default()),
             status_history: Default::default(),
             feed: OnceLock::new(),
+            started_ms: unix_ms(),
             keys: None,
             audit: None,
         })
@@ -65,6 +68,11 @@ impl AppState {
     pub fn with_audit(mut self, audit: AuditLog) -> AppState {
         self.audit = Some(audit);
         self
+    }
+
+    /// When the process started (Unix ms).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
     }
 
     pub fn keys(&self) -> Option<&KeyStore> {

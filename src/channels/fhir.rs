@@ -31,10 +31,17 @@ pub const ROUTE: &str = "/fhir/r4/CoverageEligibilityRequest";
 const RESOURCE: &str = "CoverageEligibilityRequest";
 const SERVICES: &str = "outpatient, inpatient, pharmacy, paraclinic, dental";
 
-/// `POST /fhir/r4/CoverageEligibilityRequest`: admitted by the pipeline, then the content
-/// type and the body are checked, then [`coverage_eligibility`] decides and renders.
-pub async fn handle(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, ROUTE, None)) {
+/// `POST /fhir/r4/CoverageEligibilityRequest` (and its FAIS `$submit` form, `route`):
+/// admitted by the pipeline, then the method, the content type and the answer format
+/// (`negotiated`, see `fhir_routes.rs`) are checked, then [`coverage_eligibility`] decides
+/// and renders.
+pub async fn handle(
+    state: &AppState,
+    request: Request,
+    route: &'static str,
+    negotiated: Result<(), ApiError>,
+) -> Reply {
+    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, route, None)) {
         Ok(session) => session,
         Err(r) => return refused(&r, None),
     };
@@ -46,10 +53,23 @@ pub async fn handle(state: &AppState, request: Request) -> Reply {
         let r = session.refuse(ApiError::UnsupportedMediaType(message), None);
         return refused(&r, None);
     }
+    if let Err(e) = negotiated {
+        return refused(&session.refuse(e, None), None);
+    }
     match request.read_body().await {
         Ok(body) => coverage_eligibility(&session, &body, Day::today()),
         Err(e) => refused(&session.refuse(e, None), None),
     }
+}
+
+/// An OperationOutcome for a request refused before any inquiry (an unknown FHIR route, a
+/// wrong method or format on `metadata`), with the status of the error table and the
+/// headers every refusal carries (`Allow` on 405).
+pub fn outcome_reply(state: &AppState, error: &ApiError) -> Reply {
+    let tracking = state.tracking.next();
+    Problem::from_error(error)
+        .reply(tracking.as_str())
+        .with_pipeline_headers(Some(error), None)
 }
 
 /// A refusal as an OperationOutcome, with the status of the error table. `problem` refines
@@ -151,7 +171,9 @@ fn issue_type(error: &ApiError) -> &'static str {
         ApiError::Unauthorized(_) => "login",
         ApiError::Forbidden { .. } => "forbidden",
         ApiError::MemberNotFound | ApiError::BookletNotFound | ApiError::NotFound => "not-found",
-        ApiError::MethodNotAllowed { .. } | ApiError::UnsupportedMediaType(_) => "not-supported",
+        ApiError::MethodNotAllowed { .. }
+        | ApiError::UnsupportedMediaType(_)
+        | ApiError::NotAcceptable(_) => "not-supported",
         ApiError::PayloadTooLarge { .. } => "too-long",
         ApiError::RateLimited(_) => "throttled",
         ApiError::Internal(_) => "exception",

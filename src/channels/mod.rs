@@ -5,6 +5,7 @@
 //! does not give. All texts shown to people live in one catalogue ([`texts`]).
 
 pub mod fhir;
+pub mod fhir_routes;
 pub mod json;
 mod json_answer;
 pub mod public;
@@ -222,6 +223,8 @@ pub struct Request {
     /// endpoint, and only behind `--trusted-proxies`).
     pub peer: Option<std::net::IpAddr>,
     pub forwarded_for: Option<String>,
+    /// `Accept`, read by the FHIR routes (JSON only).
+    pub accept: Option<String>,
     pub body: hyper::body::Incoming,
     pub started: std::time::Instant,
 }

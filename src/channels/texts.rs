@@ -123,6 +123,7 @@ pub fn refusal(lang: Lang, error: &crate::inquiry::ApiError, tracking: &str) -> 
         | E::NotFound
         | E::MethodNotAllowed { .. }
         | E::UnsupportedMediaType(_)
+        | E::NotAcceptable(_)
         | E::PayloadTooLarge { .. } => c.invalid_input.to_string(),
         E::Unauthorized(_)
         | E::Forbidden { .. }

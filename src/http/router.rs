@@ -14,7 +14,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::AppState;
-use crate::channels::{self, fhir, json, public, sms, ussd, Reply};
+use crate::channels::{self, fhir_routes, json, public, sms, ussd, Reply};
 use crate::inquiry::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
 
@@ -82,6 +82,9 @@ fn channel_request(request: Request<Incoming>, started: Instant) -> channels::Re
         forwarded_for: header(hyper::header::HeaderName::from_static("x-forwarded-for"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        accept: header(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         method: parts.method,
         body,
         started,
@@ -127,11 +130,12 @@ async fn dispatch(
             "sms",
             sms::handle(state, channel_request(request, started)).await,
         ),
-        ["fhir", "r4", "CoverageEligibilityRequest"] => (
-            fhir::ROUTE,
-            "fhir",
-            fhir::handle(state, channel_request(request, started)).await,
-        ),
+        ["fhir", rest @ ..] => {
+            let rest: Vec<&str> = rest.to_vec();
+            let (route, reply) =
+                fhir_routes::route(state, &rest, channel_request(request, started)).await;
+            (route, "fhir", reply)
+        }
         ["v1", "public", "credit"] if state.public.is_some() => (
             public::ROUTE,
             "web",

@@ -25,6 +25,8 @@ pub enum ApiError {
         allow: &'static str,
     },
     UnsupportedMediaType(String),
+    /// No answer format the client accepts (FHIR: XML asked for).
+    NotAcceptable(String),
     PayloadTooLarge {
         limit: usize,
     },
@@ -49,7 +51,7 @@ pub enum Limited {
 
 /// Every code of the table, in status order (docs/openapi.yaml lists each; a test keeps the
 /// two in step).
-pub const CODES: [&str; 16] = [
+pub const CODES: [&str; 17] = [
     "invalid_national_id",
     "invalid_date",
     "invalid_service",
@@ -60,6 +62,7 @@ pub const CODES: [&str; 16] = [
     "booklet_not_found",
     "not_found",
     "method_not_allowed",
+    "not_acceptable",
     "payload_too_large",
     "unsupported_media_type",
     "rate_limited",
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => 403,
             ApiError::MemberNotFound | ApiError::BookletNotFound | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::NotAcceptable(_) => 406,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::RateLimited(_) => 429,
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal(_) => "internal",
@@ -115,7 +120,9 @@ impl ApiError {
             ApiError::InvalidService(s) => format!(
                 "unknown service {s:?}; services are outpatient, inpatient, pharmacy, paraclinic, dental"
             ),
-            ApiError::InvalidRequest(m) | ApiError::UnsupportedMediaType(m) => m.clone(),
+            ApiError::InvalidRequest(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::NotAcceptable(m) => m.clone(),
             ApiError::Unauthorized(why) => why.to_string(),
             ApiError::Forbidden { key_channel } => {
                 format!("this key is issued for the {key_channel} channel, not this route")
@@ -187,6 +194,7 @@ mod tests {
                 405,
                 "method_not_allowed",
             ),
+            (ApiError::NotAcceptable("x".into()), 406, "not_acceptable"),
             (
                 ApiError::PayloadTooLarge { limit: 1 },
                 413,

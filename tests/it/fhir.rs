@@ -11,6 +11,7 @@ use crate::support::*;
 use validator::validate;
 
 mod bad_input;
+mod clients;
 mod validator;
 
 const PATH: &str = "/fhir/r4/CoverageEligibilityRequest";

@@ -115,44 +115,38 @@ pub fn validate(resources: &[String]) -> Result<(), String> {
 }
 
 /// The venv's python with the pinned `fhir.resources`, created on first use in
-/// `target/fhir-venv` (`.ci/run` creates it up front). Built under a temporary name and
-/// renamed into place, so concurrent test processes never see a half-built venv; within
-/// this process one thread builds it.
+/// `target/fhir-venv` (`.ci/run` creates it up front).
 fn venv_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let venv = target.join("fhir-venv");
-        let python = venv.join("bin/python");
-        if has_models(&python) {
-            return python;
-        }
-        let building = target.join(format!("fhir-venv.building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&building);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&building));
-        run(Command::new(building.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            FHIR_RESOURCES,
-            PYDANTIC,
-        ]));
-        let _ = std::fs::remove_dir_all(&venv);
-        if std::fs::rename(&building, &venv).is_err() {
-            let _ = std::fs::remove_dir_all(&building); // another process won the race
-        }
-        assert!(
-            has_models(&python),
-            "{} has no fhir.resources R4 models",
-            venv.display()
-        );
-        python
-    })
+    PYTHON.get_or_init(|| pinned_venv("fhir-venv", &[FHIR_RESOURCES, PYDANTIC], has_models))
+}
+
+/// A venv in `target/<name>` holding `packages`, created when `ready` says it is not there
+/// yet. Built under a temporary name and renamed into place, so concurrent test processes
+/// never see a half-built venv. Returns its python.
+pub fn pinned_venv(name: &str, packages: &[&str], ready: fn(&Path) -> bool) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let venv = target.join(name);
+    let python = venv.join("bin/python");
+    if ready(&python) {
+        return python;
+    }
+    let building = target.join(format!("{name}.building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&building));
+    let mut install = Command::new(building.join("bin/python"));
+    install.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
+    install.args(packages);
+    run(&mut install);
+    let _ = std::fs::remove_dir_all(&venv);
+    if std::fs::rename(&building, &venv).is_err() {
+        let _ = std::fs::remove_dir_all(&building); // another process won the race
+    }
+    assert!(ready(&python), "{} lacks {packages:?}", venv.display());
+    python
 }
 
 fn has_models(python: &Path) -> bool {
