@@ -27,6 +27,17 @@ pub enum IdError {
     Checksum,
 }
 
+/// What people's copies of an ID carry between its digits: spaces (also no-break), the card's
+/// dashes (hyphen, the Unicode dashes, minus), and the invisible marks of Persian text (zero
+/// width space and (non-)joiners, LRM/RLM/ALM, embeddings, overrides, isolates, BOM).
+pub fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '-' | '\u{00A0}' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{200B}'..='\u{200F}'
+            | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// The value of one digit in ASCII, Persian (U+06F0..) or Arabic-Indic (U+0660..) script.
 #[inline]
 pub fn digit_value(c: char) -> Option<u8> {
@@ -64,6 +75,46 @@ impl NationalId {
         digits.copy_within(0..count, pad);
         digits[..pad].fill(0);
         Self::from_digits(&digits)
+    }
+
+    /// An ID as people type or paste it: the card's dashes (`390-382333-3`), spaces, and the
+    /// invisible direction and joining marks Persian text carries are dropped, then
+    /// [`NationalId::parse`]. Stored records never go through this: they are exact.
+    pub fn parse_typed(input: &str) -> Result<Self, IdError> {
+        if !input.chars().any(is_separator) {
+            return Self::parse(input);
+        }
+        let cleaned: String = input.chars().filter(|c| !is_separator(*c)).collect();
+        Self::parse(&cleaned)
+    }
+
+    /// The first run of 8–10 digits (any script, separators allowed between them) in a text,
+    /// such as an SMS that holds the ID inside a few words; `None` when there is none.
+    pub fn find_in_text(text: &str) -> Option<&str> {
+        let mut start = None;
+        let mut digits = 0;
+        let mut last_digit_end = 0;
+        for (i, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+        {
+            let digit = i < text.len() && digit_value(c).is_some();
+            if digit {
+                if start.is_none() {
+                    start = Some(i);
+                    digits = 0;
+                }
+                digits += 1;
+                last_digit_end = i + c.len_utf8();
+            } else if i < text.len() && is_separator(c) && start.is_some() {
+                continue;
+            } else if let Some(s) = start.take() {
+                if (8..=10).contains(&digits) {
+                    return Some(&text[s..last_digit_end]);
+                }
+            }
+        }
+        None
     }
 
     /// Validates ten digits (each 0..=9).
@@ -339,6 +390,42 @@ mod tests {
         #[test]
         fn parse_never_panics(s in "\\PC{0,24}") {
             let _ = NationalId::parse(&s);
+        }
+    }
+
+    #[test]
+    fn ids_as_people_paste_them_are_read_and_found_in_words() {
+        let id = NationalId::parse("3903823333").unwrap();
+        for typed in [
+            "390-382333-3",
+            "390 382333 3",
+            "\u{200F}۳۹۰-۳۸۲۳۳۳-۳\u{200E}",
+            "\u{202B}3903823333\u{202C}",
+            "39\u{200C}03823333",
+            " 3903823333 ",
+        ] {
+            assert_eq!(NationalId::parse_typed(typed), Ok(id), "{typed:?}");
+        }
+        assert!(
+            NationalId::parse_typed("390-382333-4").is_err(),
+            "the check digit still counts"
+        );
+        assert!(NationalId::parse_typed("390a382333").is_err());
+        assert!(
+            NationalId::parse("390-382333-3").is_err(),
+            "stored records stay exact"
+        );
+        for (text, found) in [
+            ("استعلام 390-382333-3 لطفا", Some("390-382333-3")),
+            ("my id is 3903823333.", Some("3903823333")),
+            (
+                "call 09121234567 about ۰۰۱۲۳۴۵۶۷۹ please",
+                Some("۰۰۱۲۳۴۵۶۷۹"),
+            ),
+            ("no id here 12345", None),
+            ("", None),
+        ] {
+            assert_eq!(NationalId::find_in_text(text), found, "{text:?}");
         }
     }
 }

@@ -184,7 +184,7 @@ fn patient(request: &RequestIn) -> Result<(NationalId, String, Option<String>), 
         ));
     }
     let raw = identifier.value.as_deref().unwrap_or("");
-    let id = NationalId::parse(raw).map_err(|e| {
+    let id = NationalId::parse_typed(raw).map_err(|e| {
         let issue = if e == IdError::Empty {
             "required"
         } else {

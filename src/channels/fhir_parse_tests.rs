@@ -189,7 +189,7 @@ fn every_bad_request_gets_its_problem() {
             Some("patient.identifier.value"),
         ),
         (
-            with("/patient/identifier/value", json!("00123-45679")),
+            with("/patient/identifier/value", json!("00123x45679")),
             "value",
             "invalid_national_id",
             Some("patient.identifier.value"),

@@ -64,7 +64,7 @@ fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
 pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
     let query = request.query.as_deref();
     let subject =
-        decode_segment(raw_id).and_then(|id| crate::national_id::NationalId::parse(&id).ok());
+        decode_segment(raw_id).and_then(|id| crate::national_id::NationalId::parse_typed(&id).ok());
     single(state, request, MEMBER_ROUTE, subject, || {
         let target = decode_segment(raw_id)
             .ok_or(ApiError::InvalidNationalId(

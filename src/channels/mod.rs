@@ -188,27 +188,61 @@ pub async fn read_body(
     }
 }
 
-/// The two fields a USSD or SMS gateway sends that matter: who asks and what they typed
-/// (the first of each when repeated). Invalid UTF-8 becomes U+FFFD, which no step accepts.
+/// The two fields a USSD or SMS gateway sends that matter: who asks and what they typed; and
+/// whether the form is one a gateway sends at all (every field once, all of it readable, the
+/// required fields there).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct GatewayForm {
     pub phone: Option<String>,
     pub text: Option<String>,
+    /// The names seen, each once; a repeated name is noted in `repeated`.
+    seen: Vec<String>,
+    repeated: bool,
+    undecodable: bool,
 }
+
+/// The outcome a malformed gateway callback is counted under (`eligd_requests_total`).
+pub const MALFORMED: &str = "malformed_callback";
 
 impl GatewayForm {
     /// Reads `body` (application/x-www-form-urlencoded); `phone_field` is the gateway's
     /// name for the caller's number (`phoneNumber` for USSD, `from` for SMS).
     pub(crate) fn parse(body: &[u8], phone_field: &str) -> GatewayForm {
-        let mut form = GatewayForm::default();
+        let mut form = GatewayForm {
+            undecodable: std::str::from_utf8(body).is_err(),
+            ..GatewayForm::default()
+        };
         for (key, value) in form_urlencoded::parse(body) {
-            if key == phone_field && form.phone.is_none() {
+            // Percent-escapes of bytes that are not UTF-8 decode to U+FFFD.
+            form.undecodable |= key.contains('\u{FFFD}') || value.contains('\u{FFFD}');
+            if form.seen.iter().any(|k| *k == key) {
+                form.repeated = true;
+                continue;
+            }
+            form.seen.push(key.to_string());
+            if key == phone_field {
                 form.phone = Some(value.into_owned());
-            } else if key == "text" && form.text.is_none() {
+            } else if key == "text" {
                 form.text = Some(value.into_owned());
             }
         }
         form
+    }
+
+    /// `Some(MALFORMED)` when the body is not a form a gateway sends: undecodable, a field
+    /// repeated, or one of `required` missing or empty.
+    pub(crate) fn malformed(&self, required: &[&str]) -> Option<&'static str> {
+        let missing = required.iter().any(|name| {
+            !self.seen.iter().any(|k| k == name) || (*name != "text" && self.field_is_empty(name))
+        });
+        (self.undecodable || self.repeated || missing).then_some(MALFORMED)
+    }
+
+    fn field_is_empty(&self, name: &str) -> bool {
+        match name {
+            "phoneNumber" | "from" => self.phone.as_deref().is_none_or(|p| p.trim().is_empty()),
+            _ => false,
+        }
     }
 }
 

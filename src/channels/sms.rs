@@ -35,7 +35,13 @@ pub fn reply(session: &Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
         return Reply::text(SMS.help.to_string(), "invalid_request");
     };
     let form = super::GatewayForm::parse(body, "from");
-    let text = form.text.as_deref().unwrap_or("").trim();
+    if let Some(problem) = form.malformed(&["from"]) {
+        // Not a message a gateway of ours sends: it cannot be limited per phone.
+        return Reply::text(SMS.help.to_string(), problem);
+    }
+    // The ID may come inside a few words; the whole text otherwise (its error is the answer).
+    let whole = form.text.as_deref().unwrap_or("").trim();
+    let text = NationalId::find_in_text(whole).unwrap_or(whole);
     let decided = session.decide_for_phone(form.phone.as_deref(), || {
         if text.is_empty() {
             Query::refused(ApiError::InvalidRequest("the message is empty".into()))
@@ -60,7 +66,7 @@ fn render(text: &str, decided: &Decided<'_>) -> String {
         Err(ApiError::InvalidNationalId(_)) => SMS.invalid_id.to_string(),
         Err(ApiError::RateLimited(_)) => FA.rate_limited.to_string(),
         Err(ApiError::MemberNotFound) => {
-            let masked = NationalId::parse(text)
+            let masked = NationalId::parse_typed(text)
                 .map(|id| id.masked())
                 .unwrap_or_default();
             texts::sms_not_found(&masked, tracking)

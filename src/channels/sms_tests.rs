@@ -68,7 +68,7 @@ fn every_status_and_the_unknown_and_invalid() {
     let (body, outcome) = sms(&state, &id(1010), "09124000002");
     assert_eq!(outcome, "member_not_found");
     assert!(body.starts_with(SMS.not_found.0), "{body}");
-    for bad in ["0012345678", "abc", "1*0012345679", "12"] {
+    for bad in ["0012345678", "abc", "12", "id 0012345678 please"] {
         let (body, outcome) = sms(&state, bad, "09124000003");
         assert_eq!(
             (body.as_str(), outcome),
@@ -89,21 +89,20 @@ fn empty_or_unreadable_messages_get_the_help_text() {
         check(reply(&session(&state), Some(b"from=0912"), today())).1,
         "invalid_request"
     );
-    assert_eq!(
-        check(reply(
-            &session(&state),
-            Some(b"text=\xff\xfe&from=1"),
-            today()
-        ))
-        .1,
-        "invalid_national_id"
-    );
-    // Without `from` the message is still answered.
-    let body = format!("text={ACTIVE}");
-    assert_eq!(
-        check(reply(&session(&state), Some(body.as_bytes()), today())).1,
-        "active"
-    );
+    // Not what a gateway sends: undecodable, a field twice, no sender.
+    for body in [
+        &b"text=\xff\xfe&from=1"[..],
+        b"text=%FF&from=1",
+        b"from=1&from=2&text=0012345679",
+        b"text=0012345679",
+        b"from=&text=0012345679",
+    ] {
+        assert_eq!(
+            check(reply(&session(&state), Some(body), today())),
+            (SMS.help.to_string(), crate::channels::MALFORMED),
+            "{body:?}"
+        );
+    }
 }
 
 #[test]
@@ -124,4 +123,19 @@ fn not_ready_until_an_index_is_loaded() {
         sms(&state, ACTIVE, "0912"),
         (FA.not_ready.to_string(), "not_ready")
     );
+}
+
+#[test]
+fn an_id_inside_a_few_words_or_as_the_card_prints_it_is_read() {
+    let state = state();
+    let active = id(1004);
+    let dashed = format!("{}-{}-{}", &active[..3], &active[3..9], &active[9..]);
+    for text in [
+        format!("استعلام {active} لطفا"),
+        format!("my national id is {dashed}."),
+        format!("\u{200F}{dashed}\u{200E}"),
+    ] {
+        let (_, outcome) = sms(&state, &text, "09124000009");
+        assert_eq!(outcome, "active", "{text}");
+    }
 }

@@ -90,6 +90,10 @@ pub fn reply(session: &Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
         return end(texts::FA.invalid_input, "invalid_request");
     };
     let form = super::GatewayForm::parse(body, "phoneNumber");
+    if let Some(problem) = form.malformed(&["sessionId", "phoneNumber"]) {
+        // Not a callback a gateway of ours sends: no menu, and it cannot be limited per phone.
+        return end(texts::FA.invalid_input, problem);
+    }
     // A missing `text` is read as empty: some gateways leave empty fields out.
     match step(form.text.as_deref().unwrap_or("")) {
         Step::Menu => con(texts::MENU, "menu"),

@@ -302,40 +302,42 @@ fn unreadable_bodies_and_missing_fields_still_get_text() {
         (body, outcome),
         (format!("END {}", FA.invalid_input), "invalid_request")
     );
-    // No fields at all: the first screen.
-    assert_eq!(check(reply(&session(&state), Some(b""), today())).1, "menu");
-    assert_eq!(
-        check(reply(&session(&state), Some(b"sessionId=1"), today())).1,
-        "menu"
-    );
-    // Not a form, not UTF-8, very long.
-    assert_eq!(
-        check(reply(
-            &session(&state),
-            Some(b"\xff\xfe\x00text=\xff"),
-            today()
-        ))
-        .1,
-        "menu"
-    );
-    assert_eq!(
-        check(reply(&session(&state), Some(b"text=1*\xff\xfe"), today())).1,
-        "invalid_national_id"
-    );
-    let long = format!("text={}", "1*".repeat(30_000));
+    // Not a callback a gateway sends: no fields, no session, no phone, undecodable, a field
+    // twice. A short END, never the menu, counted as malformed.
+    for body in [
+        &b""[..],
+        b"sessionId=1",
+        b"phoneNumber=0912&text=",
+        b"sessionId=1&phoneNumber=&text=",
+        b"\xff\xfe\x00text=\xff",
+        b"sessionId=1&phoneNumber=0912&text=1*%FF%FE",
+        b"sessionId=1&phoneNumber=0912&text=1&text=2",
+        b"sessionId=1&phoneNumber=0912&phoneNumber=0913&text=",
+    ] {
+        assert_eq!(
+            check(reply(&session(&state), Some(body), today())),
+            (
+                format!("END {}", FA.invalid_input),
+                crate::channels::MALFORMED
+            ),
+            "{body:?}"
+        );
+    }
+    let long = format!("sessionId=1&phoneNumber=0912&text={}", "1*".repeat(30_000));
     assert_eq!(
         check(reply(&session(&state), Some(long.as_bytes()), today())).1,
         "invalid_request"
     );
-    let long = format!("text={}", "9".repeat(60_000));
+    let long = format!("sessionId=1&phoneNumber=0912&text={}", "9".repeat(60_000));
     assert_eq!(
         check(reply(&session(&state), Some(long.as_bytes()), today())).1,
         "invalid_national_id"
     );
-    // Without a phone number the inquiry is still answered (one shared allowance).
+    // The card's dashes and invisible marks copied with the ID are read.
+    let dashed = format!("{}-{}-{}", &ACTIVE[..3], &ACTIVE[3..9], &ACTIVE[9..]);
     let r = check(reply(
         &session(&state),
-        Some(format!("text={ACTIVE}").as_bytes()),
+        Some(form(&format!("1*\u{200F}{dashed}"), "0912").as_slice()),
         today(),
     ));
     assert_eq!(r.1, "active");

@@ -13,7 +13,7 @@ use crate::national_id::NationalId;
 
 pub fn subject(args: &AuditSubjectArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let key = AuditKey::from_env()?;
-    let id = NationalId::parse(&args.national_id).context("not a valid national ID")?;
+    let id = NationalId::parse_typed(&args.national_id).context("not a valid national ID")?;
     writeln!(out, "{}", key.subject(id))?;
     // stderr, so `$(eligd audit subject ID)` is the subject alone.
     eprintln!("(under the audit key whose subject_key is {})", key.id());

@@ -118,7 +118,8 @@ pub struct Query {
 }
 
 impl Query {
-    /// A query by national ID, as typed (any digit script, separators, 8–9 digits).
+    /// A query by national ID, as typed (any digit script, the card's dashes, spaces and
+    /// invisible marks, 8–9 digits).
     pub fn national_id(raw: &str, as_of: Day) -> Query {
         Query {
             target: parse_national_id(raw),
@@ -173,7 +174,7 @@ pub fn parse_services(service: Option<&str>) -> Result<Vec<Service>, ApiError> {
 }
 
 pub fn parse_national_id(raw: &str) -> Result<Target, ApiError> {
-    NationalId::parse(raw)
+    NationalId::parse_typed(raw)
         .map(Target::Member)
         .map_err(ApiError::InvalidNationalId)
 }
