@@ -10,6 +10,7 @@ mod docs;
 mod feed;
 mod feed_faults;
 mod fhir;
+mod floods;
 mod http_api;
 mod http_bad_input;
 mod integrity;
