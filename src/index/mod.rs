@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::{ArcSwap, Guard};
 use dashmap::mapref::entry::Entry;
 
-pub use base::{Base, Row};
+pub use base::{validate as validate_body, Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
 use overlay::{InOverlay, Overlay, Slot};
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};

@@ -135,6 +135,12 @@ fn get_u32(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// Decodes and checks a snapshot header from bytes (what `load` does with a file's first
+/// [`HEADER_LEN`] bytes); the fuzzing entry point of header validation.
+pub fn decode_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
+    Header::decode(Path::new("<bytes>"), bytes)
+}
+
 impl Header {
     fn encode(&self) -> Vec<u8> {
         let mut h = vec![0u8; HEADER_LEN];

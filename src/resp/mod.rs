@@ -226,7 +226,8 @@ impl<'a> Decoder<'a> {
         let Some(count) = self.array()? else {
             return Ok(Vec::new());
         };
-        let mut entries = Vec::with_capacity(count.min(100_000));
+        let left = self.buf.len().saturating_sub(self.at);
+        let mut entries = Vec::with_capacity(count.min(100_000).min(left / 8));
         for _ in 0..count {
             if self.array()? != Some(2) {
                 return Err(protocol("an entry is not [id, fields]"));
@@ -239,7 +240,11 @@ impl<'a> Decoder<'a> {
             if flat % 2 != 0 {
                 return Err(protocol("an odd number of field names and values"));
             }
-            let mut fields = Vec::with_capacity(flat / 2);
+            // A length read from the wire is no promise: reserve no more than the bytes left
+            // could hold (a field pair takes at least 8), so a lying reply cannot make us
+            // allocate gigabytes (found by fuzz/fuzz_targets/resp.rs).
+            let left = self.buf.len().saturating_sub(self.at);
+            let mut fields = Vec::with_capacity((flat / 2).min(left / 8));
             for _ in 0..flat / 2 {
                 let name = self.bulk()?.to_vec();
                 let value = self.bulk()?.to_vec();

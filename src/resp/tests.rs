@@ -127,3 +127,18 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&entries[0].fields, &fields);
     }
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/resp.rs): an entry whose field array claims 700
+/// million elements made the decoder reserve them all, and the process abort. Lengths from
+/// the wire never size an allocation beyond what the bytes left could hold.
+#[test]
+fn a_lying_array_length_is_an_error_not_an_allocation() {
+    let reply = b"*1\r\n*2\r\n$15\r\n1700000000000-0\r\n*700000000\r\n+a\r\n";
+    assert!(decode_entries(reply).is_err());
+    let xread = b"*1\r\n*2\r\n$13\r\neligd:changes\r\n*900000000\r\n";
+    assert!(decode_xread(xread).is_err());
+    let crash = include_bytes!("../../fuzz/regressions/resp-huge-array");
+    let _ = decode(crash);
+    let _ = decode_xread(crash);
+    let _ = decode_entries(crash);
+}
