@@ -15,11 +15,19 @@ use crate::jalali::JalaliDate;
 
 pub const ROUTE: &str = "/v1/public/credit";
 
+/// Exactly one of the two, as a string (an explicit `null` is not "absent").
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ask {
+    #[serde(default, deserialize_with = "present_string")]
     national_id: Option<String>,
+    #[serde(default, deserialize_with = "present_string")]
     booklet_no: Option<String>,
+}
+
+/// A field that, when present, is a string (`null` is refused, not read as absent).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 #[derive(Serialize)]
