@@ -63,8 +63,6 @@ fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<(), ApiError> 
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "_format")
             .map(|(_, v)| v.trim().to_ascii_lowercase())
-            // An empty `_format` asks for nothing: `Accept` decides.
-            .filter(|v| !v.is_empty())
     });
     if let Some(format) = format {
         // `+` arrives as a space when the client did not escape it.
@@ -179,7 +177,6 @@ mod tests {
             (Some("_format=application/fhir+json"), None),
             (Some("_format=application%2Ffhir%2Bjson"), None),
             (Some("_format=application/fhir json"), None),
-            (Some("_format="), Some("application/fhir+json")),
         ] {
             assert_eq!(negotiate(query, accept), Ok(()), "{query:?} {accept:?}");
         }
