@@ -177,3 +177,67 @@ fn slow_clients_and_malformed_floods_never_slow_a_good_client() {
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 }
+
+/// More idle connections than the process may hold descriptors, opened from several client
+/// processes: the server evicts the longest idle to make room, and a good client's health
+/// checks and lookups answer within 50 ms throughout.
+#[test]
+fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .args(["--nofile=1024:1024", "--"])
+        .arg(crate::cli::eligd_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--demo-members",
+            "1000",
+            "--max-connections",
+            "800",
+        ]);
+    let served = crate::cli::serve_command(command, "index loaded; ready");
+    let (host, port) = served.addr.rsplit_once(':').unwrap();
+    // Three processes, 700 connections each: 2,100 against 1,024 descriptors.
+    let script = format!(
+        "import socket,time\ns=[]\nfor _ in range(700):\n    try:\n        s.append(socket.create_connection(('{host}',{port}),timeout=2))\n    except OSError:\n        pass\nprint(len(s),flush=True)\ntime.sleep(20)"
+    );
+    let mut clients: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new("python3")
+                .args(["-c", &script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut opened = 0;
+    for c in &mut clients {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        opened += line.trim().parse::<usize>().unwrap();
+    }
+    assert!(opened > 1024, "{opened} connections opened");
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        for path in ["/healthz", "/v1/members/0012345679/eligibility"] {
+            let started = Instant::now();
+            let (status, _) = http_get(&served.addr, path);
+            worst = worst.max(started.elapsed());
+            assert!(status == 200 || status == 404, "{path}: {status}");
+        }
+    }
+    assert!(
+        worst < Duration::from_millis(50),
+        "a good client waited {worst:?}"
+    );
+    assert!(crate::feed::metric(&served, "eligd_connections_evicted_total") >= 1.0);
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
