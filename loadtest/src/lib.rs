@@ -4,9 +4,12 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+pub mod closed_loop;
+pub mod mix;
 pub mod open_loop;
 pub mod probe;
 pub mod records;
+pub mod server;
 
 /// One measured figure against its limit.
 pub struct Check {

@@ -112,6 +112,12 @@ enum Spawn {
 impl PgServer {
     /// A fresh cluster with an empty database `eligd`, accepting connections.
     pub fn start() -> PgServer {
+        Self::start_with("")
+    }
+
+    /// [`PgServer::start`] with more `postgresql.conf` lines (later lines win), e.g.
+    /// `max_connections = 200` for a load test.
+    pub fn start_with(settings: &str) -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("testkit-pg-")
             // Short and traversable by the `postgres` user: the socket path has a ~100 byte limit.
@@ -127,7 +133,7 @@ impl PgServer {
             port: crate::free_port(),
             child: None,
         };
-        server.initdb();
+        server.initdb(settings);
         // Another process may take the free port before the postmaster binds it: try another.
         for _ in 0..5 {
             match server.spawn() {
@@ -151,6 +157,13 @@ impl PgServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The postmaster's process ID (from `postmaster.pid`), to pin it to cores or read its
+    /// CPU time; backends forked after a pin inherit it.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Turns TLS on (`ssl = on`) with this PEM certificate chain and key, and reloads: clients
@@ -212,7 +225,7 @@ impl PgServer {
         cmd
     }
 
-    fn initdb(&self) {
+    fn initdb(&self, extra: &str) {
         let status = self
             .command("initdb")
             .arg("-D")
@@ -233,7 +246,7 @@ impl PgServer {
         }
         let settings = format!(
             "\n# testkit\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 50\nwal_level = logical\nfsync = on\nsynchronous_commit = on\n",
+             max_connections = 50\nwal_level = logical\nfsync = on\nsynchronous_commit = on\n{extra}\n",
             self.dir.path().display()
         );
         let conf = self.data_dir().join("postgresql.conf");

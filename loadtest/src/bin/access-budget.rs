@@ -16,13 +16,12 @@
 //! [--rounds 3] [--connections 32] [--ratio 0.9]`. Needs `wrk` and `taskset`.
 //! Exits 1 when the budget is missed, 2 on error.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+
+use loadtest::server::{add_key, cpu_seconds, Eligd as Server};
 use std::process::{Child, Command, ExitCode, Stdio};
 
 use loadtest::Budget;
-
-const AUDIT_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 struct Args {
     eligd: PathBuf,
@@ -59,63 +58,8 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A running eligd: its address and a synthetic member to ask about.
-struct Server {
-    child: Child,
-    addr: String,
-    member: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(args: &Args, extra: &[&str]) -> Result<Server, String> {
-    let members = args.members.to_string();
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(&args.eligd)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-members",
-            &members,
-        ])
-        .args(extra)
-        .env("ELIGD_AUDIT_KEY", AUDIT_KEY)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run taskset/eligd: {e}"))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut addr, mut member) = (None, None);
-    while member.is_none() {
-        let line = lines
-            .next()
-            .ok_or("eligd exited before it was ready")?
-            .map_err(|e| e.to_string())?;
-        if let Some(rest) = line.split("address=").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("synthetic sample: active main insured") {
-            member = line
-                .split("demo_national_id=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string);
-        }
-    }
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(Server {
-        child,
-        addr: addr.ok_or("no address logged")?,
-        member: member.ok_or("no sample logged")?,
-    })
+    Server::start(&args.eligd, args.members, "0", extra)
 }
 
 /// A closed-loop `wrk` run against `server`, started in the background.
@@ -148,23 +92,6 @@ fn wrk_requests(run: Child) -> Result<f64, String> {
         .ok_or_else(|| format!("no request count in wrk's output:\n{text}"))
 }
 
-/// CPU seconds a process has used (user + system, all threads).
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| "bad /proc stat".to_string())
-    };
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
-    let hz = 100.0; // USER_HZ on Linux
-    Ok((ticks(11)? + ticks(12)?) / hz)
-}
-
 /// One round: both servers loaded at once. Returns (answers, cpu seconds) for each.
 fn round(args: &Args, off: &Server, on: &Server, key: &str) -> Result<[(f64, f64); 2], String> {
     let cpu = |s: &Server| cpu_seconds(s.child.id());
@@ -172,19 +99,6 @@ fn round(args: &Args, off: &Server, on: &Server, key: &str) -> Result<[(f64, f64
     let (a, b) = (spawn_wrk(args, off, key)?, spawn_wrk(args, on, key)?);
     let (a, b) = (wrk_requests(a)?, wrk_requests(b)?);
     Ok([(a, cpu(off)? - off_cpu), (b, cpu(on)? - on_cpu)])
-}
-
-fn add_key(eligd: &Path, keys: &Path) -> Result<String, String> {
-    let out = Command::new(eligd)
-        .args(["keys", "add", "--keys-file"])
-        .arg(keys)
-        .args(["--client", "load", "--channel", "any", "--rate", "1000000"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn run(args: Args) -> Result<Budget, String> {
