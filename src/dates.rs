@@ -2,7 +2,9 @@
 //! `i32`, so a member carries 4 bytes per date and the rules compare integers. "Today" is
 //! the date in Asia/Tehran, where the people and their providers are, not the server's zone.
 
-use chrono::{Datelike, NaiveDate, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 
 /// A calendar date stored as days since 1970-01-01.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -46,13 +48,23 @@ impl Day {
             .unwrap_or_default()
     }
 
-    /// Today in Asia/Tehran.
+    /// Today in Asia/Tehran. The time-zone arithmetic runs once per day change, not per
+    /// call: the day and the Unix second it ends at are cached together in one word, read
+    /// with one load (shared, written once a day).
     pub fn today() -> Day {
-        Day::from_date(
-            Utc::now()
-                .with_timezone(&chrono_tz::Asia::Tehran)
-                .date_naive(),
-        )
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cached = TODAY.load(Ordering::Relaxed);
+        if now < cached >> 24 {
+            // Below 2^24 days: the day fits the low 24 bits (until the year 47,000).
+            return Day((cached & 0xFF_FFFF) as i32);
+        }
+        let (day, ends) = tehran_day_at(now);
+        if (0..=0xFF_FFFF).contains(&day.0) && ends < 1 << 40 {
+            TODAY.store((ends << 24) | day.0 as u64, Ordering::Relaxed);
+        }
+        day
     }
 
     pub fn plus_days(self, days: i32) -> Day {
@@ -69,19 +81,98 @@ impl Day {
 
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // NaiveDate's own Display is `YYYY-MM-DD` for the years a Day holds (1900–2199), and
-        // unlike `format("%Y-%m-%d")` it parses no format string on every answer.
-        std::fmt::Display::fmt(&self.date(), f)
+        let mut out = Vec::with_capacity(10);
+        self.write_iso(&mut out);
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
-/// A Unix time in milliseconds as RFC 3339 in UTC with milliseconds
+/// `(ends at, in Unix seconds) << 24 | day` of the cached Tehran date; 0 until first asked.
+static TODAY: AtomicU64 = AtomicU64::new(0);
+
+/// The Tehran date at Unix second `now`, and the Unix second its next day starts.
+fn tehran_day_at(now: u64) -> (Day, u64) {
+    let (date, _, ends) = tehran_day_bounds(now);
+    (Day::from_date(date), ends)
+}
+
+/// The Tehran date at Unix second `now`, and the Unix seconds it starts and ends at (what
+/// lets callers cache a day's figures until it ends, time-zone rules included).
+pub fn tehran_day_bounds(now: u64) -> (NaiveDate, u64, u64) {
+    let tz = chrono_tz::Asia::Tehran;
+    let utc = chrono::DateTime::from_timestamp(i64::try_from(now).unwrap_or(i64::MAX), 0)
+        .unwrap_or_default();
+    let date = utc.with_timezone(&tz).date_naive();
+    let unix = |d: Option<NaiveDate>| {
+        d.and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|midnight| tz.from_local_datetime(&midnight).earliest())
+            .map(|t| t.with_timezone(&Utc).timestamp().max(0) as u64)
+    };
+    let starts = unix(Some(date)).unwrap_or(now).min(now);
+    let ends = unix(date.succ_opt()).unwrap_or(now + 1).max(now + 1);
+    (date, starts, ends)
+}
+
+/// The proleptic Gregorian `(year, month, day)` of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`): what a date costs to print without a calendar library.
+pub fn civil_from_days(days: i32) -> (i32, u32, u32) {
+    let z = i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// Appends `value` as exactly `width` decimal digits (the low ones; zero-padded).
+pub fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+impl Day {
+    /// Appends `YYYY-MM-DD` (years 0–9999, which covers every day a record may hold).
+    pub fn write_iso(self, out: &mut Vec<u8>) {
+        let (y, m, d) = civil_from_days(self.0);
+        push_digits(out, y.clamp(0, 9999) as u64, 4);
+        out.push(b'-');
+        push_digits(out, u64::from(m), 2);
+        out.push(b'-');
+        push_digits(out, u64::from(d), 2);
+    }
+}
+
+/// Appends a Unix time in milliseconds as RFC 3339 in UTC with milliseconds
 /// (`2026-11-22T08:14:03.120Z`), the form of `data_as_of`.
+pub fn write_rfc3339_utc_ms(out: &mut Vec<u8>, ms: u64) {
+    let ms = ms.min(253_402_300_799_999); // 9999-12-31T23:59:59.999Z
+    let secs = ms / 1000;
+    Day((secs / 86_400) as i32).write_iso(out);
+    let of_day = secs % 86_400;
+    out.push(b'T');
+    push_digits(out, of_day / 3600, 2);
+    out.push(b':');
+    push_digits(out, of_day / 60 % 60, 2);
+    out.push(b':');
+    push_digits(out, of_day % 60, 2);
+    out.push(b'.');
+    push_digits(out, ms % 1000, 3);
+    out.push(b'Z');
+}
+
+/// [`write_rfc3339_utc_ms`] as a string.
 pub fn rfc3339_utc_ms(ms: u64) -> String {
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339_utc_ms(&mut out, ms);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -135,6 +226,48 @@ mod tests {
             "2026-11-27T08:14:03.120Z"
         );
         assert_eq!(rfc3339_utc_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn dates_print_as_chrono_does_over_the_whole_supported_range_and_beyond() {
+        let (lo, hi) = (
+            Day::parse_iso("1900-01-01").unwrap().0,
+            Day::parse_iso("2199-12-31").unwrap().0,
+        );
+        for day in (lo - 1000)..=(hi + 1000) {
+            let chrono = Day(day).date().format("%Y-%m-%d").to_string();
+            assert_eq!(Day(day).to_string(), chrono, "day {day}");
+        }
+    }
+
+    #[test]
+    fn data_as_of_matches_chrono_at_every_kind_of_instant() {
+        let mut ms = 0u64;
+        while ms < 7_258_118_400_000 {
+            let chrono = chrono::DateTime::from_timestamp_millis(ms as i64)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            assert_eq!(rfc3339_utc_ms(ms), chrono, "{ms}");
+            ms = ms * 3 / 2 + 86_399_999;
+        }
+        assert_eq!(rfc3339_utc_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn today_is_the_tehran_date_and_its_day_ends_at_tehran_midnight() {
+        let expected = Day::from_date(
+            Utc::now()
+                .with_timezone(&chrono_tz::Asia::Tehran)
+                .date_naive(),
+        );
+        // Twice: computed, then from the cache (a day change between them is ~impossible).
+        assert_eq!(Day::today(), expected);
+        assert_eq!(Day::today(), expected);
+        // 2026-11-27T20:29:59Z is 23:59:59 in Tehran (UTC+3:30): the day ends a second later.
+        let (day, ends) = tehran_day_at(1_795_811_399);
+        assert_eq!(day.to_string(), "2026-11-27");
+        assert_eq!(ends, 1_795_811_400);
+        assert_eq!(tehran_day_at(ends).0.to_string(), "2026-11-28");
     }
 
     #[test]

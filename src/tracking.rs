@@ -10,8 +10,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Timelike};
-
 use crate::jalali::JalaliDate;
 
 pub const MAX_NODE_ID: u16 = 99;
@@ -44,10 +42,20 @@ impl std::fmt::Debug for TrackingCode {
 #[error("--node-id must be between 0 and {MAX_NODE_ID}, got {0}")]
 pub struct NodeIdError(pub u64);
 
+/// Counters a node's codes come from: a thread always uses the same one, so threads on
+/// different cores do not write one shared word. Counter `r` hands out only microseconds
+/// congruent to `r` modulo this, so codes stay unique across counters; each can give
+/// 250,000 codes a second before it runs ahead of the clock.
+const COUNTERS: usize = 4;
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+struct Counter(AtomicU64);
+
 pub struct TrackingCodes {
     node: u8,
-    /// The last microsecond (since the Unix epoch) handed out.
-    last_micros: AtomicU64,
+    /// The last microsecond (since the Unix epoch) each counter handed out.
+    last_micros: [Counter; COUNTERS],
 }
 
 impl TrackingCodes {
@@ -57,16 +65,27 @@ impl TrackingCodes {
         }
         Ok(TrackingCodes {
             node: node_id as u8,
-            last_micros: AtomicU64::new(0),
+            last_micros: std::array::from_fn(|_| Counter(AtomicU64::new(0))),
         })
     }
 
+    /// A code for a request arriving now.
     pub fn next(&self) -> TrackingCode {
-        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
-        let mut prev = self.last_micros.load(Ordering::Relaxed);
+        self.next_at(std::time::SystemTime::now())
+    }
+
+    /// A code at or after `now` (a request's arrival, read once for everything it records).
+    pub fn next_at(&self, now: std::time::SystemTime) -> TrackingCode {
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let r = (crate::metrics::hot::shard() % COUNTERS) as u64;
+        let counter = &self.last_micros[r as usize].0;
+        let mut prev = counter.load(Ordering::Relaxed);
         let micros = loop {
-            let candidate = now.max(prev + 1);
-            match self.last_micros.compare_exchange_weak(
+            let base = now.max(prev + 1);
+            let candidate = base + (r + COUNTERS as u64 - base % COUNTERS as u64) % COUNTERS as u64;
+            match counter.compare_exchange_weak(
                 prev,
                 candidate,
                 Ordering::Relaxed,
@@ -80,12 +99,40 @@ impl TrackingCodes {
     }
 }
 
+/// The Tehran day a thread last made a code in: `[starts, ends)` in Unix microseconds and
+/// its Solar Hijri date as a number. The calendar and time-zone work runs once per day and
+/// thread, not per code, and nothing is shared between threads.
+#[derive(Clone, Copy)]
+struct CachedDay {
+    starts: u64,
+    ends: u64,
+    date: u64,
+}
+
+thread_local! {
+    static DAY: std::cell::Cell<CachedDay> = const {
+        std::cell::Cell::new(CachedDay { starts: 0, ends: 0, date: 0 })
+    };
+}
+
+fn day_of(micros: u64) -> CachedDay {
+    let cached = DAY.with(std::cell::Cell::get);
+    if (cached.starts..cached.ends).contains(&micros) {
+        return cached;
+    }
+    let (date, starts, ends) = crate::dates::tehran_day_bounds(micros / 1_000_000);
+    let day = CachedDay {
+        starts: starts.saturating_mul(1_000_000),
+        ends: ends.saturating_mul(1_000_000),
+        date: JalaliDate::from_gregorian(date).map_or(0, JalaliDate::as_number),
+    };
+    DAY.with(|c| c.set(day));
+    day
+}
+
 fn encode(micros: u64, node: u8) -> TrackingCode {
-    let utc = DateTime::from_timestamp_micros(micros as i64).unwrap_or_default();
-    let local = utc.with_timezone(&chrono_tz::Asia::Tehran);
-    let date = JalaliDate::from_gregorian(local.date_naive()).map_or(0, JalaliDate::as_number);
-    let micros_of_day = u64::from(local.num_seconds_from_midnight()) * 1_000_000
-        + u64::from(local.nanosecond() / 1000);
+    let day = day_of(micros);
+    let (date, micros_of_day) = (day.date, micros - day.starts);
     let mut digits = [b'0'; CODE_LEN];
     write_digits(&mut digits[0..8], date);
     write_digits(&mut digits[8..10], u64::from(node));
@@ -103,6 +150,7 @@ fn write_digits(out: &mut [u8], mut value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
     use std::collections::HashSet;
 
     #[test]
@@ -117,6 +165,39 @@ mod tests {
             .unwrap()
             .timestamp_micros() as u64;
         assert_eq!(encode(micros, 7).as_str(), "140509020700000000000");
+        // And back again: a thread's cached day is replaced whichever way time moves.
+        let micros = DateTime::parse_from_rfc3339("2026-11-22T20:29:59.5Z")
+            .unwrap()
+            .timestamp_micros() as u64;
+        assert_eq!(encode(micros, 7).as_str(), "140509010786399500000");
+    }
+
+    #[test]
+    fn codes_match_the_calendar_through_a_year_of_days() {
+        let tz = chrono_tz::Asia::Tehran;
+        let mut micros = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .timestamp_micros() as u64;
+        for _ in 0..800 {
+            let local = DateTime::from_timestamp_micros(micros as i64)
+                .unwrap()
+                .with_timezone(&tz);
+            let date = JalaliDate::from_gregorian(local.date_naive())
+                .unwrap()
+                .as_number();
+            let of_day = u64::from(chrono::Timelike::num_seconds_from_midnight(&local)) * 1_000_000
+                + micros % 1_000_000;
+            let mut expected = Vec::new();
+            crate::dates::push_digits(&mut expected, date, 8);
+            crate::dates::push_digits(&mut expected, 5, 2);
+            crate::dates::push_digits(&mut expected, of_day, 11);
+            assert_eq!(
+                encode(micros, 5).as_str().as_bytes(),
+                &expected[..],
+                "{local}"
+            );
+            micros += 11 * 3_600_000_000 + 123_457;
+        }
     }
 
     #[test]

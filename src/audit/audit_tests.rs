@@ -9,7 +9,7 @@ fn record(n: u32, person: Option<NationalId>) -> Record {
     Record {
         time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
         tracking: codes.next(),
-        client: Some(Arc::from("pharmacy-1")),
+        client: Some("pharmacy-1"),
         channel: "http",
         route: "/v1/members/{national_id}/eligibility",
         outcome: if n % 2 == 0 {

@@ -28,7 +28,8 @@ use sha2::Sha256;
 use crate::national_id::NationalId;
 use crate::tracking::TrackingCode;
 
-/// Records waiting for the writer at most (about 6 MB); a full queue refuses answers (503).
+/// Records waiting for the writer at most, per queue shard (about 6 MB each); a full shard
+/// refuses its answers (503).
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// The default size at which the log is rotated.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -130,7 +131,7 @@ impl std::fmt::Debug for Subject {
 pub struct Record {
     pub time: SystemTime,
     pub tracking: TrackingCode,
-    pub client: Option<Arc<str>>,
+    pub client: Option<&'static str>,
     pub channel: &'static str,
     pub route: &'static str,
     pub outcome: &'static str,
@@ -157,13 +158,30 @@ pub struct AuditCounters {
     pub write_errors: prometheus_client::metrics::counter::Counter,
 }
 
-/// The queue between the request path and the writer: records pile up in one vector, which
-/// the writer swaps for an empty one and writes. The vector in use stays hot in the cache, a
-/// record costs one short lock, and the writer is woken once per batch, not per record.
-pub(crate) struct Queue {
-    pending: Mutex<Vec<Record>>,
-    /// Records in `pending` (read without the lock, for metrics and readiness).
+/// Shards of the queue: a request thread always uses the same one, so request threads on
+/// different cores never take the same lock or write the same counter.
+const QUEUE_SHARDS: usize = 4;
+
+/// One shard: records in arrival order, and how many (read without the lock).
+#[repr(align(128))]
+struct Pending {
+    records: Mutex<Vec<Record>>,
     queued: AtomicUsize,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The queue between the request path and the writer: records pile up in a vector per shard,
+/// which the writer swaps for empty ones and writes. A record costs one short, uncontended
+/// lock, and the writer is woken once per batch, not per record. Each shard holds up to
+/// [`QUEUE_CAPACITY`] records; within a batch, lines come shard by shard (each in arrival
+/// order), and every line carries its own time.
+pub(crate) struct Queue {
+    shards: [Pending; QUEUE_SHARDS],
     /// The writer is parked waiting for a first record (the next record unparks it).
     parked: AtomicBool,
     failing: AtomicBool,
@@ -175,8 +193,10 @@ pub(crate) struct Queue {
 impl Queue {
     fn new() -> Queue {
         Queue {
-            pending: Mutex::new(Vec::with_capacity(4096)),
-            queued: AtomicUsize::new(0),
+            shards: std::array::from_fn(|_| Pending {
+                records: Mutex::new(Vec::with_capacity(1024)),
+                queued: AtomicUsize::new(0),
+            }),
             parked: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -185,8 +205,24 @@ impl Queue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    /// The calling thread's shard.
+    fn mine(&self) -> &Pending {
+        &self.shards[crate::metrics::hot::shard() % QUEUE_SHARDS]
+    }
+
+    /// Whether a shard is full (its requests are refused until the writer catches up).
+    fn any_full(&self) -> bool {
+        self.shards
+            .iter()
+            .any(|s| s.queued.load(Ordering::Acquire) >= QUEUE_CAPACITY)
+    }
+
+    /// Records waiting, all shards.
+    fn depth(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.queued.load(Ordering::Acquire))
+            .sum()
     }
 
     fn wake(&self) {
@@ -198,9 +234,15 @@ impl Queue {
     /// Takes every pending record into `into` (emptied first); the writer's side.
     pub(crate) fn take(&self, into: &mut Vec<Record>) {
         into.clear();
-        let mut pending = self.lock();
-        std::mem::swap(&mut *pending, into);
-        self.queued.store(0, Ordering::Release);
+        for shard in &self.shards {
+            let mut pending = shard.lock();
+            if into.is_empty() {
+                std::mem::swap(&mut *pending, into);
+            } else {
+                into.append(&mut pending);
+            }
+            shard.queued.store(0, Ordering::Release);
+        }
     }
 
     /// The writer is about to park: a record arriving from now on unparks it.
@@ -209,7 +251,7 @@ impl Queue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.queued.load(Ordering::Acquire) == 0
+        self.depth() == 0
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -277,12 +319,13 @@ impl AuditLog {
             return Err(Unavailable::Failing);
         }
         {
-            let mut pending = q.lock();
+            let shard = q.mine();
+            let mut pending = shard.lock();
             if pending.len() >= QUEUE_CAPACITY {
                 return Err(Unavailable::QueueFull);
             }
             pending.push(record);
-            q.queued.store(pending.len(), Ordering::Release);
+            shard.queued.store(pending.len(), Ordering::Release);
         }
         // Usually the writer is gathering, not parked: a plain load then, no read-modify-write.
         if q.parked.load(Ordering::Acquire) && q.parked.swap(false, Ordering::AcqRel) {
@@ -293,7 +336,7 @@ impl AuditLog {
 
     /// Records waiting to be written.
     pub fn queue_depth(&self) -> usize {
-        self.queue.queued.load(Ordering::Acquire)
+        self.queue.depth()
     }
 
     /// `Ok` while records can be taken; else why not (for `/readyz`).
@@ -307,7 +350,7 @@ impl AuditLog {
                 .clone();
             return Err(format!("the audit log cannot be written: {reason}"));
         }
-        if self.queue_depth() >= QUEUE_CAPACITY {
+        if self.queue.any_full() {
             return Err("the audit queue is full".into());
         }
         Ok(())

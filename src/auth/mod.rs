@@ -70,7 +70,9 @@ impl KeyChannel {
 /// A configured key, ready to check.
 pub struct Key {
     pub id: String,
-    pub client: Arc<str>,
+    /// The client's name, interned (see [`intern_client`]): the audit record of every
+    /// request carries it without touching a shared reference count.
+    pub client: &'static str,
     pub channel: KeyChannel,
     secret_sha256: [u8; 32],
     /// Milliseconds since the Unix epoch from which the key no longer works.
@@ -89,6 +91,20 @@ impl Key {
     fn in_force(&self, now_ms: i64) -> bool {
         !self.revoked && self.expires_ms.is_none_or(|e| now_ms < e)
     }
+}
+
+/// A client name as a `&'static str`: each distinct name is leaked once and then shared.
+/// Names come from the keys file only (a few hundred at most over a process's life, however
+/// often it is reloaded), so what is kept is bounded.
+pub fn intern_client(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = names.iter().find(|n| **n == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// Why a presented key was not accepted (for the log and the 401 message; never the key).
@@ -134,10 +150,10 @@ impl Keys {
                 .filter(|k| k.bucket.rate() == entry.rate && k.bucket.burst() == entry.burst)
                 .map(|k| Arc::clone(&k.bucket))
                 .unwrap_or_else(|| Arc::new(KeyBucket::new(entry.rate, entry.burst)));
-            let client: Arc<str> = Arc::from(entry.client.as_str());
+            let client = intern_client(&entry.client);
             let key = Key {
                 id: entry.id.clone(),
-                counters: metrics.client_counters(&client),
+                counters: metrics.client_counters(client),
                 client,
                 channel: KeyChannel::parse(&entry.channel).unwrap_or(KeyChannel::Http),
                 secret_sha256: keyfile::unhex::<32>(&entry.secret_sha256).unwrap_or(DUMMY_HASH),
@@ -185,8 +201,9 @@ impl Keys {
             return Err(Refused::Malformed);
         }
         let key = id_bytes(id).and_then(|id| self.by_id.get(&id));
-        let seen = key.and_then(|k| k.verified.load_full());
-        let matches = match &seen {
+        let guard = key.map(|k| k.verified.load());
+        let seen: Option<&[u8]> = guard.as_ref().and_then(|g| (**g).as_ref()).map(|a| &a[..]);
+        let matches = match seen {
             Some(seen) if seen.len() == secret.len() => seen.ct_eq(secret.as_bytes()).into(),
             _ => {
                 let stored = key.map_or(&DUMMY_HASH, |k| &k.secret_sha256);
@@ -289,7 +306,7 @@ mod tests {
         let keys = Keys::from_file(&file_with(vec![good, revoked, expired]), None, &metrics);
         let now = Utc::now().timestamp_millis();
         let key = keys.authenticate(Some(&bearer(&good_key)), now).unwrap();
-        assert_eq!(&*key.client, "clinic-7");
+        assert_eq!(key.client, "clinic-7");
         assert_eq!(key.channel, KeyChannel::Http);
         assert_eq!(keys.authenticate(None, now).err(), Some(Refused::Missing));
         let mut wrong_secret = good_key.clone();

@@ -49,7 +49,7 @@ pub async fn handle(
         let r = session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None);
         return refused(&r, None);
     }
-    if let Err(message) = check_content_type(request.content_type.as_deref()) {
+    if let Err(message) = check_content_type(request.content_type()) {
         let r = session.refuse(ApiError::UnsupportedMediaType(message), None);
         return refused(&r, None);
     }

@@ -23,7 +23,7 @@ const FAIS_SUBMIT: &str =
 /// Answers a request under `/fhir/` (`segments` after `fhir`); returns the route it is
 /// counted under.
 pub async fn route(state: &AppState, segments: &[&str], request: Request) -> (&'static str, Reply) {
-    let negotiated = negotiate(request.query.as_deref(), request.accept.as_deref());
+    let negotiated = negotiate(request.query(), request.accept());
     // `$` may arrive percent-encoded.
     let last = segments.last().map(|s| s.replace("%24", "$"));
     let segments: Vec<&str> = match &last {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::json_answer::Answer as AnswerBody;
+use super::json_answer;
 use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::Day;
@@ -39,12 +39,11 @@ pub fn refused(refused: &Refused) -> Reply {
     super::refusal_reply(refused, refused.error.status(), JSON, body)
 }
 
-/// A percent-encoded path segment as text.
-fn decode_segment(segment: &str) -> Option<String> {
+/// A percent-encoded path segment as text (borrowed when nothing was encoded).
+fn decode_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()
-        .map(|s| s.into_owned())
 }
 
 /// The `date` and `service` query parameters.
@@ -62,22 +61,25 @@ fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
 
 /// `GET /v1/members/{national_id}/eligibility`.
 pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
-    let query = request.query.as_deref();
-    let subject =
-        decode_segment(raw_id).and_then(|id| crate::national_id::NationalId::parse_typed(&id).ok());
+    let query = request.query();
+    let decoded = decode_segment(raw_id);
+    let subject = decoded
+        .as_deref()
+        .and_then(|id| crate::national_id::NationalId::parse_typed(id).ok());
     single(state, request, MEMBER_ROUTE, subject, || {
-        let target = decode_segment(raw_id)
+        let target = decoded
+            .as_deref()
             .ok_or(ApiError::InvalidNationalId(
                 crate::national_id::IdError::NotADigit,
             ))
-            .and_then(|id| inquiry::parse_national_id(&id));
+            .and_then(inquiry::parse_national_id);
         with_options(target, query)
     })
 }
 
 /// `GET /v1/booklets/{booklet_no}/eligibility`.
 pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
-    let query = request.query.as_deref();
+    let query = request.query();
     single(state, request, BOOKLET_ROUTE, None, || {
         let target = decode_segment(raw)
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
@@ -114,13 +116,11 @@ fn single(
 fn render(session: &Session<'_>, decided: &Decided<'_>) -> Reply {
     let tracking = decided.tracking.as_str();
     let reply = match &decided.result {
-        Ok(answer) => {
-            let body = AnswerBody::new(answer, tracking);
-            match serde_json::to_vec(&body) {
-                Ok(body) => json(200, body, decided.outcome()),
-                Err(e) => internal(e, tracking),
-            }
-        }
+        Ok(answer) => json(
+            200,
+            json_answer::render(answer, tracking),
+            decided.outcome(),
+        ),
         Err(e) => json(e.status(), error_body(e, tracking), e.code()),
     };
     reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
@@ -141,19 +141,11 @@ struct BatchRequest {
     service: Option<String>,
 }
 
+/// A batch entry that could not be answered: the ID as sent and the error.
 #[derive(Serialize)]
-struct BatchResponse<'a> {
-    results: Vec<BatchEntry<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum BatchEntry<'a> {
-    Answer(Box<AnswerBody<'a>>),
-    Error {
-        national_id: &'a str,
-        error: serde_json::Value,
-    },
+struct BatchError<'a> {
+    national_id: &'a str,
+    error: serde_json::Value,
 }
 
 /// `POST /v1/eligibility/batch`: admitted once, charged one inquiry per ID, then every ID is
@@ -212,21 +204,25 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
             })
         })
         .collect();
-    let results: Vec<BatchEntry<'_>> = decided
-        .iter()
-        .zip(&parsed.national_ids)
-        .map(|(d, raw)| match &d.result {
-            Ok(answer) => {
-                BatchEntry::Answer(Box::new(AnswerBody::new(answer, d.tracking.as_str())))
+    let mut body = Vec::with_capacity(16 + decided.len() * json_answer::TYPICAL_BYTES);
+    body.extend_from_slice(b"{\"results\":[");
+    for (i, (d, raw)) in decided.iter().zip(&parsed.national_ids).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match &d.result {
+            Ok(answer) => json_answer::write(&mut body, answer, d.tracking.as_str()),
+            Err(e) => {
+                let entry = BatchError {
+                    national_id: raw,
+                    error: e.body(d.tracking.as_str()),
+                };
+                if let Err(e) = serde_json::to_writer(&mut body, &entry) {
+                    return internal(e, state.tracking.next().as_str());
+                }
             }
-            Err(e) => BatchEntry::Error {
-                national_id: raw,
-                error: e.body(d.tracking.as_str()),
-            },
-        })
-        .collect();
-    match serde_json::to_vec(&BatchResponse { results }) {
-        Ok(body) => json(200, body, "ok").with_pipeline_headers(None, session.allowance()),
-        Err(e) => internal(e, state.tracking.next().as_str()),
+        }
     }
+    body.extend_from_slice(b"]}");
+    json(200, body, "ok").with_pipeline_headers(None, session.allowance())
 }

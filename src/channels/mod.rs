@@ -249,23 +249,50 @@ impl GatewayForm {
 /// What the router hands a channel: the request's parts that channels read.
 pub struct Request {
     pub method: hyper::Method,
-    pub authorization: Option<HeaderValue>,
-    pub content_type: Option<String>,
-    pub content_length: Option<u64>,
-    pub query: Option<String>,
-    /// The connection's peer address, and its `X-Forwarded-For` (read only for the public
-    /// endpoint, and only behind `--trusted-proxies`).
+    /// The request target and headers as hyper parsed them (moved, not copied: a channel
+    /// reads the few it needs through the accessors below).
+    pub uri: hyper::Uri,
+    pub headers: hyper::HeaderMap,
+    /// The connection's peer address (the public endpoint's limit key, unless behind
+    /// `--trusted-proxies`).
     pub peer: Option<std::net::IpAddr>,
-    pub forwarded_for: Option<String>,
-    /// `Accept`, read by the FHIR routes (JSON only).
-    pub accept: Option<String>,
     pub body: hyper::body::Incoming,
     pub started: std::time::Instant,
 }
 
 impl Request {
+    fn header(&self, name: hyper::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     pub fn authorization(&self) -> Option<&[u8]> {
-        self.authorization.as_ref().map(HeaderValue::as_bytes)
+        self.headers
+            .get(hyper::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.header(hyper::header::CONTENT_TYPE)
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    /// `X-Forwarded-For` (read only for the public endpoint, and only behind
+    /// `--trusted-proxies`).
+    pub fn forwarded_for(&self) -> Option<&str> {
+        self.header(hyper::header::HeaderName::from_static("x-forwarded-for"))
+    }
+
+    /// `Accept`, read by the FHIR routes (JSON only).
+    pub fn accept(&self) -> Option<&str> {
+        self.header(hyper::header::ACCEPT)
     }
 
     /// How this request arrived, for the pipeline's admission.
@@ -291,6 +318,6 @@ impl Request {
     }
 
     pub async fn read_body(self) -> Result<Bytes, ApiError> {
-        read_body(self.content_length, self.body).await
+        read_body(self.content_length(), self.body).await
     }
 }

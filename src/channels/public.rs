@@ -50,7 +50,7 @@ pub async fn credit(state: &AppState, request: Request) -> Reply {
     }
     let peer = request.peer.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
     let address = match &state.public {
-        Some(trusted) => trusted.client(peer, request.forwarded_for.as_deref()),
+        Some(trusted) => trusted.client(peer, request.forwarded_for()),
         None => peer,
     };
     let body = match request.read_body().await {

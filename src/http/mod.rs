@@ -86,14 +86,14 @@ pub async fn serve_configured(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handler = move |request| handle(Arc::clone(&state), request);
+    let handler = move |request, peer| handle(Arc::clone(&state), request, peer);
     serve_with_config(listener, handler, config, shutdown).await
 }
 
 /// The server loop of [`serve`] around any handler (the relay's operations port uses it too).
 pub async fn serve_with<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
 where
-    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     serve_with_config(listener, handler, ListenerConfig::default(), shutdown).await
@@ -105,7 +105,7 @@ async fn serve_with_config<H, F>(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let registry = Registry::new(
@@ -178,7 +178,8 @@ async fn serve_with_config<H, F>(
     sweeper.abort();
 }
 
-/// The address a connection came from, in every request's extensions.
+/// The address a connection came from, handed to the handler with every request (not in the
+/// request's extensions: inserting there allocates a map per request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub std::net::IpAddr);
 
@@ -191,15 +192,15 @@ async fn connection<I, H, F>(
     handler: H,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let conn = Arc::clone(&registered.conn);
     let tracked = Arc::clone(&conn);
-    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(Peer(peer.ip()));
+    let peer = Peer(peer.ip());
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
         tracked.busy();
-        let answered = handler(request);
+        let answered = handler(request, peer);
         let tracked = Arc::clone(&tracked);
         async move {
             let response = answered.await;

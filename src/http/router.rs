@@ -16,7 +16,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::app::AppState;
 use crate::channels::{self, fhir_routes, json, public, sms, ussd, Reply};
 use crate::inquiry::ApiError;
-use crate::metrics::{RequestLabels, RouteLabels};
 
 pub use crate::channels::json::MAX_BATCH;
 pub use crate::channels::MAX_BODY_BYTES;
@@ -27,22 +26,13 @@ type HttpResponse = Response<Full<Bytes>>;
 pub async fn handle(
     state: Arc<AppState>,
     request: Request<Incoming>,
+    peer: super::Peer,
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
-    let (route, channel, reply) = dispatch(&state, request, started).await;
-    let metrics = &state.metrics;
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            channel,
-            outcome: reply.outcome,
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabels { route, channel })
-        .observe(started.elapsed().as_secs_f64());
+    let (route, channel, reply) = dispatch(&state, request, peer, started).await;
+    state
+        .metrics
+        .count_request(route, channel, reply.outcome, started.elapsed());
     Ok(into_response(reply))
 }
 
@@ -65,104 +55,103 @@ fn into_response(reply: Reply) -> HttpResponse {
     response
 }
 
-/// The parts of a request a channel reads.
-fn channel_request(request: Request<Incoming>, started: Instant) -> channels::Request {
+/// The parts of a request a channel reads (moved out of hyper's request, nothing copied).
+fn channel_request(
+    request: Request<Incoming>,
+    peer: super::Peer,
+    started: Instant,
+) -> channels::Request {
     let (parts, body) = request.into_parts();
-    let header = |name| parts.headers.get(name);
     channels::Request {
-        content_type: header(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        content_length: header(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
-        authorization: header(hyper::header::AUTHORIZATION).cloned(),
-        query: parts.uri.query().map(str::to_owned),
-        peer: parts.extensions.get::<super::Peer>().map(|p| p.0),
-        forwarded_for: header(hyper::header::HeaderName::from_static("x-forwarded-for"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        accept: header(hyper::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        peer: Some(peer.0),
         method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
         body,
         started,
     }
 }
 
+/// Up to this many path segments are matched; longer paths are unknown (FHIR's excepted).
+const MAX_SEGMENTS: usize = 5;
+
+/// The path's segments after the leading `/`, without allocating: the first
+/// [`MAX_SEGMENTS`], and how many there are (one more than the limit when longer).
+fn segments(path: &str) -> ([&str; MAX_SEGMENTS], usize) {
+    let mut found = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for segment in path.split('/').skip(1) {
+        if n == MAX_SEGMENTS {
+            return (found, MAX_SEGMENTS + 1);
+        }
+        found[n] = segment;
+        n += 1;
+    }
+    (found, n)
+}
+
 async fn dispatch(
     state: &AppState,
     request: Request<Incoming>,
+    peer: super::Peer,
     started: Instant,
 ) -> (&'static str, &'static str, Reply) {
-    let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["v1", "members", id, "eligibility"] => {
-            let request = channel_request(request, started);
-            (
-                json::MEMBER_ROUTE,
-                "http",
-                json::member(state, &request, id),
-            )
-        }
-        ["v1", "booklets", number, "eligibility"] => {
-            let request = channel_request(request, started);
-            (
-                json::BOOKLET_ROUTE,
-                "http",
-                json::booklet(state, &request, number),
-            )
-        }
-        ["v1", "eligibility", "batch"] => (
-            json::BATCH_ROUTE,
+    let request = channel_request(request, peer, started);
+    let (found, n) = segments(request.uri.path());
+    let known = &found[..n.min(MAX_SEGMENTS)];
+    let whole = n <= MAX_SEGMENTS;
+    match known {
+        ["v1", "members", id, "eligibility"] if whole => (
+            json::MEMBER_ROUTE,
             "http",
-            json::batch(state, channel_request(request, started)).await,
+            json::member(state, &request, id),
         ),
-        ["ussd"] => (
-            ussd::ROUTE,
-            "ussd",
-            ussd::handle(state, channel_request(request, started)).await,
+        ["v1", "booklets", number, "eligibility"] if whole => (
+            json::BOOKLET_ROUTE,
+            "http",
+            json::booklet(state, &request, number),
         ),
-        ["sms"] => (
-            sms::ROUTE,
-            "sms",
-            sms::handle(state, channel_request(request, started)).await,
-        ),
-        ["fhir", rest @ ..] => {
-            let rest: Vec<&str> = rest.to_vec();
-            let (route, reply) =
-                fhir_routes::route(state, &rest, channel_request(request, started)).await;
+        ["v1", "eligibility", "batch"] => {
+            (json::BATCH_ROUTE, "http", json::batch(state, request).await)
+        }
+        ["ussd"] => (ussd::ROUTE, "ussd", ussd::handle(state, request).await),
+        ["sms"] => (sms::ROUTE, "sms", sms::handle(state, request).await),
+        ["fhir", ..] => {
+            // The FHIR routes take the request whole: their segments are copied first.
+            let path = request.uri.path().to_owned();
+            let rest: Vec<&str> = path.split('/').skip(2).collect();
+            let (route, reply) = fhir_routes::route(state, &rest, request).await;
             (route, "fhir", reply)
         }
-        ["v1", "public", "credit"] if state.public.is_some() => (
-            public::ROUTE,
-            "web",
-            public::credit(state, channel_request(request, started)).await,
-        ),
-        ["healthz"] => ("/healthz", "http", ops(state, request.method(), healthz)),
-        ["status"] => ("/status", "http", ops(state, request.method(), status_page)),
-        ["readyz"] => ("/readyz", "http", ops(state, request.method(), readyz)),
+        ["v1", "public", "credit"] if state.public.is_some() => {
+            (public::ROUTE, "web", public::credit(state, request).await)
+        }
+        ["healthz"] => ("/healthz", "http", ops(state, &request.method, healthz)),
+        ["status"] => ("/status", "http", ops(state, &request.method, status_page)),
+        ["readyz"] => ("/readyz", "http", ops(state, &request.method, readyz)),
         ["metrics"] => {
-            let accept = request.headers().get(hyper::header::ACCEPT);
+            let accept = request.headers.get(hyper::header::ACCEPT);
             let handler = if crate::metrics::wants_openmetrics(accept.map(|a| a.as_bytes())) {
                 metrics_openmetrics
             } else {
                 metrics_classic
             };
-            ("/metrics", "http", ops(state, request.method(), handler))
+            ("/metrics", "http", ops(state, &request.method, handler))
         }
-        _ if state.public.is_some() && crate::web::route(&path).is_some() => {
-            let route = crate::web::route(&path).unwrap_or("unknown");
-            let reply = if request.method() == Method::GET || request.method() == Method::HEAD {
-                crate::web::file(&path)
-            } else {
-                error(state, ApiError::MethodNotAllowed { allow: "GET" })
-            };
-            (route, "web", reply)
+        _ => {
+            let path = request.uri.path();
+            match crate::web::route(path).filter(|_| state.public.is_some()) {
+                Some(route) => {
+                    let reply = if request.method == Method::GET || request.method == Method::HEAD {
+                        crate::web::file(path)
+                    } else {
+                        error(state, ApiError::MethodNotAllowed { allow: "GET" })
+                    };
+                    (route, "web", reply)
+                }
+                None => ("unknown", "http", error(state, ApiError::NotFound)),
+            }
         }
-        _ => ("unknown", "http", error(state, ApiError::NotFound)),
     }
 }
 

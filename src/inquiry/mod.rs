@@ -33,7 +33,6 @@ use crate::dates::Day;
 use crate::index::IndexView;
 use crate::limits::{Allowance, PhoneKey, PhoneLimits, Taken};
 use crate::member::{Booklet, Service};
-use crate::metrics::{ClientInquiryLabels, ClientName, InquiryLabels};
 use crate::national_id::NationalId;
 use crate::tracking::TrackingCode;
 
@@ -87,8 +86,8 @@ impl Channel {
 }
 
 /// Who is asking: the key's client, when keys are configured.
-fn client_of(key: Option<&Arc<Key>>) -> Option<Arc<str>> {
-    key.map(|k| Arc::clone(&k.client))
+fn client_of(key: Option<&Arc<Key>>) -> Option<&'static str> {
+    key.map(|k| k.client)
 }
 
 /// A request refused before (or instead of) a decision, already audited and counted.
@@ -215,7 +214,7 @@ impl std::fmt::Debug for Session<'_> {
         f.debug_struct("Session")
             .field("channel", &self.channel)
             .field("route", &self.route)
-            .field("client", &self.key.as_ref().map(|k| k.client.as_ref()))
+            .field("client", &self.key.as_ref().map(|k| k.client))
             .finish()
     }
 }
@@ -287,11 +286,12 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
             .keys()
             .authenticate(authorization, unix_ms(session.arrived))
             .map_err(|why| session.refuse(ApiError::Unauthorized(why), subject))?;
-        session.key = Some(Arc::clone(&key));
-        if !key.channel.allows(channel.key_channel()) {
+        let key_channel = key.channel;
+        session.key = Some(key);
+        if !key_channel.allows(channel.key_channel()) {
             return Err(session.refuse(
                 ApiError::Forbidden {
-                    key_channel: key.channel.as_str(),
+                    key_channel: key_channel.as_str(),
                 },
                 subject,
             ));
@@ -377,7 +377,7 @@ impl<'s> Session<'s> {
     /// Refuses the request (a decoding error of the channel, a wrong method): audited and
     /// counted like every inquiry, with the subject when an ID was parsed.
     pub fn refuse(&self, error: ApiError, subject: Option<NationalId>) -> Refused {
-        let tracking = self.state.tracking.next();
+        let tracking = self.state.tracking.next_at(self.arrived);
         let error = self
             .finish(tracking, Err(&error), subject)
             .err()
@@ -455,7 +455,7 @@ impl<'s> Session<'s> {
                 data_as_of_ms: self.data_as_of_ms,
             })
         })();
-        let tracking = self.state.tracking.next();
+        let tracking = self.state.tracking.next_at(self.arrived);
         let recorded = match &result {
             Ok(answer) => self.finish(
                 tracking,
@@ -508,25 +508,10 @@ impl<'s> Session<'s> {
 
     fn count(&self, outcome: &'static str) {
         let metrics = &self.state.metrics;
-        metrics
-            .inquiries
-            .get_or_create(&InquiryLabels {
-                channel: self.channel.as_str(),
-                outcome,
-            })
-            .inc();
+        metrics.count_inquiry(self.channel.as_str(), outcome);
         match (&self.key, self.state.keys()) {
             (Some(key), _) => key.counters.inc(outcome),
-            (None, Some(_)) => {
-                metrics
-                    .access
-                    .client_inquiries
-                    .get_or_create(&ClientInquiryLabels {
-                        client: ClientName(Arc::from(crate::auth::keyfile::UNAUTHENTICATED)),
-                        outcome,
-                    })
-                    .inc();
-            }
+            (None, Some(_)) => metrics.access.unauthenticated.inc(outcome),
             (None, None) => {}
         }
     }

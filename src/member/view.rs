@@ -68,6 +68,22 @@ impl<'a> Extras<'a> {
         }
     }
 
+    /// Calls `each(position, condition)` for every special condition, in order (what the
+    /// answer renderer uses: no list is built).
+    pub fn for_each_special_condition(self, mut each: impl FnMut(usize, &'a str)) {
+        match self {
+            Extras::Owned { conditions, .. } => {
+                conditions.iter().enumerate().for_each(|(i, c)| each(i, c));
+            }
+            Extras::Archived(e) => e
+                .special_conditions
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| each(i, c.as_str())),
+            Extras::None => {}
+        }
+    }
+
     /// Another insurer marked primary, if any.
     pub fn primary_insurer(self) -> Option<&'a str> {
         match self {

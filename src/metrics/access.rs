@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
+use super::hot::ShardedCounter;
+
 /// A client name (from the keys file) as a label value, shared rather than copied.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ClientName(pub Arc<str>);
@@ -26,7 +28,9 @@ pub struct ClientInquiryLabels {
 }
 
 pub struct AccessMetrics {
-    pub client_inquiries: Family<ClientInquiryLabels, Counter>,
+    pub client_inquiries: Family<ClientInquiryLabels, ShardedCounter>,
+    /// The series of requests without a valid key (client `unauthenticated`).
+    pub unauthenticated: ClientCounters,
     pub keys_loaded: Gauge,
     pub keys_reload_failures: Counter,
     pub audit_records: Counter,
@@ -41,8 +45,13 @@ pub struct AccessMetrics {
 
 impl AccessMetrics {
     pub fn register(registry: &mut Registry) -> AccessMetrics {
+        let client_inquiries = Family::default();
         let m = AccessMetrics {
-            client_inquiries: Family::default(),
+            unauthenticated: ClientCounters::new(
+                Arc::from(crate::auth::keyfile::UNAUTHENTICATED),
+                &client_inquiries,
+            ),
+            client_inquiries,
             keys_loaded: Gauge::default(),
             keys_reload_failures: Counter::default(),
             audit_records: Counter::default(),
@@ -120,12 +129,15 @@ impl AccessMetrics {
 #[derive(Clone)]
 pub struct ClientCounters {
     client: ClientName,
-    family: Family<ClientInquiryLabels, Counter>,
-    slots: Arc<[std::sync::OnceLock<(&'static str, Counter)>; 32]>,
+    family: Family<ClientInquiryLabels, ShardedCounter>,
+    slots: Arc<[std::sync::OnceLock<(&'static str, ShardedCounter)>; 32]>,
 }
 
 impl ClientCounters {
-    pub fn new(client: Arc<str>, family: &Family<ClientInquiryLabels, Counter>) -> ClientCounters {
+    pub fn new(
+        client: Arc<str>,
+        family: &Family<ClientInquiryLabels, ShardedCounter>,
+    ) -> ClientCounters {
         ClientCounters {
             client: ClientName(client),
             family: family.clone(),

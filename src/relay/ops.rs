@@ -20,7 +20,7 @@ pub async fn serve_ops(
     status: Arc<RelayStatus>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handler = move |request: Request<hyper::body::Incoming>| {
+    let handler = move |request: Request<hyper::body::Incoming>, _peer| {
         let (metrics, status) = (Arc::clone(&metrics), Arc::clone(&status));
         async move { Ok::<_, Infallible>(answer(&request, &metrics, &status)) }
     };
