@@ -16,6 +16,10 @@ pub struct Day(pub i32);
 pub struct DateError;
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+/// 1900-01-01, the first day a record may hold.
+const FIRST_SUPPORTED: i32 = -25_567;
+/// 2199-12-31, the last day a record may hold.
+const LAST_SUPPORTED: i32 = 84_005;
 
 impl Day {
     /// Parses a strict ISO 8601 calendar date (`2026-11-22`); no times, no other forms.
@@ -73,9 +77,8 @@ impl Day {
 
     /// Whether the day lies in the range `parse_iso` accepts; used when reading stored dates.
     pub fn in_supported_range(self) -> bool {
-        let lo = Day::from_date(NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default());
-        let hi = Day::from_date(NaiveDate::from_ymd_opt(2199, 12, 31).unwrap_or_default());
-        (lo..=hi).contains(&self)
+        // 1900-01-01 and 2199-12-31 as days since 1970-01-01 (checked by a test).
+        (FIRST_SUPPORTED..=LAST_SUPPORTED).contains(&self.0)
     }
 }
 
@@ -279,5 +282,9 @@ mod tests {
             .plus_days(-1)
             .in_supported_range());
         assert!(!Day(i32::MAX).in_supported_range());
+        assert!(!Day::parse_iso("2199-12-31")
+            .unwrap()
+            .plus_days(1)
+            .in_supported_range());
     }
 }

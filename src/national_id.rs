@@ -179,12 +179,20 @@ impl NationalId {
     }
 }
 
-/// The last `N` decimal digits of `value`, most significant first.
-fn decimal_digits<const N: usize>(mut value: u64) -> [u8; N] {
+/// The last `N` decimal digits of `value`, most significant first. The value is cut into
+/// 32-bit halves of five digits first: 32-bit divisions by ten are cheaper, and validating
+/// a 45-million-member snapshot computes two of these per record.
+fn decimal_digits<const N: usize>(value: u64) -> [u8; N] {
     let mut digits = [0u8; N];
-    for slot in digits.iter_mut().rev() {
-        *slot = (value % 10) as u8;
-        value /= 10;
+    let (mut high, mut low) = ((value / 100_000) as u32, (value % 100_000) as u32);
+    for (i, slot) in digits.iter_mut().rev().enumerate() {
+        if i < 5 {
+            *slot = (low % 10) as u8;
+            low /= 10;
+        } else {
+            *slot = (high % 10) as u8;
+            high /= 10;
+        }
     }
     digits
 }

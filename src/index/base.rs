@@ -88,13 +88,27 @@ impl Base {
         Base::open(Storage::Owned(bytes), position, None)
     }
 
-    /// A base over a mapped snapshot body (checksum already verified by the caller).
-    pub(super) fn from_map(
+    /// A base over a mapped snapshot body that [`validate`] has just accepted (the caller
+    /// validated these exact bytes, alongside its checksum, and a read-only map never
+    /// changes): the one check is not run twice.
+    #[allow(unsafe_code)]
+    pub(super) fn from_validated_map(
         map: Mmap,
         position: Option<FeedPosition>,
         epoch: Option<StreamEpoch>,
-    ) -> Result<Base, String> {
-        Base::open(Storage::Mapped(map), position, epoch)
+    ) -> Base {
+        let storage = Storage::Mapped(map);
+        // SAFETY: the caller validated these bytes with `validate` (rkyv's `access`), they
+        // are a read-only map that is never modified, and they live as long as the base.
+        let body = unsafe { rkyv::access_unchecked::<ArchivedBody>(storage.bytes()) };
+        let (live, tombstones) = (body.live.to_native(), body.tombstones.to_native());
+        Base {
+            storage,
+            position,
+            epoch,
+            live,
+            tombstones,
+        }
     }
 
     /// A base with no members.

