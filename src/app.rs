@@ -123,6 +123,11 @@ impl AppState {
         self.index.get()
     }
 
+    /// The index now serving, for the length of one request (see [`IndexSlot::current`]).
+    pub fn index_for_request(&self) -> arc_swap::Guard<Option<Arc<Index>>> {
+        self.index.current()
+    }
+
     /// Makes `index` the one that answers, and records how long loading it took.
     pub fn install_index(&self, index: Arc<Index>, load_seconds: f64) {
         self.index.install(index, load_seconds);

@@ -119,9 +119,8 @@ fn parent(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// Pins `pid`, all its threads and all its descendants to `cores` (`taskset -a -p -c`);
-/// processes it forks later inherit the pin.
-pub fn pin_tree(pid: u32, cores: &str) -> Result<(), String> {
+/// `pid` and all its descendants (as `/proc` lists them now).
+fn tree(pid: u32) -> Result<Vec<u32>, String> {
     let mut tree = vec![pid];
     let all: Vec<u32> = std::fs::read_dir("/proc")
         .map_err(|e| e.to_string())?
@@ -137,6 +136,26 @@ pub fn pin_tree(pid: u32, cores: &str) -> Result<(), String> {
             }
         }
     }
+    Ok(tree)
+}
+
+/// CPU seconds `pid` and its live descendants have used (PostgreSQL: the postmaster and its
+/// backends; a process that ended since is not counted, so keep connections open).
+pub fn tree_cpu_seconds(pid: u32) -> Result<f64, String> {
+    let mut total = 0.0;
+    for p in tree(pid)? {
+        // A descendant may end between listing and reading: skip it.
+        if let Ok(cpu) = cpu_seconds(p) {
+            total += cpu;
+        }
+    }
+    Ok(total)
+}
+
+/// Pins `pid`, all its threads and all its descendants to `cores` (`taskset -a -p -c`);
+/// processes it forks later inherit the pin.
+pub fn pin_tree(pid: u32, cores: &str) -> Result<(), String> {
+    let tree = tree(pid)?;
     for p in tree {
         let status = Command::new("taskset")
             .args(["-a", "-p", "-c", cores, &p.to_string()])

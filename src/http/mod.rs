@@ -86,7 +86,12 @@ pub async fn serve_configured(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handler = move |request, peer| handle(Arc::clone(&state), request, peer);
+    // One reference to the state for the rest of the process, read by every request, instead
+    // of a reference taken and dropped per request: that count would be one word every
+    // request on every core writes. `eligd serve` runs one server per process; an in-process
+    // test server keeps its (small) state until the test process ends.
+    let state: &'static AppState = Box::leak(Box::new(state));
+    let handler = move |request, peer| handle(state, request, peer);
     serve_with_config(listener, handler, config, shutdown).await
 }
 

@@ -4,7 +4,6 @@
 //! its route pattern (never the raw path) and timed.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,12 +23,12 @@ type HttpResponse = Response<Full<Bytes>>;
 
 /// Entry point for every request.
 pub async fn handle(
-    state: Arc<AppState>,
+    state: &'static AppState,
     request: Request<Incoming>,
     peer: super::Peer,
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
-    let (route, channel, reply) = dispatch(&state, request, peer, started).await;
+    let (route, channel, reply) = dispatch(state, request, peer, started).await;
     state
         .metrics
         .count_request(route, channel, reply.outcome, started.elapsed());

@@ -33,6 +33,13 @@ impl IndexSlot {
         self.current.load_full()
     }
 
+    /// The index now serving, borrowed for one request: no reference is taken (arc-swap's
+    /// guard marks it in a slot of the calling thread), so requests on different cores do not
+    /// write the index's reference count.
+    pub fn current(&self) -> arc_swap::Guard<Option<Arc<Index>>> {
+        self.current.load()
+    }
+
     /// Makes `index` the one that answers, and records how long loading it took.
     pub fn install(&self, index: Arc<Index>, load_seconds: f64) {
         self.members.set(index.len() as i64);

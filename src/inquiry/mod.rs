@@ -297,7 +297,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
             ));
         }
     }
-    if let Some(index) = state.index() {
+    if let Some(index) = state.index_for_request().as_ref() {
         session.data_as_of_ms = index.data_as_of_ms();
         session.index = Some(index.view());
     }

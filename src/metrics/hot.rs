@@ -170,19 +170,21 @@ impl<H: Clone> HandleCache<H> {
         }
     }
 
-    /// The handle for `key`, made by `make` (a family lookup) the first time.
+    /// Calls `with` on the handle for `key`, made by `make` (a family lookup) the first
+    /// time. The handle is lent, not cloned: a clone would take a reference on the series,
+    /// a count every core's requests would write.
     #[inline]
-    pub fn get(&self, key: LabelKey, make: impl FnOnce() -> H) -> H {
+    pub fn with(&self, key: LabelKey, make: impl FnOnce() -> H, with: impl FnOnce(&H)) {
         if let Ok(entries) = self.entries.try_borrow() {
             if let Some((_, h)) = entries.iter().find(|(k, _)| *k == key) {
-                return h.clone();
+                return with(h);
             }
         }
         let handle = make();
+        with(&handle);
         if let Ok(mut entries) = self.entries.try_borrow_mut() {
-            entries.push((key, handle.clone()));
+            entries.push((key, handle));
         }
-        handle
     }
 }
 
@@ -261,11 +263,11 @@ mod tests {
         let family = Family::<L, ShardedCounter>::default();
         let cache = HandleCache::<ShardedCounter>::new();
         for outcome in ["ok", "not_found", "ok", "ok"] {
-            cache
-                .get([1, label(outcome), 0, 0], || {
-                    family.get_or_create(&L { outcome }).clone()
-                })
-                .inc();
+            cache.with(
+                [1, label(outcome), 0, 0],
+                || family.get_or_create(&L { outcome }).clone(),
+                ShardedCounter::inc,
+            );
         }
         assert_eq!(family.get_or_create(&L { outcome: "ok" }).get(), 3);
         assert_eq!(

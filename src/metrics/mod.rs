@@ -205,40 +205,40 @@ impl Metrics {
         elapsed: std::time::Duration,
     ) {
         let key = [self.id, label(route), label(channel), label(outcome)];
-        REQUESTS
-            .with(|cache| {
-                cache.get(key, || {
-                    let labels = RequestLabels {
-                        route,
-                        channel,
-                        outcome,
-                    };
-                    self.requests.get_or_create(&labels).clone()
-                })
-            })
-            .inc();
+        REQUESTS.with(|cache| {
+            let labels = RequestLabels {
+                route,
+                channel,
+                outcome,
+            };
+            cache.with(
+                key,
+                || self.requests.get_or_create(&labels).clone(),
+                ShardedCounter::inc,
+            )
+        });
         let key = [self.id, label(route), label(channel), 0];
-        DURATIONS
-            .with(|cache| {
-                cache.get(key, || {
-                    let labels = RouteLabels { route, channel };
-                    self.request_duration.get_or_create(&labels).clone()
-                })
-            })
-            .observe(elapsed);
+        DURATIONS.with(|cache| {
+            let labels = RouteLabels { route, channel };
+            cache.with(
+                key,
+                || self.request_duration.get_or_create(&labels).clone(),
+                |h| h.observe(elapsed),
+            )
+        });
     }
 
     /// Counts one inquiry (`eligd_inquiries_total`), through this thread's handles.
     pub fn count_inquiry(&self, channel: &'static str, outcome: &'static str) {
         let key = [self.id, label(channel), label(outcome), 1];
-        INQUIRIES
-            .with(|cache| {
-                cache.get(key, || {
-                    let labels = InquiryLabels { channel, outcome };
-                    self.inquiries.get_or_create(&labels).clone()
-                })
-            })
-            .inc();
+        INQUIRIES.with(|cache| {
+            let labels = InquiryLabels { channel, outcome };
+            cache.with(
+                key,
+                || self.inquiries.get_or_create(&labels).clone(),
+                ShardedCounter::inc,
+            )
+        });
     }
 
     /// The series of one client key (`eligd_client_inquiries_total{client}`).

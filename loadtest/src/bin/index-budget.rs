@@ -16,7 +16,9 @@
 //! 4. Applies one million upserts into the overlay on one thread.
 //!
 //! Usage: `cargo run --release -p loadtest --bin index-budget -- [--members N] [--eligd PATH]
-//! [--work-dir DIR]`. Build eligd first (`cargo build --release`).
+//! [--work-dir DIR] [--reuse-snapshot yes]`. Build eligd first (`cargo build --release`).
+//! With `--work-dir`, the snapshot stays there; `--reuse-snapshot yes` then skips building it
+//! again (the build is not a budget).
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,6 +36,8 @@ struct Args {
     members: u64,
     eligd: PathBuf,
     work_dir: Option<PathBuf>,
+    /// Use the snapshot a previous run left in `--work-dir` (45 M take minutes to build).
+    reuse: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         members: 10_000_000,
         eligd: PathBuf::from("target/release/eligd"),
         work_dir: None,
+        reuse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--eligd" => args.eligd = PathBuf::from(value()?),
             "--work-dir" => args.work_dir = Some(PathBuf::from(value()?)),
+            "--reuse-snapshot" => args.reuse = value()? == "yes",
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -83,7 +89,11 @@ fn run() -> Result<bool, String> {
     println!("index-budget: {n} members, work dir {}", temp.display());
 
     let started = Instant::now();
-    build_snapshot(&args.eligd, n, &snap)?;
+    if args.reuse && args.work_dir.is_some() && snap.is_file() {
+        println!("reusing {}", snap.display());
+    } else {
+        build_snapshot(&args.eligd, n, &snap)?;
+    }
     let build_seconds = started.elapsed().as_secs_f64();
     let size = std::fs::metadata(&snap).map_err(|e| e.to_string())?.len();
     println!(

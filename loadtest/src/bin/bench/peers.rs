@@ -8,7 +8,7 @@ use std::time::Duration;
 use eligd::dates::Day;
 use eligd::demo::Generator;
 use loadtest::closed_loop::{self, Framing, Outcome};
-use loadtest::server::{add_key, cpu_seconds, pin_tree, Eligd};
+use loadtest::server::{add_key, pin_tree, tree_cpu_seconds, Eligd};
 
 use super::Args;
 
@@ -19,8 +19,9 @@ const KEYS: usize = 10_000;
 struct Peer {
     name: &'static str,
     addr: SocketAddr,
-    /// Whose CPU time is the server's (eligd and the bare server: one process each).
-    pid: Option<u32>,
+    /// The server's process (PostgreSQL's postmaster): its CPU time and its descendants' is
+    /// the server's.
+    pid: u32,
     connect: closed_loop::Connect,
     requests: Arc<Vec<Vec<u8>>>,
     framing: Framing,
@@ -28,43 +29,45 @@ struct Peer {
     streams: Vec<tokio::net::TcpStream>,
 }
 
-/// One closed-loop run of a peer: its answers and the CPU its process used.
+/// One closed-loop run of a peer: its answers and the CPU its processes used.
 struct Run {
     outcome: Outcome,
-    cpu: Option<f64>,
+    cpu: f64,
 }
 
-async fn closed(args: &Args, peer: &mut Peer) -> Result<Run, String> {
-    if peer.streams.is_empty() {
-        peer.streams = closed_loop::connect_all(peer.addr, &peer.connect, args.connections)
+/// One round: each peer in turn has the server core to itself while the client loads it
+/// closed-loop for `--seconds` (after a warm-up). Loading them side by side was tried: the
+/// scheduler gives PostgreSQL's 64 backends 64 shares of the core against one for each
+/// single-threaded server, so the shares, and the CPU figures, say little.
+async fn one_by_one(args: &Args, peers: &mut [Peer]) -> Result<Vec<Run>, String> {
+    let warmup = Duration::from_millis(500);
+    let seconds = Duration::from_secs_f64(args.seconds);
+    // CPU time includes the warm-up; scale it to the counted part.
+    let scale = args.seconds / (warmup.as_secs_f64() + args.seconds);
+    let mut runs = Vec::with_capacity(peers.len());
+    for peer in peers.iter_mut() {
+        if peer.streams.is_empty() {
+            peer.streams = closed_loop::connect_all(peer.addr, &peer.connect, args.connections)
+                .await
+                .map_err(|e| format!("{}: {e}", peer.name))?;
+        }
+        let before = tree_cpu_seconds(peer.pid)?;
+        let streams = std::mem::take(&mut peer.streams);
+        let (requests, framing) = (Arc::clone(&peer.requests), peer.framing);
+        let (outcome, streams) = closed_loop::run(streams, requests, framing, warmup, seconds)
             .await
             .map_err(|e| format!("{}: {e}", peer.name))?;
+        peer.streams = streams;
+        let cpu = (tree_cpu_seconds(peer.pid)? - before) * scale;
+        if outcome.errors > 0 {
+            return Err(format!(
+                "{}: {} answers were errors in a closed-loop run",
+                peer.name, outcome.errors
+            ));
+        }
+        runs.push(Run { outcome, cpu });
     }
-    let before = peer.pid.map(cpu_seconds).transpose()?;
-    let warmup = Duration::from_millis(500);
-    let (outcome, streams) = closed_loop::run(
-        std::mem::take(&mut peer.streams),
-        Arc::clone(&peer.requests),
-        peer.framing,
-        warmup,
-        Duration::from_secs_f64(args.seconds),
-    )
-    .await
-    .map_err(|e| format!("{}: {e}", peer.name))?;
-    peer.streams = streams;
-    let after = peer.pid.map(cpu_seconds).transpose()?;
-    if outcome.errors > 0 {
-        return Err(format!(
-            "{}: {} answers were errors in a closed-loop run",
-            peer.name, outcome.errors
-        ));
-    }
-    // CPU time includes the warm-up; scale it to the counted part.
-    let total = warmup.as_secs_f64() + args.seconds;
-    let cpu = before
-        .zip(after)
-        .map(|(b, a)| (a - b) * args.seconds / total);
-    Ok(Run { outcome, cpu })
+    Ok(runs)
 }
 
 pub(crate) struct Started {
@@ -73,9 +76,9 @@ pub(crate) struct Started {
     pub(crate) key: String,
     pub(crate) hello: Killed,
     pub(crate) hello_addr: SocketAddr,
-    _redis: testkit::RedisServer,
+    redis: testkit::RedisServer,
     pub(crate) redis_addr: SocketAddr,
-    _postgres: testkit::PgServer,
+    postgres: testkit::PgServer,
     pub(crate) postgres_addr: SocketAddr,
     pub(crate) body_bytes: usize,
 }
@@ -195,9 +198,9 @@ pub(crate) async fn start(args: &Args) -> Result<Started, String> {
     Ok(Started {
         _dir: dir,
         redis_addr: loopback(redis.port()),
-        _redis: redis,
+        redis,
         postgres_addr: loopback(postgres.port()),
-        _postgres: postgres,
+        postgres,
         eligd,
         key,
         hello,
@@ -231,7 +234,7 @@ fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
         Peer {
             name: "hello-world (bare hyper 1)",
             addr: s.hello_addr,
-            pid: Some(s.hello.0.id()),
+            pid: s.hello.0.id(),
             connect: closed_loop::tcp(),
             requests: Arc::new(hello_requests),
             framing: Framing::Http,
@@ -240,7 +243,7 @@ fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
         Peer {
             name: "eligd (keys + audit)",
             addr: eligd_addr,
-            pid: Some(s.eligd.pid()),
+            pid: s.eligd.pid(),
             connect: closed_loop::tcp(),
             requests: Arc::new(eligd_requests),
             framing: Framing::Http,
@@ -249,7 +252,7 @@ fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
         Peer {
             name: "Redis GET",
             addr: s.redis_addr,
-            pid: None,
+            pid: s.redis.process_id().ok_or("redis has no pid")?,
             connect: closed_loop::tcp(),
             requests: Arc::new(
                 (0..KEYS)
@@ -262,7 +265,7 @@ fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
         Peer {
             name: "PostgreSQL prepared point select",
             addr: s.postgres_addr,
-            pid: None,
+            pid: s.postgres.postmaster_pid().ok_or("no postmaster.pid")?,
             connect: closed_loop::postgres(
                 "postgres",
                 "eligd",
@@ -361,24 +364,18 @@ pub(crate) async fn closed_rounds(args: &Args, started: &Started) -> Result<Clos
     let before = handler_buckets(&get_body(eligd_addr, "/metrics").await?);
     for round in 1..=args.rounds {
         let mut line = format!("round {round}:");
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let run = closed(args, peer).await?;
+        let runs = one_by_one(args, &mut peers).await?;
+        for (i, (peer, run)) in peers.iter().zip(runs).enumerate() {
             let rate = run.outcome.per_second();
-            let cpu_us = run
-                .cpu
-                .map(|cpu| cpu * 1e6 / run.outcome.answers.max(1) as f64);
-            let busy = run.cpu.map(|cpu| cpu / args.seconds);
-            line.push_str(&format!(" {} {rate:.0}/s", peer.name));
-            if let (Some(us), Some(b)) = (cpu_us, busy) {
-                line.push_str(&format!(
-                    " ({us:.2} µs CPU/answer, core {:.0} % busy)",
-                    b * 100.0
-                ));
-            }
-            line.push(';');
+            let cpu_us = run.cpu * 1e6 / run.outcome.answers.max(1) as f64;
+            line.push_str(&format!(
+                " {} {rate:.0}/s ({cpu_us:.2} µs CPU/answer, core {:.0} % busy);",
+                peer.name,
+                run.cpu / args.seconds * 100.0
+            ));
             result.rates[i].push(rate);
-            result.cpu_us[i].push(cpu_us);
-            result.busy[i].push(busy);
+            result.cpu_us[i].push(Some(cpu_us));
+            result.busy[i].push(Some(run.cpu / args.seconds));
         }
         println!("{line}");
     }
