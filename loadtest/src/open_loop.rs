@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Which answers count as expected, by status.
@@ -85,42 +85,14 @@ impl Tally {
     }
 }
 
-/// Reads one HTTP/1.1 response (headers and a Content-Length body); returns its status.
+/// Reads one HTTP/1.1 response (headers and a Content-Length body, framed as
+/// [`crate::closed_loop`] frames it); returns its status.
 pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    buf.clear();
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("connection closed"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| bad("non-UTF-8 headers"))?;
-    let status = head
-        .get(9..12)
+    crate::closed_loop::read_answer(stream, buf, crate::closed_loop::Framing::Http).await?;
+    std::str::from_utf8(buf.get(9..12).unwrap_or_default())
+        .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        })
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .ok_or_else(|| bad("no content-length"))?;
-    while buf.len() < header_end + length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("connection closed mid-body"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(status)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))
 }
 
 struct Shared {

@@ -116,26 +116,14 @@ pub(crate) fn http_get(path: &str, key: Option<&str>) -> Vec<u8> {
 
 /// One answer from eligd, to size the others' answers like it.
 async fn answer_bytes(addr: SocketAddr, path: &str, key: &str) -> Result<usize, String> {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&http_get(path, Some(key)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let ok = closed_loop::read_answer(&mut stream, &mut buf, Framing::Http)
-        .await
-        .map_err(|e| e.to_string())?;
-    let head = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let (ok, body) = get(addr, path, Some(key)).await?;
     if !ok {
         return Err(format!(
             "eligd refused the sample lookup: {}",
-            String::from_utf8_lossy(&buf)
+            String::from_utf8_lossy(&body)
         ));
     }
-    Ok(buf.len() - head)
+    Ok(body.len())
 }
 
 pub(crate) async fn start(args: &Args) -> Result<Started, String> {
@@ -280,20 +268,29 @@ fn peers(args: &Args, s: &Started) -> Result<Vec<Peer>, String> {
 
 /// GET of `path` from eligd: the body.
 async fn get_body(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let (_, body) = get(addr, path, None).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One GET on a new connection: whether it was a 200, and the body.
+async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Result<(bool, Vec<u8>), String> {
     use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(&http_get(path, None))
+        .write_all(&http_get(path, key))
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    closed_loop::read_answer(&mut stream, &mut buf, Framing::Http)
+    let ok = closed_loop::read_answer(&mut stream, &mut buf, Framing::Http)
         .await
         .map_err(|e| e.to_string())?;
-    let head = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-    Ok(String::from_utf8_lossy(&buf[head..]).into_owned())
+    let head = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    Ok((ok, buf.split_off(head)))
 }
 
 /// The cumulative bucket counts of the member route's handler histogram: `(le, count)`.
