@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::RelayArgs;
@@ -25,8 +24,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             args.compact_interval
         );
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = crate::http::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "relay: operations endpoints listening");
     let metrics = Arc::new(RelayMetrics::new());

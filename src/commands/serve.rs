@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::AppState;
@@ -41,8 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.set_feed(Arc::clone(&status));
         status
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = crate::http::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
 
