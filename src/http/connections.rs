@@ -99,9 +99,16 @@ pub struct ConnectionMetrics {
     pub timed_out: Counter,
 }
 
+/// Candidates for eviction kept from one scan of the connections.
+const EVICT_BATCH: usize = 256;
+
 /// The open connections.
 pub struct Registry {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// The longest-idle connections as of the last scan, `(idle since, id)`, newest first:
+    /// a flood at the limit evicts one per new connection, and a scan of every connection
+    /// for each would make accepting O(connections). Taken only under `conns`' lock.
+    evict_next: Mutex<Vec<(u64, u64)>>,
     next_id: AtomicU64,
     max: usize,
     header_read_timeout: Duration,
@@ -139,6 +146,7 @@ impl Registry {
     ) -> Arc<Registry> {
         Arc::new(Registry {
             conns: Mutex::new(HashMap::new()),
+            evict_next: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             max: max.max(1),
             header_read_timeout,
@@ -162,11 +170,7 @@ impl Registry {
     pub fn admit(self: &Arc<Self>) -> Option<Registered> {
         let mut conns = self.lock();
         if conns.len() >= self.max {
-            let oldest = conns
-                .iter()
-                .filter(|(_, c)| c.state.load(Ordering::Acquire) == IDLE)
-                .min_by_key(|(_, c)| c.since_ms.load(Ordering::Relaxed))
-                .map(|(id, _)| *id);
+            let oldest = self.longest_idle(&conns);
             match oldest.and_then(|id| conns.remove(&id)) {
                 Some(evicted) => {
                     evicted.ask_to_close(Close::Graceful);
@@ -193,6 +197,44 @@ impl Registry {
             id,
             registry: Arc::clone(self),
         })
+    }
+
+    /// The connection idle the longest, if any is idle. Pops the candidates of the last scan
+    /// (skipping those closed, busy, or idle again since, which are then newer than every
+    /// candidate); scans again, keeping the [`EVICT_BATCH`] oldest, when none is left. A
+    /// connection that went idle after the scan is newer than every candidate, so the one
+    /// popped is the oldest idle connection, as a full scan would find.
+    fn longest_idle(&self, conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
+        let mut next = self.evict_next.lock().unwrap_or_else(|p| p.into_inner());
+        let still_idle = |(since, id): &(u64, u64)| {
+            conns.get(id).is_some_and(|c| {
+                c.state.load(Ordering::Acquire) == IDLE
+                    && c.since_ms.load(Ordering::Relaxed) == *since
+            })
+        };
+        for rescanned in [false, true] {
+            while let Some(candidate) = next.pop() {
+                if still_idle(&candidate) {
+                    return Some(candidate.1);
+                }
+            }
+            if rescanned {
+                break;
+            }
+            let mut idle: Vec<(u64, u64)> = conns
+                .iter()
+                .filter(|(_, c)| c.state.load(Ordering::Acquire) == IDLE)
+                .map(|(id, c)| (c.since_ms.load(Ordering::Relaxed), *id))
+                .collect();
+            if idle.len() > EVICT_BATCH {
+                idle.select_nth_unstable(EVICT_BATCH);
+                idle.truncate(EVICT_BATCH);
+            }
+            // Newest first, so that `pop` takes the oldest.
+            idle.sort_unstable_by(|a, b| b.cmp(a));
+            *next = idle;
+        }
+        None
     }
 
     /// Closes connections past their timeouts; call it every few hundred milliseconds.
@@ -330,6 +372,43 @@ mod tests {
         assert_eq!(r.metrics.evicted.get(), 1);
         drop(c);
         assert_eq!(r.open(), 1);
+    }
+
+    #[test]
+    fn evictions_from_one_scan_still_take_the_longest_idle_first() {
+        let r = registry(3);
+        let a = r.admit().unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        let b = r.admit().unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        let c = r.admit().unwrap();
+        // The first eviction scans: a, b, c are the candidates, oldest first.
+        let d = r.admit().unwrap();
+        assert_eq!(
+            a.conn.close.load(Ordering::Acquire),
+            1,
+            "a, the oldest, went first"
+        );
+        // b is busy, then idle again: newer than c and d now, so c goes next, then d.
+        b.conn.busy();
+        std::thread::sleep(Duration::from_millis(3));
+        b.conn.idle();
+        let e = r.admit().unwrap();
+        assert_eq!(
+            c.conn.close.load(Ordering::Acquire),
+            1,
+            "c was idle the longest"
+        );
+        assert_eq!(b.conn.close.load(Ordering::Acquire), 0);
+        let f = r.admit().unwrap();
+        assert_eq!(
+            d.conn.close.load(Ordering::Acquire),
+            1,
+            "d, idle since before b"
+        );
+        assert_eq!(b.conn.close.load(Ordering::Acquire), 0);
+        assert_eq!(r.metrics.evicted.get(), 3);
+        drop((e, f));
     }
 
     #[test]

@@ -187,8 +187,10 @@ async fn serve_with_config<H, F>(
 /// tokio's `TcpListener::bind` asks for 128; a burst of more new connections than that (a
 /// flood of slow clients, a fleet of clients reconnecting after a restart) overflowed it,
 /// and every SYN dropped meant a 1 s retransmit for whoever sent it, good clients included.
-/// The kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
-pub const LISTEN_BACKLOG: u32 = 4096;
+/// Not much more: the queue is first come, first served, so under a flood a good client
+/// waits behind everything queued ahead of it (4096 made it wait ~100 ms in a debug build).
+/// The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// Binds a listening socket with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio does).
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {

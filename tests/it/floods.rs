@@ -222,6 +222,16 @@ fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
         opened += line.trim().parse::<usize>().unwrap();
     }
     assert!(opened > 1024, "{opened} connections opened");
+    // A client counts a connection as open once it sits in the listen backlog (1024), before
+    // the server accepted it; wait until the server has taken every one in (kept, or closed
+    // to make room: evicted, or refused when every one is busy), then ask.
+    crate::feed::wait_for("the server to accept the flood", 30, || {
+        let m = |s: &str| crate::feed::metric(&served, s);
+        m("eligd_connections_open")
+            + m("eligd_connections_evicted_total")
+            + m("eligd_connections_refused_total")
+            >= opened as f64
+    });
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
         for path in ["/healthz", "/v1/members/0012345679/eligibility"] {
