@@ -12,6 +12,35 @@ use crate::limits::PhoneLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
 
+/// The default of `--unauthenticated-requests-per-minute`.
+pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 60;
+
+/// How a request's client address is found and keyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    /// `--trusted-proxies`: peers allowed to name the client in `X-Forwarded-For`.
+    pub trusted: crate::http::client_address::TrustedProxies,
+    /// `--ipv6-prefix`: IPv6 clients are limited and audited by this prefix.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Addresses {
+            trusted: Default::default(),
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+impl Addresses {
+    /// The address a request is limited and audited under.
+    pub fn key(&self, peer: std::net::IpAddr, headers: &hyper::HeaderMap) -> std::net::IpAddr {
+        let client = self.trusted.client_from_headers(peer, headers);
+        crate::http::client_address::limit_key(client, self.ipv6_prefix)
+    }
+}
+
 pub struct AppState {
     index: Arc<IndexSlot>,
     pub tracking: TrackingCodes,
@@ -23,6 +52,15 @@ pub struct AppState {
     /// The page for people and its endpoint, with the proxies trusted to name a client
     /// (`None`: `--no-public-page`).
     pub public: Option<crate::http::client_address::TrustedProxies>,
+    /// Who names a client address (`--trusted-proxies`, `--ipv6-prefix`), for every
+    /// per-address limit and the audit log's refusal lines.
+    pub addresses: Addresses,
+    /// Per-client-address limits of requests without a valid key when keys are configured
+    /// (`--unauthenticated-requests-per-minute`): a refusal costs the refused.
+    pub unauthenticated_limits: PhoneLimits,
+    /// The public endpoint's ceiling for all addresses together
+    /// (`--public-requests-per-second`).
+    pub public_ceiling: Option<governor::DefaultDirectRateLimiter>,
     /// The last 15 minutes of requests for `/status`.
     pub status_history: crate::status::history::History,
     feed: OnceLock<Arc<FeedStatus>>,
@@ -46,6 +84,9 @@ impl AppState {
             phone_limits: PhoneLimits::default(),
             address_limits: PhoneLimits::default(),
             public: Some(Default::default()),
+            addresses: Addresses::default(),
+            unauthenticated_limits: PhoneLimits::per_minute(DEFAULT_UNAUTHENTICATED_PER_MINUTE),
+            public_ceiling: None,
             status_history: Default::default(),
             feed: OnceLock::new(),
             started_ms: unix_ms(),
@@ -114,6 +155,25 @@ impl AppState {
     ) -> AppState {
         self.public = trusted_proxies;
         self.address_limits = PhoneLimits::per_minute(per_minute);
+        self
+    }
+
+    /// How client addresses are found and limited, and the limits of requests without a
+    /// valid key and of the public endpoint as a whole (`None`: no ceiling).
+    pub fn with_address_limits(
+        mut self,
+        addresses: Addresses,
+        unauthenticated_per_minute: u32,
+        public_per_second: Option<u32>,
+    ) -> AppState {
+        self.addresses = addresses;
+        self.unauthenticated_limits = PhoneLimits::per_minute(unauthenticated_per_minute);
+        self.public_ceiling = public_per_second
+            .and_then(std::num::NonZeroU32::new)
+            .map(|rate| {
+                let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(rate));
+                governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+            });
         self
     }
 

@@ -285,9 +285,20 @@ pub struct ServeArgs {
     #[arg(long, env = "ELIGD_PUBLIC_REQUESTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub public_requests_per_minute: u32,
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
-    /// client for the public endpoint's limit; from anyone else the header is ignored.
+    /// client for the per-address limits; from anyone else the header is ignored.
     #[arg(long, env = "ELIGD_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: crate::http::client_address::TrustedProxies,
+    /// IPv6 clients are limited (and their refusals audited) by this prefix length.
+    #[arg(long, env = "ELIGD_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(16..=128))]
+    pub ipv6_prefix: u8,
+    /// The public endpoint's ceiling for all client addresses together, per second (burst
+    /// twice that); 0: none. Bounds enumeration from many addresses.
+    #[arg(long, env = "ELIGD_PUBLIC_REQUESTS_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub public_requests_per_second: u32,
+    /// With --api-keys: requests without a valid key allowed per client address per minute
+    /// (answered 401); past it they are answered 429. A refusal costs the refused.
+    #[arg(long, env = "ELIGD_UNAUTHENTICATED_REQUESTS_PER_MINUTE", default_value_t = crate::app::DEFAULT_UNAUTHENTICATED_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub unauthenticated_requests_per_minute: u32,
     /// Serve neither the page for people (`/`, the app's files) nor `POST /v1/public/credit`.
     #[arg(long, env = "ELIGD_NO_PUBLIC_PAGE")]
     pub no_public_page: bool,
@@ -302,6 +313,17 @@ pub struct ServeArgs {
     /// Rotate the audit log when it would grow past this many bytes.
     #[arg(long, env = "ELIGD_AUDIT_MAX_BYTES", default_value_t = crate::audit::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
     pub audit_max_bytes: u64,
+    /// Remove the oldest rotated audit files while the log and its rotated files hold more
+    /// than this many bytes (at least twice --audit-max-bytes).
+    #[arg(long, env = "ELIGD_AUDIT_KEEP_BYTES", default_value_t = crate::audit::DEFAULT_KEEP_BYTES, value_parser = clap::value_parser!(u64).range(8192..))]
+    pub audit_keep_bytes: u64,
+    /// Sync the audit log to disk at least this often, in milliseconds (0: after every
+    /// write). A power loss can lose what was written since the last sync.
+    #[arg(long, env = "ELIGD_AUDIT_FSYNC_MS", default_value_t = crate::audit::DEFAULT_FSYNC_MS, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub audit_fsync_ms: u64,
+    /// Create the audit log and its rotated files 0640 (readable by the group) instead of 0600.
+    #[arg(long, env = "ELIGD_AUDIT_GROUP_READABLE")]
+    pub audit_group_readable: bool,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); both re-read on SIGHUP.
     #[arg(long, env = "ELIGD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

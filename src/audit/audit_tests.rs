@@ -23,6 +23,13 @@ fn record(n: u32, person: Option<NationalId>) -> Record {
     }
 }
 
+fn options(max_bytes: u64) -> AuditOptions {
+    AuditOptions {
+        max_bytes,
+        ..AuditOptions::default()
+    }
+}
+
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -96,7 +103,7 @@ fn every_record_reaches_the_file_and_close_flushes_all() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let counters = AuditCounters::default();
-    let log = AuditLog::start(&path, DEFAULT_MAX_BYTES, key(), counters.clone()).unwrap();
+    let log = AuditLog::start(&path, options(DEFAULT_MAX_BYTES), key(), counters.clone()).unwrap();
     for n in 0..5000 {
         log.record(record(n, None)).unwrap();
     }
@@ -110,7 +117,13 @@ fn every_record_reaches_the_file_and_close_flushes_all() {
 fn a_record_is_in_the_file_within_100_ms() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::start(&path, DEFAULT_MAX_BYTES, key(), AuditCounters::default()).unwrap();
+    let log = AuditLog::start(
+        &path,
+        options(DEFAULT_MAX_BYTES),
+        key(),
+        AuditCounters::default(),
+    )
+    .unwrap();
     log.record(record(0, None)).unwrap();
     let started = std::time::Instant::now();
     while lines(&path).is_empty() {
@@ -127,7 +140,7 @@ fn a_record_is_in_the_file_within_100_ms() {
 fn rotation_by_size_keeps_every_line_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::start(&path, 4096, key(), AuditCounters::default()).unwrap();
+    let log = AuditLog::start(&path, options(4096), key(), AuditCounters::default()).unwrap();
     for n in 0..400 {
         log.record(record(n, None)).unwrap();
         if n % 50 == 0 {
@@ -156,7 +169,7 @@ fn a_log_that_cannot_be_written_refuses_until_it_can_and_loses_nothing() {
     let path = dir.path().join("audit.log");
     std::os::unix::fs::symlink("/dev/full", &path).unwrap();
     let counters = AuditCounters::default();
-    let log = AuditLog::start(&path, DEFAULT_MAX_BYTES, key(), counters.clone()).unwrap();
+    let log = AuditLog::start(&path, options(DEFAULT_MAX_BYTES), key(), counters.clone()).unwrap();
     log.record(record(0, None)).unwrap();
     let started = std::time::Instant::now();
     while log.readiness().is_ok() {
@@ -179,9 +192,124 @@ fn a_log_that_cannot_be_written_refuses_until_it_can_and_loses_nothing() {
     }
     log.record(record(2, None)).unwrap();
     assert!(log.close(Duration::from_secs(5)));
-    assert_eq!(
-        lines(&real).len(),
-        2,
-        "the record queued before the failure was kept"
+    // The record whose write failed stands for an answer never given (its request was told
+    // so): it is counted as a refusal, 503 audit_unavailable, not written as an answer.
+    let written = lines(&real);
+    assert_eq!(written.len(), 2, "{written:?}");
+    let refusal = written.iter().find(|l| l["kind"] == "refusals").unwrap();
+    assert_eq!(refusal["outcome"], "audit_unavailable");
+    assert_eq!(refusal["count"], 1);
+    assert_eq!(refusal["client"], "pharmacy-1");
+    assert!(written.iter().any(|l| l["outcome"] == "active"));
+}
+
+#[test]
+fn files_are_created_private_and_a_loose_log_is_narrowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::start(&path, options(4096), key(), AuditCounters::default()).unwrap();
+    for n in 0..100 {
+        log.record(record(n, None)).unwrap();
+    }
+    assert!(log.close(Duration::from_secs(10)));
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let loose = dir.path().join("loose.log");
+    std::fs::write(&loose, "").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let group = AuditOptions {
+        group_readable: true,
+        ..options(4096)
+    };
+    let log = AuditLog::start(&loose, group, key(), AuditCounters::default()).unwrap();
+    assert!(log.close(Duration::from_secs(5)));
+    let mode = std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+}
+
+#[test]
+fn retention_removes_the_oldest_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let counters = AuditCounters::default();
+    let keep = AuditOptions {
+        keep_bytes: 3 * 4096,
+        ..options(4096)
+    };
+    let log = AuditLog::start(&path, keep, key(), counters.clone()).unwrap();
+    for n in 0..1000 {
+        log.record(record(n, None)).unwrap();
+        if n % 40 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert!(log.close(Duration::from_secs(10)));
+    let held: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(held <= 3 * 4096, "held {held}");
+    assert!(counters.files_removed.get() > 0);
+    assert!(counters.bytes.get() as u64 <= 3 * 4096);
+    assert!(counters.volume_size.get() > 0);
+}
+
+#[test]
+fn refusals_are_written_as_counts_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let counters = AuditCounters::default();
+    let log = AuditLog::start(&path, options(DEFAULT_MAX_BYTES), key(), counters.clone()).unwrap();
+    let refusal = refusals::Refusal {
+        who: refusals::Who::Address("2001:db8::".parse().unwrap()),
+        channel: "http",
+        route: "/v1/eligibility/batch",
+        outcome: "unauthenticated",
+        status: 401,
+    };
+    for _ in 0..10_000 {
+        log.refused(refusal);
+    }
+    let started = std::time::Instant::now();
+    while lines(&path).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(3), "not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let written = lines(&path);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0]["count"], 10_000);
+    assert_eq!(written[0]["address"], "2001:db8::");
+    assert_eq!(counters.refusals.get(), 10_000);
+    assert!(log.close(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_request_waits_until_its_record_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = std::sync::Arc::new(
+        AuditLog::start(
+            &path,
+            options(DEFAULT_MAX_BYTES),
+            key(),
+            AuditCounters::default(),
+        )
+        .unwrap(),
     );
+    let for_request = std::sync::Arc::clone(&log);
+    let (_, completion) = completion::Captured::new(async move {
+        for n in 0..3 {
+            for_request.record(record(n, None)).unwrap();
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let written = completion.expect("three records").wait().await;
+    assert!(written);
+    assert_eq!(lines(&path).len(), 3, "written before the answer may go");
+    assert_eq!(log.queue_depth(), 0);
+    assert!(log.close(Duration::from_secs(5)));
 }

@@ -1,19 +1,28 @@
-//! The audit log (docs/security.md, "Audit log"): one JSON line per inquiry on every channel,
-//! refused ones included, so that "who looked up this person, when, and what were they told?"
-//! can be answered later, by whoever holds the audit key.
+//! The audit log (docs/security.md, "Audit log"): one JSON line per inquiry that reaches the
+//! index on every channel, and aggregated counts of the requests refused before it, so that
+//! "who looked up this person, when, and what were they told?" can be answered later, by
+//! whoever holds the audit key, and an anonymous client cannot fill the disk.
 //!
 //! A line names the client, channel, route, outcome, HTTP status, latency and tracking code,
 //! and the person only as a **subject**: HMAC-SHA256 of the national ID under the audit key
 //! (`ELIGD_AUDIT_KEY`), never the ID itself. `eligd audit subject ID` computes it for an
-//! investigator.
+//! investigator. Refusals before the index are counted in [`refusals`] and written as one
+//! line per client (or address), channel, route, outcome and second, without a subject.
 //!
-//! Writing never blocks an answer: the inquiry pipeline hands a record to a bounded queue
-//! ([`AuditLog::record`]) and a writer thread (`writer.rs`) batches records to the file within
-//! milliseconds. **No record, no answer**: when the queue is full or the file cannot be
-//! written, `record` refuses, the inquiry is answered 503 `audit_unavailable`, and the replica
-//! is not ready, until a write succeeds again; records already queued are kept and written
-//! then. A graceful shutdown writes every queued record before the process exits.
+//! **No answer before its record** (`completion.rs`): the request hands its record to a
+//! bounded queue ([`AuditLog::record`]); a writer thread (`writer.rs`) writes everything
+//! queued in one `write` and tells each request its records are with the operating system;
+//! only then is the answer written to the socket (group commit). A `kill -9` therefore loses
+//! no line of an answer a client received. The writer thread, not the request's worker,
+//! makes the system call, so a stalled disk delays inquiries but never `/healthz`.
+//! When the queue is full or the file cannot be written, inquiries are answered 503
+//! `audit_unavailable` and the replica is not ready, until a write succeeds again. The file
+//! is synced every `--audit-fsync-ms`, rotated by size and kept within `--audit-keep-bytes`
+//! (`retention.rs`).
 
+pub mod completion;
+pub mod refusals;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -156,24 +165,65 @@ pub enum Unavailable {
 pub struct AuditCounters {
     pub written: prometheus_client::metrics::counter::Counter,
     pub write_errors: prometheus_client::metrics::counter::Counter,
+    pub refusals: prometheus_client::metrics::counter::Counter,
+    pub bytes: prometheus_client::metrics::gauge::Gauge,
+    pub volume_available: prometheus_client::metrics::gauge::Gauge,
+    pub volume_size: prometheus_client::metrics::gauge::Gauge,
+    pub files_removed: prometheus_client::metrics::counter::Counter,
 }
+
+/// How the log is kept (`serve`'s `--audit-*` flags).
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// Rotate when the log would pass this size (`--audit-max-bytes`).
+    pub max_bytes: u64,
+    /// Remove the oldest rotated files while the log and its rotated files hold more
+    /// (`--audit-keep-bytes`).
+    pub keep_bytes: u64,
+    /// Sync the file to disk at least this often (`--audit-fsync-ms`; 0: after every write).
+    pub fsync_every: Duration,
+    /// Create files 0640 instead of 0600 (`--audit-group-readable`).
+    pub group_readable: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            keep_bytes: DEFAULT_KEEP_BYTES,
+            fsync_every: Duration::from_millis(DEFAULT_FSYNC_MS),
+            group_readable: false,
+        }
+    }
+}
+
+/// The default of `--audit-keep-bytes`: 16 rotated files of the default size.
+pub const DEFAULT_KEEP_BYTES: u64 = 16 * DEFAULT_MAX_BYTES;
+/// The default of `--audit-fsync-ms`.
+pub const DEFAULT_FSYNC_MS: u64 = 1000;
 
 /// Shards of the queue: a request thread always uses the same one, so request threads on
 /// different cores never take the same lock or write the same counter.
 const QUEUE_SHARDS: usize = 4;
 
+/// A queued record and the request waiting for it (none outside a captured request).
+pub(crate) type Queued = (Record, Option<Arc<completion::Completion>>);
+
 /// One shard: records in arrival order, and how many (read without the lock).
 #[repr(align(128))]
 struct Pending {
-    records: Mutex<Vec<Record>>,
+    records: Mutex<Vec<Queued>>,
     queued: AtomicUsize,
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// How long a failing log waits between two records let through to try the file again.
+const PROBE_EVERY_MS: u64 = 200;
 
 /// The queue between the request path and the writer: records pile up in a vector per shard,
 /// which the writer swaps for empty ones and writes. A record costs one short, uncontended
@@ -182,12 +232,19 @@ impl Pending {
 /// order), and every line carries its own time.
 pub(crate) struct Queue {
     shards: [Pending; QUEUE_SHARDS],
+    /// Records the writer has taken and not yet finished with (written or dropped).
+    in_flight: AtomicUsize,
     /// The writer is parked waiting for a first record (the next record unparks it).
     parked: AtomicBool,
     failing: AtomicBool,
+    /// While failing: when (ms since `epoch`) the next record may be let through to try the
+    /// file again.
+    next_probe_ms: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
     closing: AtomicBool,
     reason: Mutex<String>,
     writer: std::sync::OnceLock<std::thread::Thread>,
+    pub(crate) refusals: refusals::Table,
 }
 
 impl Queue {
@@ -197,11 +254,15 @@ impl Queue {
                 records: Mutex::new(Vec::with_capacity(1024)),
                 queued: AtomicUsize::new(0),
             }),
+            in_flight: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
             failing: AtomicBool::new(false),
+            next_probe_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             closing: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             writer: std::sync::OnceLock::new(),
+            refusals: refusals::Table::default(),
         }
     }
 
@@ -217,12 +278,17 @@ impl Queue {
             .any(|s| s.queued.load(Ordering::Acquire) >= QUEUE_CAPACITY)
     }
 
-    /// Records waiting, all shards.
-    fn depth(&self) -> usize {
+    /// Records queued, all shards (not those the writer holds).
+    fn queued(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.queued.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// Records not yet written: queued, and held by the writer.
+    fn depth(&self) -> usize {
+        self.queued() + self.in_flight.load(Ordering::Acquire)
     }
 
     fn wake(&self) {
@@ -231,8 +297,9 @@ impl Queue {
         }
     }
 
-    /// Takes every pending record into `into` (emptied first); the writer's side.
-    pub(crate) fn take(&self, into: &mut Vec<Record>) {
+    /// Takes every pending record into `into` (emptied first); the writer's side. They count
+    /// as held by the writer until [`Queue::finished`].
+    pub(crate) fn take(&self, into: &mut Vec<Queued>) {
         into.clear();
         for shard in &self.shards {
             let mut pending = shard.lock();
@@ -241,8 +308,16 @@ impl Queue {
             } else {
                 into.append(&mut pending);
             }
+            // Counted as held before the shard says it is empty: the depth never reads
+            // lower than what is unwritten.
+            self.in_flight.store(into.len(), Ordering::Release);
             shard.queued.store(0, Ordering::Release);
         }
+    }
+
+    /// The writer is done with the records it took.
+    pub(crate) fn finished(&self) {
+        self.in_flight.store(0, Ordering::Release);
     }
 
     /// The writer is about to park: a record arriving from now on unparks it.
@@ -251,7 +326,7 @@ impl Queue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.depth() == 0
+        self.queued() == 0
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -259,8 +334,29 @@ impl Queue {
     }
 
     pub(crate) fn set_failing(&self, reason: Option<String>) {
+        if reason.is_some() {
+            let next = self.epoch.elapsed().as_millis() as u64 + PROBE_EVERY_MS;
+            self.next_probe_ms.store(next, Ordering::Release);
+        }
         self.failing.store(reason.is_some(), Ordering::Release);
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.unwrap_or_default();
+    }
+
+    /// While failing: whether this record may go through to try the file again (one every
+    /// [`PROBE_EVERY_MS`]; its request waits for the verdict like any other).
+    fn probe(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let next = self.next_probe_ms.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    next,
+                    now + PROBE_EVERY_MS,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
     }
 }
 
@@ -273,11 +369,11 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path` for appending and starts the writer thread. An
-    /// unusable path is an error here, at start.
+    /// Opens (or creates, mode 0600 or 0640) the log at `path` for appending and starts the
+    /// writer thread. An unusable path is an error here, at start.
     pub fn start(
         path: &Path,
-        max_bytes: u64,
+        options: AuditOptions,
         key: AuditKey,
         counters: AuditCounters,
     ) -> std::io::Result<AuditLog> {
@@ -285,7 +381,7 @@ impl AuditLog {
         let (finished, done) = mpsc::channel();
         let thread = writer::spawn(
             path.to_path_buf(),
-            max_bytes,
+            options,
             Arc::clone(&queue),
             counters,
             key.clone(),
@@ -308,14 +404,16 @@ impl AuditLog {
         &self.path
     }
 
-    /// Queues a record, or says why it cannot be kept (then the inquiry must not be
-    /// answered).
+    /// Queues the record of an inquiry that reached the index, or says why it cannot be
+    /// kept (then the inquiry must not be answered). Inside a captured request
+    /// ([`completion::Captured`]) the request's answer then waits until the record is
+    /// written.
     pub fn record(&self, record: Record) -> Result<(), Unavailable> {
         let q = &self.queue;
         if q.closing.load(Ordering::Acquire) {
             return Err(Unavailable::Closed);
         }
-        if q.failing.load(Ordering::Acquire) {
+        if q.failing.load(Ordering::Acquire) && !q.probe() {
             return Err(Unavailable::Failing);
         }
         {
@@ -324,7 +422,7 @@ impl AuditLog {
             if pending.len() >= QUEUE_CAPACITY {
                 return Err(Unavailable::QueueFull);
             }
-            pending.push(record);
+            pending.push((record, completion::current()));
             shard.queued.store(pending.len(), Ordering::Release);
         }
         // Usually the writer is gathering, not parked: a plain load then, no read-modify-write.
@@ -334,9 +432,20 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Records waiting to be written.
+    /// Counts a request refused before the index: written as part of an aggregated line
+    /// within a second ([`refusals`]). Never refused itself.
+    pub fn refused(&self, refusal: refusals::Refusal) {
+        self.queue.refusals.add(refusal);
+    }
+
+    /// Records not yet written: queued, and held by the writer.
     pub fn queue_depth(&self) -> usize {
         self.queue.depth()
+    }
+
+    /// Refusals counted and not yet written.
+    pub fn refusals_pending(&self) -> u64 {
+        self.queue.refusals.pending()
     }
 
     /// `Ok` while records can be taken; else why not (for `/readyz`).
@@ -356,17 +465,18 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Writes every queued record, flushes and syncs the file, and stops the writer. Waits at
-    /// most `timeout` (a log that cannot be written may never drain); returns whether all
-    /// was written. Records offered after this are refused.
+    /// Writes every queued record and refusal, flushes and syncs the file, and stops the
+    /// writer. Waits at most `timeout` (a log that cannot be written may never drain);
+    /// returns whether all was written. Records offered after this are refused.
     pub fn close(&self, timeout: Duration) -> bool {
         self.queue.closing.store(true, Ordering::Release);
         self.queue.wake();
         let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match done {
+        let finished = match done {
             Some(done) => done.recv_timeout(timeout).is_ok(),
             None => true,
-        }
+        };
+        finished && self.queue.depth() == 0
     }
 }
 

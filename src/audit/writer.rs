@@ -1,50 +1,72 @@
 //! The audit writer: one thread that takes records off the queue in batches, computes their
-//! subjects (the HMAC), appends them to the file as JSON lines with one write per batch, and
-//! rotates the file by size between batches, so a line is never split or lost by a rotation.
+//! subjects (the HMAC), appends them to the file as JSON lines with one `write` per batch,
+//! and then tells every request of the batch that its records are with the operating system
+//! (group commit: a request's answer waits for that, `completion.rs`). What arrives while a
+//! batch is written is the next batch, so under load a batch is as large as the number of
+//! requests in flight, and an idle log writes a record within microseconds.
 //!
-//! After the first record of a batch arrives the writer waits [`GATHER`] before taking the
-//! rest: while it waits, senders add records without waking it, so under load a batch is
-//! hundreds of records and one write, and a record still reaches the file within a few
-//! milliseconds (well inside the 100 ms promised). A closing log is written to the end before
-//! the writer stops; a batch that cannot be written is retried until it can.
+//! The thread runs under `SCHED_BATCH`: waking it never preempts a request worker, so on a
+//! busy core it writes when the workers have nothing left to run (every request waiting for
+//! its record), which is when a batch is largest.
 //!
-//! A failed write (disk full, permissions, a removed mount) marks the log failing, which makes
-//! the service refuse inquiries; the batch is kept, the file is opened again (the path may
-//! point somewhere writable by then) and the batch retried every [`RETRY`], and the log is
-//! healthy again after the first write that succeeds. Nothing queued is dropped meanwhile.
+//! Once a second it also writes the aggregated refusals (`refusals.rs`), syncs the file
+//! (`--audit-fsync-ms`), measures the volume, and after a rotation removes the oldest
+//! rotated files past `--audit-keep-bytes` (`retention.rs`). Files are created 0600 (0640
+//! with `--audit-group-readable`), and an existing log with a looser mode is narrowed.
+//!
+//! A failed write (disk full, permissions, a removed mount) drops the batch: its requests
+//! are answered 503 `audit_unavailable` instead (an answer that is not recorded is not
+//! given), counted as refusals, and the log is marked failing, which refuses inquiries
+//! except one probe every 200 ms; the file is opened again for each try (the path may point
+//! somewhere writable by then), and the log is healthy again after the first write that
+//! succeeds.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{AuditCounters, AuditKey, Queue, Record};
+use super::refusals::{self, Refusal, Who};
+use super::{retention, AuditCounters, AuditKey, AuditOptions, Queue, Queued, Record};
 
-/// How often a failing log is tried again.
-const RETRY: Duration = Duration::from_millis(200);
 /// While writes keep failing, the failure is logged again at most this often (each retry is
 /// still counted in `eligd_audit_write_errors_total`).
 const LOG_AGAIN: Duration = Duration::from_secs(60);
-/// How long the writer lets a batch gather after its first record.
-const GATHER: Duration = Duration::from_millis(5);
+/// The longest the writer parks while idle (its once-a-second work still runs).
+const IDLE_PARK: Duration = Duration::from_millis(200);
 
 pub(super) fn spawn(
     path: PathBuf,
-    max_bytes: u64,
+    options: AuditOptions,
     queue: Arc<Queue>,
     counters: AuditCounters,
     key: AuditKey,
     finished: Sender<()>,
 ) -> std::io::Result<std::thread::Thread> {
-    let file = open(&path)?;
-    let size = file.metadata()?.len();
+    let mode = if options.group_readable { 0o640 } else { 0o600 };
+    let file = open(&path, mode)?;
+    let meta = file.metadata()?;
+    if meta.permissions().mode() & 0o777 & !mode != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:04o}", meta.permissions().mode() & 0o777),
+            "audit log: narrowing the mode of an existing log to {:04o}", mode);
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    let size = meta.len();
     let mut writer = Writer {
         path,
-        max_bytes: max_bytes.max(1),
+        max_bytes: options.max_bytes.max(1),
+        keep_bytes: options.keep_bytes,
+        fsync_every: options.fsync_every,
+        mode,
         file: Some(file),
         size,
+        rotated_bytes: 0,
+        unsynced: false,
+        synced: Instant::now(),
+        next_second: Instant::now() + refusals::WINDOW,
         queue,
         counters,
         key_id: key.id(),
@@ -52,24 +74,49 @@ pub(super) fn spawn(
         failing: None,
         second: (i64::MIN, String::new()),
     };
+    writer.retain();
+    writer.measure_volume();
     let handle = std::thread::Builder::new()
         .name("eligd-audit".into())
         .spawn(move || {
+            batch_scheduling();
             writer.run();
             let _ = finished.send(());
         })?;
     Ok(handle.thread().clone())
 }
 
-fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// Puts the calling thread under `SCHED_BATCH` (no wake-up preemption); best effort.
+#[allow(unsafe_code)]
+fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid pointer.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+}
+
+fn open(path: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .open(path)
 }
 
 struct Writer {
     path: PathBuf,
     max_bytes: u64,
+    keep_bytes: u64,
+    fsync_every: Duration,
+    mode: u32,
     file: Option<File>,
     size: u64,
+    /// Bytes in rotated files, as of the last retention pass.
+    rotated_bytes: u64,
+    /// Written since the last sync, and when that was.
+    unsynced: bool,
+    synced: Instant,
+    /// When the refusals are written next.
+    next_second: Instant,
     queue: Arc<Queue>,
     counters: AuditCounters,
     key: AuditKey,
@@ -83,11 +130,10 @@ struct Writer {
 impl Writer {
     /// Writes batches until the log is closed and everything queued is written.
     fn run(&mut self) {
-        let mut batch = Vec::with_capacity(4096);
+        let mut batch: Vec<Queued> = Vec::with_capacity(4096);
         let mut lines = String::with_capacity(1 << 20);
-        let mut pending = 0usize;
         loop {
-            if pending == 0 && self.queue.is_empty() {
+            if self.queue.is_empty() {
                 if self.queue.is_closing() {
                     break;
                 }
@@ -95,29 +141,88 @@ impl Writer {
                 // catches one that came in between.
                 self.queue.parking();
                 if self.queue.is_empty() && !self.queue.is_closing() {
-                    std::thread::park_timeout(RETRY);
+                    let due = self.next_second.saturating_duration_since(Instant::now());
+                    std::thread::park_timeout(due.min(IDLE_PARK));
                 }
-                if self.queue.is_empty() {
-                    continue;
-                }
-                std::thread::sleep(GATHER);
-            } else if pending > 0 {
-                // A batch failed and waits to be written again.
-                std::thread::sleep(RETRY);
+                self.every_second(false);
+                continue;
             }
             self.queue.take(&mut batch);
-            for record in batch.drain(..) {
-                self.format_line(&record, &mut lines);
-                pending += 1;
+            lines.clear();
+            for (record, _) in &batch {
+                self.format_line(record, &mut lines);
             }
-            if pending > 0 && self.write(&lines) {
-                self.counters.written.inc_by(pending as u64);
-                lines.clear();
-                pending = 0;
+            let written = self.write(&lines);
+            let n = batch.len() as u64;
+            for (record, done) in batch.drain(..) {
+                if let Some(done) = done {
+                    done.done(written);
+                }
+                if !written {
+                    self.queue.refusals.add(unavailable(&record));
+                }
             }
+            self.queue.finished();
+            if written {
+                self.counters.written.inc_by(n);
+            }
+            self.every_second(false);
         }
+        self.every_second(true);
         if let Some(file) = &self.file {
             let _ = file.sync_all();
+        }
+    }
+
+    /// The once-a-second work (or all of it now, at close): the refusals' lines, the sync,
+    /// the volume's free space.
+    fn every_second(&mut self, now: bool) {
+        let at = Instant::now();
+        if now || at >= self.next_second {
+            self.next_second = at + refusals::WINDOW;
+            let window = self.queue.refusals.take();
+            if !window.is_empty() {
+                let mut lines = String::new();
+                refusals::write_lines(&window, SystemTime::now(), &mut lines);
+                if self.write(&lines) {
+                    self.counters.refusals.inc_by(window.total());
+                } else {
+                    self.queue.refusals.restore(window);
+                }
+            }
+            self.measure_volume();
+        }
+        if self.unsynced && (now || at.duration_since(self.synced) >= self.fsync_every) {
+            if let Some(file) = &self.file {
+                if let Err(e) = file.sync_data() {
+                    tracing::warn!(error = %e, "audit log: sync failed");
+                }
+            }
+            self.unsynced = false;
+            self.synced = at;
+        }
+    }
+
+    fn measure_volume(&self) {
+        if let Some((available, size)) = retention::volume(&self.path) {
+            self.counters.volume_available.set(available as i64);
+            self.counters.volume_size.set(size as i64);
+        }
+        self.counters
+            .bytes
+            .set((self.size + self.rotated_bytes) as i64);
+    }
+
+    /// Removes the oldest rotated files past `--audit-keep-bytes`, keeping room for the log
+    /// itself to grow to `--audit-max-bytes`: the log and its rotated files never hold more.
+    fn retain(&mut self) {
+        let room = self.max_bytes.max(self.size);
+        match retention::enforce(&self.path, room, self.keep_bytes) {
+            Ok((held, removed)) => {
+                self.rotated_bytes = held.saturating_sub(room);
+                self.counters.files_removed.inc_by(removed as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "audit log: could not list rotated files"),
         }
     }
 
@@ -132,6 +237,14 @@ impl Writer {
                         "audit log: written again; inquiries are answered");
                 }
                 self.queue.set_failing(None);
+                if self.fsync_every.is_zero() {
+                    if let Some(file) = &self.file {
+                        let _ = file.sync_data();
+                    }
+                    self.synced = Instant::now();
+                } else {
+                    self.unsynced = true;
+                }
                 true
             }
             Err(e) => {
@@ -150,7 +263,7 @@ impl Writer {
                 };
                 if log {
                     tracing::error!(path = %self.path.display(), error = %e,
-                        "audit log: write failed; inquiries are refused until it succeeds (retried every 200 ms, logged once a minute)");
+                        "audit log: write failed; inquiries are refused until it succeeds (tried again every 200 ms, logged once a minute)");
                 }
                 self.queue.set_failing(Some(e.to_string()));
                 // Open the path again next time: it may be somewhere writable by then.
@@ -162,7 +275,7 @@ impl Writer {
 
     fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            let file = open(&self.path)?;
+            let file = open(&self.path, self.mode)?;
             self.size = file.metadata()?.len();
             self.file = Some(file);
         }
@@ -175,20 +288,24 @@ impl Writer {
             .ok_or_else(|| std::io::Error::other("no file"))?;
         if let Err(e) = file.write_all(bytes) {
             // Part of the batch may have reached the file (a disk that filled up mid-write):
-            // cut it off, so the retry writes whole lines once and no line is split.
+            // cut it off, so no line is split and no line stands for an answer not given.
             let _ = file.set_len(self.size);
             return Err(e);
         }
         self.size += bytes.len() as u64;
+        self.counters
+            .bytes
+            .set((self.size + self.rotated_bytes) as i64);
         Ok(())
     }
 
-    /// Renames the full log to `<path>.<unix ms>` and starts a new one.
+    /// Renames the full log to `<path>.<unix ms>`, starts a new one, and removes the oldest
+    /// rotated files past the retention.
     fn rotate(&mut self) -> std::io::Result<()> {
         if let Some(file) = &self.file {
             file.sync_all()?;
         }
-        let ms = std::time::SystemTime::now()
+        let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let mut target = rotated_name(&self.path, ms, 0);
@@ -198,11 +315,23 @@ impl Writer {
             target = rotated_name(&self.path, ms, n);
         }
         std::fs::rename(&self.path, &target)?;
-        let file = open(&self.path)?;
+        let file = open(&self.path, self.mode)?;
         self.size = 0;
         self.file = Some(file);
         tracing::info!(rotated_to = %target.display(), "audit log: rotated");
+        self.retain();
         Ok(())
+    }
+}
+
+/// What a record dropped with a failed write counts as: a refusal, 503 `audit_unavailable`.
+fn unavailable(record: &Record) -> Refusal {
+    Refusal {
+        who: record.client.map_or(Who::Unknown, Who::Client),
+        channel: record.channel,
+        route: record.route,
+        outcome: "audit_unavailable",
+        status: 503,
     }
 }
 

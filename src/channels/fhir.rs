@@ -41,24 +41,24 @@ pub async fn handle(
     route: &'static str,
     negotiated: Result<(), ApiError>,
 ) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, route, None)) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, route)) {
         Ok(session) => session,
         Err(r) => return refused(&r, None),
     };
     if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
-        let r = session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None);
+        let r = session.refuse(ApiError::MethodNotAllowed { allow: "POST" });
         return refused(&r, None);
     }
     if let Err(message) = check_content_type(request.content_type()) {
-        let r = session.refuse(ApiError::UnsupportedMediaType(message), None);
+        let r = session.refuse(ApiError::UnsupportedMediaType(message));
         return refused(&r, None);
     }
     if let Err(e) = negotiated {
-        return refused(&session.refuse(e, None), None);
+        return refused(&session.refuse(e), None);
     }
     match request.read_body().await {
         Ok(body) => coverage_eligibility(&session, &body, Day::today()),
-        Err(e) => refused(&session.refuse(e, None), None),
+        Err(e) => refused(&session.refuse(e), None),
     }
 }
 

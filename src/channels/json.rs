@@ -62,12 +62,8 @@ fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
 /// `GET /v1/members/{national_id}/eligibility`.
 pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
     let query = request.query();
-    let decoded = decode_segment(raw_id);
-    let subject = decoded
-        .as_deref()
-        .and_then(|id| crate::national_id::NationalId::parse_typed(id).ok());
-    single(state, request, MEMBER_ROUTE, subject, || {
-        let target = decoded
+    single(state, request, MEMBER_ROUTE, || {
+        let target = decode_segment(raw_id)
             .as_deref()
             .ok_or(ApiError::InvalidNationalId(
                 crate::national_id::IdError::NotADigit,
@@ -80,7 +76,7 @@ pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
 /// `GET /v1/booklets/{booklet_no}/eligibility`.
 pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
     let query = request.query();
-    single(state, request, BOOKLET_ROUTE, None, || {
+    single(state, request, BOOKLET_ROUTE, || {
         let target = decode_segment(raw)
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
             .and_then(|b| inquiry::parse_booklet(&b));
@@ -93,21 +89,19 @@ fn with_options(target: Result<inquiry::Target, ApiError>, query: Option<&str>) 
     Query::with_options(target, date.as_deref(), service.as_deref(), Day::today)
 }
 
-/// One person: `subject` is the national ID in the path, when it parses (a refusal at
-/// admission is audited under it).
+/// One person, by what `parse` reads from the request.
 fn single(
     state: &AppState,
     request: &Request,
     route: &'static str,
-    subject: Option<crate::national_id::NationalId>,
     parse: impl FnOnce() -> Query,
 ) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Http, route, subject)) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Http, route)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
     if !request.method_is(&hyper::Method::GET) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "GET" }, None));
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "GET" }));
     }
     let decided = session.decide(parse);
     render(&session, &decided)
@@ -148,26 +142,27 @@ struct BatchError<'a> {
     error: serde_json::Value,
 }
 
-/// `POST /v1/eligibility/batch`: admitted once, charged one inquiry per ID, then every ID is
-/// its own pipeline decision (own tracking code, own audit record).
+/// `POST /v1/eligibility/batch`: admitted once at the cost of one inquiry (so a malformed
+/// or oversized batch, or a wrong method, has paid), charged the rest of one inquiry per ID
+/// once parsed, then every ID is its own pipeline decision (own tracking code, own audit
+/// record).
 pub async fn batch(state: &AppState, request: Request) -> Reply {
-    let mut session = match inquiry::admit(state, request.arrival(Channel::Http, BATCH_ROUTE, None))
-    {
+    let mut session = match inquiry::begin(state, request.arrival(Channel::Http, BATCH_ROUTE)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
     if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
     }
     let body = match request.read_body().await {
         Ok(body) => body,
-        Err(e) => return refused(&session.refuse(e, None)),
+        Err(e) => return refused(&session.refuse(e)),
     };
     let parsed: BatchRequest = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
         Err(e) => {
             let error = ApiError::InvalidRequest(format!("invalid JSON body: {e}"));
-            return refused(&session.refuse(error, None));
+            return refused(&session.refuse(error));
         }
     };
     if parsed.national_ids.len() > MAX_BATCH {
@@ -175,9 +170,9 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
             "a batch holds at most {MAX_BATCH} national IDs, got {}",
             parsed.national_ids.len()
         );
-        return refused(&session.refuse(ApiError::InvalidRequest(message), None));
+        return refused(&session.refuse(ApiError::InvalidRequest(message)));
     }
-    if let Err(r) = session.charge(parsed.national_ids.len().max(1) as u32) {
+    if let Err(r) = session.charge(parsed.national_ids.len().max(1) as u32 - 1) {
         return refused(&r);
     }
     // The options are the same for every ID: a bad date or service refuses the batch as one
@@ -187,11 +182,11 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
     });
     let (as_of, services) = match options {
         Ok(options) => options,
-        Err(e) => return refused(&session.refuse(e, None)),
+        Err(e) => return refused(&session.refuse(e)),
     };
     if !session.has_index() {
         let error = ApiError::NotReady("the index is still loading");
-        return refused(&session.refuse(error, None));
+        return refused(&session.refuse(error));
     }
     let decided: Vec<Decided<'_>> = parsed
         .national_ids

@@ -129,6 +129,28 @@ pub fn refusal_reply(
     .with_pipeline_headers(Some(&refused.error), refused.allowance)
 }
 
+/// The answer instead of one whose audit line could not be written (the write failed after
+/// the inquiry was decided): 503 `audit_unavailable` in the channel's own form. An answer
+/// that is not recorded is not given.
+pub fn audit_unavailable(state: &AppState, channel: &str) -> Reply {
+    let error = ApiError::AuditUnavailable;
+    let tracking = state.tracking.next();
+    match channel {
+        "fhir" => fhir::outcome_reply(state, &error),
+        "ussd" | "sms" => {
+            let prefix = if channel == "ussd" { "END " } else { "" };
+            let text = texts::refusal(texts::Lang::Fa, &error, tracking.as_str());
+            Reply::text([prefix, &text].concat(), error.code())
+        }
+        _ => json::json(
+            error.status(),
+            json::error_body(&error, tracking.as_str()),
+            error.code(),
+        )
+        .with_pipeline_headers(Some(&error), None),
+    }
+}
+
 /// A gateway callback (USSD, SMS): the key and its bucket, POST only, then the channel's
 /// `reply` to the form (`None` when the body could not be read). Refusals before the form is
 /// read are a Persian text after `prefix`.
@@ -151,12 +173,12 @@ pub async fn gateway_callback(
             text.concat().into_bytes(),
         )
     };
-    let session = match inquiry::begin(state, request.arrival(channel, route, None)) {
+    let session = match inquiry::begin(state, request.arrival(channel, route)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
     if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
     }
     let body = request.read_body().await;
     reply(&session, body.as_deref().ok(), Day::today())
@@ -253,7 +275,7 @@ pub struct Request {
     /// reads the few it needs through the accessors below).
     pub uri: hyper::Uri,
     pub headers: hyper::HeaderMap,
-    /// The connection's peer address (the public endpoint's limit key, unless behind
+    /// The connection's peer address (the per-address limits' key, unless behind
     /// `--trusted-proxies`).
     pub peer: Option<std::net::IpAddr>,
     pub body: hyper::body::Incoming,
@@ -284,12 +306,6 @@ impl Request {
         self.uri.query()
     }
 
-    /// `X-Forwarded-For` (read only for the public endpoint, and only behind
-    /// `--trusted-proxies`).
-    pub fn forwarded_for(&self) -> Option<&str> {
-        self.header(hyper::header::HeaderName::from_static("x-forwarded-for"))
-    }
-
     /// `Accept`, read by the FHIR routes (JSON only).
     pub fn accept(&self) -> Option<&str> {
         self.header(hyper::header::ACCEPT)
@@ -300,14 +316,14 @@ impl Request {
         &self,
         channel: crate::inquiry::Channel,
         route: &'static str,
-        subject: Option<crate::national_id::NationalId>,
     ) -> crate::inquiry::Arrival<'_> {
         crate::inquiry::Arrival {
             channel,
             route,
             authorization: self.authorization(),
             started: self.started,
-            subject,
+            peer: self.peer,
+            headers: Some(&self.headers),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `POST /v1/public/credit` (CONTRACT §4, "The page for people"): what the USSD answer shows,
-//! as JSON, for the page and the installable app. No key; limited per client address
-//! (`--public-requests-per-minute`, the address from `X-Forwarded-For` only behind
-//! `--trusted-proxies`). The same pipeline as every channel: audited with channel `web`,
+//! as JSON, for the page and the installable app. No key; every request pays first, from its
+//! client address's allowance (`--public-requests-per-minute`, IPv6 by `--ipv6-prefix`, the
+//! address from `X-Forwarded-For` only behind `--trusted-proxies`) and the ceiling for all
+//! addresses (`--public-requests-per-second`). The same pipeline as every channel: audited with channel `web`,
 //! counted, carrying `data_as_of`. Never a name.
 
 use serde::{Deserialize, Serialize};
@@ -41,41 +42,35 @@ struct Credit<'a> {
 }
 
 pub async fn credit(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Web, ROUTE, None)) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Web, ROUTE)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
     if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }, None));
+        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
     }
-    let peer = request.peer.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-    let address = match &state.public {
-        Some(trusted) => trusted.client(peer, request.forwarded_for()),
-        None => peer,
-    };
     let body = match request.read_body().await {
         Ok(body) => body,
-        Err(e) => return refused(&session.refuse(e, None)),
+        Err(e) => return refused(&session.refuse(e)),
     };
-    let decided =
-        session.decide_for_address(address, || match serde_json::from_slice::<Ask>(&body) {
-            Ok(Ask {
-                national_id: Some(id),
-                booklet_no: None,
-            }) => Query::national_id(&id, Day::today()),
-            Ok(Ask {
-                national_id: None,
-                booklet_no: Some(b),
-            }) => Query {
-                target: inquiry::parse_booklet(&b),
-                as_of: Ok(Day::today()),
-                services: Ok(Vec::new()),
-            },
-            Ok(_) => Query::refused(ApiError::InvalidRequest(
-                "give exactly one of national_id and booklet_no".into(),
-            )),
-            Err(e) => Query::refused(ApiError::InvalidRequest(format!("invalid JSON body: {e}"))),
-        });
+    let decided = session.decide(|| match serde_json::from_slice::<Ask>(&body) {
+        Ok(Ask {
+            national_id: Some(id),
+            booklet_no: None,
+        }) => Query::national_id(&id, Day::today()),
+        Ok(Ask {
+            national_id: None,
+            booklet_no: Some(b),
+        }) => Query {
+            target: inquiry::parse_booklet(&b),
+            as_of: Ok(Day::today()),
+            services: Ok(Vec::new()),
+        },
+        Ok(_) => Query::refused(ApiError::InvalidRequest(
+            "give exactly one of national_id and booklet_no".into(),
+        )),
+        Err(e) => Query::refused(ApiError::InvalidRequest(format!("invalid JSON body: {e}"))),
+    });
     let tracking = decided.tracking.as_str();
     let reply = match &decided.result {
         Ok(answer) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::app::AppState;
-use crate::audit::{AuditCounters, AuditKey, AuditLog};
+use crate::audit::{AuditCounters, AuditKey, AuditLog, AuditOptions};
 use crate::auth::KeyStore;
 use crate::cli::ServeArgs;
 use crate::http::{connection_metrics, tls::Tls, ListenerConfig};
@@ -28,6 +28,14 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         .with_public(
             (!args.no_public_page).then(|| args.trusted_proxies.clone()),
             args.public_requests_per_minute,
+        )
+        .with_address_limits(
+            crate::app::Addresses {
+                trusted: args.trusted_proxies.clone(),
+                ipv6_prefix: args.ipv6_prefix,
+            },
+            args.unauthenticated_requests_per_minute,
+            Some(args.public_requests_per_second).filter(|r| *r > 0),
         );
     if let Some(path) = &args.api_keys {
         let keys = KeyStore::open(path, &state.metrics).context("--api-keys")?;
@@ -37,11 +45,31 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     if let Some(path) = &args.audit_log {
         let key = AuditKey::from_env().context("--audit-log")?;
         let key_id = key.id();
+        if args.audit_keep_bytes < args.audit_max_bytes.saturating_mul(2) {
+            bail!(
+                "--audit-keep-bytes ({}) must be at least twice --audit-max-bytes ({}): the log \
+                 and one rotated file must fit",
+                args.audit_keep_bytes,
+                args.audit_max_bytes
+            );
+        }
+        let access = &state.metrics.access;
         let counters = AuditCounters {
-            written: state.metrics.access.audit_records.clone(),
-            write_errors: state.metrics.access.audit_write_errors.clone(),
+            written: access.audit_records.clone(),
+            write_errors: access.audit_write_errors.clone(),
+            refusals: access.audit_refusals.clone(),
+            bytes: access.audit_bytes.clone(),
+            volume_available: access.audit_volume_available_bytes.clone(),
+            volume_size: access.audit_volume_size_bytes.clone(),
+            files_removed: access.audit_files_removed.clone(),
         };
-        let audit = AuditLog::start(path, args.audit_max_bytes, key, counters)
+        let options = AuditOptions {
+            max_bytes: args.audit_max_bytes,
+            keep_bytes: args.audit_keep_bytes,
+            fsync_every: Duration::from_millis(args.audit_fsync_ms),
+            group_readable: args.audit_group_readable,
+        };
+        let audit = AuditLog::start(path, options, key, counters)
             .with_context(|| format!("--audit-log {}", path.display()))?;
         tracing::info!(path = %path.display(), subject_key = %key_id, "audit log open; every inquiry is recorded");
         state = state.with_audit(audit);
@@ -103,8 +131,11 @@ pub fn close_audit(state: &AppState) {
         if audit.close(Duration::from_secs(30)) {
             tracing::info!(flushed = depth, "audit log closed; every record written");
         } else {
+            // Every answer waited for its record, so what is left here is records whose
+            // answers were never sent, and refusal counts.
             tracing::error!(
                 left = audit.queue_depth(),
+                refusals_left = audit.refusals_pending(),
                 "audit log could not be written before the exit; records were lost"
             );
         }

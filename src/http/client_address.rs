@@ -1,8 +1,14 @@
-//! Who is asking, for the public endpoint's per-address limit: the connection's peer, or,
-//! only when that peer is one of `--trusted-proxies`, the address it forwarded in
-//! `X-Forwarded-For`. The header is read from the right: each proxy appends the address it
-//! received from, so the rightmost address that is not a trusted proxy is the client. A
-//! header sent by anyone else is ignored, so a client cannot spoof its way to a fresh limit.
+//! Who is asking, for the per-address limits (the public endpoint, requests without a valid
+//! key): the connection's peer, or, only when that peer is one of `--trusted-proxies`, the
+//! address it forwarded in `X-Forwarded-For`. Every line of the header is read, in order, as
+//! one list (a proxy may add a line of its own instead of extending the client's), and the
+//! list is read from the right: each proxy appends the address it received from, so the
+//! rightmost address that is not a trusted proxy is the client. A header sent by anyone else
+//! is ignored, so a client cannot spoof its way to a fresh limit.
+//!
+//! An IPv6 client is limited by its prefix ([`limit_key`], `--ipv6-prefix`, /64 by
+//! default): one subscriber is usually given a whole /64, so limiting single addresses would
+//! give each client 2^64 allowances.
 
 use std::net::IpAddr;
 
@@ -53,26 +59,62 @@ impl TrustedProxies {
     }
 
     /// The client's address: `peer`, or, when `peer` is a trusted proxy, the rightmost
-    /// untrusted address of `forwarded_for`.
+    /// untrusted address of `forwarded_for` (one header value).
     pub fn client(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        self.client_of_lines(peer, forwarded_for.into_iter().map(str::as_bytes))
+    }
+
+    /// The same over every `X-Forwarded-For` line of a request, in the order received.
+    pub fn client_from_headers(&self, peer: IpAddr, headers: &hyper::HeaderMap) -> IpAddr {
+        let lines = headers
+            .get_all(hyper::header::HeaderName::from_static("x-forwarded-for"))
+            .iter()
+            .map(hyper::header::HeaderValue::as_bytes);
+        self.client_of_lines(peer, lines)
+    }
+
+    fn client_of_lines<'a>(
+        &self,
+        peer: IpAddr,
+        lines: impl DoubleEndedIterator<Item = &'a [u8]>,
+    ) -> IpAddr {
         if !self.contains(peer) {
             return peer;
         }
-        let Some(header) = forwarded_for else {
-            return peer;
-        };
         let mut last = peer;
-        for item in header.rsplit(',') {
-            let Ok(ip) = item.trim().parse::<IpAddr>() else {
-                // Garbage where an address should be: stop at the last good one.
+        for line in lines.rev() {
+            let Ok(line) = std::str::from_utf8(line) else {
+                // Garbage where addresses should be: stop at the last good one.
                 return last;
             };
-            if !self.contains(ip) {
-                return ip;
+            for item in line.rsplit(',') {
+                let Ok(ip) = item.trim().parse::<IpAddr>() else {
+                    return last;
+                };
+                if !self.contains(ip) {
+                    return ip;
+                }
+                last = ip;
             }
-            last = ip;
         }
         last
+    }
+}
+
+/// The address a client is limited and audited under: IPv4 (and IPv4-mapped IPv6) as it is,
+/// IPv6 reduced to its first `ipv6_prefix` bits.
+pub fn limit_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
     }
 }
 
@@ -121,6 +163,42 @@ mod tests {
             TrustedProxies::default().client(ip("10.0.0.1"), Some("1.1.1.1")),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_as_one_list() {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let mut headers = hyper::HeaderMap::new();
+        let xff = hyper::header::HeaderName::from_static("x-forwarded-for");
+        // The client forged a first line; the proxy added its own line (HAProxy).
+        headers.append(&xff, "6.6.6.6".parse().unwrap());
+        headers.append(&xff, "198.51.100.7".parse().unwrap());
+        assert_eq!(
+            trusted.client_from_headers(ip("10.0.0.1"), &headers),
+            ip("198.51.100.7")
+        );
+        headers.append(&xff, "10.0.0.9, 10.0.0.8".parse().unwrap());
+        assert_eq!(
+            trusted.client_from_headers(ip("10.0.0.1"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            trusted.client_from_headers(ip("203.0.113.1"), &headers),
+            ip("203.0.113.1"),
+            "an untrusted peer's lines are ignored"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_prefix() {
+        let a = limit_key(ip("2001:db8:1:2:aaaa::1"), 64);
+        let b = limit_key(ip("2001:db8:1:2:ffff:1:2:3"), 64);
+        assert_eq!(a, b);
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_ne!(a, limit_key(ip("2001:db8:1:3::1"), 64));
+        assert_eq!(limit_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(limit_key(ip("192.0.2.1"), 48), ip("192.0.2.1"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Routing: every request is matched to a route pattern and handed to its channel (the
 //! inquiry routes) or answered here (the operations endpoints `/healthz`, `/readyz`,
 //! `/metrics`, which need no key and carry no personal data). Every answer is counted under
-//! its route pattern (never the raw path) and timed.
+//! its route pattern (never the raw path) and timed, and an answer that made audit lines
+//! leaves only once they are written.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -28,7 +29,19 @@ pub async fn handle(
     peer: super::Peer,
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
-    let (route, channel, reply) = dispatch(state, request, peer, started).await;
+    // No answer before its record: the audit lines this request made are written before
+    // the answer leaves (group commit, `audit::completion`).
+    let ((route, channel, reply), records) =
+        crate::audit::completion::Captured::new(dispatch(state, request, peer, started)).await;
+    let written = match records {
+        Some(records) => records.wait().await,
+        None => true,
+    };
+    let reply = if written {
+        reply
+    } else {
+        channels::audit_unavailable(state, channel)
+    };
     state
         .metrics
         .count_request(route, channel, reply.outcome, started.elapsed());

@@ -47,6 +47,11 @@ pub enum Limited {
     AboveBurst { cost: u32, burst: u32 },
     /// The phone number's allowance (USSD and SMS).
     Phone { retry_after_secs: u64 },
+    /// The client address's allowance (the public endpoint, and requests without a valid
+    /// key).
+    Address { retry_after_secs: u64 },
+    /// The public endpoint's ceiling for all addresses together.
+    Busy,
 }
 
 /// Every code of the table, in status order (docs/openapi.yaml lists each; a test keeps the
@@ -141,6 +146,12 @@ impl ApiError {
             ApiError::RateLimited(Limited::Phone { retry_after_secs }) => {
                 format!("too many inquiries from this phone number; retry after {retry_after_secs} s")
             }
+            ApiError::RateLimited(Limited::Address { retry_after_secs }) => {
+                format!("too many requests from this address; retry after {retry_after_secs} s")
+            }
+            ApiError::RateLimited(Limited::Busy) => {
+                "too many inquiries on this service right now; retry in a few seconds".into()
+            }
             ApiError::Internal(_) => "an internal error; the tracking code identifies it to support".into(),
             ApiError::NotReady(reason) => format!("not ready: {reason}; retry shortly"),
             ApiError::AuditUnavailable => {
@@ -153,7 +164,11 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited(Limited::Key { retry_after_secs })
-            | ApiError::RateLimited(Limited::Phone { retry_after_secs }) => Some(*retry_after_secs),
+            | ApiError::RateLimited(Limited::Phone { retry_after_secs })
+            | ApiError::RateLimited(Limited::Address { retry_after_secs }) => {
+                Some(*retry_after_secs)
+            }
+            ApiError::RateLimited(Limited::Busy) => Some(2),
             ApiError::NotReady(_) | ApiError::AuditUnavailable => Some(1),
             _ => None,
         }

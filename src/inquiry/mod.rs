@@ -1,9 +1,13 @@
 //! The inquiry pipeline: every inquiry on every channel (a JSON lookup by national ID or by
 //! booklet, each item of a batch, FHIR, USSD, SMS) goes through here, in this order:
 //!
-//! 1. **authenticate** the client key, and check it may use this channel ([`admit`]);
-//! 2. **rate limit**: take the request's cost from the key's bucket ([`Session::charge`]), then,
-//!    on USSD and SMS, one from the phone number's allowance;
+//! 1. **charge and authenticate** ([`admit`]), before any other work: a request with a valid
+//!    key costs one from the key's bucket; one without (the public page, or a missing,
+//!    unknown or revoked key) costs one from its client address's allowance (and the public
+//!    page's ceiling for all addresses). Then the key must be one for this channel. Every
+//!    refusal costs the refused: a wrong method, a malformed body or a 401 has paid first;
+//! 2. **rate limit** the rest: a batch of N pays N − 1 more once parsed
+//!    ([`Session::charge`]); USSD and SMS take one from the phone number's allowance;
 //! 3. **parse** what the channel decoded ([`Query`]);
 //! 4. **look up** the person (by national ID or booklet) in one consistent view of the index;
 //! 5. **evaluate** the rules of `eligibility.rs`;
@@ -13,9 +17,11 @@
 //! 8. **count** it (`eligd_inquiries_total`, `eligd_client_inquiries_total`);
 //!
 //! and the channel then renders the result ([`Decided`] or [`Refused`]) in its own form,
-//! deciding nothing. A refusal at any step is audited and counted the same way, with the
-//! audit subject when a national ID was parsed. The statuses live in one table
-//! ([`errors`]).
+//! deciding nothing. An inquiry that reached the index (an answer, `member_not_found`,
+//! `booklet_not_found`) has an audit line of its own, under its subject, and its answer
+//! waits until that line is written (`audit::completion`). A refusal before the index is
+//! counted in the audit log's aggregated refusal lines (who, channel, route, outcome, per
+//! second), without a subject. The statuses live in one table ([`errors`]).
 
 pub mod errors;
 mod evaluate;
@@ -27,6 +33,7 @@ pub use errors::{ApiError, Limited, CODES};
 pub use evaluate::{by_national_id, evaluate_found, Evaluated};
 
 use crate::app::AppState;
+use crate::audit::refusals::{Refusal, Who};
 use crate::audit::Record;
 use crate::auth::{Key, KeyChannel};
 use crate::dates::Day;
@@ -230,20 +237,24 @@ pub struct Session<'s> {
     arrived: SystemTime,
     key: Option<Arc<Key>>,
     allowance: Option<Allowance>,
+    /// The client address as limited and audited (IPv6 by its prefix), when known.
+    address: Option<std::net::IpAddr>,
     index: Option<IndexView>,
     /// Read before the view is taken, so the view reflects at least what it promises.
     data_as_of_ms: u64,
 }
 
-/// Where and when a request arrived, and the person it names when that is known before its
-/// body is read (a national ID in the path): a refusal at admission is audited under it.
+/// Where, when and from whom a request arrived.
 #[derive(Clone, Copy, Debug)]
 pub struct Arrival<'a> {
     pub channel: Channel,
     pub route: &'static str,
     pub authorization: Option<&'a [u8]>,
     pub started: Instant,
-    pub subject: Option<NationalId>,
+    /// The connection's peer, and the request's headers (`X-Forwarded-For` from a trusted
+    /// proxy names the client).
+    pub peer: Option<std::net::IpAddr>,
+    pub headers: Option<&'a hyper::HeaderMap>,
 }
 
 impl<'a> Arrival<'a> {
@@ -254,21 +265,28 @@ impl<'a> Arrival<'a> {
             route,
             authorization: None,
             started: Instant::now(),
-            subject: None,
+            peer: None,
+            headers: None,
         }
     }
 }
 
-/// Step 1: authenticates the `Authorization` header (when `--api-keys` is configured) and
-/// checks the key may use the channel. Refusals are audited and counted here.
+/// Step 1: charges the request (the key's bucket, or the client address's allowance),
+/// authenticates the `Authorization` header (when `--api-keys` is configured) and checks the
+/// key may use the channel, before any other work. Refusals are counted here.
 pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s>, Refused> {
     let Arrival {
         channel,
         route,
         authorization,
         started,
-        subject,
+        peer,
+        headers,
     } = arrival;
+    let address = peer.map(|peer| match headers {
+        Some(headers) => state.addresses.key(peer, headers),
+        None => crate::http::client_address::limit_key(peer, state.addresses.ipv6_prefix),
+    });
     let mut session = Session {
         state,
         channel,
@@ -277,24 +295,50 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         arrived: SystemTime::now(),
         key: None,
         allowance: None,
+        address,
         index: None,
         data_as_of_ms: 0,
     };
-    // The public web channel takes no key: it is limited per client address instead.
-    if let Some(store) = state.keys().filter(|_| channel != Channel::Web) {
-        let key = store
+    let address_key = PhoneKey::from_ip(address.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()));
+    if channel == Channel::Web {
+        // The public page takes no key: its address pays, then the ceiling for everyone
+        // (an address already out of allowance does not use up the ceiling).
+        state
+            .address_limits
+            .take_key(address_key)
+            .map_err(|retry_after_secs| {
+                session.refuse(ApiError::RateLimited(Limited::Address { retry_after_secs }))
+            })?;
+        if let Some(ceiling) = &state.public_ceiling {
+            if ceiling.check().is_err() {
+                return Err(session.refuse(ApiError::RateLimited(Limited::Busy)));
+            }
+        }
+    } else if let Some(store) = state.keys() {
+        match store
             .keys()
             .authenticate(authorization, unix_ms(session.arrived))
-            .map_err(|why| session.refuse(ApiError::Unauthorized(why), subject))?;
-        let key_channel = key.channel;
-        session.key = Some(key);
-        if !key_channel.allows(channel.key_channel()) {
-            return Err(session.refuse(
-                ApiError::Forbidden {
-                    key_channel: key_channel.as_str(),
-                },
-                subject,
-            ));
+        {
+            Ok(key) => {
+                let key_channel = key.channel;
+                session.key = Some(key);
+                session.charge(1)?;
+                if !key_channel.allows(channel.key_channel()) {
+                    return Err(session.refuse(ApiError::Forbidden {
+                        key_channel: key_channel.as_str(),
+                    }));
+                }
+            }
+            Err(why) => {
+                // No valid key: the address pays for the refusal.
+                let error = match state.unauthenticated_limits.take_key(address_key) {
+                    Ok(()) => ApiError::Unauthorized(why),
+                    Err(retry_after_secs) => {
+                        ApiError::RateLimited(Limited::Address { retry_after_secs })
+                    }
+                };
+                return Err(session.refuse(error));
+            }
         }
     }
     if let Some(index) = state.index_for_request().as_ref() {
@@ -315,11 +359,10 @@ pub(crate) fn test_session<'s>(
         .unwrap_or_else(|r| panic!("refused: {:?}", r.error))
 }
 
-/// Steps 1 and 2 for a request of known cost (every route but the batch).
+/// Step 1 for a request of cost 1 (every route but the batch, which pays the rest of its
+/// size once parsed).
 pub fn begin<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s>, Refused> {
-    let mut session = admit(state, arrival)?;
-    session.charge_for(1, arrival.subject)?;
-    Ok(session)
+    admit(state, arrival)
 }
 
 impl<'s> Session<'s> {
@@ -342,12 +385,12 @@ impl<'s> Session<'s> {
         self.allowance
     }
 
-    /// Step 2: takes `cost` inquiries from the key's bucket (a batch costs its size).
+    /// Takes `cost` inquiries from the key's bucket (admission takes 1; a batch of N takes
+    /// N − 1 more once parsed). Nothing without a key.
     pub fn charge(&mut self, cost: u32) -> Result<(), Refused> {
-        self.charge_for(cost, None)
-    }
-
-    fn charge_for(&mut self, cost: u32, subject: Option<NationalId>) -> Result<(), Refused> {
+        if cost == 0 {
+            return Ok(());
+        }
         let Some(key) = &self.key else {
             return Ok(());
         };
@@ -371,15 +414,15 @@ impl<'s> Session<'s> {
                 }
             }
         };
-        Err(self.refuse(ApiError::RateLimited(limited), subject))
+        Err(self.refuse(ApiError::RateLimited(limited)))
     }
 
-    /// Refuses the request (a decoding error of the channel, a wrong method): audited and
-    /// counted like every inquiry, with the subject when an ID was parsed.
-    pub fn refuse(&self, error: ApiError, subject: Option<NationalId>) -> Refused {
+    /// Refuses the request before the index (a decoding error of the channel, a wrong
+    /// method): counted in the audit log's refusal lines and the metrics.
+    pub fn refuse(&self, error: ApiError) -> Refused {
         let tracking = self.state.tracking.next_at(self.arrived);
         let error = self
-            .finish(tracking, Err(&error), subject)
+            .finish(tracking, Err(&error), None)
             .err()
             .unwrap_or(error);
         Refused {
@@ -403,17 +446,6 @@ impl<'s> Session<'s> {
     ) -> Decided<'_> {
         let key = PhoneKey::from_phone(phone.unwrap_or(""));
         self.decide_inner(Some((&self.state.phone_limits, key)), parse)
-    }
-
-    /// Steps 3–8 for the public web channel, after taking one from the client address's
-    /// allowance.
-    pub fn decide_for_address(
-        &self,
-        address: std::net::IpAddr,
-        parse: impl FnOnce() -> Query,
-    ) -> Decided<'_> {
-        let key = PhoneKey::from_ip(address);
-        self.decide_inner(Some((&self.state.address_limits, key)), parse)
     }
 
     fn decide_inner(
@@ -471,8 +503,10 @@ impl<'s> Session<'s> {
         Decided { tracking, result }
     }
 
-    /// Steps 7 and 8: the audit record and the counts. `Err` when the audit log cannot
-    /// take the record: then that refusal, not the decision, is the answer (and counted).
+    /// Steps 7 and 8: the audit record and the counts. An inquiry that reached the index
+    /// has a line of its own; `Err` when the audit log cannot take it: then that refusal,
+    /// not the decision, is the answer (and counted). Anything else is a refusal before the
+    /// index, counted in the aggregated lines.
     fn finish(
         &self,
         tracking: TrackingCode,
@@ -483,27 +517,52 @@ impl<'s> Session<'s> {
             Ok(label) => (label, 200),
             Err(e) => (e.code(), self.channel.http_status(e)),
         };
+        let reached_index = matches!(
+            outcome,
+            Ok(_) | Err(ApiError::MemberNotFound | ApiError::BookletNotFound)
+        );
         let mut counted = label;
         let mut result = Ok(());
         if let Some(audit) = self.state.audit() {
-            let record = Record {
-                time: self.arrived,
-                tracking,
-                client: client_of(self.key.as_ref()),
-                channel: self.channel.as_str(),
-                route: self.route,
-                outcome: label,
-                status,
-                latency: self.started.elapsed(),
-                person: subject,
-            };
-            if audit.record(record).is_err() {
-                counted = ApiError::AuditUnavailable.code();
-                result = Err(ApiError::AuditUnavailable);
+            if reached_index {
+                let record = Record {
+                    time: self.arrived,
+                    tracking,
+                    client: client_of(self.key.as_ref()),
+                    channel: self.channel.as_str(),
+                    route: self.route,
+                    outcome: label,
+                    status,
+                    latency: self.started.elapsed(),
+                    person: subject,
+                };
+                if audit.record(record).is_err() {
+                    counted = ApiError::AuditUnavailable.code();
+                    result = Err(ApiError::AuditUnavailable);
+                    audit.refused(self.refusal(counted, 503));
+                }
+            } else {
+                audit.refused(self.refusal(label, status));
             }
         }
         self.count(counted);
         result
+    }
+
+    /// This request as a refusal line's entry.
+    fn refusal(&self, outcome: &'static str, status: u16) -> Refusal {
+        let who = match (&self.key, self.address) {
+            (Some(key), _) => Who::Client(key.client),
+            (None, Some(address)) => Who::Address(address),
+            (None, None) => Who::Unknown,
+        };
+        Refusal {
+            who,
+            channel: self.channel.as_str(),
+            route: self.route,
+            outcome,
+            status,
+        }
     }
 
     fn count(&self, outcome: &'static str) {

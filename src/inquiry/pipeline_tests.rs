@@ -72,7 +72,7 @@ fn setup() -> Setup {
     let audit_path = dir.path().join("audit.log");
     let audit = AuditLog::start(
         &audit_path,
-        crate::audit::DEFAULT_MAX_BYTES,
+        crate::audit::AuditOptions::default(),
         audit_key(),
         AuditCounters::default(),
     )
@@ -128,9 +128,9 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     assert_eq!(wrong.error.code(), "unauthorized");
     let forbidden = begin_with(s, Channel::Fhir, clinic).unwrap_err();
     assert_eq!(forbidden.error.code(), "forbidden");
-    // The clinic's burst of 3: the forbidden attempt did not take from it.
+    // The clinic's burst of 3: the forbidden attempt paid first (every refusal costs).
     let mut codes = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let session = begin_with(s, Channel::Http, clinic).unwrap();
         let decided = session.decide(|| Query::national_id(MAIN, Day::today()));
         codes.push(decided.tracking);
@@ -142,30 +142,32 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     assert!(limited.error.retry_after().is_some());
 
     let lines = audit_lines(&setup);
-    let outcomes: Vec<&str> = lines
+    // Answers have lines of their own; refusals before the index are counted, aggregated.
+    let answers: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"].is_null()).collect();
+    let outcomes: Vec<&str> = answers
         .iter()
         .map(|l| l["outcome"].as_str().unwrap())
         .collect();
+    assert_eq!(outcomes, ["active", "active"]);
+    let refusal = |client: serde_json::Value, outcome: &str| {
+        lines
+            .iter()
+            .find(|l| l["kind"] == "refusals" && l["client"] == client && l["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no refusal line for {client} {outcome}: {lines:?}"))
+    };
+    assert_eq!(refusal(serde_json::Value::Null, "unauthorized")["count"], 2);
+    let forbidden = refusal("clinic".into(), "forbidden");
     assert_eq!(
-        outcomes,
-        [
-            "unauthorized",
-            "unauthorized",
-            "forbidden",
-            "active",
-            "active",
-            "active",
-            "rate_limited"
-        ]
+        (forbidden["count"].as_u64(), forbidden["status"].as_u64()),
+        (Some(1), Some(403))
     );
-    assert_eq!(lines[0]["client"], serde_json::Value::Null);
-    assert_eq!(lines[2]["client"], "clinic");
-    assert_eq!(lines[2]["status"], 403);
+    assert!(forbidden["subject"].is_null(), "a refusal names nobody");
+    assert_eq!(refusal("clinic".into(), "rate_limited")["count"], 1);
     let subject = audit_key()
         .subject(NationalId::parse(MAIN).unwrap())
         .to_string();
-    assert_eq!(lines[3]["subject"], subject.as_str());
-    assert_eq!(lines[3]["tracking_code"], codes[0].as_str());
+    assert_eq!(answers[0]["subject"], subject.as_str());
+    assert_eq!(answers[0]["tracking_code"], codes[0].as_str());
     let text = lines.iter().map(|l| l.to_string()).collect::<String>();
     assert!(
         !text.contains(MAIN),
@@ -173,7 +175,7 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     );
     let metrics = s.metrics.encode();
     for series in [
-        r#"eligd_client_inquiries_total{client="clinic",outcome="active"} 3"#,
+        r#"eligd_client_inquiries_total{client="clinic",outcome="active"} 2"#,
         r#"eligd_client_inquiries_total{client="clinic",outcome="forbidden"} 1"#,
         r#"eligd_client_inquiries_total{client="unauthenticated",outcome="unauthorized"} 2"#,
         r#"eligd_inquiries_total{channel="http",outcome="rate_limited"} 1"#,
@@ -197,8 +199,9 @@ fn a_batch_costs_its_size_and_a_phone_is_limited_after_the_key() {
         above.error,
         ApiError::RateLimited(Limited::AboveBurst { cost: 6, burst: 5 })
     ));
+    // Admission took 1; the rest of a batch of 3 is 2 more.
     session.charge(2).unwrap();
-    assert_eq!(session.allowance().map(|a| a.remaining), Some(3));
+    assert_eq!(session.allowance().map(|a| a.remaining), Some(2));
     let state = AppState::new(1).unwrap().with_phone_requests_per_minute(1);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
     let session = begin(&state, Arrival::anonymous(Channel::Sms, "/sms")).unwrap();
@@ -220,7 +223,7 @@ fn no_record_no_answer() {
     std::os::unix::fs::symlink("/dev/full", &path).unwrap();
     let audit = AuditLog::start(
         &path,
-        crate::audit::DEFAULT_MAX_BYTES,
+        crate::audit::AuditOptions::default(),
         audit_key(),
         AuditCounters::default(),
     )

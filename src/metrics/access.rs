@@ -36,6 +36,11 @@ pub struct AccessMetrics {
     pub audit_records: Counter,
     pub audit_write_errors: Counter,
     pub audit_queue_depth: Gauge,
+    pub audit_refusals: Counter,
+    pub audit_bytes: Gauge,
+    pub audit_volume_available_bytes: Gauge,
+    pub audit_volume_size_bytes: Gauge,
+    pub audit_files_removed: Counter,
     pub connections_open: Gauge,
     pub connections_evicted: Counter,
     pub connections_refused: Counter,
@@ -57,6 +62,11 @@ impl AccessMetrics {
             audit_records: Counter::default(),
             audit_write_errors: Counter::default(),
             audit_queue_depth: Gauge::default(),
+            audit_refusals: Counter::default(),
+            audit_bytes: Gauge::default(),
+            audit_volume_available_bytes: Gauge::default(),
+            audit_volume_size_bytes: Gauge::default(),
+            audit_files_removed: Counter::default(),
             connections_open: Gauge::default(),
             connections_evicted: Counter::default(),
             connections_refused: Counter::default(),
@@ -91,8 +101,34 @@ impl AccessMetrics {
         );
         registry.register(
             "audit_queue_depth",
-            "Audit records waiting for the writer",
+            "Audit records not yet written: queued, and held by the writer",
             m.audit_queue_depth.clone(),
+        );
+        registry.register(
+            "audit_refusals",
+            "Refusals before the index (401, 403, 405, 413, 429, malformed, 503) written to the \
+             audit log as counts in aggregated lines",
+            m.audit_refusals.clone(),
+        );
+        registry.register(
+            "audit_bytes",
+            "Bytes held by the audit log and its rotated files (bounded by --audit-keep-bytes)",
+            m.audit_bytes.clone(),
+        );
+        registry.register(
+            "audit_volume_available_bytes",
+            "Bytes available on the audit log's volume",
+            m.audit_volume_available_bytes.clone(),
+        );
+        registry.register(
+            "audit_volume_size_bytes",
+            "Size of the audit log's volume in bytes",
+            m.audit_volume_size_bytes.clone(),
+        );
+        registry.register(
+            "audit_files_removed",
+            "Rotated audit files removed, oldest first, to stay within --audit-keep-bytes",
+            m.audit_files_removed.clone(),
         );
         registry.register(
             "connections_open",

@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         .and_then(|key| {
             AuditLog::start(
                 &dir.path().join("audit.log"),
-                eligd::audit::DEFAULT_MAX_BYTES,
+                eligd::audit::AuditOptions::default(),
                 key,
                 AuditCounters::default(),
             )
