@@ -172,7 +172,7 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
         );
         return refused(&session.refuse(ApiError::InvalidRequest(message)));
     }
-    if let Err(r) = session.charge(parsed.national_ids.len().max(1) as u32 - 1) {
+    if let Err(r) = session.charge_rest(parsed.national_ids.len().max(1) as u32) {
         return refused(&r);
     }
     // The options are the same for every ID: a bad date or service refuses the batch as one

@@ -385,6 +385,19 @@ impl<'s> Session<'s> {
         self.allowance
     }
 
+    /// The rest of a request of `cost` inquiries (a batch of `cost` IDs), admission having
+    /// paid 1. A cost above the key's burst can never pass, and is refused saying so.
+    pub fn charge_rest(&mut self, cost: u32) -> Result<(), Refused> {
+        if let Some(key) = &self.key {
+            let burst = key.bucket.burst();
+            if cost > burst {
+                let limited = Limited::AboveBurst { cost, burst };
+                return Err(self.refuse(ApiError::RateLimited(limited)));
+            }
+        }
+        self.charge(cost.saturating_sub(1))
+    }
+
     /// Takes `cost` inquiries from the key's bucket (admission takes 1; a batch of N takes
     /// N − 1 more once parsed). Nothing without a key.
     pub fn charge(&mut self, cost: u32) -> Result<(), Refused> {
