@@ -329,8 +329,9 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
     let after = ask();
     assert_ne!(after.status, 503, "{}", after.body);
     assert!(terminate(&mut served).success());
-    let (refusals, records): (Vec<Value>, Vec<Value>) =
-        lines(&real).into_iter().partition(|r| r["kind"] == "refusals");
+    let (refusals, records): (Vec<Value>, Vec<Value>) = lines(&real)
+        .into_iter()
+        .partition(|r| r["kind"] == "refusals");
     let codes: Vec<&str> = records
         .iter()
         .map(|r| r["tracking_code"].as_str().unwrap())
@@ -339,7 +340,11 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
         .as_str()
         .map(str::to_string)
         .unwrap();
-    assert_eq!(codes, [after_code.as_str()], "only the answer given has a line");
+    assert_eq!(
+        codes,
+        [after_code.as_str()],
+        "only the answer given has a line"
+    );
     // The answers refused for want of a record are counted, never silent.
     let unavailable: u64 = refusals
         .iter()
