@@ -244,7 +244,8 @@ impl KeyFile {
         (KeyFile::parse(&text, &shown()), stamp)
     }
 
-    /// Writes the file atomically, readable and writable by its owner only.
+    /// Writes the file atomically, readable and writable by its owner only (and readable by
+    /// its group when the file replaced was).
     pub fn write(&self, path: &Path) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io {
             path: path.display().to_string(),
@@ -267,8 +268,18 @@ impl KeyFile {
         tmp.as_file().sync_all().map_err(io)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            // A file being replaced keeps its group and its group read (a service reading it
+            // through its group, as with Compose), never more than 0640; a new one is 0600.
+            let existing = std::fs::metadata(path).ok();
+            let mode = existing
+                .as_ref()
+                .map_or(0o600, |m| m.mode() & 0o640 | 0o600);
+            if let Some(existing) = &existing {
+                // Only possible for a group the user belongs to; otherwise the user's group.
+                let _ = std::os::unix::fs::chown(tmp.path(), None, Some(existing.gid()));
+            }
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(io)?;
         }
         tmp.persist(path).map_err(|e| io(e.error))?;

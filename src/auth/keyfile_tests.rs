@@ -192,5 +192,17 @@ fn written_files_read_back_and_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Replacing a file keeps its group read, never more.
+        for (before, after) in [
+            (0o640, 0o640),
+            (0o644, 0o640),
+            (0o666, 0o640),
+            (0o400, 0o600),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(before)).unwrap();
+            file.write(&path).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, after, "{before:o}");
+        }
     }
 }

@@ -161,11 +161,14 @@ pub const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
 
 /// Reads `--overlap`: whole seconds, 0 to [`MAX_OVERLAP_SECS`].
 pub fn parse_overlap(text: &str) -> Result<u64, String> {
-    let bound = || format!("whole seconds from 0 to {MAX_OVERLAP_SECS} (30 days)");
     match text.trim().parse::<u64>() {
         Ok(secs) if secs <= MAX_OVERLAP_SECS => Ok(secs),
-        Ok(_) => Err(format!("the overlap is at most 30 days: {}", bound())),
-        Err(_) => Err(format!("the overlap is {}", bound())),
+        Ok(_) => Err(format!(
+            "the overlap is at most {MAX_OVERLAP_SECS} seconds (30 days)"
+        )),
+        Err(_) => Err(format!(
+            "the overlap is whole seconds, from 0 to {MAX_OVERLAP_SECS} (30 days)"
+        )),
     }
 }
 
