@@ -124,8 +124,9 @@ impl AppState {
         self.audit.as_ref()
     }
 
-    /// Reads `--api-keys` again (SIGHUP). A file that fails to parse keeps the keys in force,
-    /// is logged and counted.
+    /// Reads `--api-keys` again (SIGHUP, or the file changed: `auth::watch`). A file that
+    /// fails to parse, or whose mode is too open, keeps the keys in force, is logged and
+    /// counted.
     pub fn reload_keys(&self) {
         let Some(store) = &self.keys else { return };
         match store.reload(&self.metrics) {

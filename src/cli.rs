@@ -119,8 +119,9 @@ pub struct KeysRotateArgs {
     pub file: KeysFileArg,
     /// The key's id (the 8 characters after `eligd_`).
     pub id: String,
-    /// Seconds the old key keeps working after the rotation.
-    #[arg(long, env = "ELIGD_OVERLAP", default_value_t = 86_400)]
+    /// Seconds the old key keeps working after the rotation: 0 to 2592000 (30 days).
+    #[arg(long, env = "ELIGD_OVERLAP", default_value_t = 86_400,
+          value_parser = crate::commands::keys::parse_overlap)]
     pub overlap: u64,
 }
 

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::watch::Stamp;
 use super::KeyChannel;
 
 pub const FORMAT: &str = "eligd-keys/1";
@@ -78,9 +79,16 @@ pub enum KeyFileError {
         id: String,
         message: String,
     },
+    #[error("keys file {path} has mode {mode:04o}: it must not be writable by group or others, nor readable by others (chmod 600 or 640)")]
+    Mode { path: String, mode: u32 },
     #[error("no random source: {0}")]
     Random(String),
 }
+
+/// The permission bits a served keys file may not have: written by group or others, read
+/// by others (what ssh refuses for a private key). The file holds no secret, but whoever can
+/// change it can let any key in, and whoever can read it learns every client and limit.
+pub const LOOSE_MODE_BITS: u32 = 0o022 | 0o004;
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len
@@ -195,7 +203,49 @@ impl KeyFile {
         KeyFile::parse(&text, &path.display().to_string())
     }
 
-    /// Writes the file atomically, readable and writable by its owner only.
+    /// Reads and checks the keys file a service uses (`--api-keys`): refused, before it is
+    /// parsed, when its mode is looser than [`LOOSE_MODE_BITS`] allow. The mode is that of
+    /// the file the path resolves to (a Kubernetes Secret volume holds symlinks) and is read
+    /// from the open file, so the file checked is the file read. Also returns the stamp of
+    /// the file opened (`None` when it could not be opened), for the watcher.
+    pub fn read_served(path: &Path) -> (Result<KeyFile, KeyFileError>, Option<Stamp>) {
+        let shown = || path.display().to_string();
+        let io = |source| KeyFileError::Io {
+            path: shown(),
+            source,
+        };
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) => return (Err(io(e)), None),
+        };
+        let metadata = match file.metadata() {
+            Ok(metadata) => metadata,
+            Err(e) => return (Err(io(e)), None),
+        };
+        let stamp = Some(Stamp::of(&metadata));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode() & 0o7777;
+            if mode & LOOSE_MODE_BITS != 0 {
+                return (
+                    Err(KeyFileError::Mode {
+                        path: shown(),
+                        mode,
+                    }),
+                    stamp,
+                );
+            }
+        }
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut file, &mut text) {
+            return (Err(io(e)), stamp);
+        }
+        (KeyFile::parse(&text, &shown()), stamp)
+    }
+
+    /// Writes the file atomically, readable and writable by its owner only (and readable by
+    /// its group when the file replaced was).
     pub fn write(&self, path: &Path) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io {
             path: path.display().to_string(),
@@ -218,8 +268,18 @@ impl KeyFile {
         tmp.as_file().sync_all().map_err(io)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            // A file being replaced keeps its group and its group read (a service reading it
+            // through its group, as with Compose), never more than 0640; a new one is 0600.
+            let existing = std::fs::metadata(path).ok();
+            let mode = existing
+                .as_ref()
+                .map_or(0o600, |m| m.mode() & 0o640 | 0o600);
+            if let Some(existing) = &existing {
+                // Only possible for a group the user belongs to; otherwise the user's group.
+                let _ = std::os::unix::fs::chown(tmp.path(), None, Some(existing.gid()));
+            }
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(io)?;
         }
         tmp.persist(path).map_err(|e| io(e.error))?;
@@ -227,6 +287,38 @@ impl KeyFile {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    /// For each key, the index of the first key of its rotation (following `replaces` back
+    /// through the keys still in the file): keys of one rotation share one rate limit. A
+    /// chain that loops (only by hand) is named by its smallest index.
+    pub fn rotation_roots(&self) -> Vec<usize> {
+        let by_id: std::collections::HashMap<&str, usize> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.id.as_str(), i))
+            .collect();
+        let replaced = |i: usize| {
+            self.keys[i]
+                .replaces
+                .as_deref()
+                .and_then(|r| by_id.get(r).copied())
+        };
+        (0..self.keys.len())
+            .map(|start| {
+                let mut chain = vec![start];
+                let mut at = start;
+                while let Some(previous) = replaced(at) {
+                    if let Some(pos) = chain.iter().position(|&c| c == previous) {
+                        return chain[pos..].iter().copied().min().unwrap_or(previous);
+                    }
+                    chain.push(previous);
+                    at = previous;
+                }
+                at
+            })
+            .collect()
     }
 
     pub fn find_mut(&mut self, id: &str) -> Option<&mut KeyEntry> {
@@ -302,127 +394,5 @@ pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(id: &str) -> KeyEntry {
-        KeyEntry {
-            id: id.into(),
-            client: "pharmacy-1".into(),
-            channel: "http".into(),
-            rate: 10,
-            burst: 10,
-            secret_sha256: "a".repeat(64),
-            created: Utc::now(),
-            expires: None,
-            revoked: None,
-            replaces: None,
-        }
-    }
-
-    fn text(keys: Vec<KeyEntry>) -> String {
-        serde_json::to_string(&KeyFile {
-            format: FORMAT.into(),
-            keys,
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn new_keys_have_the_documented_form_and_differ() {
-        let a = new_key(&[]).unwrap();
-        let b = new_key(&[]).unwrap();
-        assert_ne!(a.key, b.key);
-        let parts: Vec<&str> = a.key.splitn(3, '_').collect();
-        assert_eq!(parts[0], "eligd");
-        assert_eq!(parts[1], a.id);
-        assert!(valid_id(&a.id));
-        assert_eq!(parts[2].len(), SECRET_LEN);
-        assert!(parts[2].bytes().all(|c| SECRET_ALPHABET.contains(&c)));
-        assert_eq!(
-            a.secret_sha256,
-            hex(&Sha256::digest(parts[2].as_bytes())),
-            "the stored hash is of the secret"
-        );
-        assert!(!a.secret_sha256.contains(parts[2]));
-        assert_eq!(
-            unhex::<32>(&a.secret_sha256).map(|b| hex(&b)),
-            Some(a.secret_sha256)
-        );
-    }
-
-    #[test]
-    fn every_bad_entry_is_named_with_its_field() {
-        let mut cases: Vec<(KeyEntry, &str)> = Vec::new();
-        let mut e = entry("k1234567");
-        e.id = "K1234567".into();
-        cases.push((e, "id:"));
-        let mut e = entry("k1234567");
-        e.client = "two words".into();
-        cases.push((e, "client:"));
-        let mut e = entry("k1234567");
-        e.client = UNAUTHENTICATED.into();
-        cases.push((e, "client:"));
-        let mut e = entry("k1234567");
-        e.channel = "email".into();
-        cases.push((e, "channel:"));
-        let mut e = entry("k1234567");
-        e.rate = 0;
-        cases.push((e, "rate:"));
-        let mut e = entry("k1234567");
-        e.burst = MAX_RATE + 1;
-        cases.push((e, "burst:"));
-        let mut e = entry("k1234567");
-        e.secret_sha256 = "xyz".into();
-        cases.push((e, "secret_sha256:"));
-        for (bad, field) in cases {
-            let err = KeyFile::parse(&text(vec![entry("a0000000"), bad]), "keys.json").unwrap_err();
-            let message = err.to_string();
-            assert!(
-                message.contains("key 1") && message.contains(field),
-                "{message}"
-            );
-        }
-        let twice = KeyFile::parse(&text(vec![entry("a0000000"), entry("a0000000")]), "k");
-        assert!(twice.unwrap_err().to_string().contains("earlier key"));
-    }
-
-    #[test]
-    fn files_that_are_not_keys_files_are_refused_clearly() {
-        for (bad, needle) in [
-            ("", "not a keys file"),
-            ("[]", "not a keys file"),
-            (
-                "{\"format\": \"other/2\", \"keys\": []}",
-                "this build reads",
-            ),
-            (
-                "{\"format\": \"eligd-keys/1\", \"keys\": [], \"x\": 1}",
-                "unknown field",
-            ),
-            ("{\"format\": \"eligd-keys/1\"}", "missing field"),
-        ] {
-            let err = KeyFile::parse(bad, "keys.json").unwrap_err().to_string();
-            assert!(
-                err.contains(needle) && err.starts_with("keys.json"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn written_files_read_back_and_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        let mut file = KeyFile::new();
-        file.keys.push(entry("b0000000"));
-        file.write(&path).unwrap();
-        assert_eq!(KeyFile::read(&path).unwrap(), file);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
-}
+#[path = "keyfile_tests.rs"]
+mod tests;

@@ -2,9 +2,14 @@
 //!
 //! Clinics, pharmacies, hospitals and the USSD/SMS gateways each hold a key
 //! (`Authorization: Bearer eligd_<id>_<secret>`). The service keeps the keys of
-//! `--api-keys` ([`keyfile`]) in memory as a [`Keys`] set behind an `ArcSwap`: a SIGHUP reads
-//! the file again and swaps the new set in at once, so no valid key is refused while it
-//! reloads, and a file that fails to parse leaves the keys in force ([`KeyStore::reload`]).
+//! `--api-keys` ([`keyfile`]) in memory as a [`Keys`] set behind an `ArcSwap`: a SIGHUP, or
+//! the file changing on disk ([`watch`]), reads the file again and swaps the new set in at
+//! once, so no valid key is refused while it reloads, and a file that fails to parse, or
+//! whose mode lets others change or read it, leaves the keys in force ([`KeyStore::reload`]).
+//!
+//! Each key takes from a token bucket ([`KeyBucket`]); the keys of one rotation (linked by
+//! `replaces`) take from the same one, so a client holding the old and the new key during the
+//! overlap still has one rate.
 //!
 //! A presented key is found by its id, then its secret is hashed (SHA-256) and compared with
 //! the stored hash in constant time (`subtle`); an unknown id is compared against a dummy hash
@@ -12,6 +17,7 @@
 //! like unknown ones. A key's channel limits the routes it may call.
 
 pub mod keyfile;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,24 +138,21 @@ fn id_bytes(id: &str) -> Option<[u8; 8]> {
 const DUMMY_HASH: [u8; 32] = [0x5a; 32];
 
 impl Keys {
-    /// The keys of a checked file; buckets of `previous` keys with the same id, rate and
-    /// burst are kept, so a reload does not refill every bucket.
+    /// The keys of a checked file. The keys of one rotation with the same rate and burst
+    /// share one bucket ([`KeyFile::rotation_roots`]); a bucket one of them had in
+    /// `previous` is kept, so a reload neither refills buckets nor splits a rotation's.
     pub fn from_file(
         file: &KeyFile,
         previous: Option<&Keys>,
         metrics: &crate::metrics::Metrics,
     ) -> Keys {
+        let buckets = shared_buckets(file, previous);
         let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
-        for entry in &file.keys {
+        for (entry, bucket) in file.keys.iter().zip(buckets) {
             // Checked when the file was read: 8 ASCII characters.
             let Some(id) = id_bytes(&entry.id) else {
                 continue;
             };
-            let bucket = previous
-                .and_then(|p| p.by_id.get(&id))
-                .filter(|k| k.bucket.rate() == entry.rate && k.bucket.burst() == entry.burst)
-                .map(|k| Arc::clone(&k.bucket))
-                .unwrap_or_else(|| Arc::new(KeyBucket::new(entry.rate, entry.burst)));
             let client = intern_client(&entry.client);
             let key = Key {
                 id: entry.id.clone(),
@@ -224,20 +227,58 @@ impl Keys {
     }
 }
 
-/// The keys of `--api-keys`, reloaded on SIGHUP.
+/// One bucket per key of `file`, in its order: the keys of a rotation with the same rate
+/// and burst get the same `Arc`, the one a key of theirs had in `previous` when there is one.
+fn shared_buckets(file: &KeyFile, previous: Option<&Keys>) -> Vec<Arc<KeyBucket>> {
+    let roots = file.rotation_roots();
+    let group = |i: usize| (roots[i], file.keys[i].rate, file.keys[i].burst);
+    let mut members: HashMap<(usize, u32, u32), Vec<usize>> = HashMap::new();
+    for i in 0..file.keys.len() {
+        members.entry(group(i)).or_default().push(i);
+    }
+    let mut buckets: HashMap<(usize, u32, u32), Arc<KeyBucket>> = HashMap::new();
+    // A bucket goes to one group only (keys whose link was edited away part ways).
+    let mut taken: std::collections::HashSet<*const KeyBucket> = Default::default();
+    (0..file.keys.len())
+        .map(|i| {
+            let g = group(i);
+            let bucket = buckets.entry(g).or_insert_with(|| {
+                let (_, rate, burst) = g;
+                // The bucket a key of the group had before this reload, at this rate and burst.
+                let kept = previous.and_then(|p| {
+                    members.get(&g)?.iter().find_map(|&j| {
+                        p.by_id
+                            .get(&id_bytes(&file.keys[j].id)?)
+                            .filter(|k| k.bucket.rate() == rate && k.bucket.burst() == burst)
+                            .filter(|k| taken.insert(Arc::as_ptr(&k.bucket)))
+                            .map(|k| Arc::clone(&k.bucket))
+                    })
+                });
+                kept.unwrap_or_else(|| Arc::new(KeyBucket::new(rate, burst)))
+            });
+            Arc::clone(bucket)
+        })
+        .collect()
+}
+
+/// The keys of `--api-keys`, reloaded on SIGHUP and when the file changes.
 pub struct KeyStore {
     path: PathBuf,
     current: ArcSwap<Keys>,
+    /// The stamp of the file last read, accepted or not (`None`: none could be opened); held
+    /// while a reload runs, so reloads never overlap.
+    seen: std::sync::Mutex<Option<watch::Stamp>>,
 }
 
 impl KeyStore {
     /// Reads the file; an error here stops the service from starting. `metrics` holds the
     /// keys' series.
     pub fn open(path: &Path, metrics: &crate::metrics::Metrics) -> Result<KeyStore, KeyFileError> {
-        let file = KeyFile::read(path)?;
+        let (file, stamp) = KeyFile::read_served(path);
         Ok(KeyStore {
             path: path.to_path_buf(),
-            current: ArcSwap::from_pointee(Keys::from_file(&file, None, metrics)),
+            current: ArcSwap::from_pointee(Keys::from_file(&file?, None, metrics)),
+            seen: std::sync::Mutex::new(stamp),
         })
     }
 
@@ -249,11 +290,19 @@ impl KeyStore {
     /// Reads the file again and swaps the new keys in; on an error the keys in force stay.
     /// Returns how many keys are in force now.
     pub fn reload(&self, metrics: &crate::metrics::Metrics) -> Result<usize, KeyFileError> {
-        let file = KeyFile::read(&self.path)?;
-        let keys = Keys::from_file(&file, Some(&self.current.load()), metrics);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, stamp) = KeyFile::read_served(&self.path);
+        *seen = stamp;
+        let keys = Keys::from_file(&file?, Some(&self.current.load()), metrics);
         let n = keys.len();
         self.current.store(Arc::new(keys));
         Ok(n)
+    }
+
+    /// Whether the file the path resolves to is not the one last read ([`watch`]).
+    pub fn changed_on_disk(&self) -> bool {
+        let seen = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        watch::Stamp::at(&self.path) != seen
     }
 
     pub fn path(&self) -> &Path {
@@ -262,142 +311,5 @@ impl KeyStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::keyfile::{new_key, KeyEntry, FORMAT};
-    use super::*;
-    use chrono::Utc;
-
-    fn file_with(entries: Vec<KeyEntry>) -> KeyFile {
-        KeyFile {
-            format: FORMAT.into(),
-            keys: entries,
-        }
-    }
-
-    fn entry(channel: &str) -> (KeyEntry, String) {
-        let new = new_key(&[]).unwrap();
-        let entry = KeyEntry {
-            id: new.id,
-            client: "clinic-7".into(),
-            channel: channel.into(),
-            rate: 5,
-            burst: 5,
-            secret_sha256: new.secret_sha256,
-            created: Utc::now(),
-            expires: None,
-            revoked: None,
-            replaces: None,
-        };
-        (entry, new.key)
-    }
-
-    fn bearer(key: &str) -> Vec<u8> {
-        format!("Bearer {key}").into_bytes()
-    }
-
-    #[test]
-    fn a_key_is_accepted_only_whole_and_in_force() {
-        let (good, good_key) = entry("http");
-        let (mut revoked, revoked_key) = entry("any");
-        revoked.revoked = Some(Utc::now());
-        let (mut expired, expired_key) = entry("fhir");
-        expired.expires = Some(Utc::now() - chrono::Duration::seconds(1));
-        let metrics = crate::metrics::Metrics::new();
-        let keys = Keys::from_file(&file_with(vec![good, revoked, expired]), None, &metrics);
-        let now = Utc::now().timestamp_millis();
-        let key = keys.authenticate(Some(&bearer(&good_key)), now).unwrap();
-        assert_eq!(key.client, "clinic-7");
-        assert_eq!(key.channel, KeyChannel::Http);
-        assert_eq!(keys.authenticate(None, now).err(), Some(Refused::Missing));
-        let mut wrong_secret = good_key.clone();
-        wrong_secret.pop();
-        wrong_secret.push(if good_key.ends_with('A') { 'B' } else { 'A' });
-        for (header, why) in [
-            (bearer(&wrong_secret), Refused::Invalid),
-            (bearer(&revoked_key), Refused::Invalid),
-            (bearer(&expired_key), Refused::Invalid),
-            (
-                bearer("eligd_zzzzzzzz_AAAAAAAAAAAAAAAAAAAAAA"),
-                Refused::Invalid,
-            ),
-            (format!("Basic {good_key}").into_bytes(), Refused::Malformed),
-            (bearer("eligd_short_x"), Refused::Malformed),
-            (bearer("sk_live_whatever"), Refused::Malformed),
-            (bearer(&format!("{good_key}!")), Refused::Malformed),
-            (vec![0xff, 0xfe], Refused::Malformed),
-        ] {
-            assert_eq!(keys.authenticate(Some(&header), now).err(), Some(why));
-        }
-    }
-
-    #[test]
-    fn channels_allow_their_own_routes_and_any_allows_all() {
-        for c in KeyChannel::ALL {
-            assert!(KeyChannel::Any.allows(c));
-            assert!(c.allows(c));
-        }
-        assert!(!KeyChannel::Http.allows(KeyChannel::Fhir));
-        assert!(!KeyChannel::Ussd.allows(KeyChannel::Sms));
-    }
-
-    #[test]
-    fn a_reload_keeps_the_keys_in_force_when_the_file_is_bad_and_keeps_buckets() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        let (first, first_key) = entry("http");
-        file_with(vec![first.clone()]).write(&path).unwrap();
-        let metrics = crate::metrics::Metrics::new();
-        let store = KeyStore::open(&path, &metrics).unwrap();
-        let now = Utc::now().timestamp_millis();
-        let before = store
-            .keys()
-            .authenticate(Some(&bearer(&first_key)), now)
-            .unwrap();
-        assert!(matches!(
-            before.bucket.take(5),
-            crate::limits::Taken::Allowed(_)
-        ));
-        std::fs::write(&path, "{ not json").unwrap();
-        assert!(store.reload(&metrics).is_err());
-        assert!(store
-            .keys()
-            .authenticate(Some(&bearer(&first_key)), now)
-            .is_ok());
-        let (second, second_key) = entry("ussd");
-        file_with(vec![first, second]).write(&path).unwrap();
-        assert_eq!(store.reload(&metrics).unwrap(), 2);
-        let after = store
-            .keys()
-            .authenticate(Some(&bearer(&first_key)), now)
-            .unwrap();
-        assert!(
-            Arc::ptr_eq(&before.bucket, &after.bucket),
-            "an unchanged key keeps its bucket"
-        );
-        assert!(store
-            .keys()
-            .authenticate(Some(&bearer(&second_key)), now)
-            .is_ok());
-    }
-
-    #[test]
-    fn a_missing_or_bad_file_is_a_clear_error_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = crate::metrics::Metrics::new();
-        let missing = KeyStore::open(&dir.path().join("nope.json"), &metrics)
-            .err()
-            .unwrap();
-        assert!(missing.to_string().contains("nope.json"), "{missing}");
-        let bad = dir.path().join("bad.json");
-        std::fs::write(
-            &bad,
-            "{\"format\": \"eligd-keys/1\", \"keys\": [{\"id\": 1}]}",
-        )
-        .unwrap();
-        let err = KeyStore::open(&bad, &metrics).err().unwrap().to_string();
-        assert!(
-            err.contains("bad.json") && err.contains("not a keys file"),
-            "{err}"
-        );
-    }
-}
+#[path = "auth_tests.rs"]
+mod tests;

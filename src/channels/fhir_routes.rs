@@ -70,9 +70,8 @@ fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<(), ApiError> 
         let media = media.split(';').next().unwrap_or("").trim().to_string();
         return match media.as_str() {
             "json" | "application/json" | "application/fhir+json" => Ok(()),
-            _ => Err(ApiError::NotAcceptable(format!(
-                "_format {format:?}: {ONLY}"
-            ))),
+            // Neither the value nor the header is quoted: no error repeats what was sent.
+            _ => Err(ApiError::NotAcceptable(format!("_format: {ONLY}"))),
         };
     }
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
@@ -93,9 +92,7 @@ fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<(), ApiError> 
     if json {
         Ok(())
     } else {
-        Err(ApiError::NotAcceptable(format!(
-            "Accept {accept:?}: {ONLY}"
-        )))
+        Err(ApiError::NotAcceptable(format!("Accept: {ONLY}")))
     }
 }
 
@@ -192,6 +189,11 @@ mod tests {
             let e = negotiate(query, accept).unwrap_err();
             assert_eq!(e.status(), 406, "{query:?} {accept:?}");
             assert!(e.message().contains("JSON only"), "{}", e.message());
+            assert!(
+                !e.message().contains("xml"),
+                "nothing sent is quoted: {}",
+                e.message()
+            );
         }
     }
 }

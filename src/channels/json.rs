@@ -135,6 +135,10 @@ struct BatchRequest {
     service: Option<String>,
 }
 
+/// What a batch body is, for an error that does not quote the body.
+const BATCH_SHAPE: &str =
+    "an object with national_ids (an array of at most 100 strings), and optionally date and service (strings), nothing else";
+
 /// A batch entry that could not be answered: the ID as sent and the error.
 #[derive(Serialize)]
 struct BatchError<'a> {
@@ -161,7 +165,7 @@ pub async fn batch(state: &AppState, request: Request) -> Reply {
     let parsed: BatchRequest = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
         Err(e) => {
-            let error = ApiError::InvalidRequest(format!("invalid JSON body: {e}"));
+            let error = ApiError::invalid_json(&e, BATCH_SHAPE);
             return refused(&session.refuse(error));
         }
     };

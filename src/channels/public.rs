@@ -69,7 +69,10 @@ pub async fn credit(state: &AppState, request: Request) -> Reply {
         Ok(_) => Query::refused(ApiError::InvalidRequest(
             "give exactly one of national_id and booklet_no".into(),
         )),
-        Err(e) => Query::refused(ApiError::InvalidRequest(format!("invalid JSON body: {e}"))),
+        Err(e) => Query::refused(ApiError::invalid_json(
+            &e,
+            "an object with exactly one of national_id and booklet_no, a string",
+        )),
     });
     let tracking = decided.tracking.as_str();
     let reply = match &decided.result {

@@ -1,5 +1,6 @@
 //! `eligd keys add|list|revoke|rotate`: managing the client keys file. Every change is
-//! written atomically; running services apply it on SIGHUP. A new key is printed once, on
+//! written atomically; running services see the file change and apply it within seconds (or
+//! at once on SIGHUP). A new key is printed once, on
 //! standard output, and never stored: only the SHA-256 of its secret is.
 
 use std::io::Write;
@@ -148,10 +149,40 @@ fn revoke(args: &KeysIdArgs, out: &mut impl Write) -> anyhow::Result<()> {
     file.write(&args.file.keys_file)?;
     writeln!(
         out,
-        "key {} revoked; send SIGHUP to running services (or restart them) to apply it",
+        "key {} revoked; running services apply it within seconds (they watch the file; SIGHUP applies it at once)",
         args.id
     )?;
     Ok(())
+}
+
+/// The longest `--overlap`: 30 days. Clients that need longer to switch keys should be
+/// issued a second key instead.
+pub const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
+
+/// Reads `--overlap`: whole seconds, 0 to [`MAX_OVERLAP_SECS`].
+pub fn parse_overlap(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs <= MAX_OVERLAP_SECS => Ok(secs),
+        Ok(_) => Err(format!(
+            "the overlap is at most {MAX_OVERLAP_SECS} seconds (30 days)"
+        )),
+        Err(_) => Err(format!(
+            "the overlap is whole seconds, from 0 to {MAX_OVERLAP_SECS} (30 days)"
+        )),
+    }
+}
+
+/// When the old key of a rotation stops working: `overlap` seconds after `now` (checked; the
+/// bound is checked again here, whoever built the arguments).
+fn retire_at(now: DateTime<Utc>, overlap: u64) -> anyhow::Result<DateTime<Utc>> {
+    if overlap > MAX_OVERLAP_SECS {
+        bail!("--overlap is at most {MAX_OVERLAP_SECS} seconds (30 days), got {overlap}");
+    }
+    i64::try_from(overlap)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .context("--overlap takes the old key's end out of the calendar")
 }
 
 fn rotate(args: &KeysRotateArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -176,8 +207,7 @@ fn rotate(args: &KeysRotateArgs, out: &mut impl Write) -> anyhow::Result<()> {
             state_of(&old, now)
         );
     }
-    let overlap = chrono::Duration::seconds(i64::try_from(args.overlap).unwrap_or(i64::MAX / 1000));
-    let retire_at = now.checked_add_signed(overlap).unwrap_or(now);
+    let retire_at = retire_at(now, args.overlap)?;
     let new = keyfile::new_key(&file.keys)?;
     if let Some(entry) = file.find_mut(&old.id) {
         entry.expires = Some(entry.expires.map_or(retire_at, |e| e.min(retire_at)));
@@ -193,7 +223,7 @@ fn rotate(args: &KeysRotateArgs, out: &mut impl Write) -> anyhow::Result<()> {
     file.write(&args.file.keys_file)?;
     writeln!(out, "{}", new.key)?;
     eprintln!(
-        "key {} replaces {} (client {}); {} keeps working until {}; send SIGHUP to running services",
+        "key {} replaces {} (client {}); {} keeps working until {} and shares its rate limit; running services apply it within seconds",
         new.id,
         old.id,
         old.client,
@@ -206,6 +236,41 @@ fn rotate(args: &KeysRotateArgs, out: &mut impl Write) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_overlap_is_bounded_and_never_overflows() {
+        assert_eq!(parse_overlap("0"), Ok(0));
+        assert_eq!(parse_overlap("86400"), Ok(86_400));
+        assert_eq!(
+            parse_overlap(&MAX_OVERLAP_SECS.to_string()),
+            Ok(MAX_OVERLAP_SECS)
+        );
+        for bad in [
+            "2592001",
+            "9000000000000000",
+            "99999999999999999",
+            &u64::MAX.to_string(),
+            "184467440737095516150",
+            "-1",
+            "1.5",
+            "1d",
+            "",
+        ] {
+            let e = parse_overlap(bad).unwrap_err();
+            assert!(e.contains("2592000") && e.contains("30 days"), "{bad}: {e}");
+        }
+        let now = Utc::now();
+        assert_eq!(
+            retire_at(now, 60).unwrap(),
+            now + chrono::Duration::seconds(60)
+        );
+        assert_eq!(retire_at(now, 0).unwrap(), now);
+        for overlap in [MAX_OVERLAP_SECS + 1, 9_000_000_000_000_000, u64::MAX] {
+            let e = retire_at(now, overlap).unwrap_err().to_string();
+            assert!(e.contains("30 days"), "{e}");
+        }
+        assert!(retire_at(DateTime::<Utc>::MAX_UTC, 1).is_err());
+    }
 
     #[test]
     fn expiry_days_end_at_midnight_in_tehran() {

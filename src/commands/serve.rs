@@ -52,6 +52,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
     super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
+    // A Kubernetes Secret changes the keys file in place, without a signal.
+    crate::auth::watch::spawn(Arc::clone(&state), stop_rx.clone());
     let server = tokio::spawn(crate::http::serve_configured(
         listener,
         Arc::clone(&state),

@@ -122,9 +122,10 @@ impl ApiError {
         match self {
             ApiError::InvalidNationalId(e) => e.to_string(),
             ApiError::InvalidDate => "date must be YYYY-MM-DD, a real day between 1900-01-01 and 2199-12-31".into(),
-            ApiError::InvalidService(s) => format!(
-                "unknown service {s:?}; services are outpatient, inpatient, pharmacy, paraclinic, dental"
-            ),
+            // The value sent is not quoted: no error repeats a header or a query value.
+            ApiError::InvalidService(_) => {
+                "unknown service; services are outpatient, inpatient, pharmacy, paraclinic, dental".into()
+            }
             ApiError::InvalidRequest(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::NotAcceptable(m) => m.clone(),
@@ -158,6 +159,22 @@ impl ApiError {
                 "the audit log cannot be written, so no inquiry is answered; retry shortly".into()
             }
         }
+    }
+
+    /// A request body that is not the JSON `expected`: the kind of problem and where, never
+    /// the parser's own words (they quote the input: a value, a field name).
+    pub fn invalid_json(e: &serde_json::Error, expected: &str) -> ApiError {
+        use serde_json::error::Category;
+        let (line, column) = (e.line(), e.column());
+        ApiError::InvalidRequest(match e.classify() {
+            Category::Eof => "invalid JSON body: it ends before its JSON does".to_string(),
+            Category::Syntax | Category::Io => {
+                format!("invalid JSON body: not JSON (line {line}, column {column})")
+            }
+            Category::Data => {
+                format!("invalid JSON body: expected {expected} (line {line}, column {column})")
+            }
+        })
     }
 
     /// Seconds a client should wait before asking again, when that is known.
@@ -242,10 +259,42 @@ mod tests {
             assert!(!body["message"].as_str().unwrap().is_empty());
         }
         assert!(
+            !ApiError::InvalidService("0012345679".into())
+                .message()
+                .contains("0012345679"),
+            "the service sent is not quoted"
+        );
+        assert!(
             !ApiError::Internal("the private detail".into())
                 .message()
                 .contains("private"),
             "an internal error says nothing of its cause"
         );
+    }
+
+    #[test]
+    fn a_bad_json_body_is_described_without_quoting_it() {
+        let expected = "an object with national_ids";
+        for (body, needle) in [
+            (
+                "{\"national_ids\": \"0012345679\"}",
+                "expected an object with national_ids (line 1, column 29)",
+            ),
+            ("{\"0012345679\": 1}", "expected an object"),
+            (
+                "{\"national_ids\": [0012345679]}",
+                "not JSON (line 1, column 20)",
+            ),
+            ("{\"national_ids\": [\"0012345679\"", "ends before"),
+            ("0012345679 x", "not JSON"),
+        ] {
+            let e = serde_json::from_str::<std::collections::BTreeMap<String, Vec<String>>>(body)
+                .unwrap_err();
+            let error = ApiError::invalid_json(&e, expected);
+            let message = error.message();
+            assert_eq!(error.code(), "invalid_request");
+            assert!(message.contains(needle), "{body}: {message}");
+            assert!(!message.contains("12345679"), "{body}: {message}");
+        }
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! Buckets live as long as their key is configured (a reload keeps the bucket of a key whose
 //! rate and burst did not change), so their number is bounded by the keys file: an unknown
-//! key is refused before it reaches any bucket.
+//! key is refused before it reaches any bucket. The keys of one rotation (`keys rotate`: the
+//! old key during its overlap and its successor) hold the same bucket (`auth::Keys`), so a
+//! rotation never doubles a client's rate.
 
 use std::num::NonZeroU32;
 use std::time::Duration;

@@ -86,7 +86,7 @@ impl AccessMetrics {
         );
         registry.register(
             "keys_reload_failures",
-            "Reloads of --api-keys (SIGHUP) that failed; the keys in force stayed",
+            "Reloads of --api-keys (SIGHUP or a change of the file) that failed; the keys in force stayed",
             m.keys_reload_failures.clone(),
         );
         registry.register(

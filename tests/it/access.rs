@@ -323,6 +323,7 @@ fn an_expired_key_is_refused_and_keys_allow_any_listen_address() {
     assert_clean_failure(&eligd(&["serve", "--listen", "0.0.0.0:0"]), "--api-keys");
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "[]").unwrap();
+    crate::keys_files::chmod(&junk, 0o600);
     assert_clean_failure(
         &eligd(&[
             "serve",
