@@ -52,10 +52,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
     super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
-    let server = tokio::spawn(crate::http::serve_configured(
+    let sockets = crate::http::SocketLimits {
+        write_timeout: Duration::from_secs(args.write_timeout),
+    };
+    let server = tokio::spawn(crate::http::serve_configured_with(
         listener,
         Arc::clone(&state),
         listener_config,
+        sockets,
         stopped(stop_rx.clone()),
     ));
 
