@@ -28,6 +28,7 @@ mod redis_server;
 mod redis_tls;
 mod scale_out;
 mod sentinel;
+mod sockets;
 mod startup;
 mod status_page;
 mod support;
