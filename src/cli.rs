@@ -341,6 +341,10 @@ pub struct ServeArgs {
     /// Seconds an idle connection (no request in flight, none started) is kept open.
     #[arg(long, env = "ELIGD_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
+    /// Seconds a write may wait for a client to read before the connection is dropped (a
+    /// client that never reads its answers).
+    #[arg(long, env = "ELIGD_WRITE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,42 +1,67 @@
-//! Every open connection, and what it is doing: idle (no request in flight and none
-//! started), reading a request's head (bytes arrived, the handler not called yet), or busy
-//! (a request is being answered). Knowing that lets the server:
+//! Every open connection, and what it is doing: handshaking (TLS, before any HTTP), idle (no
+//! request in flight and none started), reading a request's head (bytes arrived, the handler
+//! not called yet), busy (a request is being answered), or closing (asked to go, not gone
+//! yet). Knowing that lets the server:
 //!
-//! - hold at most `--max-connections`, making room for a new connection by closing the one
-//!   idle the longest, so that a flood of idle connections (more than the process could hold
-//!   descriptors for) never stops `/healthz` from being answered; a new connection is refused
-//!   at accept only when every connection is busy;
-//! - close a connection that started a request head and has not finished it within the
-//!   header-read timeout (a slow-loris), and, separately, one idle past the keep-alive idle
-//!   timeout (hyper's one timeout would do both);
+//! - hold at most `--max-connections` live connections, every accepted socket counted from
+//!   accept (a TLS handshake included). A new connection at the limit makes room by evicting
+//!   one, in this order: the one idle the longest; else the oldest handshaking or reading a
+//!   head (the client owes bytes); else the one busy the longest (honest requests take
+//!   milliseconds and bodies are ~3 KiB sent at once, so the oldest busy one is the one most
+//!   likely stuck on a body that never ends or an answer never read). So a flood of any kind
+//!   never stops `/healthz` from being answered; an evicted connection is asked to finish
+//!   what is in flight and is closed hard [`CLOSE_GRACE`] later;
+//! - hold at most a descriptor budget of sockets in all, closing ones included (they hold a
+//!   descriptor until dropped): at the budget, the oldest closing one is closed hard now;
+//! - close a connection whose handshake or request head has not arrived within the
+//!   header-read timeout, one idle past the keep-alive idle timeout, and one whose write has
+//!   not progressed within the write timeout (a client that never reads its answers);
 //! - close every connection gracefully at shutdown.
 //!
-//! A request changes its connection's state with two atomic stores; the registry's lock is
-//! taken only at accept, at close and by the sweeper.
+//! A request changes its connection's state with two atomic stores, a stalled write with one;
+//! the registry's lock is taken only at accept, at close and by the sweeper.
 
-use std::collections::HashMap;
-use std::pin::Pin;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 const IDLE: u8 = 0;
 const READING_HEAD: u8 = 1;
 const BUSY: u8 = 2;
+const HANDSHAKE: u8 = 3;
 
-/// Why a connection is asked to close.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How long an evicted or timed-out connection gets to finish (graceful close) before it is
+/// dropped: an honest answer in flight is written in milliseconds.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a connection is asked to close; each one is stronger than the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Close {
-    /// Finish what is in flight, then close (shutdown, eviction, idle timeout).
-    Graceful,
-    /// Close now (the header-read timeout: nothing is in flight).
-    Now,
+    /// Finish what is in flight, then close (shutdown).
+    Graceful = 1,
+    /// Finish what is in flight within [`CLOSE_GRACE`], else be closed hard (eviction, the
+    /// idle timeout).
+    Soon = 2,
+    /// Close now, dropping the socket (a timeout with nothing to finish, a stalled write, the
+    /// grace over, descriptors short).
+    Now = 3,
+}
+
+impl Close {
+    fn from_code(code: u8) -> Option<Close> {
+        match code {
+            0 => None,
+            1 => Some(Close::Graceful),
+            2 => Some(Close::Soon),
+            _ => Some(Close::Now),
+        }
+    }
 }
 
 /// One connection's state, shared by its task, its IO and the registry.
@@ -45,6 +70,11 @@ pub struct Conn {
     /// Milliseconds since the registry's epoch when the state last changed.
     since_ms: AtomicU64,
     close: AtomicU8,
+    /// When it was asked to close `Soon` (ms since the epoch).
+    closing_since_ms: AtomicU64,
+    /// When a write started to wait for the client (ms since the epoch, plus one), 0 when
+    /// no write waits.
+    write_stalled_ms: AtomicU64,
     notify: Notify,
     epoch: Instant,
 }
@@ -69,23 +99,48 @@ impl Conn {
         self.set(IDLE);
     }
 
+    /// The TLS handshake finished: idle until the first request's first byte.
+    pub fn handshaken(&self) {
+        if self.state.load(Ordering::Acquire) == HANDSHAKE {
+            self.set(IDLE);
+        }
+    }
+
+    /// Whether it was asked to close `Soon` or `Now` (no longer live).
+    fn going(&self) -> bool {
+        self.close.load(Ordering::Acquire) >= Close::Soon as u8
+    }
+
     fn ask_to_close(&self, how: Close) {
-        let code = match how {
-            Close::Graceful => 1,
-            Close::Now => 2,
-        };
-        self.close.fetch_max(code, Ordering::AcqRel);
+        let before = self.close.fetch_max(how as u8, Ordering::AcqRel);
+        if how == Close::Soon && before < Close::Soon as u8 {
+            self.closing_since_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
         self.notify.notify_one();
     }
 
-    /// Waits until the connection is asked to close, and says how.
-    pub async fn closing(&self) -> Close {
+    /// Waits until the connection is asked to close more firmly than `than` (`None`: at
+    /// all), and says how.
+    pub async fn closing(&self, than: Option<Close>) -> Close {
+        let than = than.map_or(0, |c| c as u8);
         loop {
-            match self.close.load(Ordering::Acquire) {
-                0 => self.notify.notified().await,
-                1 => return Close::Graceful,
-                _ => return Close::Now,
+            let code = self.close.load(Ordering::Acquire);
+            match Close::from_code(code) {
+                Some(how) if code > than => return how,
+                _ => self.notify.notified().await,
             }
+        }
+    }
+
+    fn note_write<T>(&self, polled: &Poll<T>) {
+        let stalled = self.write_stalled_ms.load(Ordering::Relaxed);
+        match polled {
+            Poll::Pending if stalled == 0 => self
+                .write_stalled_ms
+                .store(self.now_ms() + 1, Ordering::Relaxed),
+            Poll::Ready(_) if stalled != 0 => self.write_stalled_ms.store(0, Ordering::Relaxed),
+            _ => {}
         }
     }
 }
@@ -97,22 +152,54 @@ pub struct ConnectionMetrics {
     pub evicted: Counter,
     pub refused: Counter,
     pub timed_out: Counter,
+    /// Connections dropped without a clean close (grace over, timeouts, descriptors short).
+    pub closed_hard: Counter,
+    /// Failed accepts (descriptors short, or a connection gone before it was taken).
+    pub accept_errors: Counter,
 }
 
 /// Candidates for eviction kept from one scan of the connections.
 const EVICT_BATCH: usize = 256;
 
+/// The rank of a state for eviction: lower goes first.
+fn rank(state: u8) -> u8 {
+    match state {
+        IDLE => 0,
+        HANDSHAKE | READING_HEAD => 1,
+        _ => 2,
+    }
+}
+
+/// The sockets held, under the registry's lock.
+struct Table {
+    conns: HashMap<u64, Arc<Conn>>,
+    /// Connections asked to close `Soon` or `Now` and still held (not live).
+    going: usize,
+    /// Ids of connections asked to close `Soon`, oldest first (some gone since).
+    closing: VecDeque<u64>,
+}
+
+/// How the registry treats connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Live connections at most (`--max-connections`, capped by the descriptor budget).
+    pub max: usize,
+    /// Sockets held at most, closing ones included.
+    pub budget: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
 /// The open connections.
 pub struct Registry {
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    table: Mutex<Table>,
     /// The longest-idle connections as of the last scan, `(idle since, id)`, newest first:
     /// a flood at the limit evicts one per new connection, and a scan of every connection
-    /// for each would make accepting O(connections). Taken only under `conns`' lock.
+    /// for each would make accepting O(connections). Taken only under `table`.
     evict_next: Mutex<Vec<(u64, u64)>>,
     next_id: AtomicU64,
-    max: usize,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
+    limits: Limits,
     epoch: Instant,
     metrics: ConnectionMetrics,
     emptied: Notify,
@@ -127,71 +214,107 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut conns = self.registry.lock();
-        if conns.remove(&self.id).is_some() {
-            self.registry.metrics.open.set(conns.len() as i64);
+        let mut table = self.registry.lock();
+        if let Some(conn) = table.conns.remove(&self.id) {
+            if conn.going() {
+                table.going -= 1;
+            }
+            self.registry.metrics.open.set(table.conns.len() as i64);
         }
-        if conns.is_empty() {
+        if table.conns.is_empty() {
             self.registry.emptied.notify_waiters();
         }
     }
 }
 
+impl Table {
+    /// Asks `id` to close `Soon` or `Now`, counting it as going (no longer live).
+    fn send_off(&mut self, id: u64, how: Close) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        if !conn.going() {
+            self.going += 1;
+            if how == Close::Soon {
+                self.closing.push_back(id);
+            }
+        }
+        conn.ask_to_close(how);
+    }
+
+    fn live(&self) -> usize {
+        self.conns.len() - self.going
+    }
+}
+
 impl Registry {
-    pub fn new(
-        max: usize,
-        header_read_timeout: Duration,
-        idle_timeout: Duration,
-        metrics: ConnectionMetrics,
-    ) -> Arc<Registry> {
+    pub fn new(limits: Limits, metrics: ConnectionMetrics) -> Arc<Registry> {
         Arc::new(Registry {
-            conns: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                conns: HashMap::new(),
+                going: 0,
+                closing: VecDeque::new(),
+            }),
             evict_next: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
-            max: max.max(1),
-            header_read_timeout,
-            idle_timeout,
+            limits: Limits {
+                max: limits.max.max(1),
+                budget: limits.budget.max(1),
+                ..limits
+            },
             epoch: Instant::now(),
             metrics,
             emptied: Notify::new(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Sockets held: live connections and those closing.
     pub fn open(&self) -> usize {
-        self.lock().len()
+        self.lock().conns.len()
     }
 
-    /// Registers a new connection, closing the longest-idle one when at the limit; `None`
-    /// (refuse it) when every connection is busy or reading a request.
-    pub fn admit(self: &Arc<Self>) -> Option<Registered> {
-        let mut conns = self.lock();
-        if conns.len() >= self.max {
-            let oldest = self.longest_idle(&conns);
-            match oldest.and_then(|id| conns.remove(&id)) {
-                Some(evicted) => {
-                    evicted.ask_to_close(Close::Graceful);
-                    self.metrics.evicted.inc();
-                }
-                None => {
-                    self.metrics.refused.inc();
-                    return None;
-                }
+    /// Connections neither closing nor asked to.
+    pub fn live(&self) -> usize {
+        self.lock().live()
+    }
+
+    /// Registers a new connection (`handshake`: a TLS handshake comes first). At the limit
+    /// of live connections, evicts one (see the module's order); at the descriptor budget,
+    /// closes the oldest closing one now. `None` (refuse it) only when the budget is held by
+    /// connections already being dropped.
+    pub fn admit(self: &Arc<Self>, handshake: bool) -> Option<Registered> {
+        let mut table = self.lock();
+        if table.live() >= self.limits.max {
+            if let Some(id) = self.eviction_candidate(&table) {
+                table.send_off(id, Close::Soon);
+                self.metrics.evicted.inc();
             }
         }
+        if table.conns.len() >= self.limits.budget && !self.drop_oldest_closing(&mut table, 1) {
+            self.metrics.refused.inc();
+            return None;
+        }
+        let now = self.now_ms();
         let conn = Arc::new(Conn {
-            state: AtomicU8::new(IDLE),
-            since_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            state: AtomicU8::new(if handshake { HANDSHAKE } else { IDLE }),
+            since_ms: AtomicU64::new(now),
             close: AtomicU8::new(0),
+            closing_since_ms: AtomicU64::new(0),
+            write_stalled_ms: AtomicU64::new(0),
             notify: Notify::new(),
             epoch: self.epoch,
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        conns.insert(id, Arc::clone(&conn));
-        self.metrics.open.set(conns.len() as i64);
+        table.conns.insert(id, Arc::clone(&conn));
+        self.metrics.open.set(table.conns.len() as i64);
         Some(Registered {
             conn,
             id,
@@ -199,70 +322,138 @@ impl Registry {
         })
     }
 
-    /// The connection idle the longest, if any is idle. Pops the candidates of the last scan
-    /// (skipping those closed, busy, or idle again since, which are then newer than every
-    /// candidate); scans again, keeping the [`EVICT_BATCH`] oldest, when none is left. A
-    /// connection that went idle after the scan is newer than every candidate, so the one
-    /// popped is the oldest idle connection, as a full scan would find.
-    fn longest_idle(&self, conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
+    /// Closes now up to `n` of the connections closing the longest; whether it closed any.
+    fn drop_oldest_closing(&self, table: &mut Table, n: usize) -> bool {
+        let mut dropped = 0;
+        while dropped < n {
+            let Some(id) = table.closing.pop_front() else {
+                break;
+            };
+            let soon = table
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.close.load(Ordering::Acquire) == Close::Soon as u8);
+            if soon {
+                table.send_off(id, Close::Now);
+                self.metrics.closed_hard.inc();
+                dropped += 1;
+            }
+        }
+        dropped > 0
+    }
+
+    /// Descriptors ran out (accept failed): closes now every connection closing, so that
+    /// their descriptors are free for the next accept.
+    pub fn descriptors_short(&self) {
+        let mut table = self.lock();
+        self.drop_oldest_closing(&mut table, usize::MAX);
+    }
+
+    /// The live connection to evict, if any: the oldest of the best rank. Idle connections
+    /// are popped from the candidates of the last scan (skipping those gone, going, or
+    /// changed since: a connection idle again after the scan is newer than every candidate,
+    /// so the one popped is the oldest idle, as a full scan would find); when none is left,
+    /// a scan keeps the [`EVICT_BATCH`] oldest idle ones. With no idle connection every
+    /// eviction scans (any connection may go idle meanwhile and must go first), which costs
+    /// one pass over the table per accept only while the table holds no idle connection.
+    fn eviction_candidate(&self, table: &Table) -> Option<u64> {
         let mut next = self.evict_next.lock().unwrap_or_else(|p| p.into_inner());
         let still_idle = |(since, id): &(u64, u64)| {
-            conns.get(id).is_some_and(|c| {
-                c.state.load(Ordering::Acquire) == IDLE
+            table.conns.get(id).is_some_and(|c| {
+                !c.going()
+                    && c.state.load(Ordering::Acquire) == IDLE
                     && c.since_ms.load(Ordering::Relaxed) == *since
             })
         };
-        for rescanned in [false, true] {
-            while let Some(candidate) = next.pop() {
-                if still_idle(&candidate) {
-                    return Some(candidate.1);
-                }
+        while let Some(candidate) = next.pop() {
+            if still_idle(&candidate) {
+                return Some(candidate.1);
             }
-            if rescanned {
-                break;
-            }
-            let mut idle: Vec<(u64, u64)> = conns
-                .iter()
-                .filter(|(_, c)| c.state.load(Ordering::Acquire) == IDLE)
-                .map(|(id, c)| (c.since_ms.load(Ordering::Relaxed), *id))
-                .collect();
-            if idle.len() > EVICT_BATCH {
-                idle.select_nth_unstable(EVICT_BATCH);
-                idle.truncate(EVICT_BATCH);
-            }
-            // Newest first, so that `pop` takes the oldest.
-            idle.sort_unstable_by(|a, b| b.cmp(a));
-            *next = idle;
         }
-        None
+        let mut idle = Vec::new();
+        let mut best: Option<(u8, u64, u64)> = None;
+        for (id, c) in table.conns.iter().filter(|(_, c)| !c.going()) {
+            let state = c.state.load(Ordering::Acquire);
+            let key = (rank(state), c.since_ms.load(Ordering::Relaxed), *id);
+            if state == IDLE {
+                idle.push((key.1, key.2));
+            }
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        if idle.len() > EVICT_BATCH {
+            idle.select_nth_unstable(EVICT_BATCH);
+            idle.truncate(EVICT_BATCH);
+        }
+        // Newest first, so that `pop` takes the oldest.
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        *next = idle;
+        match next.pop() {
+            Some((_, id)) => Some(id),
+            None => best.map(|(_, _, id)| id),
+        }
     }
 
-    /// Closes connections past their timeouts; call it every few hundred milliseconds.
+    /// Closes connections past their timeouts and grace; call it every few hundred
+    /// milliseconds.
     pub fn sweep(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let idle_ms = self.idle_timeout.as_millis() as u64;
-        let head_ms = self.header_read_timeout.as_millis() as u64;
-        let mut conns = self.lock();
-        conns.retain(|_, c| {
-            let age = now.saturating_sub(c.since_ms.load(Ordering::Relaxed));
-            let how = match c.state.load(Ordering::Acquire) {
-                IDLE if age > idle_ms => Close::Graceful,
-                READING_HEAD if age > head_ms => Close::Now,
-                _ => return true,
+        let now = self.now_ms();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (idle_ms, head_ms) = (
+            ms(self.limits.idle_timeout),
+            ms(self.limits.header_read_timeout),
+        );
+        let (write_ms, grace_ms) = (ms(self.limits.write_timeout), ms(CLOSE_GRACE));
+        let mut table = self.lock();
+        let mut closes = Vec::new();
+        for (id, c) in &table.conns {
+            let stalled = c.write_stalled_ms.load(Ordering::Relaxed);
+            let code = c.close.load(Ordering::Acquire);
+            let how = if code == Close::Now as u8 {
+                continue;
+            } else if stalled != 0 && now.saturating_sub(stalled - 1) > write_ms {
+                Close::Now
+            } else if code == Close::Soon as u8 {
+                let asked = c.closing_since_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(asked) <= grace_ms {
+                    continue;
+                }
+                self.metrics.closed_hard.inc();
+                closes.push((*id, Close::Now));
+                continue;
+            } else {
+                let age = now.saturating_sub(c.since_ms.load(Ordering::Relaxed));
+                match c.state.load(Ordering::Acquire) {
+                    IDLE if age > idle_ms => Close::Soon,
+                    READING_HEAD | HANDSHAKE if age > head_ms => Close::Now,
+                    _ => continue,
+                }
             };
-            c.ask_to_close(how);
             self.metrics.timed_out.inc();
-            false
+            if how == Close::Now {
+                self.metrics.closed_hard.inc();
+            }
+            closes.push((*id, how));
+        }
+        for (id, how) in closes {
+            table.send_off(id, how);
+        }
+        let Table { conns, closing, .. } = &mut *table;
+        closing.retain(|id| {
+            conns
+                .get(id)
+                .is_some_and(|c| c.close.load(Ordering::Acquire) == Close::Soon as u8)
         });
-        self.metrics.open.set(conns.len() as i64);
-        if conns.is_empty() {
+        self.metrics.open.set(table.conns.len() as i64);
+        if table.conns.is_empty() {
             self.emptied.notify_waiters();
         }
     }
 
     /// Asks every connection to finish what is in flight and close (shutdown).
     pub fn close_all(&self) {
-        for c in self.lock().values() {
+        for c in self.lock().conns.values() {
             c.ask_to_close(Close::Graceful);
         }
     }
@@ -274,7 +465,7 @@ impl Registry {
             tokio::pin!(waiting);
             // Registered before the check, so a connection closing in between still wakes us.
             waiting.as_mut().enable();
-            if self.lock().is_empty() {
+            if self.lock().conns.is_empty() {
                 return;
             }
             waiting.await;
@@ -282,160 +473,8 @@ impl Registry {
     }
 }
 
-/// A connection's IO, noting when an idle connection starts sending a request head.
-pub struct TrackedIo<I> {
-    inner: I,
-    conn: Arc<Conn>,
-}
-
-impl<I> TrackedIo<I> {
-    pub fn new(inner: I, conn: Arc<Conn>) -> TrackedIo<I> {
-        TrackedIo { inner, conn }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for TrackedIo<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.conn.state.load(Ordering::Acquire) == IDLE {
-            self.conn.set(READING_HEAD);
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for TrackedIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
+mod io;
+pub use io::TrackedIo;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry(max: usize) -> Arc<Registry> {
-        Registry::new(
-            max,
-            Duration::from_millis(50),
-            Duration::from_millis(100),
-            ConnectionMetrics::default(),
-        )
-    }
-
-    #[test]
-    fn at_the_limit_the_longest_idle_connection_makes_room() {
-        let r = registry(2);
-        let a = r.admit().unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let b = r.admit().unwrap();
-        b.conn.busy();
-        let c = r.admit().expect("room made by closing the idle one");
-        assert_eq!(
-            a.conn.close.load(Ordering::Acquire),
-            1,
-            "a was asked to close"
-        );
-        assert_eq!(r.open(), 2);
-        c.conn.busy();
-        assert!(r.admit().is_none(), "every connection busy: refused");
-        assert_eq!(r.metrics.refused.get(), 1);
-        assert_eq!(r.metrics.evicted.get(), 1);
-        drop(c);
-        assert_eq!(r.open(), 1);
-    }
-
-    #[test]
-    fn evictions_from_one_scan_still_take_the_longest_idle_first() {
-        let r = registry(3);
-        let a = r.admit().unwrap();
-        std::thread::sleep(Duration::from_millis(3));
-        let b = r.admit().unwrap();
-        std::thread::sleep(Duration::from_millis(3));
-        let c = r.admit().unwrap();
-        // The first eviction scans: a, b, c are the candidates, oldest first.
-        let d = r.admit().unwrap();
-        assert_eq!(
-            a.conn.close.load(Ordering::Acquire),
-            1,
-            "a, the oldest, went first"
-        );
-        // b is busy, then idle again: newer than c and d now, so c goes next, then d.
-        b.conn.busy();
-        std::thread::sleep(Duration::from_millis(3));
-        b.conn.idle();
-        let e = r.admit().unwrap();
-        assert_eq!(
-            c.conn.close.load(Ordering::Acquire),
-            1,
-            "c was idle the longest"
-        );
-        assert_eq!(b.conn.close.load(Ordering::Acquire), 0);
-        let f = r.admit().unwrap();
-        assert_eq!(
-            d.conn.close.load(Ordering::Acquire),
-            1,
-            "d, idle since before b"
-        );
-        assert_eq!(b.conn.close.load(Ordering::Acquire), 0);
-        assert_eq!(r.metrics.evicted.get(), 3);
-        drop((e, f));
-    }
-
-    #[test]
-    fn the_sweeper_closes_slow_heads_now_and_idle_connections_gracefully() {
-        let r = registry(10);
-        let idle = r.admit().unwrap();
-        let slow = r.admit().unwrap();
-        slow.conn.set(READING_HEAD);
-        let busy = r.admit().unwrap();
-        busy.conn.busy();
-        std::thread::sleep(Duration::from_millis(70));
-        r.sweep();
-        assert_eq!(slow.conn.close.load(Ordering::Acquire), 2);
-        assert_eq!(
-            idle.conn.close.load(Ordering::Acquire),
-            0,
-            "not idle long enough"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-        r.sweep();
-        assert_eq!(idle.conn.close.load(Ordering::Acquire), 1);
-        assert_eq!(
-            busy.conn.close.load(Ordering::Acquire),
-            0,
-            "a busy one is never timed out"
-        );
-        assert_eq!(r.open(), 1);
-        assert_eq!(r.metrics.timed_out.get(), 2);
-    }
-}
+mod tests;

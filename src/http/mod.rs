@@ -1,15 +1,18 @@
 //! The HTTP server: hyper 1 over HTTP/1.1 with keep-alive, optional TLS ([`tls`]), a bounded
-//! set of connections with separate header-read and idle timeouts ([`connections`]), and a
-//! graceful shutdown. `serve` takes a bound listener and a shutdown future, so the binary
-//! binds the configured address and tests bind port 0 and stop the server when they are done.
+//! set of connections with separate header-read, idle and write timeouts ([`connections`]),
+//! sockets kept within the process's descriptors ([`descriptors`]), and a graceful shutdown.
+//! `serve` takes a bound listener and a shutdown future, so the binary binds the configured
+//! address and tests bind port 0 and stop the server when they are done.
 
 pub mod client_address;
 pub mod connections;
+pub mod descriptors;
 mod router;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ use tokio::net::TcpListener;
 pub use router::{handle, MAX_BATCH, MAX_BODY_BYTES};
 
 use crate::app::AppState;
-use connections::{Close, ConnectionMetrics, Registered, Registry, TrackedIo};
+use connections::{Close, ConnectionMetrics, Limits, Registered, Registry, TrackedIo};
 
 /// How long connections get to finish their requests after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -54,6 +57,23 @@ impl Default for ListenerConfig {
     }
 }
 
+/// How long sockets may stall: kept apart from [`ListenerConfig`], which `commands::access`
+/// builds field by field.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketLimits {
+    /// A write that waits this long for a client to read is given up on (the connection is
+    /// dropped): a client that never reads its answers holds nothing longer.
+    pub write_timeout: Duration,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves the API on `listener` with the default listener settings (tests, tools).
 pub async fn serve(
     listener: TcpListener,
@@ -75,6 +95,8 @@ pub fn connection_metrics(state: &AppState) -> ConnectionMetrics {
         evicted: access.connections_evicted.clone(),
         refused: access.connections_refused.clone(),
         timed_out: access.connections_timed_out.clone(),
+        closed_hard: access.connections_closed_hard.clone(),
+        accept_errors: access.accept_errors.clone(),
     }
 }
 
@@ -86,13 +108,24 @@ pub async fn serve_configured(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_configured_with(listener, state, config, SocketLimits::default(), shutdown).await
+}
+
+/// [`serve_configured`] with socket limits other than the defaults (`eligd serve`).
+pub async fn serve_configured_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: ListenerConfig,
+    sockets: SocketLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     // One reference to the state for the rest of the process, read by every request, instead
     // of a reference taken and dropped per request: that count would be one word every
     // request on every core writes. `eligd serve` runs one server per process; an in-process
     // test server keeps its (small) state until the test process ends.
     let state: &'static AppState = Box::leak(Box::new(state));
     let handler = move |request, peer| handle(state, request, peer);
-    serve_with_config(listener, handler, config, shutdown).await
+    serve_with_config(listener, handler, config, sockets, shutdown).await
 }
 
 /// The server loop of [`serve`] around any handler (the relay's operations port uses it too).
@@ -101,24 +134,22 @@ where
     H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
-    serve_with_config(listener, handler, ListenerConfig::default(), shutdown).await
+    let (config, sockets) = (ListenerConfig::default(), SocketLimits::default());
+    serve_with_config(listener, handler, config, sockets, shutdown).await
 }
 
 async fn serve_with_config<H, F>(
     listener: TcpListener,
     handler: H,
     config: ListenerConfig,
+    sockets: SocketLimits,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
-    let registry = Registry::new(
-        config.max_connections,
-        config.header_read_timeout,
-        config.idle_timeout,
-        config.metrics.clone(),
-    );
+    let registry = Registry::new(limits(&config, sockets), config.metrics.clone());
+    let mut accept_errors = descriptors::AcceptErrors::new(config.metrics.accept_errors.clone());
     let sweeper = {
         let registry = Arc::clone(&registry);
         tokio::spawn(async move {
@@ -143,31 +174,47 @@ async fn serve_with_config<H, F>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accept_errors.accepted();
                     let _ = stream.set_nodelay(true);
-                    let Some(registered) = registry.admit() else {
+                    let Some(registered) = registry.admit(config.tls.is_some()) else {
                         drop(stream);
                         continue;
                     };
                     let (builder, handler, tls) = (builder.clone(), handler.clone(), config.tls.clone());
-                    let handshake = config.header_read_timeout;
                     tokio::spawn(async move {
+                        let fd = stream.as_raw_fd();
                         match tls {
-                            None => connection(stream, peer, registered, builder, handler).await,
+                            None => connection(stream, fd, peer, registered, builder, handler).await,
                             Some(tls) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => connection(stream, peer, registered, builder, handler).await,
-                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                let handshake = acceptor.accept(stream);
+                                tokio::pin!(handshake);
+                                // Evicted or timed out (the sweeper, at the header-read
+                                // timeout) mid-handshake: nothing to finish, dropped now.
+                                tokio::select! {
+                                    done = handshake.as_mut() => match done {
+                                        Ok(stream) => {
+                                            registered.conn.handshaken();
+                                            connection(stream, fd, peer, registered, builder, handler).await
+                                        }
+                                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    },
+                                    _ = registered.conn.closing(Some(Close::Graceful)) => {
+                                        descriptors::reset_on_close(fd);
+                                        tracing::debug!("TLS handshake cut: evicted or timed out");
+                                    }
                                 }
                             }
                         }
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors or a transient accept error: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Out of descriptors: drop every connection already given up on, and
+                    // wait (10 ms doubling to 100 ms) rather than spin on a failing accept.
+                    if descriptors::out_of_descriptors(&e) {
+                        registry.descriptors_short();
+                    }
+                    tokio::time::sleep(accept_errors.failed(&e, std::time::Instant::now())).await;
                 }
             },
             _ = &mut shutdown => break,
@@ -183,6 +230,37 @@ async fn serve_with_config<H, F>(
     sweeper.abort();
 }
 
+/// The live connections and sockets the registry may hold: `--max-connections`, and the
+/// descriptor budget below `RLIMIT_NOFILE` (which also caps the connections, with a warning).
+fn limits(config: &ListenerConfig, sockets: SocketLimits) -> Limits {
+    let limit = descriptors::nofile_limit();
+    let budget = descriptors::budget(limit).unwrap_or(usize::MAX);
+    let max = config.max_connections.min(budget);
+    if max < config.max_connections {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            nofile_limit = limit,
+            capped_at = max,
+            "connections capped below --max-connections by the descriptor limit (less a \
+             reserve); raise LimitNOFILE / ulimit -n to hold more"
+        );
+    }
+    Limits {
+        max,
+        budget,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        write_timeout: sockets.write_timeout,
+    }
+}
+
+/// The send buffer asked of every connection's socket (inherited from the listening socket;
+/// Linux doubles it for its bookkeeping, so 128 KiB). Without it the kernel grows a socket's
+/// buffer to 4 MiB for a client that never reads before a write ever waits: the write
+/// timeout never starts, and such clients pin gigabytes of kernel memory. Every answer
+/// (a 100-ID batch, `/metrics`) fits in it whole.
+pub const SEND_BUFFER_BYTES: u32 = 64 * 1024;
+
 /// The listen backlog: connections the kernel completes before the server accepts them.
 /// tokio's `TcpListener::bind` asks for 128; a burst of more new connections than that (a
 /// flood of slow clients, a fleet of clients reconnecting after a restart) overflowed it,
@@ -192,7 +270,8 @@ async fn serve_with_config<H, F>(
 /// The kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 1024;
 
-/// Binds a listening socket with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio does).
+/// Binds a listening socket with [`LISTEN_BACKLOG`], [`SEND_BUFFER_BYTES`] (and
+/// `SO_REUSEADDR`, as tokio does).
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -200,6 +279,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -209,9 +289,12 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub std::net::IpAddr);
 
-/// Serves one connection until it ends or the registry asks it to close.
+/// Serves one connection until it ends or the registry asks it to close: at shutdown it may
+/// finish what is in flight; evicted or timed out, it has [`connections::CLOSE_GRACE`] to,
+/// then it is dropped (its socket `fd` reset, freeing the descriptor at once).
 async fn connection<I, H, F>(
     io: I,
+    fd: RawFd,
     peer: std::net::SocketAddr,
     registered: Registered,
     builder: http1::Builder,
@@ -237,22 +320,28 @@ async fn connection<I, H, F>(
     let connection =
         builder.serve_connection(TokioIo::new(TrackedIo::new(io, conn.clone())), service);
     tokio::pin!(connection);
-    tokio::select! {
-        ended = connection.as_mut() => {
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        how = conn.closing() => {
-            if how == Close::Graceful {
-                connection.as_mut().graceful_shutdown();
-                if let Err(e) = connection.await {
+    let mut asked = None;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                break;
+            }
+            how = conn.closing(asked) => {
+                if how == Close::Now {
+                    descriptors::reset_on_close(fd);
+                    break;
+                }
+                if asked.is_none() {
+                    connection.as_mut().graceful_shutdown();
+                }
+                asked = Some(how);
             }
         }
     }
-    drop(registered);
+    // `registered` (a parameter) is dropped after the connection, once its socket is closed.
 }
 
 #[cfg(test)]

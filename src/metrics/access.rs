@@ -45,6 +45,8 @@ pub struct AccessMetrics {
     pub connections_evicted: Counter,
     pub connections_refused: Counter,
     pub connections_timed_out: Counter,
+    pub connections_closed_hard: Counter,
+    pub accept_errors: Counter,
     pub tls_reload_failures: Counter,
 }
 
@@ -71,6 +73,8 @@ impl AccessMetrics {
             connections_evicted: Counter::default(),
             connections_refused: Counter::default(),
             connections_timed_out: Counter::default(),
+            connections_closed_hard: Counter::default(),
+            accept_errors: Counter::default(),
             tls_reload_failures: Counter::default(),
         };
         registry.register(
@@ -137,18 +141,33 @@ impl AccessMetrics {
         );
         registry.register(
             "connections_evicted",
-            "Idle connections closed to make room for a new one at --max-connections",
+            "Connections closed to make room for a new one at --max-connections (idle first, \
+             then handshaking or reading a head, then the longest busy)",
             m.connections_evicted.clone(),
         );
         registry.register(
             "connections_refused",
-            "Connections refused at accept because --max-connections were all busy",
+            "Connections refused at accept because every descriptor of the budget was held by \
+             connections already being dropped",
             m.connections_refused.clone(),
         );
         registry.register(
             "connections_timed_out",
-            "Connections closed by the header-read or the keep-alive idle timeout",
+            "Connections closed by the header-read (or TLS handshake), keep-alive idle or write \
+             timeout",
             m.connections_timed_out.clone(),
+        );
+        registry.register(
+            "connections_closed_hard",
+            "Connections dropped without a clean close: the grace after eviction or the idle \
+             timeout over, a head, handshake or write timed out, descriptors short",
+            m.connections_closed_hard.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (out of descriptors, or a connection gone before it was taken); \
+             logged once a second at most",
+            m.accept_errors.clone(),
         );
         registry.register(
             "tls_reload_failures",

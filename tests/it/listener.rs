@@ -15,7 +15,10 @@ use crate::cli::{assert_clean_failure, eligd, eligd_bin, http_get, serve_command
 use crate::feed::{metric, wait_for};
 
 /// A self-signed certificate for localhost and 127.0.0.1, written as PEM; returns its DER.
-fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+pub(crate) fn certificate(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert = dir.join(format!("{name}.crt"));
@@ -26,7 +29,7 @@ fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBu
 }
 
 /// GET `path` over TLS, trusting only `trusted`; `Err` when the handshake fails.
-async fn https_get(addr: &str, trusted: &[u8], path: &str) -> Result<String, String> {
+pub(crate) async fn https_get(addr: &str, trusted: &[u8], path: &str) -> Result<String, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from(trusted.to_vec()))

@@ -31,6 +31,7 @@ mod redis_tls;
 mod scale_out;
 mod sentinel;
 mod silence;
+mod sockets;
 mod startup;
 mod status_page;
 mod support;

@@ -1,0 +1,181 @@
+//! The registry's eviction order, descriptor budget, timeouts and grace.
+
+use super::*;
+
+fn limits(max: usize, budget: usize) -> Limits {
+    Limits {
+        max,
+        budget,
+        header_read_timeout: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(100),
+        write_timeout: Duration::from_millis(80),
+    }
+}
+
+fn registry(max: usize) -> Arc<Registry> {
+    Registry::new(limits(max, max * 2), ConnectionMetrics::default())
+}
+
+fn asked(r: &Registered) -> u8 {
+    r.conn.close.load(Ordering::Acquire)
+}
+
+const SOON: u8 = Close::Soon as u8;
+const NOW: u8 = Close::Now as u8;
+
+fn tick() {
+    std::thread::sleep(Duration::from_millis(3));
+}
+
+#[test]
+fn at_the_limit_idle_goes_first_then_handshakes_and_heads_then_the_oldest_busy() {
+    let r = registry(3);
+    let busy = r.admit(false).unwrap();
+    busy.conn.busy();
+    tick();
+    let head = r.admit(false).unwrap();
+    head.conn.set(READING_HEAD);
+    tick();
+    let idle = r.admit(false).unwrap();
+    tick();
+    let handshake = r.admit(true).unwrap();
+    assert_eq!(asked(&idle), SOON, "the idle one went first");
+    assert_eq!((asked(&busy), asked(&head)), (0, 0));
+    assert_eq!(
+        (r.live(), r.open()),
+        (3, 4),
+        "the evicted one is held until dropped"
+    );
+    let newer_busy = r.admit(false).unwrap();
+    newer_busy.conn.busy();
+    assert_eq!(
+        asked(&head),
+        SOON,
+        "then the oldest handshaking or reading a head"
+    );
+    let a = r.admit(false).unwrap();
+    a.conn.busy();
+    assert_eq!(asked(&handshake), SOON);
+    let _b = r.admit(false).unwrap();
+    assert_eq!(asked(&busy), SOON, "then the busy one, oldest first");
+    assert_eq!(asked(&newer_busy), 0);
+    assert_eq!(r.metrics.evicted.get(), 4);
+    assert_eq!(r.metrics.refused.get(), 0);
+    drop((idle, head, handshake, busy));
+    assert_eq!((r.live(), r.open()), (3, 3));
+}
+
+#[test]
+fn evictions_from_one_scan_still_take_the_longest_idle_first() {
+    let r = registry(3);
+    let a = r.admit(false).unwrap();
+    tick();
+    let b = r.admit(false).unwrap();
+    tick();
+    let c = r.admit(false).unwrap();
+    // The first eviction scans: a, b, c are the candidates, oldest first.
+    let d = r.admit(false).unwrap();
+    assert_eq!(asked(&a), SOON, "a, the oldest, went first");
+    // b is busy, then idle again: newer than c and d now, so c goes next, then d.
+    b.conn.busy();
+    tick();
+    b.conn.idle();
+    let e = r.admit(false).unwrap();
+    assert_eq!(asked(&c), SOON, "c was idle the longest");
+    assert_eq!(asked(&b), 0);
+    let f = r.admit(false).unwrap();
+    assert_eq!(asked(&d), SOON, "d, idle since before b");
+    assert_eq!(asked(&b), 0);
+    assert_eq!(r.metrics.evicted.get(), 3);
+    drop((e, f));
+}
+
+#[test]
+fn at_the_descriptor_budget_the_oldest_closing_connection_is_dropped_now() {
+    let r = Registry::new(limits(2, 3), ConnectionMetrics::default());
+    let a = r.admit(false).unwrap();
+    tick();
+    let b = r.admit(false).unwrap();
+    tick();
+    let c = r.admit(false).unwrap();
+    assert_eq!(asked(&a), SOON);
+    assert_eq!(r.open(), 3, "a still holds its socket");
+    let d = r.admit(false).unwrap();
+    assert_eq!(asked(&b), SOON, "b evicted for d");
+    assert_eq!(
+        asked(&a),
+        NOW,
+        "a, closing the longest, dropped to stay in budget"
+    );
+    assert_eq!(r.metrics.closed_hard.get(), 1);
+    r.descriptors_short();
+    assert_eq!(
+        asked(&b),
+        NOW,
+        "descriptors short: every closing one dropped"
+    );
+    // Room for a live one, but every socket of the budget is live or being dropped: refused.
+    drop(d);
+    assert!(r.admit(false).is_none());
+    assert_eq!(r.metrics.refused.get(), 1);
+    drop((a, b));
+    assert!(r.admit(false).is_some());
+    drop(c);
+}
+
+#[test]
+fn the_sweeper_times_out_heads_handshakes_idle_and_stalled_writes_and_ends_the_grace() {
+    let r = registry(10);
+    let idle = r.admit(false).unwrap();
+    let slow = r.admit(false).unwrap();
+    slow.conn.set(READING_HEAD);
+    let handshake = r.admit(true).unwrap();
+    let busy = r.admit(false).unwrap();
+    busy.conn.busy();
+    let stalled = r.admit(false).unwrap();
+    stalled.conn.busy();
+    stalled.conn.note_write(&Poll::<()>::Pending);
+    let writing = r.admit(false).unwrap();
+    writing.conn.busy();
+    writing.conn.note_write(&Poll::<()>::Pending);
+    std::thread::sleep(Duration::from_millis(70));
+    writing.conn.note_write(&Poll::Ready(()));
+    r.sweep();
+    assert_eq!((asked(&slow), asked(&handshake)), (NOW, NOW));
+    assert_eq!(asked(&idle), 0, "not idle long enough");
+    std::thread::sleep(Duration::from_millis(50));
+    r.sweep();
+    assert_eq!(asked(&idle), SOON, "idle: finish within the grace");
+    assert_eq!(
+        asked(&stalled),
+        NOW,
+        "a write waiting past the write timeout"
+    );
+    assert_eq!(asked(&writing), 0, "its write went through");
+    assert_eq!(asked(&busy), 0, "a busy one is never timed out");
+    assert_eq!(r.metrics.timed_out.get(), 4);
+    assert_eq!((r.live(), r.open()), (2, 6));
+    drop((slow, handshake, stalled));
+    assert_eq!(r.open(), 3);
+    // The grace over, the idle one is dropped.
+    std::thread::sleep(CLOSE_GRACE + Duration::from_millis(20));
+    r.sweep();
+    assert_eq!(asked(&idle), NOW);
+    drop((idle, busy, writing));
+    assert_eq!(r.open(), 0);
+}
+
+#[tokio::test]
+async fn closing_waits_for_a_firmer_ask() {
+    let r = registry(4);
+    let a = r.admit(false).unwrap();
+    r.close_all();
+    assert_eq!(a.conn.closing(None).await, Close::Graceful);
+    let conn = Arc::clone(&a.conn);
+    let firmer = tokio::spawn(async move { conn.closing(Some(Close::Graceful)).await });
+    tokio::task::yield_now().await;
+    assert!(!firmer.is_finished());
+    r.lock().send_off(a.id, Close::Now);
+    assert_eq!(firmer.await.unwrap(), Close::Now);
+    assert_eq!(r.live(), 0);
+}
