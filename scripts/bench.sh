@@ -3,7 +3,7 @@
 # command").
 #
 # Builds release, then runs `bench` on core 1 (the client) while it starts, on core 0, eligd
-# as deployed (keys and the audit log on), a bare hyper server, a private redis-server and a
+# as deployed (keys and the audit log on), the same build without them, a bare hyper server, a private redis-server and a
 # private PostgreSQL; the same closed-loop client measures each, then the open-loop realistic
 # mix runs at 700/s and swept to the highest rate that keeps p99 ≤ 2 ms. Prints the budget
 # table, writes target/bench/bench.json (and the sweeps beside it), draws the latency plot
@@ -13,7 +13,8 @@
 # Usage: scripts/bench.sh [bench flags…]   e.g. scripts/bench.sh --rounds 5 --seconds 5
 # Flags: --members N (1000000), --rounds N (3), --seconds S (5), --connections N (64),
 #        --open-loop off, --open-loop-seconds S (15), --out FILE, and the budgets
-#        --hello-ratio 0.9, --redis-ratio 1.2, --postgres-ratio 3, --handler-p99-us 25,
+#        --hello-ratio 0.9, --redis-ratio 1.2, --postgres-ratio 3, --audit-ratio 0.9 (keys +
+#        audit against the same build without), --handler-p99-us 25,
 #        --open-loop-p99-ratio 1.25.
 # Needs: taskset (util-linux), redis-server, PostgreSQL 15 server binaries, 2 cores.
 set -euo pipefail

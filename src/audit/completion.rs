@@ -51,6 +51,11 @@ impl Completion {
         }
     }
 
+    /// Whether none of the records was dropped with a failed write.
+    pub fn written(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+    }
+
     /// Records still waiting for the writer.
     pub fn pending(&self) -> u32 {
         self.pending.load(Ordering::Acquire)

@@ -243,8 +243,10 @@ pub(crate) struct Queue {
     epoch: std::time::Instant,
     closing: AtomicBool,
     reason: Mutex<String>,
-    writer: std::sync::OnceLock<std::thread::Thread>,
+    thread: std::sync::OnceLock<std::thread::Thread>,
     pub(crate) refusals: refusals::Table,
+    /// The file and what writing it needs; whoever holds it writes (`writer.rs`).
+    pen: std::sync::OnceLock<Mutex<writer::Writer>>,
 }
 
 impl Queue {
@@ -261,8 +263,46 @@ impl Queue {
             epoch: std::time::Instant::now(),
             closing: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
-            writer: std::sync::OnceLock::new(),
+            thread: std::sync::OnceLock::new(),
             refusals: refusals::Table::default(),
+            pen: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Runs `f` holding the pen (waiting for it); `None` before the log is open.
+    fn with_pen<T>(&self, f: impl FnOnce(&mut writer::Writer) -> T) -> Option<T> {
+        let pen = self.pen.get()?;
+        let mut w = pen.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&mut w))
+    }
+
+    /// Writes everything queued if the pen is free (`blocking`: waits for it), and, for the
+    /// writer thread (`blocking`), the once-a-second work (all of it when `closing`).
+    /// Returns whether this call held the pen until the queue was empty; `false` when
+    /// another holds it, who looks at the queue again when it lets go, so a record queued
+    /// meanwhile is never left behind.
+    pub(crate) fn write_queued(&self, blocking: bool, closing: bool) -> bool {
+        let Some(pen) = self.pen.get() else {
+            return false;
+        };
+        loop {
+            let mut w = if blocking {
+                pen.lock().unwrap_or_else(|p| p.into_inner())
+            } else {
+                match pen.try_lock() {
+                    Ok(w) => w,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return false,
+                }
+            };
+            w.drain(self);
+            if blocking {
+                w.every_second(self, closing);
+            }
+            drop(w);
+            if self.is_empty() {
+                return true;
+            }
         }
     }
 
@@ -292,8 +332,8 @@ impl Queue {
     }
 
     fn wake(&self) {
-        if let Some(writer) = self.writer.get() {
-            writer.unpark();
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
         }
     }
 
@@ -379,15 +419,10 @@ impl AuditLog {
     ) -> std::io::Result<AuditLog> {
         let queue = Arc::new(Queue::new());
         let (finished, done) = mpsc::channel();
-        let thread = writer::spawn(
-            path.to_path_buf(),
-            options,
-            Arc::clone(&queue),
-            counters,
-            key.clone(),
-            finished,
-        )?;
-        let _ = queue.writer.set(thread);
+        let pen = writer::open_pen(path.to_path_buf(), &options, counters, key.clone())?;
+        let _ = queue.pen.set(Mutex::new(pen));
+        let thread = writer::spawn(Arc::clone(&queue), finished)?;
+        let _ = queue.thread.set(thread);
         Ok(AuditLog {
             key,
             queue,
@@ -416,20 +451,42 @@ impl AuditLog {
         if q.failing.load(Ordering::Acquire) && !q.probe() {
             return Err(Unavailable::Failing);
         }
+        let waiting = completion::current();
+        let unwaited = waiting.is_none();
         {
             let shard = q.mine();
             let mut pending = shard.lock();
             if pending.len() >= QUEUE_CAPACITY {
+                if let Some(waiting) = waiting {
+                    // Counted on the request but never queued: not waited for.
+                    waiting.done(false);
+                }
                 return Err(Unavailable::QueueFull);
             }
-            pending.push((record, completion::current()));
+            pending.push((record, waiting));
             shard.queued.store(pending.len(), Ordering::Release);
         }
-        // Usually the writer is gathering, not parked: a plain load then, no read-modify-write.
-        if q.parked.load(Ordering::Acquire) && q.parked.swap(false, Ordering::AcqRel) {
+        // A request waiting for its record writes it itself (`wait_for`); the writer thread is
+        // woken only for a record nobody waits for. Usually it is not parked: a plain load
+        // then, no read-modify-write.
+        if unwaited && q.parked.load(Ordering::Acquire) && q.parked.swap(false, Ordering::AcqRel) {
             q.wake();
         }
         Ok(())
+    }
+
+    /// Waits until the writer is done with a request's records (`records`, from
+    /// [`completion::Captured`]); `true` when every one was written. After one yield (the
+    /// worker's other requests add their records meanwhile), the request writes everything
+    /// queued itself if nobody holds the pen, else waits to be told.
+    pub async fn wait_for(&self, records: Arc<completion::Completion>) -> bool {
+        if records.pending() > 0 {
+            tokio::task::yield_now().await;
+        }
+        if records.pending() > 0 && !self.queue.write_queued(false, false) {
+            return records.wait().await;
+        }
+        records.written()
     }
 
     /// Counts a request refused before the index: written as part of an aggregated line

@@ -1,18 +1,23 @@
-//! The audit writer: one thread that takes records off the queue in batches, computes their
-//! subjects (the HMAC), appends them to the file as JSON lines with one `write` per batch,
-//! and then tells every request of the batch that its records are with the operating system
-//! (group commit: a request's answer waits for that, `completion.rs`). What arrives while a
-//! batch is written is the next batch, so under load a batch is as large as the number of
-//! requests in flight, and an idle log writes a record within microseconds.
+//! The audit writer: whoever holds the pen takes every record queued, computes their subjects
+//! (the HMAC), appends them to the file as JSON lines with one `write`, and then tells every
+//! request of the batch that its records are with the operating system (group commit: a
+//! request's answer waits for that, `completion.rs`).
 //!
-//! The thread runs under `SCHED_BATCH`: waking it never preempts a request worker, so on a
-//! busy core it writes when the workers have nothing left to run (every request waiting for
-//! its record), which is when a batch is largest.
+//! The pen is taken by a **request waiting for its record** (`Queue::lead`), on its own
+//! worker: after one yield, so that the worker's other requests add theirs first, the first
+//! waiting request that finds the pen free writes the whole queue, then looks again, and
+//! everyone else waits to be told. Under load a batch is as large as the requests a worker
+//! ran in one pass, and no record crosses to another thread, so a batch costs one `write`
+//! and no context switch. A stalled disk holds at most one worker (the pen's holder); the
+//! others keep answering `/healthz` and park their inquiries.
 //!
-//! Once a second it also writes the aggregated refusals (`refusals.rs`), syncs the file
-//! (`--audit-fsync-ms`), measures the volume, and after a rotation removes the oldest
-//! rotated files past `--audit-keep-bytes` (`retention.rs`). Files are created 0600 (0640
-//! with `--audit-group-readable`), and an existing log with a looser mode is narrowed.
+//! A thread of its own (`eligd-audit`, under `SCHED_BATCH` so it never preempts a worker)
+//! writes what nobody waits for (records made outside a request: tools, tests), and once a
+//! second the aggregated refusals (`refusals.rs`); it syncs the file (`--audit-fsync-ms`),
+//! measures the volume, and writes everything left at close. After a rotation the oldest
+//! rotated files past `--audit-keep-bytes` are removed (`retention.rs`). Files are created
+//! 0600 (0640 with `--audit-group-readable`), and an existing log with a looser mode is
+//! narrowed.
 //!
 //! A failed write (disk full, permissions, a removed mount) drops the batch: its requests
 //! are answered 503 `audit_unavailable` instead (an answer that is not recorded is not
@@ -35,17 +40,17 @@ use super::{retention, AuditCounters, AuditKey, AuditOptions, Queue, Queued, Rec
 /// While writes keep failing, the failure is logged again at most this often (each retry is
 /// still counted in `eligd_audit_write_errors_total`).
 const LOG_AGAIN: Duration = Duration::from_secs(60);
-/// The longest the writer parks while idle (its once-a-second work still runs).
+/// The longest the writer thread parks while idle (its once-a-second work still runs).
 const IDLE_PARK: Duration = Duration::from_millis(200);
 
-pub(super) fn spawn(
+/// Opens the log and makes the pen; the caller installs it in the queue, then starts the
+/// thread with [`spawn`].
+pub(super) fn open_pen(
     path: PathBuf,
-    options: AuditOptions,
-    queue: Arc<Queue>,
+    options: &AuditOptions,
     counters: AuditCounters,
     key: AuditKey,
-    finished: Sender<()>,
-) -> std::io::Result<std::thread::Thread> {
+) -> std::io::Result<Writer> {
     let mode = if options.group_readable { 0o640 } else { 0o600 };
     let file = open(&path, mode)?;
     let meta = file.metadata()?;
@@ -67,23 +72,53 @@ pub(super) fn spawn(
         unsynced: false,
         synced: Instant::now(),
         next_second: Instant::now() + refusals::WINDOW,
-        queue,
         counters,
         key_id: key.id(),
         key,
         failing: None,
         second: (i64::MIN, String::new()),
+        batch: Vec::with_capacity(1024),
+        lines: String::with_capacity(1 << 16),
     };
     writer.retain();
     writer.measure_volume();
+    Ok(writer)
+}
+
+/// Starts the writer thread (the queue holds the pen already).
+pub(super) fn spawn(
+    queue: Arc<Queue>,
+    finished: Sender<()>,
+) -> std::io::Result<std::thread::Thread> {
     let handle = std::thread::Builder::new()
         .name("eligd-audit".into())
         .spawn(move || {
             batch_scheduling();
-            writer.run();
+            run(&queue);
             let _ = finished.send(());
         })?;
     Ok(handle.thread().clone())
+}
+
+/// The writer thread: until the log is closed, writes what is queued and nobody leads,
+/// and does the once-a-second work; at close, everything left.
+fn run(queue: &Queue) {
+    loop {
+        if queue.is_closing() && queue.is_empty() {
+            break;
+        }
+        // Park until an unwaited record or the close arrives (the check after announcing it
+        // catches one that came in between), or the second is over.
+        queue.parking();
+        if queue.is_empty() && !queue.is_closing() {
+            let due = queue
+                .with_pen(|w| w.next_second.saturating_duration_since(Instant::now()))
+                .unwrap_or(IDLE_PARK);
+            std::thread::park_timeout(due.min(IDLE_PARK));
+        }
+        queue.write_queued(true, false);
+    }
+    queue.write_queued(true, true);
 }
 
 /// Puts the calling thread under `SCHED_BATCH` (no wake-up preemption); best effort.
@@ -102,7 +137,8 @@ fn open(path: &Path, mode: u32) -> std::io::Result<File> {
         .open(path)
 }
 
-struct Writer {
+/// The pen: the file and what writing it needs. One holder at a time (`Queue::pen`).
+pub(super) struct Writer {
     path: PathBuf,
     max_bytes: u64,
     keep_bytes: u64,
@@ -117,7 +153,6 @@ struct Writer {
     synced: Instant,
     /// When the refusals are written next.
     next_second: Instant,
-    queue: Arc<Queue>,
     counters: AuditCounters,
     key: AuditKey,
     key_id: String,
@@ -125,69 +160,57 @@ struct Writer {
     failing: Option<(Instant, Instant)>,
     /// The last whole second formatted (`2026-11-28T08:00:01`), reused by every record of it.
     second: (i64, String),
+    /// Reused between batches.
+    batch: Vec<Queued>,
+    lines: String,
 }
 
 impl Writer {
-    /// Writes batches until the log is closed and everything queued is written.
-    fn run(&mut self) {
-        let mut batch: Vec<Queued> = Vec::with_capacity(4096);
-        let mut lines = String::with_capacity(1 << 20);
-        loop {
-            if self.queue.is_empty() {
-                if self.queue.is_closing() {
-                    break;
-                }
-                // Park until a record (or the close) arrives; the check after announcing it
-                // catches one that came in between.
-                self.queue.parking();
-                if self.queue.is_empty() && !self.queue.is_closing() {
-                    let due = self.next_second.saturating_duration_since(Instant::now());
-                    std::thread::park_timeout(due.min(IDLE_PARK));
-                }
-                self.every_second(false);
-                continue;
-            }
-            self.queue.take(&mut batch);
+    /// Writes everything queued, batch by batch, and tells each record's request.
+    pub(super) fn drain(&mut self, queue: &Queue) {
+        while !queue.is_empty() {
+            let mut batch = std::mem::take(&mut self.batch);
+            let mut lines = std::mem::take(&mut self.lines);
+            queue.take(&mut batch);
             lines.clear();
             for (record, _) in &batch {
                 self.format_line(record, &mut lines);
             }
-            let written = self.write(&lines);
+            let written = self.write(queue, &lines);
             let n = batch.len() as u64;
-            for (record, done) in batch.drain(..) {
+            if !written {
+                for (record, _) in &batch {
+                    queue.refusals.add(unavailable(record));
+                }
+            }
+            for (_, done) in batch.drain(..) {
                 if let Some(done) = done {
                     done.done(written);
                 }
-                if !written {
-                    self.queue.refusals.add(unavailable(&record));
-                }
             }
-            self.queue.finished();
+            queue.finished();
             if written {
                 self.counters.written.inc_by(n);
             }
-            self.every_second(false);
-        }
-        self.every_second(true);
-        if let Some(file) = &self.file {
-            let _ = file.sync_all();
+            self.batch = batch;
+            self.lines = lines;
         }
     }
 
     /// The once-a-second work (or all of it now, at close): the refusals' lines, the sync,
     /// the volume's free space.
-    fn every_second(&mut self, now: bool) {
+    pub(super) fn every_second(&mut self, queue: &Queue, now: bool) {
         let at = Instant::now();
         if now || at >= self.next_second {
             self.next_second = at + refusals::WINDOW;
-            let window = self.queue.refusals.take();
+            let window = queue.refusals.take();
             if !window.is_empty() {
                 let mut lines = String::new();
                 refusals::write_lines(&window, SystemTime::now(), &mut lines);
-                if self.write(&lines) {
+                if self.write(queue, &lines) {
                     self.counters.refusals.inc_by(window.total());
                 } else {
-                    self.queue.refusals.restore(window);
+                    queue.refusals.restore(window);
                 }
             }
             self.measure_volume();
@@ -228,7 +251,7 @@ impl Writer {
 
     /// Appends `lines` (whole lines), rotating first when they would pass the size limit.
     /// Returns whether they were written; on failure the log is marked failing.
-    fn write(&mut self, lines: &str) -> bool {
+    fn write(&mut self, queue: &Queue, lines: &str) -> bool {
         let result = self.try_write(lines.as_bytes());
         match result {
             Ok(()) => {
@@ -236,7 +259,7 @@ impl Writer {
                     tracing::info!(path = %self.path.display(), failed_for_secs = since.elapsed().as_secs(),
                         "audit log: written again; inquiries are answered");
                 }
-                self.queue.set_failing(None);
+                queue.set_failing(None);
                 if self.fsync_every.is_zero() {
                     if let Some(file) = &self.file {
                         let _ = file.sync_data();
@@ -265,7 +288,7 @@ impl Writer {
                     tracing::error!(path = %self.path.display(), error = %e,
                         "audit log: write failed; inquiries are refused until it succeeds (tried again every 200 ms, logged once a minute)");
                 }
-                self.queue.set_failing(Some(e.to_string()));
+                queue.set_failing(Some(e.to_string()));
                 // Open the path again next time: it may be somewhere writable by then.
                 self.file = None;
                 false

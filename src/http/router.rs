@@ -33,9 +33,10 @@ pub async fn handle(
     // the answer leaves (group commit, `audit::completion`).
     let ((route, channel, reply), records) =
         crate::audit::completion::Captured::new(dispatch(state, request, peer, started)).await;
-    let written = match records {
-        Some(records) => records.wait().await,
-        None => true,
+    let written = match (records, state.audit()) {
+        (Some(records), Some(audit)) => audit.wait_for(records).await,
+        (Some(records), None) => records.wait().await,
+        (None, _) => true,
     };
     let reply = if written {
         reply

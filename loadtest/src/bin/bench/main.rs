@@ -2,7 +2,8 @@
 //! release and runs it pinned; see docs/performance.md, "The bench command").
 //!
 //! Servers, all pinned to core 0 (`--server-cores`): eligd as deployed (keys and the audit
-//! log on, `--members` synthetic members), a bare hyper 1 server answering a fixed JSON body
+//! log on, `--members` synthetic members), the same build with neither (what keys and the
+//! audit log's group commit cost), a bare hyper 1 server answering a fixed JSON body
 //! as long as eligd's answer (`hello-server`), a private `redis-server` answering `GET` of
 //! answer-sized values, and a private PostgreSQL answering a prepared point select of an
 //! answer-sized row. This process is the client; run it on core 1 (the script does).
@@ -11,7 +12,9 @@
 //! `--connections` connections, one request in flight on each) loads every server in turn
 //! for `--seconds`. A round's ratios compare runs seconds apart; the budgets take the median
 //! of the rounds. CPU per answer comes from the server process's CPU time over its runs.
-//! eligd's handler p99 comes from its own histogram (`/metrics`, before and after).
+//! eligd's handler p99 comes from its own histogram (`/metrics`, before and after) in the
+//! build without keys and audit: with the audit log, the histogram includes the wait for
+//! the answer's line to be written (group commit), measured by the two audit budgets.
 //!
 //! Open loop: the realistic mix (`loadtest::mix`) at 700/s against eligd and the bare
 //! server, then each at rising rates until p99 passes 2 ms (the highest rate within it is
@@ -30,7 +33,7 @@ use loadtest::open_loop::{self, RunSummary};
 use loadtest::Budget;
 
 use open::{highest_within, open_rounds, OPEN_LOOP_CONNECTIONS};
-use peers::{closed_rounds, start, ELIGD, HELLO, POSTGRES, REDIS};
+use peers::{closed_rounds, start, ELIGD, ELIGD_PLAIN, HELLO, POSTGRES, REDIS};
 
 pub(crate) struct Args {
     eligd: PathBuf,
@@ -50,6 +53,7 @@ pub(crate) struct Budgets {
     hello: f64,
     redis: f64,
     postgres: f64,
+    audit: f64,
     handler_p99_us: f64,
     open_loop_p99: f64,
     p99_target_ms: f64,
@@ -71,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             hello: 0.9,
             redis: 1.2,
             postgres: 3.0,
+            audit: 0.9,
             handler_p99_us: 25.0,
             open_loop_p99: 1.25,
             p99_target_ms: 2.0,
@@ -93,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
             "--hello-ratio" => b.hello = num()?,
             "--redis-ratio" => b.redis = num()?,
             "--postgres-ratio" => b.postgres = num()?,
+            "--audit-ratio" => b.audit = num()?,
             "--handler-p99-us" => b.handler_p99_us = num()?,
             "--open-loop-p99-ratio" => b.open_loop_p99 = num()?,
             _ => return Ok(false),
@@ -130,12 +136,19 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         args.members, started.body_bytes, args.server_cores, args.connections, args.rounds, args.seconds
     );
     let c = closed_rounds(&args, &started).await?;
-    let names = ["hello", "eligd", "redis", "postgres"];
+    let names = ["hello", "eligd", "redis", "postgres", "eligd_plain"];
     let mut budget = Budget::default();
-    let (vs_hello, vs_redis, vs_pg) = (
+    let (vs_hello, vs_redis, vs_pg, vs_plain) = (
         ratio(&c.rates, ELIGD, HELLO),
         ratio(&c.rates, ELIGD, REDIS),
         ratio(&c.rates, ELIGD, POSTGRES),
+        ratio(&c.rates, ELIGD, ELIGD_PLAIN),
+    );
+    budget.at_least(
+        "closed-loop throughput, keys + audit (group commit) / the same build without",
+        vs_plain,
+        args.budgets.audit,
+        "×",
     );
     budget.at_least(
         "closed-loop throughput, eligd / hello-world",
@@ -157,7 +170,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     );
     let handler_us = c.handler_p99_s.map_or(f64::INFINITY, |s| s * 1e6);
     budget.at_most(
-        "eligd handler p99 (upper bound of its histogram bucket)",
+        "eligd handler p99, without keys and audit (upper bound of its histogram bucket)",
         handler_us,
         args.budgets.handler_p99_us,
         "µs",
@@ -184,7 +197,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         ));
     }
     json.push_str(&format!(
-        "  }},\n  \"ratios\": {{\"eligd_per_hello\": {vs_hello:.4}, \"eligd_per_redis\": {vs_redis:.4}, \"eligd_per_postgres\": {vs_pg:.4}}},\n  \"handler_p50_seconds_bound\": {},\n  \"handler_p99_seconds_bound\": {},\n",
+        "  }},\n  \"ratios\": {{\"eligd_per_hello\": {vs_hello:.4}, \"eligd_per_redis\": {vs_redis:.4}, \"eligd_per_postgres\": {vs_pg:.4}, \"eligd_per_eligd_plain\": {vs_plain:.4}}},\n  \"handler_p50_seconds_bound\": {},\n  \"handler_p99_seconds_bound\": {},\n",
         json_number(c.handler_p50_s),
         json_number(c.handler_p99_s)
     ));
@@ -235,7 +248,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             o.hello_sweep.iter().map(RunSummary::to_json).collect::<Vec<_>>().join(", "),
         ));
     }
-    for (i, name) in [(ELIGD, "eligd"), (HELLO, "hello-world")] {
+    for (i, name) in [
+        (ELIGD, "eligd"),
+        (ELIGD_PLAIN, "eligd without keys and audit"),
+        (HELLO, "hello-world"),
+    ] {
         if let Some(us) = median_of(&c.cpu_us[i]) {
             println!("{name}: {us:.2} µs of server CPU per answer (median of rounds)");
         }
