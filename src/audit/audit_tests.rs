@@ -313,3 +313,31 @@ async fn a_request_waits_until_its_record_is_written() {
     assert_eq!(log.queue_depth(), 0);
     assert!(log.close(Duration::from_secs(5)));
 }
+
+#[test]
+fn the_depth_counts_what_the_writer_holds() {
+    let queue = Queue::new();
+    let codes = crate::tracking::TrackingCodes::new(1).unwrap();
+    for shard in &queue.shards {
+        let mut pending = shard.lock();
+        pending.push((
+            Record {
+                tracking: codes.next(),
+                ..record(0, None)
+            },
+            None,
+        ));
+        shard.queued.store(pending.len(), Ordering::Release);
+    }
+    assert_eq!(queue.depth(), QUEUE_SHARDS);
+    let mut taken = Vec::new();
+    queue.take(&mut taken);
+    assert!(queue.is_empty());
+    assert_eq!(
+        queue.depth(),
+        QUEUE_SHARDS,
+        "taken but not written: still counted"
+    );
+    queue.finished();
+    assert_eq!(queue.depth(), 0);
+}

@@ -533,7 +533,7 @@ impl AuditLog {
             Some(done) => done.recv_timeout(timeout).is_ok(),
             None => true,
         };
-        finished && self.queue.depth() == 0
+        finished && self.queue.depth() == 0 && self.queue.refusals.pending() == 0
     }
 }
 

@@ -34,7 +34,12 @@ use tokio::sync::Notify;
 const IDLE: u8 = 0;
 const READING_HEAD: u8 = 1;
 const BUSY: u8 = 2;
+/// A TLS handshake under way: the client has sent something.
 const HANDSHAKE: u8 = 3;
+/// A TLS connection that has not sent a byte yet: as good as idle, and evicted with the
+/// idle ones (400 connections that never say hello must not push out a client whose
+/// ClientHello is on its way).
+const SILENT_HANDSHAKE: u8 = 4;
 
 /// How long an evicted or timed-out connection gets to finish (graceful close) before it is
 /// dropped: an honest answer in flight is written in milliseconds.
@@ -101,7 +106,10 @@ impl Conn {
 
     /// The TLS handshake finished: idle until the first request's first byte.
     pub fn handshaken(&self) {
-        if self.state.load(Ordering::Acquire) == HANDSHAKE {
+        if matches!(
+            self.state.load(Ordering::Acquire),
+            HANDSHAKE | SILENT_HANDSHAKE
+        ) {
             self.set(IDLE);
         }
     }
@@ -164,7 +172,7 @@ const EVICT_BATCH: usize = 256;
 /// The rank of a state for eviction: lower goes first.
 fn rank(state: u8) -> u8 {
     match state {
-        IDLE => 0,
+        IDLE | SILENT_HANDSHAKE => 0,
         HANDSHAKE | READING_HEAD => 1,
         _ => 2,
     }
@@ -304,7 +312,7 @@ impl Registry {
         }
         let now = self.now_ms();
         let conn = Arc::new(Conn {
-            state: AtomicU8::new(if handshake { HANDSHAKE } else { IDLE }),
+            state: AtomicU8::new(if handshake { SILENT_HANDSHAKE } else { IDLE }),
             since_ms: AtomicU64::new(now),
             close: AtomicU8::new(0),
             closing_since_ms: AtomicU64::new(0),
@@ -426,7 +434,7 @@ impl Registry {
                 let age = now.saturating_sub(c.since_ms.load(Ordering::Relaxed));
                 match c.state.load(Ordering::Acquire) {
                     IDLE if age > idle_ms => Close::Soon,
-                    READING_HEAD | HANDSHAKE if age > head_ms => Close::Now,
+                    READING_HEAD | HANDSHAKE | SILENT_HANDSHAKE if age > head_ms => Close::Now,
                     _ => continue,
                 }
             };

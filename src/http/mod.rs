@@ -187,6 +187,8 @@ async fn serve_with_config<H, F>(
                             None => connection(stream, fd, peer, registered, builder, handler).await,
                             Some(tls) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                                // Under TLS too, so a client's first handshake bytes are seen.
+                                let stream = TrackedIo::new(stream, Arc::clone(&registered.conn));
                                 let handshake = acceptor.accept(stream);
                                 tokio::pin!(handshake);
                                 // Evicted or timed out (the sweeper, at the header-read

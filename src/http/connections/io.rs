@@ -1,5 +1,6 @@
 //! A connection's IO as the registry sees it: when an idle connection starts sending a
-//! request head, and when a write starts waiting for a client that does not read.
+//! request head (or a TLS client its first handshake bytes), and when a write starts
+//! waiting for a client that does not read.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Conn, IDLE, READING_HEAD};
+use super::{Conn, HANDSHAKE, IDLE, READING_HEAD, SILENT_HANDSHAKE};
 
 /// A connection's IO, noting when an idle connection starts sending a request head, and
 /// when a write starts waiting for a client that does not read (the sweeper closes it after
@@ -32,8 +33,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for TrackedIo<I> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.conn.state.load(Ordering::Acquire) == IDLE {
-            self.conn.set(READING_HEAD);
+        if buf.filled().len() > before {
+            match self.conn.state.load(Ordering::Acquire) {
+                IDLE => self.conn.set(READING_HEAD),
+                // The ClientHello (or part of it) arrived: no longer silent.
+                SILENT_HANDSHAKE => self.conn.set(HANDSHAKE),
+                _ => {}
+            }
         }
         polled
     }

@@ -39,6 +39,8 @@ fn at_the_limit_idle_goes_first_then_handshakes_and_heads_then_the_oldest_busy()
     let idle = r.admit(false).unwrap();
     tick();
     let handshake = r.admit(true).unwrap();
+    // Its ClientHello arrived: a handshake under way, ranked with heads.
+    handshake.conn.set(HANDSHAKE);
     assert_eq!(asked(&idle), SOON, "the idle one went first");
     assert_eq!((asked(&busy), asked(&head)), (0, 0));
     assert_eq!(
@@ -63,6 +65,18 @@ fn at_the_limit_idle_goes_first_then_handshakes_and_heads_then_the_oldest_busy()
     assert_eq!(r.metrics.refused.get(), 0);
     drop((idle, head, handshake, busy));
     assert_eq!((r.live(), r.open()), (3, 3));
+}
+
+#[test]
+fn a_handshake_that_never_said_a_byte_goes_with_the_idle_ones() {
+    let r = registry(2);
+    let hello = r.admit(true).unwrap();
+    hello.conn.set(HANDSHAKE);
+    tick();
+    let silent = r.admit(true).unwrap();
+    let _newer = r.admit(true).unwrap();
+    assert_eq!(asked(&silent), SOON, "the silent one, though newer");
+    assert_eq!(asked(&hello), 0, "a client whose hello arrived stays");
 }
 
 #[test]
