@@ -46,7 +46,7 @@ pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ff
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a deterministic synthetic population as JSON Lines.
     DemoData(DemoDataArgs),
     /// Build or inspect snapshot files.

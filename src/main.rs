@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => run_async(commands::serve::run(args)),
+        Command::Serve(args) => run_async(commands::serve::run(*args)),
         Command::Relay(args) => run_async(commands::relay::run(args)),
         Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Snapshot(SnapshotCommand::Build(args)) => {

@@ -90,6 +90,7 @@ pub fn listener(args: &ServeArgs, state: &AppState) -> anyhow::Result<ListenerCo
         max_connections: args.max_connections as usize,
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        write_timeout: Duration::from_secs(args.write_timeout),
         metrics: connection_metrics(state),
     })
 }

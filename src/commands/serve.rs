@@ -54,14 +54,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
     // A Kubernetes Secret changes the keys file in place, without a signal.
     crate::auth::watch::spawn(Arc::clone(&state), stop_rx.clone());
-    let sockets = crate::http::SocketLimits {
-        write_timeout: Duration::from_secs(args.write_timeout),
-    };
-    let server = tokio::spawn(crate::http::serve_configured_with(
+    let server = tokio::spawn(crate::http::serve_configured(
         listener,
         Arc::clone(&state),
         listener_config,
-        sockets,
         stopped(stop_rx.clone()),
     ));
 

@@ -42,6 +42,9 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight is closed after this.
     pub idle_timeout: Duration,
+    /// A write that waits this long for a client to read is given up on (the connection is
+    /// dropped): a client that never reads its answers holds nothing longer.
+    pub write_timeout: Duration,
     pub metrics: ConnectionMetrics,
 }
 
@@ -52,24 +55,8 @@ impl Default for ListenerConfig {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            metrics: ConnectionMetrics::default(),
-        }
-    }
-}
-
-/// How long sockets may stall: kept apart from [`ListenerConfig`], which `commands::access`
-/// builds field by field.
-#[derive(Clone, Copy, Debug)]
-pub struct SocketLimits {
-    /// A write that waits this long for a client to read is given up on (the connection is
-    /// dropped): a client that never reads its answers holds nothing longer.
-    pub write_timeout: Duration,
-}
-
-impl Default for SocketLimits {
-    fn default() -> Self {
-        SocketLimits {
             write_timeout: Duration::from_secs(10),
+            metrics: ConnectionMetrics::default(),
         }
     }
 }
@@ -108,24 +95,13 @@ pub async fn serve_configured(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_configured_with(listener, state, config, SocketLimits::default(), shutdown).await
-}
-
-/// [`serve_configured`] with socket limits other than the defaults (`eligd serve`).
-pub async fn serve_configured_with(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    config: ListenerConfig,
-    sockets: SocketLimits,
-    shutdown: impl Future<Output = ()>,
-) {
     // One reference to the state for the rest of the process, read by every request, instead
     // of a reference taken and dropped per request: that count would be one word every
     // request on every core writes. `eligd serve` runs one server per process; an in-process
     // test server keeps its (small) state until the test process ends.
     let state: &'static AppState = Box::leak(Box::new(state));
     let handler = move |request, peer| handle(state, request, peer);
-    serve_with_config(listener, handler, config, sockets, shutdown).await
+    serve_with_config(listener, handler, config, shutdown).await
 }
 
 /// The server loop of [`serve`] around any handler (the relay's operations port uses it too).
@@ -134,21 +110,19 @@ where
     H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
-    let (config, sockets) = (ListenerConfig::default(), SocketLimits::default());
-    serve_with_config(listener, handler, config, sockets, shutdown).await
+    serve_with_config(listener, handler, ListenerConfig::default(), shutdown).await
 }
 
 async fn serve_with_config<H, F>(
     listener: TcpListener,
     handler: H,
     config: ListenerConfig,
-    sockets: SocketLimits,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(hyper::Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
-    let registry = Registry::new(limits(&config, sockets), config.metrics.clone());
+    let registry = Registry::new(limits(&config), config.metrics.clone());
     let mut accept_errors = descriptors::AcceptErrors::new(config.metrics.accept_errors.clone());
     let sweeper = {
         let registry = Arc::clone(&registry);
@@ -234,7 +208,7 @@ async fn serve_with_config<H, F>(
 
 /// The live connections and sockets the registry may hold: `--max-connections`, and the
 /// descriptor budget below `RLIMIT_NOFILE` (which also caps the connections, with a warning).
-fn limits(config: &ListenerConfig, sockets: SocketLimits) -> Limits {
+fn limits(config: &ListenerConfig) -> Limits {
     let limit = descriptors::nofile_limit();
     let budget = descriptors::budget(limit).unwrap_or(usize::MAX);
     let max = config.max_connections.min(budget);
@@ -252,7 +226,7 @@ fn limits(config: &ListenerConfig, sockets: SocketLimits) -> Limits {
         budget,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
-        write_timeout: sockets.write_timeout,
+        write_timeout: config.write_timeout,
     }
 }
 
