@@ -158,11 +158,7 @@ pub(crate) fn write_lines(window: &Window, now: SystemTime, out: &mut String) {
         out.push_str("{\"time\":\"");
         out.push_str(&time);
         out.push('.');
-        let millis = at.subsec_millis();
-        for _ in numbers.format(millis).len()..3 {
-            out.push('0');
-        }
-        out.push_str(numbers.format(millis));
+        super::writer::push_padded(out, at.subsec_millis(), 3);
         out.push_str("Z\",\"kind\":\"refusals\",\"seconds\":");
         out.push_str(numbers.format(seconds));
         match r.who {
@@ -179,16 +175,7 @@ pub(crate) fn write_lines(window: &Window, now: SystemTime, out: &mut String) {
             Who::Unknown => out.push_str(",\"client\":null,\"address\":null"),
             Who::Others => out.push_str(",\"client\":null,\"address\":\"others\""),
         }
-        for (name, value) in [
-            (",\"channel\":\"", r.channel),
-            ("\",\"route\":\"", r.route),
-            ("\",\"outcome\":\"", r.outcome),
-        ] {
-            out.push_str(name);
-            out.push_str(value);
-        }
-        out.push_str("\",\"status\":");
-        out.push_str(numbers.format(r.status));
+        super::writer::push_what(out, r.channel, r.route, r.outcome, r.status);
         out.push_str(",\"count\":");
         out.push_str(numbers.format(*count));
         out.push_str(",\"subject\":null}\n");

@@ -409,16 +409,13 @@ pub(super) fn write_line(
         }
         None => out.push_str("null"),
     }
-    for (name, value) in [
-        (",\"channel\":\"", record.channel),
-        ("\",\"route\":\"", record.route),
-        ("\",\"outcome\":\"", record.outcome),
-    ] {
-        out.push_str(name);
-        out.push_str(value);
-    }
-    out.push_str("\",\"status\":");
-    out.push_str(numbers.format(record.status));
+    push_what(
+        out,
+        record.channel,
+        record.route,
+        record.outcome,
+        record.status,
+    );
     // Milliseconds with three decimals, from whole microseconds.
     let micros = record.latency.as_micros().min(u128::from(u64::MAX)) as u64;
     out.push_str(",\"latency_ms\":");
@@ -443,8 +440,23 @@ pub(super) fn write_line(
     out.push_str("}\n");
 }
 
+/// `,"channel":…,"route":…,"outcome":…,"status":N` (values eligd produces: nothing to
+/// escape), shared by answer lines and refusal lines.
+pub(super) fn push_what(out: &mut String, channel: &str, route: &str, outcome: &str, status: u16) {
+    for (name, value) in [
+        (",\"channel\":\"", channel),
+        ("\",\"route\":\"", route),
+        ("\",\"outcome\":\"", outcome),
+    ] {
+        out.push_str(name);
+        out.push_str(value);
+    }
+    out.push_str("\",\"status\":");
+    out.push_str(itoa::Buffer::new().format(status));
+}
+
 /// `value` with leading zeros to `width` digits.
-fn push_padded(out: &mut String, value: u32, width: usize) {
+pub(super) fn push_padded(out: &mut String, value: u32, width: usize) {
     let mut numbers = itoa::Buffer::new();
     let digits = numbers.format(value);
     for _ in digits.len()..width {

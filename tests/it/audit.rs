@@ -18,7 +18,8 @@ use crate::feed::wait_for;
 
 pub(crate) const AUDIT_KEY: &str = "00112233445566778899aabbccddeeff";
 
-fn lines(path: &Path) -> Vec<Value> {
+/// The JSON lines of an audit log (none when it does not exist).
+pub(crate) fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

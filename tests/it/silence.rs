@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::access::{add_key, bearer};
-use crate::audit::AUDIT_KEY;
+use crate::audit::{lines, AUDIT_KEY};
 use crate::cli::{eligd_bin, http_get, terminate, Served};
 use crate::feed::wait_for;
 
@@ -64,6 +64,13 @@ impl Client {
         self.ask_once(method, path, headers, body)
     }
 
+    /// `GET` of a person the demo population does not hold (404, a line of its own), with
+    /// `auth` as the `Authorization` header.
+    fn lookup(&mut self, auth: &str) -> Option<Reply> {
+        let path = "/v1/members/0012345679/eligibility";
+        self.ask("GET", path, &[("authorization", auth)], b"")
+    }
+
     /// Sends one request; `None` when the server closed the connection.
     fn ask_once(
         &mut self,
@@ -108,14 +115,6 @@ impl Client {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// Bytes in `dir`'s files.
@@ -196,14 +195,7 @@ fn an_anonymous_flood_neither_fills_the_audit_disk_nor_silences_answers() {
     // An honest client is still answered, and the replica is ready.
     let auth = bearer(&key);
     let mut honest = Client::connect(&served.addr);
-    let a = honest
-        .ask(
-            "GET",
-            "/v1/members/0012345679/eligibility",
-            &[("authorization", &auth)],
-            b"",
-        )
-        .unwrap();
+    let a = honest.lookup(&auth).unwrap();
     assert_eq!(a.status, 404, "{}", a.body);
     assert_eq!(http_get(&served.addr, "/readyz").0, 200);
     assert!(terminate(&mut served).success());
@@ -295,6 +287,17 @@ fn every_refusal_costs_the_refused() {
     assert!(terminate(&mut served).success());
 }
 
+/// `serve_audited` with this test as the trusted proxy (`--trusted-proxies 127.0.0.1`).
+fn behind_a_trusted_proxy(extra: &[&str]) -> (tempfile::TempDir, Served) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    add_key(&keys, "clinic-1", "http", 10, &[]);
+    let mut args = vec!["--trusted-proxies", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let served = serve_audited(dir.path(), &keys, None, &args);
+    (dir, served)
+}
+
 /// Asks the public endpoint through a trusted proxy (this test) naming `forwarded` lines.
 fn ask_forwarded(c: &mut Client, lines: &[&str]) -> u16 {
     let mut headers = vec![("content-type", "application/json")];
@@ -311,22 +314,12 @@ fn ask_forwarded(c: &mut Client, lines: &[&str]) -> u16 {
 
 #[test]
 fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    add_key(&keys, "clinic-1", "http", 10, &[]);
-    let mut served = serve_audited(
-        dir.path(),
-        &keys,
-        None,
-        &[
-            "--trusted-proxies",
-            "127.0.0.1",
-            "--public-requests-per-minute",
-            "5",
-            "--public-requests-per-second",
-            "0",
-        ],
-    );
+    let (_dir, mut served) = behind_a_trusted_proxy(&[
+        "--public-requests-per-minute",
+        "5",
+        "--public-requests-per-second",
+        "0",
+    ]);
     let mut c = Client::connect(&served.addr);
     let answered = |statuses: Vec<u16>| statuses.iter().filter(|s| **s != 429).count();
     // A forged first line, and the line the proxy added (HAProxy `option forwardfor`).
@@ -355,20 +348,7 @@ fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
 
 #[test]
 fn the_public_ceiling_bounds_enumeration_from_many_addresses() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    add_key(&keys, "clinic-1", "http", 10, &[]);
-    let mut served = serve_audited(
-        dir.path(),
-        &keys,
-        None,
-        &[
-            "--trusted-proxies",
-            "127.0.0.1",
-            "--public-requests-per-second",
-            "5",
-        ],
-    );
+    let (_dir, mut served) = behind_a_trusted_proxy(&["--public-requests-per-second", "5"]);
     let mut c = Client::connect(&served.addr);
     let started = Instant::now();
     let statuses: Vec<u16> = (0..300u32)
@@ -401,14 +381,7 @@ fn retention_keeps_the_log_within_its_bound_and_files_private() {
     let auth = bearer(&key);
     let mut c = Client::connect(&served.addr);
     for _ in 0..1500 {
-        let r = c
-            .ask(
-                "GET",
-                "/v1/members/0012345679/eligibility",
-                &[("authorization", &auth)],
-                b"",
-            )
-            .unwrap();
+        let r = c.lookup(&auth).unwrap();
         assert_eq!(r.status, 404, "{}", r.body);
     }
     let audit_dir = dir.path().join("audit");
@@ -439,8 +412,7 @@ fn kill_9_loses_no_line_of_an_answer_received() {
                     let mut c = Client::connect(&addr);
                     let mut codes = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let path = "/v1/members/0012345679/eligibility";
-                        let Some(r) = c.ask("GET", path, &[("authorization", &auth)], b"") else {
+                        let Some(r) = c.lookup(&auth) else {
                             break;
                         };
                         let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -484,14 +456,7 @@ fn waiting_for_records_is_not_waiting_for_healthz() {
     let mut served = serve_audited(dir.path(), &keys, Some(1), &[]);
     let auth = bearer(&key);
     let mut c = Client::connect(&served.addr);
-    let r = c
-        .ask(
-            "GET",
-            "/v1/members/0012345679/eligibility",
-            &[("authorization", &auth)],
-            b"",
-        )
-        .unwrap();
+    let r = c.lookup(&auth).unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
     wait_for("unready", 10, || http_get(&served.addr, "/readyz").0 == 503);
     let started = Instant::now();
@@ -518,10 +483,7 @@ fn a_full_disk_under_load_gives_no_answer_without_its_line() {
                 let mut refused = 0;
                 let started = Instant::now();
                 while refused < 50 && started.elapsed() < Duration::from_secs(20) {
-                    let path = "/v1/members/0012345679/eligibility";
-                    let r = c
-                        .ask("GET", path, &[("authorization", &auth)], b"")
-                        .unwrap();
+                    let r = c.lookup(&auth).unwrap();
                     if r.status == 503 {
                         refused += 1;
                         continue;
