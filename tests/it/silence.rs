@@ -158,11 +158,8 @@ fn serve_audited(dir: &Path, keys: &Path, fsize: Option<u64>, extra: &[&str]) ->
 
 #[test]
 fn an_anonymous_flood_neither_fills_the_audit_disk_nor_silences_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    let key = add_key(&keys, "clinic-1", "http", 1000, &[]);
     // The audit volume holds 512 KiB. Before aggregation, 1,734 refused requests filled it.
-    let mut served = serve_audited(dir.path(), &keys, Some(512 * 1024), &[]);
+    let (dir, mut served, key) = audited(1000, &[], Some(512 * 1024), &[]);
     let started = Instant::now();
     let flood: Vec<std::thread::JoinHandle<Vec<u16>>> = (0..3)
         .map(|t| {
@@ -229,12 +226,9 @@ fn an_anonymous_flood_neither_fills_the_audit_disk_nor_silences_answers() {
 
 #[test]
 fn every_refusal_costs_the_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    let key = add_key(&keys, "clinic-1", "http", 1, &["--burst", "1"]);
-    let mut served = serve_audited(
-        dir.path(),
-        &keys,
+    let (_dir, mut served, key) = audited(
+        1,
+        &["--burst", "1"],
         None,
         &["--public-requests-per-minute", "2"],
     );
@@ -287,14 +281,27 @@ fn every_refusal_costs_the_refused() {
     assert!(terminate(&mut served).success());
 }
 
-/// `serve_audited` with this test as the trusted proxy (`--trusted-proxies 127.0.0.1`).
-fn behind_a_trusted_proxy(extra: &[&str]) -> (tempfile::TempDir, Served) {
+/// A temporary directory, a keys file with one `http` key of `rate` (`key_extra`: more
+/// `keys add` flags), and `serve_audited` there; returns the directory, the server and the
+/// key.
+fn audited(
+    rate: u32,
+    key_extra: &[&str],
+    fsize: Option<u64>,
+    extra: &[&str],
+) -> (tempfile::TempDir, Served, String) {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.json");
-    add_key(&keys, "clinic-1", "http", 10, &[]);
+    let key = add_key(&keys, "clinic-1", "http", rate, key_extra);
+    let served = serve_audited(dir.path(), &keys, fsize, extra);
+    (dir, served, key)
+}
+
+/// `serve_audited` with this test as the trusted proxy (`--trusted-proxies 127.0.0.1`).
+fn behind_a_trusted_proxy(extra: &[&str]) -> (tempfile::TempDir, Served) {
     let mut args = vec!["--trusted-proxies", "127.0.0.1"];
     args.extend_from_slice(extra);
-    let served = serve_audited(dir.path(), &keys, None, &args);
+    let (dir, served, _) = audited(10, &[], None, &args);
     (dir, served)
 }
 
@@ -369,12 +376,9 @@ fn the_public_ceiling_bounds_enumeration_from_many_addresses() {
 #[test]
 fn retention_keeps_the_log_within_its_bound_and_files_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    let key = add_key(&keys, "clinic-1", "http", 100_000, &[]);
-    let mut served = serve_audited(
-        dir.path(),
-        &keys,
+    let (dir, mut served, key) = audited(
+        100_000,
+        &[],
         None,
         &["--audit-max-bytes", "8192", "--audit-keep-bytes", "32768"],
     );
@@ -400,10 +404,7 @@ fn retention_keeps_the_log_within_its_bound_and_files_private() {
 #[test]
 fn kill_9_loses_no_line_of_an_answer_received() {
     for trial in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys.json");
-        let key = add_key(&keys, "clinic-1", "http", 100_000, &[]);
-        let mut served = serve_audited(dir.path(), &keys, None, &[]);
+        let (dir, mut served, key) = audited(100_000, &[], None, &[]);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let askers: Vec<_> = (0..3)
             .map(|_| {
@@ -450,10 +451,7 @@ fn kill_9_loses_no_line_of_an_answer_received() {
 fn waiting_for_records_is_not_waiting_for_healthz() {
     // The group commit waits for the writer, never on a request worker: with the audit
     // volume full (every inquiry refused), /healthz still answers at once.
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    let key = add_key(&keys, "clinic-1", "http", 1000, &[]);
-    let mut served = serve_audited(dir.path(), &keys, Some(1), &[]);
+    let (_dir, mut served, key) = audited(1000, &[], Some(1), &[]);
     let auth = bearer(&key);
     let mut c = Client::connect(&served.addr);
     let r = c.lookup(&auth).unwrap();
@@ -470,10 +468,7 @@ fn a_full_disk_under_load_gives_no_answer_without_its_line() {
     // The audit volume fills while three clients ask as fast as they can: every answer
     // given (not 503) has its line, and no line stands for an answer not given. Before group
     // commit, 522 answers went out against 447 lines.
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    let key = add_key(&keys, "clinic-1", "http", 100_000, &[]);
-    let mut served = serve_audited(dir.path(), &keys, Some(64 * 1024), &[]);
+    let (dir, mut served, key) = audited(100_000, &[], Some(64 * 1024), &[]);
     let askers: Vec<_> = (0..3)
         .map(|_| {
             let (addr, auth) = (served.addr.clone(), bearer(&key));
