@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::index::FeedPosition;
+use crate::index::{FeedPosition, StreamEpoch};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -369,6 +369,21 @@ pub enum SnapshotCommand {
     Build(SnapshotBuildArgs),
     /// Print a snapshot's header and counts, and verify its checksum and every member.
     Inspect(SnapshotInspectArgs),
+    /// Print the change stream's newest entry ID and its epoch, as `--position ID --epoch
+    /// HEX`: note them before an export starts, and build the export's snapshot with them.
+    Position(SnapshotPositionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotPositionArgs {
+    /// The Redis of the change stream (required unless `--redis-sentinels`).
+    #[arg(long, env = "ELIGD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// The stream key.
+    #[arg(long, env = "ELIGD_STREAM", default_value = "eligd:changes")]
+    pub stream: String,
 }
 
 #[derive(Debug, Args)]
@@ -383,7 +398,8 @@ pub struct SnapshotBuildArgs {
     pub from_postgres: Option<String>,
     /// The Redis of the change stream. With `--from-postgres` it is read before the table,
     /// so the snapshot records a position from which no change is missed, and the stream's
-    /// epoch; with `--from-jsonl` and `--position`, the epoch that position belongs to.
+    /// epoch; with `--from-jsonl`, `--position` and `--epoch`, a check that the stream is still
+    /// of that epoch (a replica would refuse the snapshot otherwise).
     #[arg(long, env = "ELIGD_REDIS_URL")]
     pub redis_url: Option<String>,
     #[command(flatten)]
@@ -406,9 +422,13 @@ pub struct SnapshotBuildArgs {
     pub strict: bool,
     /// The change-feed position (stream entry ID `ms-seq`) the records reflect: a service
     /// loading the snapshot replays the stream from there. Without it, from the stream's
-    /// first entry.
+    /// first entry. Needs `--epoch`.
     #[arg(long, env = "ELIGD_POSITION", conflicts_with = "from_postgres")]
     pub position: Option<FeedPosition>,
+    /// The stream epoch (32 hexadecimal digits) `--position` belongs to: what `eligd
+    /// snapshot position` printed with it, when the position was noted.
+    #[arg(long, env = "ELIGD_EPOCH", conflicts_with = "from_postgres")]
+    pub epoch: Option<StreamEpoch>,
 }
 
 #[derive(Debug, Args)]

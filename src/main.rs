@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         Command::Snapshot(SnapshotCommand::Inspect(args)) => {
             commands::snapshot::inspect(&args, &mut std::io::stdout())
         }
+        Command::Snapshot(SnapshotCommand::Position(args)) => {
+            commands::snapshot::position(&args, &mut std::io::stdout())
+        }
         Command::Keys(command) => commands::keys::run(&command, &mut std::io::stdout()),
         Command::Audit(AuditCommand::Subject(args)) => {
             commands::audit::subject(&args, &mut std::io::stdout())

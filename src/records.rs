@@ -61,11 +61,16 @@ pub fn stream_position(
     })
 }
 
-/// The stream's epoch (created when there is none yet).
-pub fn stream_epoch(redis: &RedisTarget, stream: &str) -> Result<StreamEpoch, RecordsError> {
-    with_stream(redis, stream, |mut reader| async move {
-        reader.ensure_epoch().await
-    })
+/// The stream's epoch as it is now (`None` when it has none); nothing is created.
+pub fn current_epoch(
+    redis: &RedisTarget,
+    stream: &str,
+) -> Result<Option<StreamEpoch>, RecordsError> {
+    with_stream(
+        redis,
+        stream,
+        |mut reader| async move { reader.epoch().await },
+    )
 }
 
 fn with_stream<T, F, Fut>(target: &RedisTarget, stream: &str, work: F) -> Result<T, RecordsError>

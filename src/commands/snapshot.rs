@@ -5,12 +5,12 @@ use std::io::{BufReader, Write};
 
 use anyhow::Context;
 
-use crate::cli::{SnapshotBuildArgs, SnapshotInspectArgs};
+use crate::cli::{SnapshotBuildArgs, SnapshotInspectArgs, SnapshotPositionArgs};
 use std::path::Path;
 
 use crate::import::{import_jsonl, ImportReport, KEPT_ERRORS};
 use crate::index::body::Body;
-use crate::index::snapshot;
+use crate::index::{snapshot, StreamEpoch};
 use crate::records;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
@@ -36,16 +36,7 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         .transpose()?;
     let (imported, source, position, epoch) = match (&args.from_jsonl, &args.from_postgres) {
         (Some(path), _) => {
-            let epoch = match (&redis, args.position) {
-                (Some(redis), Some(_)) => Some(
-                    records::stream_epoch(redis, &args.stream)
-                        .context("reading the change stream's epoch")?,
-                ),
-                (Some(_), None) => anyhow::bail!(
-                    "--redis-url with --from-jsonl records the stream epoch of --position: give --position too"
-                ),
-                (None, _) => None,
-            };
+            let epoch = jsonl_epoch(args, redis.as_ref())?;
             (
                 import_file(path, args.strict)?,
                 path.display().to_string(),
@@ -113,6 +104,59 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         report.skipped,
         header.body_len + snapshot::HEADER_LEN as u64
     )?;
+    Ok(())
+}
+
+/// The epoch recorded with a JSON Lines build's `--position`. A position means something only
+/// in the epoch it was read in, which is the one `--epoch` names (printed with the position by
+/// `eligd snapshot position`): the epoch current at build time may be a newer one, started
+/// after the position was noted, and a replica would then take over the new stream from a
+/// position of the old one, silently without the entries lost in between.
+fn jsonl_epoch(
+    args: &SnapshotBuildArgs,
+    redis: Option<&crate::resp::RedisTarget>,
+) -> anyhow::Result<Option<StreamEpoch>> {
+    let (position, epoch) = match (args.position, args.epoch) {
+        (None, None) if redis.is_some() => anyhow::bail!(
+            "--redis-url with --from-jsonl checks the stream epoch of --position: give --position and --epoch too"
+        ),
+        (None, None) => return Ok(None),
+        (None, Some(_)) => anyhow::bail!(
+            "--epoch names the stream epoch of --position: give --position too"
+        ),
+        (Some(position), None) => anyhow::bail!(
+            "--position {position} needs --epoch: the stream epoch that position belongs to, read \
+             with it before the export started (`eligd snapshot position` prints both); the stream's \
+             current epoch may be a newer one"
+        ),
+        (Some(position), Some(epoch)) => (position, epoch),
+    };
+    if let Some(redis) = redis {
+        let current = records::current_epoch(redis, &args.stream)
+            .context("reading the change stream's epoch")?;
+        if current != Some(epoch) {
+            let now = current.map_or_else(|| "missing".to_string(), |e| e.to_string());
+            anyhow::bail!(
+                "the stream's epoch is now {now}, not --epoch {epoch}: it started a new epoch after \
+                 position {position} was noted, so every replica would refuse this snapshot; note the \
+                 position again (`eligd snapshot position`) and export again"
+            );
+        }
+    }
+    Ok(Some(epoch))
+}
+
+/// `eligd snapshot position`: the stream's newest entry ID and its epoch (created when there
+/// is none yet, as `snapshot build --redis-url` does), read together, as the flags of a
+/// `snapshot build --from-jsonl` of an export that starts after this.
+pub fn position(args: &SnapshotPositionArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if !args.redis.configured(args.redis_url.as_deref()) {
+        anyhow::bail!("give --redis-url (or --redis-sentinels and --redis-master)");
+    }
+    let redis = args.redis.target(args.redis_url.as_deref())?;
+    let (position, epoch) = records::stream_position(&redis, &args.stream)
+        .context("reading the change stream's position")?;
+    writeln!(out, "--position {position} --epoch {epoch}")?;
     Ok(())
 }
 

@@ -154,6 +154,12 @@ impl Consumer {
             };
             let received = Instant::now();
             let probe = reader.probe(position).await?;
+            // What /readyz said until this answer: a gap found now is shared when it was ready.
+            let was_ready = self
+                .feed
+                .status
+                .readiness(Instant::now(), crate::app::unix_ms())
+                .is_ok();
             self.feed.status.answered(Instant::now());
             self.retry.reset();
             if let Some(batch) = in_flight.take() {
@@ -170,7 +176,7 @@ impl Consumer {
                         _ = stopped(stop.clone()) => return Ok(()),
                     }
                 } else {
-                    self.on_gap(gap);
+                    self.on_gap(gap, was_ready);
                 }
                 continue;
             }
@@ -235,15 +241,27 @@ impl Consumer {
         }
     }
 
-    fn on_gap(&self, gap: Gap) {
-        tracing::error!(kind = gap.kind(), reason = %gap,
-            "change feed: GAP in the stream; not ready until a snapshot that covers it is loaded from --snapshot-dir");
+    /// A gap found while the replica was ready is one every replica shares (see
+    /// `status.rs`): it stays ready, answering from its index frozen at the last entry it
+    /// trusts. Found while starting up or replaying, it is this replica's own: not ready.
+    fn on_gap(&self, gap: Gap, was_ready: bool) {
         self.feed
             .metrics
             .gaps
             .get_or_create(&KindLabels { kind: gap.kind() })
             .inc();
-        self.feed.status.gap(gap.to_string());
+        if was_ready {
+            tracing::error!(kind = gap.kind(), reason = %gap,
+                "change feed: GAP in the stream, found while ready, so every replica sees it: still ready, answering from the index as of the last entry it trusts (data_as_of frozen) until a snapshot in --snapshot-dir covers the gap");
+            self.feed.metrics.gap_degraded.set(1);
+        } else if matches!(gap, Gap::Epoch { .. }) {
+            tracing::error!(kind = gap.kind(), reason = %gap,
+                "change feed: the snapshot position this replica replays from belongs to another stream epoch than the stream's; refused: not ready (its peers still serve) until a snapshot of the stream's epoch is in --snapshot-dir");
+        } else {
+            tracing::error!(kind = gap.kind(), reason = %gap,
+                "change feed: GAP in the stream while catching up; not ready (its peers still serve) until a snapshot that covers it is loaded from --snapshot-dir");
+        }
+        self.feed.status.gap(gap.to_string(), was_ready);
     }
 
     /// The stream ends before our position: a fault every replica shares, so the replica

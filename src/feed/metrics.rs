@@ -32,6 +32,7 @@ pub struct FeedMetrics {
     pub resyncs: Counter,
     pub connected: Gauge,
     pub stream_behind: Gauge,
+    pub gap_degraded: Gauge,
 }
 
 impl FeedMetrics {
@@ -89,6 +90,13 @@ impl FeedMetrics {
              Redis came back from an older copy or failed over to a replica that lacks entries, \
              and the relay has not yet restored them",
             m.stream_behind.clone(),
+        );
+        registry.register(
+            "feed_gap_degraded",
+            "1 while this replica, ready when a gap in the stream appeared (a gap every replica \
+             shares), stays ready answering from its index frozen at the last entry it trusts, \
+             until a snapshot in --snapshot-dir covers the gap",
+            m.gap_degraded.clone(),
         );
         m
     }

@@ -5,7 +5,8 @@
 //! A candidate must be newer than the last change we applied (its build time after that
 //! entry's time), so an old snapshot — the one we started from, say — never replaces a
 //! fresher index, and it must belong to the stream as it is now (its epoch, when it recorded
-//! one). Until one is found the service stays not-ready with the reason in `/readyz`; an
+//! one). Until one is found the service answers from the index it holds (ready when the gap
+//! is shared, not ready with the reason in `/readyz` when it is its own, see `status.rs`); an
 //! operator supplies one (`eligd snapshot build --out <snapshot dir>`) and it is picked up.
 //!
 //! The delete markers the index held carry over into the new one (version guarded): a
@@ -77,6 +78,7 @@ pub async fn attempt(
                     .install(Arc::new(index), started.elapsed().as_secs_f64());
                 feed.status.resynced(header.position);
                 feed.metrics.resyncs.inc();
+                feed.metrics.gap_degraded.set(0);
                 tracing::info!(path = %path.display(), members = header.members, carried_delete_markers = carried,
                     position = ?header.position.map(|p| p.to_string()),
                     "resync: loaded a snapshot that covers the gap; replaying from its position");

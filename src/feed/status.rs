@@ -11,6 +11,15 @@
 //! or a resync, a gap in the stream awaits a snapshot, or it reaches the feed and still is
 //! more than `--max-staleness` behind it (it cannot keep up).
 //!
+//! A gap is shared or local by what this replica was when it appeared. Ready then (caught
+//! up, following): every replica at the head of the stream sees the same gap (Redis lost
+//! entries they had applied, the relay started a new epoch, the key was deleted), and what
+//! the index holds is true, every entry of it from a committed row. It stays ready, answering
+//! from the index frozen at the last entry it trusts (`data_as_of` no longer advances),
+//! through the gap, the resync and the replay after it. Not ready then (starting up,
+//! replaying an old snapshot or one of another epoch, stuck behind): the fault is its own,
+//! its peers still serve, and it stays unready until a snapshot covers the gap.
+//!
 //! Staleness is the time since the index was last known to hold everything the stream held.
 //! That is proven by a read that came back with less than a full batch. While a blocking read
 //! sent in that state is outstanding, anything added would have been returned at once, so
@@ -29,7 +38,8 @@ pub enum Phase {
     /// Caught up once and following new entries.
     Following,
     /// The stream lost entries after our position (or was replaced): the index may be
-    /// incomplete until a snapshot that covers the gap is loaded.
+    /// incomplete until a snapshot that covers the gap is loaded. Whether that makes the
+    /// replica unready depends on whether the gap is shared ([`FeedStatus::is_degraded`]).
     Gap { reason: String },
 }
 
@@ -56,6 +66,9 @@ struct Inner {
     /// When Redis last answered a read (a connection alone proves nothing: a paused Redis
     /// accepts connections and never answers).
     answered_at: Option<Instant>,
+    /// The current gap appeared while the replica was ready: a fault every replica shares.
+    /// It stays ready through the gap, the resync and the replay after it.
+    shared_gap: bool,
 }
 
 impl FeedStatus {
@@ -72,6 +85,7 @@ impl FeedStatus {
                 last_applied: None,
                 stream_behind: false,
                 answered_at: None,
+                shared_gap: false,
             }),
         }
     }
@@ -133,18 +147,29 @@ impl FeedStatus {
         let ended_replay = inner.phase == Phase::Replaying;
         if ended_replay {
             inner.phase = Phase::Following;
+            inner.shared_gap = false;
         }
         ended_replay
     }
 
-    /// The stream has a gap at our position: not ready until a resync.
-    pub fn gap(&self, reason: String) {
+    /// The stream has a gap at our position. `shared` when the replica was ready as it
+    /// appeared (see the module doc): it stays ready, else it is not ready until a resync.
+    pub fn gap(&self, reason: String, shared: bool) {
         let mut inner = self.inner();
         inner.phase = Phase::Gap { reason };
         inner.waiting_since = None;
+        inner.shared_gap = shared;
     }
 
-    /// A snapshot covering the gap was loaded: replay from its position.
+    /// Answering, ready, from an index frozen at a gap every replica shares, until a
+    /// snapshot covers it (`eligd_feed_gap_degraded`).
+    pub fn is_degraded(&self) -> bool {
+        let inner = self.inner();
+        inner.shared_gap && matches!(inner.phase, Phase::Gap { .. })
+    }
+
+    /// A snapshot covering the gap was loaded: replay from its position (still ready when
+    /// the gap was shared).
     pub fn resynced(&self, position: Option<FeedPosition>) {
         let mut inner = self.inner();
         inner.phase = Phase::Replaying;
@@ -187,6 +212,8 @@ impl FeedStatus {
             "not connected"
         };
         match &inner.phase {
+            // A gap every replica shares: answering from a true, frozen index, ready.
+            Phase::Replaying | Phase::Gap { .. } if inner.shared_gap => Ok(()),
             Phase::Replaying => Err(format!(
                 "replaying the change feed (Redis {redis}, {:.1} s behind)",
                 lag.as_secs_f64()
@@ -316,12 +343,37 @@ mod tests {
         let t0 = Instant::now();
         let st = status(t0);
         st.caught_up(t0);
-        st.gap("the stream was trimmed past our position".into());
+        st.gap("the stream was trimmed past our position".into(), false);
         let err = st.readiness(t0, 0).unwrap_err();
         assert!(err.contains("trimmed past"), "{err}");
         st.resynced(Some(FeedPosition { ms: 5, seq: 0 }));
         assert!(st.readiness(t0, 0).unwrap_err().contains("replaying"));
         assert!(st.caught_up(t0 + s(1)));
         assert_eq!(st.readiness(t0 + s(1), 0), Ok(()));
+    }
+
+    #[test]
+    fn a_gap_found_while_ready_is_shared_and_keeps_the_replica_ready_through_the_resync() {
+        let t0 = Instant::now();
+        let st = status(t0);
+        st.set_connected(true);
+        st.caught_up(t0);
+        st.gap("the stream does not hold our position".into(), true);
+        assert!(st.is_degraded());
+        assert_eq!(st.readiness(t0 + s(600), 0), Ok(()), "shared: still ready");
+        assert_eq!(st.lag(t0 + s(600), 0), s(600), "and the lag says how stale");
+        st.resynced(Some(FeedPosition { ms: 5, seq: 0 }));
+        assert!(!st.is_degraded());
+        assert_eq!(
+            st.readiness(t0 + s(601), 0),
+            Ok(()),
+            "ready while replaying"
+        );
+        assert!(st.caught_up(t0 + s(602)));
+        // The next gap is judged afresh: found while starting a replay, it is local.
+        st.resynced(Some(FeedPosition { ms: 6, seq: 0 }));
+        st.gap("another epoch".into(), false);
+        assert!(!st.is_degraded());
+        assert!(st.readiness(t0 + s(603), 0).is_err());
     }
 }

@@ -70,6 +70,8 @@ pub fn page(state: &AppState) -> String {
             };
             let behind = if feed.is_stream_behind() {
                 ", stream behind"
+            } else if feed.is_degraded() {
+                ", a gap every replica shares: answering from the index as of data_as_of"
             } else {
                 ""
             };

@@ -1,11 +1,16 @@
-//! CONTRACT §5 and §4 against real servers: a fault every replica shares (Redis gone) never
-//! makes a replica unready, and `data_as_of` means what it says: every change written to the
-//! stream before that instant is reflected in the answer.
+//! CONTRACT §5 and §4 against real servers: a fault every replica shares (Redis gone, a gap
+//! in the stream every replica at its head sees) never makes a replica unready, a replica's
+//! own fault (starting up from a snapshot the stream cannot bring up to date) does, and
+//! `data_as_of` means what it says: every change written to the stream before that instant
+//! is reflected in the answer.
 
 use std::time::{Duration, Instant};
 
+use crate::cli::{eligd, serve_until, snapshot_into, stderr, stdout};
 use crate::cli::{http_get, Served};
-use crate::feed::{person, readyz, start, upsert, version, wait_for, wait_ready};
+use crate::feed::{
+    metric, person, readyz, record, set_epoch, start, upsert, version, wait_for, wait_ready, EPOCH,
+};
 use crate::redis_server::RedisServer;
 
 /// An answer's `data_version` (`None` for 404) and `data_as_of` in Unix ms.
@@ -167,4 +172,138 @@ fn data_as_of_means_every_change_written_before_it_is_reflected() {
         not_yet_promised > 0,
         "the watermark was always past the write"
     );
+}
+
+/// Issue 23, item B: Redis lost entries every replica had applied (the relay killed between
+/// its XADD and marking the rows, then Redis restarted from an older copy; the relay, not
+/// knowing it had written them, sends those rows again under new IDs). Every up-to-date
+/// replica finds its position gone (a `reset`). That gap is shared: before, all three went
+/// unready at once; now each stays ready, answering what it holds (true: every entry came
+/// from a committed row) with `data_as_of` frozen, until a snapshot covers the gap. A fourth
+/// replica started meanwhile from a snapshot at a lost position is not ready (its own
+/// fault: the others serve) until it resyncs.
+#[test]
+fn a_gap_every_replica_shares_leaves_them_ready_and_frozen_and_a_starting_one_unready() {
+    let mut redis = RedisServer::start();
+    set_epoch(&redis);
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..4).map(|i| tmp.path().join(format!("r{i}"))).collect();
+    let (a, b, c, d) = (person(521), person(522), person(523), person(524));
+    let base = tmp.path().join("base.jsonl");
+    std::fs::write(&base, record(&a, 1).to_string()).unwrap();
+    for dir in &dirs[..3] {
+        snapshot_into(dir, &base, &[]);
+    }
+    let url = redis.url();
+    let follow = |dir: &std::path::Path| {
+        let args = [
+            "--snapshot-dir",
+            dir.to_str().unwrap(),
+            "--redis-url",
+            &url,
+            "--max-staleness",
+            "2",
+        ];
+        serve_until(&args, "index loaded; ready")
+    };
+    let replicas: Vec<Served> = dirs[..3].iter().map(|d| follow(d)).collect();
+    for r in &replicas {
+        wait_ready(r);
+    }
+    upsert(&redis, &a, 2);
+    let older = redis.copy_data();
+    // Applied by every replica, then lost.
+    let lost = upsert(&redis, &a, 3);
+    upsert(&redis, &b, 1);
+    for r in &replicas {
+        wait_for("every change on every replica", 10, || {
+            version(r, &a) == Some(3) && version(r, &b) == Some(1)
+        });
+    }
+    redis.kill9();
+    let killed = now_ms();
+    redis.restore_data(&older);
+    redis.restart();
+    // The relay sends its unmarked rows again (new IDs), then a new change.
+    upsert(&redis, &a, 3);
+    upsert(&redis, &b, 1);
+    upsert(&redis, &c, 1);
+    for r in &replicas {
+        wait_for("the reset on every replica", 20, || {
+            metric(r, r#"eligd_feed_gaps_total{kind="reset"}"#) == 1.0
+        });
+    }
+    let frozen: Vec<u64> = replicas.iter().map(|r| answer(r, &a).1).collect();
+    for f in &frozen {
+        assert!(*f <= killed, "data_as_of past the gap: {f} > {killed}");
+    }
+    // Twice --max-staleness and more: all ready, every answer what they held, frozen.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        for (r, f) in replicas.iter().zip(&frozen) {
+            assert_eq!(
+                readyz(r).0,
+                200,
+                "a shared gap took a replica out: {:?}",
+                readyz(r)
+            );
+            assert_eq!(answer(r, &a), (Some(3), *f), "true and frozen");
+            assert_eq!(version(r, &b), Some(1));
+            assert_eq!(version(r, &c), None, "nothing past the gap");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for r in &replicas {
+        assert_eq!(metric(r, "eligd_feed_gap_degraded"), 1.0);
+        assert_eq!(metric(r, "eligd_ready"), 1.0);
+    }
+
+    // A compaction snapshot taken in the lost window (position `lost`), for a fourth replica.
+    let window = tmp.path().join("window.jsonl");
+    std::fs::write(&window, record(&a, 3).to_string()).unwrap();
+    snapshot_into(&dirs[3], &window, &["--position", &lost, "--epoch", EPOCH]);
+
+    // A fourth replica, starting from the window's snapshot: its own fault, not ready.
+    let fourth = follow(&dirs[3]);
+    wait_for("the fourth's reset", 15, || {
+        metric(&fourth, r#"eligd_feed_gaps_total{kind="reset"}"#) == 1.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = readyz(&fourth);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("change feed gap"), "{body}");
+    assert_eq!(metric(&fourth, "eligd_feed_gap_degraded"), 0.0);
+    assert!(
+        fourth.log().contains("while catching up"),
+        "{}",
+        fourth.log()
+    );
+
+    // The documented repair: note the position with its epoch, export, build into each
+    // replica's --snapshot-dir. Every one resyncs by itself; the three stay ready.
+    let o = eligd(&["snapshot", "position", "--redis-url", &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let noted = stdout(&o);
+    let export = tmp.path().join("export.jsonl");
+    let lines = [record(&a, 3), record(&b, 1), record(&c, 1)].map(|r| r.to_string());
+    std::fs::write(&export, lines.join("\n")).unwrap();
+    let flags: Vec<&str> = noted.split_whitespace().collect();
+    for dir in &dirs {
+        snapshot_into(dir, &export, &flags);
+    }
+    for r in replicas.iter().chain([&fourth]) {
+        wait_for("the resync", 15, || {
+            metric(r, "eligd_feed_resyncs_total") == 1.0
+        });
+    }
+    wait_ready(&fourth);
+    upsert(&redis, &d, 1);
+    let after = now_ms();
+    for r in replicas.iter().chain([&fourth]) {
+        assert_eq!(readyz(r).0, 200);
+        assert_eq!(metric(r, "eligd_feed_gap_degraded"), 0.0);
+        wait_for("following again", 10, || version(r, &d) == Some(1));
+        assert_eq!(version(r, &c), Some(1));
+        wait_for("data_as_of moving again", 10, || answer(r, &a).1 > after);
+    }
 }

@@ -193,7 +193,16 @@ fn snapshot_build_into_a_directory_names_the_file_from_its_header() {
     .unwrap();
     let snaps = dir.path().join("snaps");
     std::fs::create_dir(&snaps).unwrap();
-    let o = build_snapshot(&jsonl, &snaps, &["--position", "1700000000000-3"]);
+    let o = build_snapshot(
+        &jsonl,
+        &snaps,
+        &[
+            "--position",
+            "1700000000000-3",
+            "--epoch",
+            crate::feed::EPOCH,
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let names: Vec<_> = std::fs::read_dir(&snaps)
         .unwrap()

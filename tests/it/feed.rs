@@ -11,6 +11,13 @@ use crate::redis_server::RedisServer;
 use crate::support::id;
 
 pub(crate) const STREAM: &str = "eligd:changes";
+/// A stream epoch for tests that write the stream themselves (the relay's is random).
+pub(crate) const EPOCH: &str = "00112233445566778899aabbccddeeff";
+
+/// Gives the stream `EPOCH`, as the relay (or a snapshot build) would.
+pub(crate) fn set_epoch(redis: &RedisServer) {
+    let _: () = redis.cmd(&["SET", &format!("{STREAM}:epoch"), EPOCH]);
+}
 
 /// IDs far from the demo population's.
 pub(crate) fn person(n: u32) -> String {

@@ -1,10 +1,13 @@
 //! The change feed under faults: Redis killed and restarted, paused, the stream trimmed past
 //! our position, the key deleted. Lookups are answered throughout; a fault every replica
-//! shares never makes one unready, a gap does, and no index is ever silently incomplete.
+//! shares never makes one unready (a gap found while ready included: the index is frozen at
+//! the last entry it trusts), a gap found while catching up does, and no index is ever
+//! silently incomplete.
 
 use crate::cli::{build_snapshot, Served};
 use crate::feed::{
-    delete, metric, person, readyz, record, start, upsert, version, wait_for, wait_ready, STREAM,
+    delete, metric, person, readyz, record, set_epoch, start, upsert, version, wait_for,
+    wait_ready, EPOCH, STREAM,
 };
 use crate::redis_server::RedisServer;
 
@@ -84,6 +87,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap().to_string();
     crate::cli::seed_snapshot_dir(dir.path(), 1000, 4);
+    set_epoch(&redis);
     let eligd = start(&redis, &["--snapshot-dir", &dir_arg]);
     wait_ready(&eligd);
     let (a, b, c) = (person(41), person(42), person(43));
@@ -100,14 +104,17 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     signal(&eligd, "-CONT");
 
     wait_for("the gap to be reported", 15, || {
-        let (status, body) = readyz(&eligd);
-        status == 503 && body.contains("gap") && body.contains("removed")
+        gaps(&eligd, "trimmed") == 1.0
     });
-    assert_eq!(gaps(&eligd, "trimmed"), 1.0);
-    assert_eq!(version(&eligd, &a), Some(1), "still answering, not ready");
+    // Found while ready (a stalled replica cannot tell its stall from a trim every replica
+    // sees): still ready, answering from the index as it was.
+    assert_eq!(metric(&eligd, "eligd_feed_gap_degraded"), 1.0);
+    assert_eq!(readyz(&eligd).0, 200, "{:?}", readyz(&eligd));
+    assert_eq!(version(&eligd, &a), Some(1), "still answering");
+    assert_eq!(version(&eligd, &b), None, "nothing past the gap");
     // The snapshot we started from is older than what we applied: not a repair.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert_eq!(readyz(&eligd).0, 503);
+    assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 0.0);
 
     // An operator supplies a snapshot that reflects the stream up to its last entry.
     let jsonl = dir.path().join("records.jsonl");
@@ -115,10 +122,13 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
         .map(|r| r.to_string())
         .join("\n");
     std::fs::write(&jsonl, lines).unwrap();
-    crate::cli::snapshot_into(dir.path(), &jsonl, &["--position", &last]);
+    crate::cli::snapshot_into(dir.path(), &jsonl, &["--position", &last, "--epoch", EPOCH]);
 
+    wait_for("the resync", 15, || {
+        metric(&eligd, "eligd_feed_resyncs_total") == 1.0
+    });
     wait_ready(&eligd);
-    assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 1.0);
+    assert_eq!(metric(&eligd, "eligd_feed_gap_degraded"), 0.0);
     assert_eq!(version(&eligd, &b), Some(2));
     assert_eq!(version(&eligd, &c), Some(1));
     assert_eq!(
@@ -131,7 +141,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
 }
 
 #[test]
-fn a_deleted_or_recreated_stream_key_is_a_gap() {
+fn a_deleted_or_recreated_stream_key_is_a_gap_every_replica_shares() {
     let redis = RedisServer::start();
     let eligd = start(&redis, &[]);
     wait_ready(&eligd);
@@ -141,15 +151,16 @@ fn a_deleted_or_recreated_stream_key_is_a_gap() {
     let deleted: i64 = redis.cmd(&["DEL", STREAM]);
     assert_eq!(deleted, 1);
     wait_for("the gap to be reported", 15, || {
-        let (status, body) = readyz(&eligd);
-        status == 503 && body.contains("no longer exists")
+        gaps(&eligd, "deleted") == 1.0
     });
-    assert_eq!(gaps(&eligd, "deleted"), 1.0);
-    // The key comes back with entries we cannot place: still not ready, still answering.
+    assert!(eligd.log().contains("no longer exists"), "{}", eligd.log());
+    assert_eq!(metric(&eligd, "eligd_feed_gap_degraded"), 1.0);
+    // The key comes back with entries we cannot place: still answering from the index as it
+    // was, and still ready (every replica sees the same gap).
     upsert(&redis, &a, 2);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (status, body) = readyz(&eligd);
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(version(&eligd, &a), Some(1));
 }
 
@@ -163,8 +174,9 @@ fn a_stream_that_does_not_hold_the_snapshot_position_is_a_reset() {
     let jsonl = dir.path().join("records.jsonl");
     std::fs::write(&jsonl, record(&a, 1).to_string()).unwrap();
     let snap = dir.path().join("members.snap");
-    let o = build_snapshot(&jsonl, &snap, &["--position", "1000-0"]);
+    let o = build_snapshot(&jsonl, &snap, &["--position", "1000-0", "--epoch", EPOCH]);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    set_epoch(&redis);
     upsert(&redis, &person(62), 1);
 
     let snap_arg = snap.to_str().unwrap().to_string();

@@ -13,9 +13,7 @@ use crate::cli::{
     assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, serve_until, snapshot_into,
     stderr, stdout, terminate, Served,
 };
-use crate::feed::{
-    delete, metric, person, readyz, record, start, version, wait_for, wait_ready, STREAM,
-};
+use crate::feed::{delete, metric, person, record, start, version, wait_for, wait_ready, STREAM};
 use crate::redis_server::RedisServer;
 
 /// XADDs an upsert of this record; returns the entry ID.
@@ -248,6 +246,7 @@ fn delete_markers_survive_a_resync() {
     let dir = tmp.path().join("snaps");
     std::fs::create_dir_all(&dir).unwrap();
     let (gone, kept) = (person(41), person(42));
+    crate::feed::set_epoch(&redis);
     snapshot_of(&dir, "base", &[record(&gone, 1), record(&kept, 1)], &[]);
     let dir_arg = dir.to_str().unwrap();
     let eligd = start(&redis, &["--snapshot-dir", dir_arg]);
@@ -261,12 +260,18 @@ fn delete_markers_survive_a_resync() {
     let last = upsert_record(&redis, &record(&kept, 3));
     let _: i64 = redis.cmd(&["XTRIM", STREAM, "MAXLEN", "1"]);
     crate::feed_faults::signal(&eligd, "-CONT");
-    wait_for("the gap", 15, || readyz(&eligd).1.contains("gap"));
+    wait_for("the gap", 15, || {
+        metric(&eligd, r#"eligd_feed_gaps_total{kind="trimmed"}"#) == 1.0
+    });
 
     // The repair snapshot is built from the records as they are: without the deleted member.
-    snapshot_of(&dir, "repair", &[record(&kept, 3)], &["--position", &last]);
+    let epoch = crate::feed::EPOCH;
+    let repair = ["--position", &last, "--epoch", epoch];
+    snapshot_of(&dir, "repair", &[record(&kept, 3)], &repair);
+    wait_for("the resync", 15, || {
+        metric(&eligd, "eligd_feed_resyncs_total") == 1.0
+    });
     wait_ready(&eligd);
-    assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 1.0);
     // A late, older upsert of the deleted member, then a marker change to wait for.
     upsert_record(&redis, &record(&gone, 3));
     upsert_record(&redis, &record(&kept, 4));

@@ -7,6 +7,7 @@ mod cli;
 mod container;
 mod debezium;
 mod docs;
+mod epochs;
 mod feed;
 mod feed_faults;
 mod fhir;

@@ -68,11 +68,22 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
         version(&replica, &b).is_some()
     });
 
-    // A snapshot build reads the stream's position over TLS.
+    // The stream's position and epoch are read over TLS, and a build checks the epoch so.
+    let ca_arg = ca.to_str().unwrap();
+    let o = eligd(&[
+        "snapshot",
+        "position",
+        "--redis-url",
+        &url,
+        "--redis-ca",
+        ca_arg,
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let noted = crate::cli::stdout(&o);
     let out = dir.path().join("s.snap");
     let jsonl = dir.path().join("m.jsonl");
     std::fs::write(&jsonl, "").unwrap();
-    let o = eligd(&[
+    let mut args = vec![
         "snapshot",
         "build",
         "--from-jsonl",
@@ -80,12 +91,12 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
         "--redis-url",
         &url,
         "--redis-ca",
-        ca.to_str().unwrap(),
-        "--position",
-        "0-0",
+        ca_arg,
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(noted.split_whitespace());
+    let o = eligd(&args);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
 
     // A CA that did not sign the certificate: refused, said clearly, never plain text.
