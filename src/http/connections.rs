@@ -5,12 +5,14 @@
 //!
 //! - hold at most `--max-connections` live connections, every accepted socket counted from
 //!   accept (a TLS handshake included). A new connection at the limit makes room by evicting
-//!   one, in this order: the one idle the longest; else the oldest handshaking or reading a
-//!   head (the client owes bytes); else the one busy the longest (honest requests take
-//!   milliseconds and bodies are ~3 KiB sent at once, so the oldest busy one is the one most
-//!   likely stuck on a body that never ends or an answer never read). So a flood of any kind
-//!   never stops `/healthz` from being answered; an evicted connection is asked to finish
-//!   what is in flight and is closed hard [`CLOSE_GRACE`] later;
+//!   one by [`rank`]: strangers (never answered) gone quiet first, then strangers with a head
+//!   or handshake under way (the client owes bytes), then new connections not read yet, then
+//!   keep-alive clients that were answered before, then the one busy the longest (honest
+//!   requests take milliseconds and bodies are ~3 KiB sent at once, so the oldest busy one is
+//!   the one most likely stuck on a body that never ends or an answer never read). So a
+//!   flood of any kind never stops `/healthz` from being answered, and a churn of half-open
+//!   connections never cuts an honest keep-alive client; an evicted connection is asked to
+//!   finish what is in flight and is closed hard [`CLOSE_GRACE`] later;
 //! - hold at most a descriptor budget of sockets in all, closing ones included (they hold a
 //!   descriptor until dropped): at the budget, the oldest closing one is closed hard now;
 //! - close a connection whose handshake or request head has not arrived within the
@@ -80,6 +82,10 @@ pub struct Conn {
     /// When a write started to wait for the client (ms since the epoch, plus one), 0 when
     /// no write waits.
     write_stalled_ms: AtomicU64,
+    /// Whether it has answered a request (a keep-alive client, not a stranger).
+    served: std::sync::atomic::AtomicBool,
+    /// When it was accepted (ms since the registry's epoch).
+    accepted_ms: u64,
     notify: Notify,
     epoch: Instant,
 }
@@ -101,6 +107,7 @@ impl Conn {
 
     /// The handler answered: idle until the next request's first byte.
     pub fn idle(&self) {
+        self.served.store(true, Ordering::Relaxed);
         self.set(IDLE);
     }
 
@@ -169,11 +176,34 @@ pub struct ConnectionMetrics {
 /// Candidates for eviction kept from one scan of the connections.
 const EVICT_BATCH: usize = 256;
 
-/// The rank of a state for eviction: lower goes first.
-fn rank(state: u8) -> u8 {
+/// A new connection is spared eviction this long: its first bytes (a request head, a
+/// ClientHello) are on their way, and a flood of new connections must not push out every
+/// honest client before the server has read it.
+const FRESH_MS: u64 = 1000;
+
+/// A connection's rank for eviction: lower goes first, oldest first within a rank.
+///
+/// 0. a stranger gone quiet: never answered, idle or in a silent TLS handshake, accepted
+///    [`FRESH_MS`] ago or more (a flood of idle connections goes here);
+/// 1. a stranger with a request head under way (an honest head arrives whole and is
+///    answered in the same pass, so one seen unfinished is a slowloris or a churn of
+///    half-heads), or a TLS handshake under way for [`FRESH_MS`] or more;
+/// 2. a new connection (accepted within [`FRESH_MS`], never answered): not read yet, or its
+///    TLS handshake under way;
+/// 3. a keep-alive client (answered before), between requests or starting the next one;
+/// 4. busy answering.
+///
+/// So a client without a key that churns half-open connections evicts its own, never an
+/// honest partner's keep-alive connection or a new client about to be read.
+fn rank(c: &Conn, now_ms: u64) -> u8 {
+    let state = c.state.load(Ordering::Acquire);
+    let old = now_ms.saturating_sub(c.accepted_ms) >= FRESH_MS;
     match state {
-        IDLE | SILENT_HANDSHAKE => 0,
-        HANDSHAKE | READING_HEAD => 1,
+        BUSY => 4,
+        _ if c.served.load(Ordering::Relaxed) => 3,
+        READING_HEAD => 1,
+        IDLE | SILENT_HANDSHAKE if old => 0,
+        HANDSHAKE if old => 1,
         _ => 2,
     }
 }
@@ -317,6 +347,8 @@ impl Registry {
             close: AtomicU8::new(0),
             closing_since_ms: AtomicU64::new(0),
             write_stalled_ms: AtomicU64::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
+            accepted_ms: now,
             notify: Notify::new(),
             epoch: self.epoch,
         });
@@ -357,46 +389,45 @@ impl Registry {
         self.drop_oldest_closing(&mut table, usize::MAX);
     }
 
-    /// The live connection to evict, if any: the oldest of the best rank. Idle connections
-    /// are popped from the candidates of the last scan (skipping those gone, going, or
-    /// changed since: a connection idle again after the scan is newer than every candidate,
-    /// so the one popped is the oldest idle, as a full scan would find); when none is left,
-    /// a scan keeps the [`EVICT_BATCH`] oldest idle ones. With no idle connection every
-    /// eviction scans (any connection may go idle meanwhile and must go first), which costs
-    /// one pass over the table per accept only while the table holds no idle connection.
+    /// The live connection to evict, if any: the oldest of the best rank ([`rank`]).
+    /// Strangers (rank 0) are popped from the candidates of the last scan (skipping those
+    /// gone, going, or changed since: a connection that changed state after the scan is
+    /// newer than every candidate, and a stranger stays one while its state holds, so the one
+    /// popped is the oldest stranger, as a full scan would find); when none is left, a scan
+    /// keeps the [`EVICT_BATCH`] oldest. With no stranger every eviction scans, which costs
+    /// one pass over the table per accept only while the table holds none.
     fn eviction_candidate(&self, table: &Table) -> Option<u64> {
+        let now = self.now_ms();
         let mut next = self.evict_next.lock().unwrap_or_else(|p| p.into_inner());
-        let still_idle = |(since, id): &(u64, u64)| {
+        let still_stranger = |(since, id): &(u64, u64)| {
             table.conns.get(id).is_some_and(|c| {
-                !c.going()
-                    && c.state.load(Ordering::Acquire) == IDLE
-                    && c.since_ms.load(Ordering::Relaxed) == *since
+                !c.going() && c.since_ms.load(Ordering::Relaxed) == *since && rank(c, now) == 0
             })
         };
         while let Some(candidate) = next.pop() {
-            if still_idle(&candidate) {
+            if still_stranger(&candidate) {
                 return Some(candidate.1);
             }
         }
-        let mut idle = Vec::new();
+        let mut strangers = Vec::new();
         let mut best: Option<(u8, u64, u64)> = None;
         for (id, c) in table.conns.iter().filter(|(_, c)| !c.going()) {
-            let state = c.state.load(Ordering::Acquire);
-            let key = (rank(state), c.since_ms.load(Ordering::Relaxed), *id);
-            if state == IDLE {
-                idle.push((key.1, key.2));
+            let (rank, since) = (rank(c, now), c.since_ms.load(Ordering::Relaxed));
+            if rank == 0 {
+                strangers.push((since, *id));
             }
+            let key = (rank, since, *id);
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
             }
         }
-        if idle.len() > EVICT_BATCH {
-            idle.select_nth_unstable(EVICT_BATCH);
-            idle.truncate(EVICT_BATCH);
+        if strangers.len() > EVICT_BATCH {
+            strangers.select_nth_unstable(EVICT_BATCH);
+            strangers.truncate(EVICT_BATCH);
         }
         // Newest first, so that `pop` takes the oldest.
-        idle.sort_unstable_by(|a, b| b.cmp(a));
-        *next = idle;
+        strangers.sort_unstable_by(|a, b| b.cmp(a));
+        *next = strangers;
         match next.pop() {
             Some((_, id)) => Some(id),
             None => best.map(|(_, _, id)| id),

@@ -27,44 +27,58 @@ fn tick() {
     std::thread::sleep(Duration::from_millis(3));
 }
 
+/// Long enough for a new connection to be a stranger (no longer spared as fresh).
+fn past_fresh() {
+    std::thread::sleep(Duration::from_millis(FRESH_MS + 10));
+}
+
 #[test]
-fn at_the_limit_idle_goes_first_then_handshakes_and_heads_then_the_oldest_busy() {
-    let r = registry(3);
+fn at_the_limit_strangers_go_first_then_half_heads_then_the_newest_never_a_keep_alive_client() {
+    let r = registry(5);
     let busy = r.admit(false).unwrap();
     busy.conn.busy();
-    tick();
     let head = r.admit(false).unwrap();
     head.conn.set(READING_HEAD);
-    tick();
-    let idle = r.admit(false).unwrap();
-    tick();
-    let handshake = r.admit(true).unwrap();
-    // Its ClientHello arrived: a handshake under way, ranked with heads.
-    handshake.conn.set(HANDSHAKE);
-    assert_eq!(asked(&idle), SOON, "the idle one went first");
-    assert_eq!((asked(&busy), asked(&head)), (0, 0));
+    let keep_alive = r.admit(false).unwrap();
+    keep_alive.conn.busy();
+    keep_alive.conn.idle();
+    let stranger = r.admit(false).unwrap();
+    past_fresh();
+    let fresh = r.admit(false).unwrap();
+    let first = r.admit(false).unwrap();
+    assert_eq!(asked(&stranger), SOON, "the idle stranger went first");
     assert_eq!(
         (r.live(), r.open()),
-        (3, 4),
+        (5, 6),
         "the evicted one is held until dropped"
     );
-    let newer_busy = r.admit(false).unwrap();
-    newer_busy.conn.busy();
-    assert_eq!(
-        asked(&head),
-        SOON,
-        "then the oldest handshaking or reading a head"
-    );
-    let a = r.admit(false).unwrap();
-    a.conn.busy();
-    assert_eq!(asked(&handshake), SOON);
-    let _b = r.admit(false).unwrap();
-    assert_eq!(asked(&busy), SOON, "then the busy one, oldest first");
-    assert_eq!(asked(&newer_busy), 0);
+    let second = r.admit(false).unwrap();
+    assert_eq!(asked(&head), SOON, "then the half-head");
+    let third = r.admit(false).unwrap();
+    assert_eq!(asked(&fresh), SOON, "then the oldest new connection");
+    for kept in [&busy, &keep_alive] {
+        assert_eq!(asked(kept), 0, "a keep-alive client and a busy one stay");
+    }
+    let handshake = r.admit(true).unwrap();
+    handshake.conn.set(HANDSHAKE);
+    assert_eq!(asked(&first), SOON);
     assert_eq!(r.metrics.evicted.get(), 4);
     assert_eq!(r.metrics.refused.get(), 0);
-    drop((idle, head, handshake, busy));
-    assert_eq!((r.live(), r.open()), (3, 3));
+    drop((stranger, head, fresh, first, second, third, handshake));
+    // Only a keep-alive client and busy ones left: the keep-alive client, then the oldest busy.
+    let (a, b, c) = (
+        r.admit(false).unwrap(),
+        r.admit(false).unwrap(),
+        r.admit(false).unwrap(),
+    );
+    for x in [&a, &b, &c] {
+        x.conn.busy();
+    }
+    let d = r.admit(false).unwrap();
+    assert_eq!(asked(&keep_alive), SOON);
+    d.conn.busy();
+    let _e = r.admit(false).unwrap();
+    assert_eq!(asked(&busy), SOON, "then the busy one, oldest first");
 }
 
 #[test]
@@ -72,8 +86,8 @@ fn a_handshake_that_never_said_a_byte_goes_with_the_idle_ones() {
     let r = registry(2);
     let hello = r.admit(true).unwrap();
     hello.conn.set(HANDSHAKE);
-    tick();
     let silent = r.admit(true).unwrap();
+    past_fresh();
     let _newer = r.admit(true).unwrap();
     assert_eq!(asked(&silent), SOON, "the silent one, though newer");
     assert_eq!(asked(&hello), 0, "a client whose hello arrived stays");
