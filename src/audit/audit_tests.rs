@@ -20,6 +20,7 @@ fn record(n: u32, person: Option<NationalId>) -> Record {
         status: if n % 2 == 0 { 200 } else { 404 },
         latency: Duration::from_micros(250),
         person,
+        address: None,
     }
 }
 

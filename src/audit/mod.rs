@@ -147,6 +147,9 @@ pub struct Record {
     pub status: u16,
     pub latency: Duration,
     pub person: Option<NationalId>,
+    /// The client address (IPv6 by its limiting prefix), when known: who asked, also for a
+    /// request without a key (the public page) and for a key used from somewhere new.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Why a record was not taken.

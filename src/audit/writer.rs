@@ -409,6 +409,14 @@ pub(super) fn write_line(
         }
         None => out.push_str("null"),
     }
+    out.push_str(",\"address\":");
+    match record.address {
+        Some(address) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\"{address}\"");
+        }
+        None => out.push_str("null"),
+    }
     push_what(
         out,
         record.channel,

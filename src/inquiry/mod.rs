@@ -548,6 +548,7 @@ impl<'s> Session<'s> {
                     status,
                     latency: self.started.elapsed(),
                     person: subject,
+                    address: self.address,
                 };
                 if audit.record(record).is_err() {
                     counted = ApiError::AuditUnavailable.code();

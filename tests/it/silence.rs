@@ -321,7 +321,7 @@ fn ask_forwarded(c: &mut Client, lines: &[&str]) -> u16 {
 
 #[test]
 fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
-    let (_dir, mut served) = behind_a_trusted_proxy(&[
+    let (dir, mut served) = behind_a_trusted_proxy(&[
         "--public-requests-per-minute",
         "5",
         "--public-requests-per-second",
@@ -351,6 +351,20 @@ fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
         .collect();
     assert_eq!(answered(crowd), 5);
     assert!(terminate(&mut served).success());
+    // Who asked is in every answer's line, also without a key (the attack review's F5): the
+    // address the limit used, an IPv6 client by its /64.
+    let answers: Vec<Value> = lines(&dir.path().join("audit").join("audit.log"))
+        .into_iter()
+        .filter(|l| l["kind"].is_null() && l["channel"] == "web")
+        .collect();
+    assert_eq!(answers.len(), 5 + 5 + 20 + 5);
+    for address in ["203.0.113.7", "2001:db8:1:2::", "192.0.2.44"] {
+        assert_eq!(
+            answers.iter().filter(|l| l["address"] == address).count(),
+            5,
+            "{address}"
+        );
+    }
 }
 
 #[test]

@@ -173,6 +173,7 @@ fn main() -> ExitCode {
                     status: 200,
                     latency: Duration::from_micros(3),
                     person: None,
+                    address: None,
                 });
             }),
         ),
