@@ -12,6 +12,9 @@ use crate::limits::PhoneLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
 
+/// How many addresses' allowances an IPv6 /48 gets on the public endpoint.
+pub const SITE_FACTOR: u32 = 10;
+
 /// The default of `--unauthenticated-requests-per-minute`.
 pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 60;
 
@@ -49,6 +52,8 @@ pub struct AppState {
     pub phone_limits: PhoneLimits,
     /// Per-client-address limits of the public endpoint (`--public-requests-per-minute`).
     pub address_limits: PhoneLimits,
+    /// The public endpoint's allowance per IPv6 /48, ten times the per-address one.
+    pub site_limits: PhoneLimits,
     /// The page for people and its endpoint, with the proxies trusted to name a client
     /// (`None`: `--no-public-page`).
     pub public: Option<crate::http::client_address::TrustedProxies>,
@@ -83,6 +88,9 @@ impl AppState {
             metrics,
             phone_limits: PhoneLimits::default(),
             address_limits: PhoneLimits::default(),
+            site_limits: PhoneLimits::per_minute(
+                SITE_FACTOR * crate::limits::phone::DEFAULT_PER_MINUTE,
+            ),
             public: Some(Default::default()),
             addresses: Addresses::default(),
             unauthenticated_limits: PhoneLimits::per_minute(DEFAULT_UNAUTHENTICATED_PER_MINUTE),
@@ -156,6 +164,7 @@ impl AppState {
     ) -> AppState {
         self.public = trusted_proxies;
         self.address_limits = PhoneLimits::per_minute(per_minute);
+        self.site_limits = PhoneLimits::per_minute(per_minute.saturating_mul(SITE_FACTOR));
         self
     }
 

@@ -9,8 +9,8 @@
 //! anyone in the record of who looked up whom.
 //!
 //! The table holds at most [`MAX_ENTRIES`] entries per window; refusals beyond that are
-//! counted under `"who":"others"` per channel, route, outcome and status (a closed set), so
-//! a million distinct addresses add at most about [`MAX_ENTRIES`] + a few dozen lines a
+//! counted under `"address":"others"` per outcome and status only (a closed set of about a
+//! dozen), so a million distinct addresses add at most about [`MAX_ENTRIES`] + 12 lines a
 //! second (docs/security.md, "Audit log"). They are never silent: every refusal is in some
 //! line's `count`.
 
@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// How long refusals are gathered into one line per entry.
 pub const WINDOW: Duration = Duration::from_secs(1);
 /// Distinct (who, channel, route, outcome, status) entries kept per window.
-pub const MAX_ENTRIES: usize = 256;
+pub const MAX_ENTRIES: usize = 64;
 
 /// Who was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,8 +68,12 @@ impl Window {
         let key = if self.counts.len() - self.others >= MAX_ENTRIES
             && !self.counts.contains_key(&refusal)
         {
+            // Past the limit, only the outcome and status are kept: a closed set of a
+            // dozen or so lines, whatever channels and routes the flood used.
             Refusal {
                 who: Who::Others,
+                channel: "others",
+                route: "others",
                 ..refusal
             }
         } else {

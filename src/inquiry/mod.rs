@@ -271,6 +271,10 @@ impl<'a> Arrival<'a> {
     }
 }
 
+/// The IPv6 prefix whose addresses share the public page's site allowance
+/// (`AppState::site_limits`).
+pub const SITE_PREFIX: u8 = 48;
+
 /// Step 1: charges the request (the key's bucket, or the client address's allowance),
 /// authenticates the `Authorization` header (when `--api-keys` is configured) and checks the
 /// key may use the channel, before any other work. Refusals are counted here.
@@ -303,12 +307,21 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
     if channel == Channel::Web {
         // The public page takes no key: its address pays, then the ceiling for everyone
         // (an address already out of allowance does not use up the ceiling).
+        let limited =
+            |retry_after_secs| ApiError::RateLimited(Limited::Address { retry_after_secs });
         state
             .address_limits
             .take_key(address_key)
-            .map_err(|retry_after_secs| {
-                session.refuse(ApiError::RateLimited(Limited::Address { retry_after_secs }))
-            })?;
+            .map_err(|secs| session.refuse(limited(secs)))?;
+        // An IPv6 client's /48 (a site's or a home's whole allocation) pays too, so one
+        // allocation's many /64s cannot take the ceiling from everyone.
+        if let Some(std::net::IpAddr::V6(v6)) = address {
+            let site = crate::http::client_address::limit_key(v6.into(), SITE_PREFIX);
+            state
+                .site_limits
+                .take_key(PhoneKey::from_ip(site))
+                .map_err(|secs| session.refuse(limited(secs)))?;
+        }
         if let Some(ceiling) = &state.public_ceiling {
             if ceiling.check().is_err() {
                 return Err(session.refuse(ApiError::RateLimited(Limited::Busy)));

@@ -344,6 +344,14 @@ fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
         .map(|i| ask_forwarded(&mut c, &[&format!("2001:db8:2:{i:x}::1")]))
         .collect();
     assert_eq!(answered(prefixes), 20);
+    // 100 /64s of one /48 (one home's or site's allocation): the /48 pays too, ten
+    // addresses' worth (attack review F3: 300 /64s of one /55 took the whole ceiling).
+    let one_site: Vec<u16> = (1..=100)
+        .map(|i| ask_forwarded(&mut c, &[&format!("2001:db8:3:{i:x}::1")]))
+        .collect();
+    // (50 a minute refills one every 1.2 s while the test runs.)
+    let site = answered(one_site);
+    assert!((50..=52).contains(&site), "one /48, ten allowances: {site}");
     // A crowd behind one carrier NAT (one IPv4 address): 100 people each asking once in a
     // minute get 5 answers between them (docs/security.md).
     let crowd: Vec<u16> = (0..100)
@@ -357,7 +365,7 @@ fn the_public_limit_reads_every_forwarded_line_and_limits_ipv6_by_prefix() {
         .into_iter()
         .filter(|l| l["kind"].is_null() && l["channel"] == "web")
         .collect();
-    assert_eq!(answers.len(), 5 + 5 + 20 + 5);
+    assert_eq!(answers.len(), 5 + 5 + 20 + site + 5);
     for address in ["203.0.113.7", "2001:db8:1:2::", "192.0.2.44"] {
         assert_eq!(
             answers.iter().filter(|l| l["address"] == address).count(),
@@ -527,5 +535,87 @@ fn a_full_disk_under_load_gives_no_answer_without_its_line() {
         unlined.len(),
         unanswered.len(),
         given.len()
+    );
+}
+
+#[test]
+fn refusals_from_thousands_of_addresses_stay_within_the_audit_bound() {
+    // Every route, a made-up key, and a fresh address for each request (through the trusted
+    // proxy): the audit log grows by at most the refusal table's bound, about 20 KB a second
+    // (docs/security.md), and every refusal is counted. The attack review (F4) reached
+    // 65 KB a second with the earlier bound of 256 entries.
+    let (dir, mut served) = behind_a_trusted_proxy(&[]);
+    let started = Instant::now();
+    let senders: Vec<_> = (0..3u32)
+        .map(|t| {
+            let addr = served.addr.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let mut statuses = Vec::new();
+                let routes: [(&str, &str, &[u8]); 6] = [
+                    ("GET", "/v1/members/0012345679/eligibility", b""),
+                    (
+                        "POST",
+                        "/v1/eligibility/batch",
+                        b"{\"national_ids\":[\"0012345679\"]}",
+                    ),
+                    ("POST", "/fhir/r4/CoverageEligibilityRequest/$submit", b"{}"),
+                    ("POST", "/ussd", b"sessionId=1&phoneNumber=0912&text=1"),
+                    ("POST", "/sms", b"from=0912&text=0012345679"),
+                    (
+                        "POST",
+                        "/v1/public/credit",
+                        b"{\"national_id\":\"0012345679\"}",
+                    ),
+                ];
+                let mut i = 0u32;
+                while started.elapsed() < Duration::from_secs(4) {
+                    let (method, path, body) = routes[(i % 6) as usize];
+                    let address = format!("10.{}.{}.{}", t, (i >> 8) & 255, i & 255);
+                    let headers = [
+                        ("x-forwarded-for", address.as_str()),
+                        (
+                            "authorization",
+                            "Bearer eligd_zzzzzzzz_0000000000000000000000",
+                        ),
+                        ("content-type", "application/json"),
+                    ];
+                    if let Some(r) = c.ask(method, path, &headers, body) {
+                        statuses.push(r.status);
+                    }
+                    i += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = senders
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(terminate(&mut served).success());
+    let log = dir.path().join("audit").join("audit.log");
+    let bytes = std::fs::metadata(&log).unwrap().len() as f64;
+    let refused = statuses.iter().filter(|s| !matches!(s, 200 | 404)).count() as u64;
+    let written = lines(&log);
+    let counted: u64 = written
+        .iter()
+        .filter(|l| l["kind"] == "refusals")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "{} requests ({refused} refused) in {seconds:.1} s: {} lines, {:.0} bytes a second",
+        statuses.len(),
+        written.len(),
+        bytes / seconds
+    );
+    assert!(statuses.len() > 2_000, "only {} requests", statuses.len());
+    assert_eq!(counted, refused, "every refusal counted");
+    // One second's table at most 64 entries plus a dozen `others`, for each second the flood
+    // ran and the one it ended in.
+    assert!(
+        bytes / (seconds.ceil() + 1.0) < 25_000.0,
+        "{bytes} bytes in {seconds:.1} s"
     );
 }
