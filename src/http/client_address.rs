@@ -88,7 +88,7 @@ impl TrustedProxies {
                 return last;
             };
             for item in line.rsplit(',') {
-                let Ok(ip) = item.trim().parse::<IpAddr>() else {
+                let Some(ip) = parse_entry(item.trim()) else {
                     return last;
                 };
                 if !self.contains(ip) {
@@ -99,6 +99,15 @@ impl TrustedProxies {
         }
         last
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`192.0.2.1:5678`,
+/// `[2001:db8::1]:443`, as some proxies write it). Anything else (`unknown`, an obfuscated
+/// name) is `None`.
+fn parse_entry(item: &str) -> Option<IpAddr> {
+    item.parse::<IpAddr>()
+        .ok()
+        .or_else(|| item.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// The address a client is limited and audited under: IPv4 (and IPv4-mapped IPv6) as it is,
@@ -186,6 +195,27 @@ mod tests {
             trusted.client_from_headers(ip("203.0.113.1"), &headers),
             ip("203.0.113.1"),
             "an untrusted peer's lines are ignored"
+        );
+    }
+
+    #[test]
+    fn entries_with_ports_name_their_address() {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        for (header, client) in [
+            ("198.51.100.7:5678", "198.51.100.7"),
+            ("[2001:db8::7]:443, 10.0.0.2", "2001:db8::7"),
+            ("198.51.100.7:5678, 10.0.0.2:80", "198.51.100.7"),
+        ] {
+            assert_eq!(
+                trusted.client(ip("10.0.0.1"), Some(header)),
+                ip(client),
+                "{header}"
+            );
+        }
+        // Something that is no address: the last good one (here the proxy's peer).
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), Some("unknown")),
+            ip("10.0.0.1")
         );
     }
 
