@@ -50,6 +50,7 @@ fn closed(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn slow_clients_and_malformed_floods_never_slow_a_good_client() {
+    let _exclusive = crate::exclusive();
     let eligd = serve_until(
         &[
             "--demo-members",
@@ -183,6 +184,7 @@ fn slow_clients_and_malformed_floods_never_slow_a_good_client() {
 /// checks and lookups answer within 50 ms throughout.
 #[test]
 fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
+    let _exclusive = crate::exclusive();
     let mut command = std::process::Command::new("prlimit");
     command
         .args(["--nofile=1024:1024", "--"])

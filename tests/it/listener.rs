@@ -154,6 +154,7 @@ fn bad_certificates_are_clear_errors_at_start() {
 
 #[test]
 fn more_idle_connections_than_file_descriptors_never_stop_healthz() {
+    let _exclusive = crate::exclusive();
     // The process may hold 300 descriptors; 1,000 connections are opened and left idle.
     let mut command = Command::new("prlimit");
     command

@@ -38,3 +38,10 @@ mod status_page;
 mod support;
 mod ussd_sms;
 mod web_page;
+
+/// Tests that flood the machine or hold a latency budget take this, so that no two of them
+/// run at once on a 2-core machine (one's flood is another's slow answer).
+pub(crate) fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -158,6 +158,7 @@ fn serve_audited(dir: &Path, keys: &Path, fsize: Option<u64>, extra: &[&str]) ->
 
 #[test]
 fn an_anonymous_flood_neither_fills_the_audit_disk_nor_silences_answers() {
+    let _exclusive = crate::exclusive();
     // The audit volume holds 512 KiB. Before aggregation, 1,734 refused requests filled it.
     let (dir, mut served, key) = audited(1000, &[], Some(512 * 1024), &[]);
     let started = Instant::now();
@@ -425,6 +426,7 @@ fn retention_keeps_the_log_within_its_bound_and_files_private() {
 
 #[test]
 fn kill_9_loses_no_line_of_an_answer_received() {
+    let _exclusive = crate::exclusive();
     for trial in 0..5 {
         let (dir, mut served, key) = audited(100_000, &[], None, &[]);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -487,6 +489,7 @@ fn waiting_for_records_is_not_waiting_for_healthz() {
 
 #[test]
 fn a_full_disk_under_load_gives_no_answer_without_its_line() {
+    let _exclusive = crate::exclusive();
     // The audit volume fills while three clients ask as fast as they can: every answer
     // given (not 503) has its line, and no line stands for an answer not given. Before group
     // commit, 522 answers went out against 447 lines.
@@ -540,6 +543,7 @@ fn a_full_disk_under_load_gives_no_answer_without_its_line() {
 
 #[test]
 fn refusals_from_thousands_of_addresses_stay_within_the_audit_bound() {
+    let _exclusive = crate::exclusive();
     // Every route, a made-up key, and a fresh address for each request (through the trusted
     // proxy): the audit log grows by at most the refusal table's bound, about 20 KB a second
     // (docs/security.md), and every refusal is counted. The attack review (F4) reached
