@@ -27,6 +27,7 @@ pub struct RelayMetrics {
     pub trimmed: Counter,
     pub epochs_replaced: Counter,
     pub restored: Counter,
+    pub losses_noticed: Counter,
     pub kept_rows: Gauge,
     pub pruned: Counter,
     pub wait_seconds: Histogram,
@@ -55,6 +56,7 @@ impl RelayMetrics {
             trimmed: Counter::default(),
             epochs_replaced: Counter::default(),
             restored: Counter::default(),
+            losses_noticed: Counter::default(),
             kept_rows: Gauge::default(),
             pruned: Counter::default(),
             // 100 µs doubling to about 6.5 s.
@@ -113,6 +115,12 @@ impl RelayMetrics {
             "Entries written back with their own IDs to a Redis that came back without them \
              (an older copy, or a failover to a replica that lacked them)",
             m.restored.clone(),
+        );
+        registry.register(
+            "stream_losses_noticed",
+            "Times a batch or a probe found the stream without what the relay wrote while the \
+             connection stayed open (Redis restarted behind a proxy); the epoch was then settled",
+            m.losses_noticed.clone(),
         );
         registry.register(
             "outbox_kept_rows",

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use self::epoch::Decision;
 use self::metrics::{ComponentLabels, RelayMetrics};
+use self::stream_writer::Checked;
 use crate::cli::RelayArgs;
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
@@ -136,6 +137,10 @@ struct Session<'a> {
     redis: StreamReader,
     metrics: &'a RelayMetrics,
     epoch: StreamEpoch,
+    /// The newest entry the stream must hold under `epoch`: checked with every batch and
+    /// every probe, not only when the session starts (a restart behind a proxy that keeps the
+    /// connection open ends no session).
+    last_written: FeedPosition,
     /// The newest entry this session wrote, for the confirmation (`WAIT`) beside it.
     written: &'a Mutex<Option<FeedPosition>>,
 }
@@ -163,6 +168,7 @@ async fn session(
         redis: StreamReader::connect(redis, &args.stream).await?,
         metrics,
         epoch: StreamEpoch(0),
+        last_written: FeedPosition::START,
         written: &written,
     };
     session.settle_epoch().await?;
@@ -280,8 +286,12 @@ impl Session<'_> {
         let stream = &self.args.stream;
         let recorded = outbox::recorded(self.pg, stream).await?;
         let found = epoch::in_redis(&mut self.redis).await?;
+        self.last_written = FeedPosition::START;
         self.epoch = match epoch::decide(recorded, found) {
-            Decision::Keep(e) => e,
+            Decision::Keep(e) => {
+                self.last_written = recorded.map_or(FeedPosition::START, |r| r.last_written);
+                e
+            }
             Decision::Create => self.redis.ensure_epoch().await?,
             Decision::Restore {
                 epoch,
@@ -292,6 +302,7 @@ impl Session<'_> {
                     self.redis.set_epoch(epoch).await?;
                 }
                 self.epoch = epoch;
+                self.last_written = after;
                 let restored = self.restore(after).await?;
                 tracing::warn!(restored, after = %after, epoch = %epoch,
                     "relay: Redis came back without entries the relay had written; wrote them back \
@@ -329,6 +340,7 @@ impl Session<'_> {
         self.metrics.restored.inc_by(restored);
         if let Some((last, _)) = kept.last() {
             self.wrote(*last);
+            self.last_written = self.last_written.max(*last);
         }
         Ok(restored)
     }
@@ -359,9 +371,8 @@ impl Session<'_> {
             }
         }
         if !events.is_empty() {
-            let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
-                events.iter().map(|(_, e)| (None, e)).collect();
-            let ids = stream_writer::append(&mut self.redis, &batch).await?;
+            let batch: Vec<&NativeEvent> = events.iter().map(|(_, e)| e).collect();
+            let ids = self.append_checked(&batch).await?;
             // Without --wait-replicas a row is safe once written; with it, once confirmed.
             let replicated = self.args.wait_replicas == 0;
             let written: Vec<(i64, FeedPosition)> =
@@ -372,6 +383,7 @@ impl Session<'_> {
                 .max()
                 .unwrap_or(FeedPosition::START);
             self.wrote(last_written);
+            self.last_written = self.last_written.max(last_written);
             outbox::mark_relayed(
                 self.pg,
                 &written,
@@ -389,13 +401,65 @@ impl Session<'_> {
         Ok(rows.len())
     }
 
-    /// Refreshes the backlog gauges and the age of the stream's oldest entry.
+    /// Appends new events while the stream still holds what the relay wrote; when it no
+    /// longer does, settles the epoch as a new session would (writing back what was lost,
+    /// or starting a new epoch), then appends.
+    async fn append_checked(
+        &mut self,
+        batch: &[&NativeEvent],
+    ) -> Result<Vec<FeedPosition>, RelayError> {
+        for _ in 0..2 {
+            let checked = stream_writer::append_checked(
+                &mut self.redis,
+                self.epoch,
+                self.last_written,
+                batch,
+            )
+            .await?;
+            match checked {
+                Checked::Appended(ids) => return Ok(ids),
+                Checked::Lost(found) => self.lost(found).await?,
+            }
+        }
+        Err(StreamError::Reply {
+            command: "EVAL",
+            detail: "the stream changed again while the relay settled its epoch".into(),
+        }
+        .into())
+    }
+
+    /// Redis no longer holds what the relay wrote, though the connection never closed.
+    async fn lost(&mut self, found: epoch::InRedis) -> Result<(), RelayError> {
+        self.metrics.losses_noticed.inc();
+        tracing::warn!(
+            epoch = %self.epoch,
+            last_written = %self.last_written,
+            found_epoch = %found.epoch.map_or_else(|| "none".to_string(), |e| e.to_string()),
+            found_last = %found.last_generated,
+            "relay: the stream no longer holds what the relay wrote (Redis restarted from an older copy \
+             or empty, without closing the connection); checking the epoch as a new session would"
+        );
+        self.settle_epoch().await
+    }
+
+    /// Refreshes the backlog gauges and the age of the stream's oldest entry, and checks that
+    /// the stream still holds what the relay wrote.
     async fn observe(&mut self) -> Result<(), RelayError> {
         stream_writer::ping(&mut self.redis).await?;
         let (rows, oldest) = outbox::backlog(self.pg).await?;
         self.metrics.backlog_rows.set(rows);
         self.metrics.oldest_pending_seconds.set(oldest);
         let probe = self.redis.probe(None).await?;
+        let found = epoch::InRedis {
+            epoch: probe.epoch,
+            last_generated: probe
+                .info
+                .as_ref()
+                .map_or(FeedPosition::START, |i| i.last_generated),
+        };
+        if found.epoch != Some(self.epoch) || found.last_generated < self.last_written {
+            return self.lost(found).await;
+        }
         let age = probe.info.and_then(|i| i.first_entry).map_or(0.0, |first| {
             crate::app::unix_ms().saturating_sub(first.unix_ms()) as f64 / 1000.0
         });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
-use crate::index::FeedPosition;
+use crate::index::{FeedPosition, StreamEpoch};
 use crate::resp::Reply;
 
 /// A pipelined XADD of thousands of events, or a WAIT, may take this long.
@@ -116,4 +116,123 @@ pub async fn ping(reader: &mut StreamReader) -> Result<(), StreamError> {
         .command(&[b"PING"], crate::resp::COMMAND_TIMEOUT)
         .await?;
     Ok(())
+}
+
+/// What [`append_checked`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// The stream still held what the relay wrote; the events are appended with these IDs.
+    Appended(Vec<FeedPosition>),
+    /// It did not (Redis came back from an older copy, or empty, without closing the
+    /// connection): nothing was written. What Redis held instead (for the log: the epoch
+    /// check reads it again).
+    Lost(super::epoch::InRedis),
+}
+
+/// Checks that the epoch key holds `epoch` and the stream's newest ID ever generated is at
+/// least `last_written`, then appends `events` with new IDs: one script, so nothing (a
+/// restart behind a proxy that keeps this connection open) can come between the check and
+/// the writes. Nothing is written when the check fails.
+const APPEND_CHECKED: &str = r#"
+local function cmp(x, y)
+  if #x ~= #y then return #x < #y and -1 or 1 end
+  if x == y then return 0 end
+  return x < y and -1 or 1
+end
+local function at_least(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am or not bm then return false end
+  local c = cmp(am, bm)
+  if c == 0 then c = cmp(as, bs) end
+  return c >= 0
+end
+local epoch = redis.call('GET', KEYS[2])
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+if epoch ~= ARGV[1] or not at_least(last, ARGV[2]) then
+  return {'lost', epoch or '', last}
+end
+local ids = {'ok'}
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local args = {'XADD', KEYS[1], '*'}
+  for j = 1, n do args[#args + 1] = ARGV[i + j] end
+  ids[#ids + 1] = redis.call(unpack(args))
+  i = i + 1 + n
+end
+return ids
+"#;
+
+/// [`append`] with new IDs, only while the stream still holds what the relay wrote under
+/// `epoch`, up to `last_written` ([`APPEND_CHECKED`]).
+pub async fn append_checked(
+    reader: &mut StreamReader,
+    epoch: StreamEpoch,
+    last_written: FeedPosition,
+    events: &[&NativeEvent],
+) -> Result<Checked, StreamError> {
+    let key = reader.key().to_string();
+    let epoch_key = StreamEpoch::key(&key);
+    let (epoch, last) = (epoch.to_string(), last_written.to_string());
+    let counts: Vec<String> = events
+        .iter()
+        .map(|e| (e.fields.len() * 2).to_string())
+        .collect();
+    let mut args: Vec<&[u8]> = vec![
+        b"EVAL",
+        APPEND_CHECKED.as_bytes(),
+        b"2",
+        key.as_bytes(),
+        epoch_key.as_bytes(),
+        epoch.as_bytes(),
+        last.as_bytes(),
+    ];
+    for (event, count) in events.iter().zip(&counts) {
+        args.push(count.as_bytes());
+        for (name, value) in &event.fields {
+            args.push(name.as_bytes());
+            args.push(value.as_bytes());
+        }
+    }
+    let reply = reader.connection().command(&args, WRITE_TIMEOUT).await?;
+    let Reply::Array(items) = reply else {
+        return Err(match reply {
+            Reply::Error(e) => reply_error("EVAL", e),
+            _ => reply_error("EVAL", "not an array"),
+        });
+    };
+    let text = |r: &Reply| {
+        r.bytes()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_string)
+    };
+    let mut items = items.iter();
+    match items.next().and_then(text).as_deref() {
+        Some("ok") => items
+            .map(|r| {
+                text(r)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| reply_error("EVAL", "an XADD reply is not an entry ID"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Checked::Appended),
+        Some("lost") => {
+            let epoch = items.next().and_then(text).unwrap_or_default();
+            let last = items.next().and_then(text).and_then(|s| s.parse().ok());
+            let last_generated =
+                last.ok_or_else(|| reply_error("EVAL", "the stream's last ID is not an entry ID"))?;
+            Ok(Checked::Lost(super::epoch::InRedis {
+                epoch: epoch.parse().ok(),
+                last_generated,
+            }))
+        }
+        _ => Err(reply_error("EVAL", "neither appended nor lost")),
+    }
 }

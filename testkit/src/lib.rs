@@ -3,11 +3,13 @@
 //! system-wide service. Test tooling: failures panic with a message saying what to fix.
 
 mod postgres;
+mod proxy;
 mod redis;
 
 pub mod certs;
 pub mod docker;
 pub use crate::postgres::PgServer;
+pub use crate::proxy::TcpProxy;
 pub use crate::redis::{RedisServer, Sentinel};
 
 /// A TCP port nothing listens on right now (the server binds it next; callers retry on a

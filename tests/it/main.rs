@@ -25,6 +25,7 @@ mod prometheus;
 mod public;
 mod records;
 mod records_faults;
+mod records_proxy;
 mod records_random;
 mod records_rules;
 mod redis_server;
