@@ -247,6 +247,10 @@ fn retention_removes_the_oldest_rotated_files() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+    // Then batches larger than the rotation size (written whole into a new file).
+    for n in 0..300 {
+        log.record(record(n, None)).unwrap();
+    }
     assert!(log.close(Duration::from_secs(10)));
     let held: u64 = std::fs::read_dir(dir.path())
         .unwrap()

@@ -173,25 +173,38 @@ impl Writer {
             let mut lines = std::mem::take(&mut self.lines);
             queue.take(&mut batch);
             lines.clear();
+            let mut ends = Vec::with_capacity(batch.len());
             for (record, _) in &batch {
                 self.format_line(record, &mut lines);
+                ends.push(lines.len());
             }
-            let written = self.write(queue, &lines);
-            let n = batch.len() as u64;
-            if !written {
-                for (record, _) in &batch {
-                    queue.refusals.add(unavailable(record));
+            // Written in parts of at most the rotation size (whole lines, at least one), each
+            // one `write` into one file, so a rotation never splits a part and the log and
+            // its rotated files stay within the retention. A part that fails fails only its
+            // own records: the parts before it were written, and their answers are given.
+            let (mut first, mut from) = (0, 0);
+            while first < batch.len() {
+                let mut last = first + 1;
+                while last < batch.len() && (ends[last] - from) as u64 <= self.max_bytes {
+                    last += 1;
                 }
-            }
-            for (_, done) in batch.drain(..) {
-                if let Some(done) = done {
-                    done.done(written);
+                let to = ends[last - 1];
+                let written = self.write(queue, &lines[from..to]);
+                for (record, done) in &batch[first..last] {
+                    if !written {
+                        queue.refusals.add(unavailable(record));
+                    }
+                    if let Some(done) = done {
+                        done.done(written);
+                    }
                 }
+                if written {
+                    self.counters.written.inc_by((last - first) as u64);
+                }
+                (first, from) = (last, to);
             }
+            batch.clear();
             queue.finished();
-            if written {
-                self.counters.written.inc_by(n);
-            }
             self.batch = batch;
             self.lines = lines;
         }
