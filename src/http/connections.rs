@@ -6,8 +6,9 @@
 //! - hold at most `--max-connections` live connections, every accepted socket counted from
 //!   accept (a TLS handshake included). A new connection at the limit makes room by evicting
 //!   one by [`rank`]: strangers (never answered) gone quiet first, then strangers with a head
-//!   or handshake under way (the client owes bytes), then new connections not read yet, then
-//!   keep-alive clients that were answered before, then the one busy the longest (honest
+//!   or handshake under way (the client owes bytes), then new connections that have not
+//!   spoken, then new ones that have, then keep-alive clients that were answered before,
+//!   then the one busy the longest (honest
 //!   requests take milliseconds and bodies are ~3 KiB sent at once, so the oldest busy one is
 //!   the one most likely stuck on a body that never ends or an answer never read). So a
 //!   flood of any kind never stops `/healthz` from being answered, and a churn of half-open
@@ -86,6 +87,8 @@ pub struct Conn {
     served: std::sync::atomic::AtomicBool,
     /// When it was accepted (ms since the registry's epoch).
     accepted_ms: u64,
+    /// Whether any byte has arrived from the client (a ClientHello, a request).
+    spoke: std::sync::atomic::AtomicBool,
     notify: Notify,
     epoch: Instant,
 }
@@ -183,27 +186,30 @@ const FRESH_MS: u64 = 1000;
 
 /// A connection's rank for eviction: lower goes first, oldest first within a rank.
 ///
-/// 0. a stranger gone quiet: never answered, idle or in a silent TLS handshake, accepted
-///    [`FRESH_MS`] ago or more (a flood of idle connections goes here);
+/// 0. a stranger gone quiet: never answered and never sent a byte, idle or in a silent TLS
+///    handshake, accepted [`FRESH_MS`] ago or more (a flood of idle connections goes here);
 /// 1. a stranger with a request head under way (an honest head arrives whole and is
 ///    answered in the same pass, so one seen unfinished is a slowloris or a churn of
-///    half-heads), or a TLS handshake under way for [`FRESH_MS`] or more;
-/// 2. a new connection (accepted within [`FRESH_MS`], never answered): not read yet, or its
-///    TLS handshake under way;
-/// 3. a keep-alive client (answered before), between requests or starting the next one;
-/// 4. busy answering.
+///    half-heads), or one that spoke but has not finished a handshake or sent a request in
+///    [`FRESH_MS`];
+/// 2. a new connection that has not sent a byte yet (accepted within [`FRESH_MS`]);
+/// 3. a new connection that has (a TLS client in or just past its handshake);
+/// 4. a keep-alive client (answered before), between requests or starting the next one;
+/// 5. busy answering.
 ///
 /// So a client without a key that churns half-open connections evicts its own, never an
-/// honest partner's keep-alive connection or a new client about to be read.
+/// honest partner's keep-alive connection, and a flood of silent connections never pushes
+/// out a client that has started to talk.
 fn rank(c: &Conn, now_ms: u64) -> u8 {
     let state = c.state.load(Ordering::Acquire);
     let old = now_ms.saturating_sub(c.accepted_ms) >= FRESH_MS;
+    let spoke = c.spoke.load(Ordering::Relaxed);
     match state {
-        BUSY => 4,
-        _ if c.served.load(Ordering::Relaxed) => 3,
+        BUSY => 5,
+        _ if c.served.load(Ordering::Relaxed) => 4,
         READING_HEAD => 1,
-        IDLE | SILENT_HANDSHAKE if old => 0,
-        HANDSHAKE if old => 1,
+        _ if old => u8::from(spoke),
+        _ if spoke => 3,
         _ => 2,
     }
 }
@@ -349,6 +355,7 @@ impl Registry {
             write_stalled_ms: AtomicU64::new(0),
             served: std::sync::atomic::AtomicBool::new(false),
             accepted_ms: now,
+            spoke: std::sync::atomic::AtomicBool::new(false),
             notify: Notify::new(),
             epoch: self.epoch,
         });

@@ -34,6 +34,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for TrackedIo<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
+            self.conn.spoke.store(true, Ordering::Relaxed);
             match self.conn.state.load(Ordering::Acquire) {
                 IDLE => self.conn.set(READING_HEAD),
                 // The ClientHello (or part of it) arrived: no longer silent.

@@ -60,6 +60,7 @@ fn at_the_limit_strangers_go_first_then_half_heads_then_the_newest_never_a_keep_
         assert_eq!(asked(kept), 0, "a keep-alive client and a busy one stay");
     }
     let handshake = r.admit(true).unwrap();
+    handshake.conn.spoke.store(true, Ordering::Relaxed);
     handshake.conn.set(HANDSHAKE);
     assert_eq!(asked(&first), SOON);
     assert_eq!(r.metrics.evicted.get(), 4);
@@ -85,12 +86,29 @@ fn at_the_limit_strangers_go_first_then_half_heads_then_the_newest_never_a_keep_
 fn a_handshake_that_never_said_a_byte_goes_with_the_idle_ones() {
     let r = registry(2);
     let hello = r.admit(true).unwrap();
+    hello.conn.spoke.store(true, Ordering::Relaxed);
     hello.conn.set(HANDSHAKE);
     let silent = r.admit(true).unwrap();
     past_fresh();
     let _newer = r.admit(true).unwrap();
     assert_eq!(asked(&silent), SOON, "the silent one, though newer");
     assert_eq!(asked(&hello), 0, "a client whose hello arrived stays");
+}
+
+#[test]
+fn while_everything_is_new_a_client_that_spoke_outlasts_a_silent_flood() {
+    let r = registry(3);
+    // The client connected first and sent its ClientHello; the flood came after, silent.
+    let client = r.admit(true).unwrap();
+    client.conn.spoke.store(true, Ordering::Relaxed);
+    client.conn.set(HANDSHAKE);
+    let flood: Vec<Registered> = (0..10).map(|_| r.admit(true).unwrap()).collect();
+    assert_eq!(
+        asked(&client),
+        0,
+        "the older client stays: the silent ones go first"
+    );
+    assert!(flood[..flood.len() - 2].iter().all(|f| asked(f) >= SOON));
 }
 
 #[test]
