@@ -35,13 +35,19 @@ pub(crate) fn start_relay_until(
     extra: &[&str],
     line: &str,
 ) -> Served {
-    let (pg_url, redis_url) = (pg.url(), redis.url());
+    start_relay_at(pg, &redis.url(), extra, line)
+}
+
+/// `eligd relay` from `pg` to the Redis at `redis_url` (a proxy in front of one, say),
+/// returning once its log shows `line`.
+pub(crate) fn start_relay_at(pg: &PgServer, redis_url: &str, extra: &[&str], line: &str) -> Served {
+    let pg_url = pg.url();
     let mut args = vec![
         "relay",
         "--postgres-url",
         &pg_url,
         "--redis-url",
-        &redis_url,
+        redis_url,
         "--poll-interval-ms",
         "200",
     ];

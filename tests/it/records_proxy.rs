@@ -3,7 +3,7 @@
 //! never sees a disconnect, so only its continuous check of the stream can notice that Redis
 //! came back from an older copy.
 
-use crate::cli::{http_get, serve_until, Served};
+use crate::cli::{http_get, Served};
 use crate::feed::{metric, person, start, version, wait_for, wait_ready};
 use crate::records::{insert_main, records_db, version_in_db};
 use crate::redis_server::RedisServer;
@@ -11,19 +11,7 @@ use testkit::TcpProxy;
 
 /// `eligd relay` reaching Redis through `proxy`.
 fn start_relay_through(pg: &testkit::PgServer, proxy: &TcpProxy) -> Served {
-    let (pg_url, redis_url) = (pg.url(), proxy.redis_url());
-    serve_until(
-        &[
-            "relay",
-            "--postgres-url",
-            &pg_url,
-            "--redis-url",
-            &redis_url,
-            "--poll-interval-ms",
-            "200",
-        ],
-        "relay: active",
-    )
+    crate::records::start_relay_at(pg, &proxy.redis_url(), &[], "relay: active")
 }
 
 fn status(eligd: &Served, national_id: &str) -> String {
