@@ -30,18 +30,25 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     // No answer before its record: the audit lines this request made are written before
-    // the answer leaves (group commit, `audit::completion`).
-    let ((route, channel, reply), records) =
-        crate::audit::completion::Captured::new(dispatch(state, request, peer, started)).await;
-    let written = match (records, state.audit()) {
-        (Some(records), Some(audit)) => audit.wait_for(records).await,
-        (Some(records), None) => records.wait().await,
-        (None, _) => true,
-    };
-    let reply = if written {
-        reply
-    } else {
-        channels::audit_unavailable(state, channel)
+    // the answer leaves (group commit, `audit::completion`). Without an audit log there is
+    // nothing to wait for, and no per-request completion to allocate.
+    let (route, channel, reply) = match state.audit() {
+        None => dispatch(state, request, peer, started).await,
+        Some(audit) => {
+            let (decided, records) =
+                crate::audit::completion::Captured::new(dispatch(state, request, peer, started))
+                    .await;
+            let written = match records {
+                Some(records) => audit.wait_for(records).await,
+                None => true,
+            };
+            if written {
+                decided
+            } else {
+                let (route, channel, _) = decided;
+                (route, channel, channels::audit_unavailable(state, channel))
+            }
+        }
     };
     state
         .metrics
