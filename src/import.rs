@@ -11,6 +11,7 @@ use std::io::BufRead;
 use crate::index::body::Body;
 use crate::index::{BodyBuilder, Mode, Origin};
 use crate::member::Member;
+use crate::national_id::NationalId;
 
 /// The longest line accepted; real records are a few hundred bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -100,8 +101,22 @@ pub fn import_jsonl(
     reader: &mut impl BufRead,
     strict: bool,
 ) -> Result<(Body, ImportReport), ImportError> {
+    import_jsonl_with(reader, strict, &[])
+}
+
+/// [`import_jsonl`], with delete markers (ID, version of the delete) kept as tombstones: a
+/// marker newer than a line's record wins, and a replica loading the body refuses an upsert
+/// older than the delete.
+pub fn import_jsonl_with(
+    reader: &mut impl BufRead,
+    strict: bool,
+    deleted: &[(NationalId, u64)],
+) -> Result<(Body, ImportReport), ImportError> {
     let mut report = ImportReport::default();
     let mut builder = BodyBuilder::default();
+    for (id, version) in deleted {
+        builder.push_tombstone(*id, *version, Origin(0));
+    }
     let mut buf = Vec::with_capacity(1024);
     loop {
         let line_no = report.lines + 1;
@@ -136,7 +151,7 @@ pub fn import_jsonl(
             }
         }
     }
-    let pushed = builder.len() as u64;
+    let pushed = builder.len() as u64 - deleted.len() as u64;
     let (body, rejected) = builder.finish(Mode::Import);
     if strict {
         if let Some(first) = rejected.first() {

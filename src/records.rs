@@ -14,9 +14,10 @@ use std::io::BufReader;
 use postgres::IsolationLevel;
 
 use crate::feed::stream::{StreamError, StreamReader};
-use crate::import::{import_jsonl, ImportError, ImportReport};
+use crate::import::{import_jsonl_with, ImportError, ImportReport};
 use crate::index::body::Body;
 use crate::index::{FeedPosition, StreamEpoch};
+use crate::national_id::NationalId;
 use crate::pg::{PgTarget, PgUrlError};
 use crate::resp::RedisTarget;
 
@@ -90,18 +91,46 @@ where
         .map_err(|e| RecordsError::Stream(e.to_string()))
 }
 
-/// Reads every member into a body. `position` is recorded by the caller; read it first.
-pub fn import_members(url: &str, strict: bool) -> Result<(Body, ImportReport), RecordsError> {
+/// The delete markers not superseded by a member of the same ID (schema.sql,
+/// `eligd_deleted_members`); none when the table predates them.
+const DELETE_MARKERS: &str = "SELECT d.national_id, d.version FROM eligd_deleted_members d \
+     LEFT JOIN members m USING (national_id) WHERE m.national_id IS NULL OR m.version < d.version";
+
+/// Reads every member, and every delete marker as a tombstone, into a body, from one
+/// consistent transaction. `position` is recorded by the caller; read it first. Returns the
+/// body, the import report and how many delete markers it holds.
+pub fn import_members(url: &str, strict: bool) -> Result<(Body, ImportReport, u64), RecordsError> {
     let mut client = PgTarget::parse(url, "--from-postgres")?.connect_blocking()?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
-    let imported = {
+    let has_markers: bool = tx
+        .query_one(
+            "SELECT to_regclass('eligd_deleted_members') IS NOT NULL",
+            &[],
+        )?
+        .try_get(0)?;
+    let mut deleted = Vec::new();
+    if has_markers {
+        for row in tx.query(DELETE_MARKERS, &[])? {
+            let (id, version): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            // The table's CHECK holds IDs to ten digits; one that is not a valid ID was
+            // never a member of the index either.
+            if let (Ok(id), Ok(version)) = (NationalId::parse(&id), u64::try_from(version)) {
+                deleted.push((id, version));
+            }
+        }
+    }
+    let (body, report) = {
         let reader = tx.copy_out(COPY_MEMBERS)?;
-        import_jsonl(&mut BufReader::with_capacity(1 << 20, reader), strict)?
+        import_jsonl_with(
+            &mut BufReader::with_capacity(1 << 20, reader),
+            strict,
+            &deleted,
+        )?
     };
     tx.commit()?;
-    Ok(imported)
+    Ok((body, report, deleted.len() as u64))
 }

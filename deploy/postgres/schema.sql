@@ -197,6 +197,33 @@ CREATE TABLE IF NOT EXISTS eligd_relay_state (
 );
 ALTER TABLE eligd_relay_state ADD COLUMN IF NOT EXISTS pruned_id text NOT NULL DEFAULT '0-0';
 
+-- Fencing (docs/decisions/0008-relay-fencing.md): every acquisition of the relay lock draws a
+-- new token here, and every stream write carries it; Redis refuses a write whose token is
+-- older than the newest it has seen, so a deposed relay's late write never lands.
+CREATE TABLE IF NOT EXISTS eligd_relay_fence (
+    stream text   PRIMARY KEY,
+    token  bigint NOT NULL
+);
+
+-- Delete markers that survive a bootstrap from the table: the version of every deleted person,
+-- kept while the stream may still carry an older upsert of them (the relay prunes them past
+-- `--retain-hours`). `snapshot build --from-postgres` loads them as tombstones, so a replica
+-- started from the table refuses an upsert older than the delete.
+CREATE TABLE IF NOT EXISTS eligd_deleted_members (
+    national_id text        PRIMARY KEY,
+    version     bigint      NOT NULL,
+    deleted_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS eligd_deleted_members_at ON eligd_deleted_members (deleted_at);
+
+-- Records a delete marker (the newest version wins).
+CREATE OR REPLACE FUNCTION eligd_mark_deleted(id text, v bigint) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO eligd_deleted_members (national_id, version) VALUES (id, v)
+    ON CONFLICT (national_id) DO UPDATE
+        SET version = GREATEST(eligd_deleted_members.version, EXCLUDED.version), deleted_at = now()
+$$;
+
 -- A stream entry ID (`ms-seq`) as a pair that sorts in stream order.
 CREATE OR REPLACE FUNCTION eligd_stream_id(id text) RETURNS numeric[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -212,10 +239,13 @@ $$;
 -- same statement (`WITH d AS (DELETE …) INSERT …`) draws a higher one.
 CREATE OR REPLACE FUNCTION members_version() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO member_outbox (national_id, op, version)
-        VALUES (OLD.national_id, 'delete', nextval('member_version_seq'));
+        v := nextval('member_version_seq');
+        INSERT INTO member_outbox (national_id, op, version) VALUES (OLD.national_id, 'delete', v);
+        PERFORM eligd_mark_deleted(OLD.national_id, v);
         PERFORM pg_notify('eligd_outbox', '');
         RETURN OLD;
     END IF;
@@ -240,6 +270,7 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM members WHERE national_id = OLD.national_id) THEN
         INSERT INTO member_outbox (national_id, op, version)
         VALUES (OLD.national_id, 'delete', NEW.version);
+        PERFORM eligd_mark_deleted(OLD.national_id, NEW.version);
     END IF;
     INSERT INTO member_outbox (national_id, op, version, member)
     VALUES (NEW.national_id, 'upsert', NEW.version, to_jsonb(NEW) - 'updated_at');

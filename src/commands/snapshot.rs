@@ -57,9 +57,10 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
                     (None, None)
                 }
             };
-            let imported =
+            let (body, report, markers) =
                 records::import_members(url, args.strict).context("reading the members table")?;
-            (imported, "the members table".to_string(), position, epoch)
+            let source = format!("the members table (and {markers} delete markers)");
+            ((body, report), source, position, epoch)
         }
         (None, None) => anyhow::bail!("give --from-jsonl FILE or --from-postgres URL"),
     };

@@ -85,16 +85,6 @@ pub async fn in_redis(reader: &mut StreamReader) -> Result<InRedis, StreamError>
     })
 }
 
-/// A fresh epoch, for a [`Decision::Replace`]; set in Redis.
-pub async fn replace(reader: &mut StreamReader) -> Result<StreamEpoch, StreamError> {
-    let fresh = StreamEpoch::random().map_err(|e| StreamError::Reply {
-        command: "SET",
-        detail: format!("no random source: {e}"),
-    })?;
-    reader.set_epoch(fresh).await?;
-    Ok(fresh)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

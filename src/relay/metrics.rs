@@ -28,6 +28,8 @@ pub struct RelayMetrics {
     pub epochs_replaced: Counter,
     pub restored: Counter,
     pub losses_noticed: Counter,
+    pub deposed: Counter,
+    pub markers_pruned: Counter,
     pub kept_rows: Gauge,
     pub pruned: Counter,
     pub wait_seconds: Histogram,
@@ -57,6 +59,8 @@ impl RelayMetrics {
             epochs_replaced: Counter::default(),
             restored: Counter::default(),
             losses_noticed: Counter::default(),
+            deposed: Counter::default(),
+            markers_pruned: Counter::default(),
             kept_rows: Gauge::default(),
             pruned: Counter::default(),
             // 100 µs doubling to about 6.5 s.
@@ -121,6 +125,17 @@ impl RelayMetrics {
             "Times a batch or a probe found the stream without what the relay wrote while the \
              connection stayed open (Redis restarted behind a proxy); the epoch was then settled",
             m.losses_noticed.clone(),
+        );
+        registry.register(
+            "deposed",
+            "Times a stream write of this relay was refused because a newer relay holds the role \
+             (a newer fencing token); the relay stepped down",
+            m.deposed.clone(),
+        );
+        registry.register(
+            "delete_markers_pruned",
+            "Delete markers removed from eligd_deleted_members past --retain-hours",
+            m.markers_pruned.clone(),
         );
         registry.register(
             "outbox_kept_rows",

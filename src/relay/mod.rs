@@ -13,6 +13,7 @@
 //! backoff. Trimming keeps `--retain-hours` of entries by ID age.
 
 pub mod epoch;
+mod fence;
 pub mod metrics;
 mod ops;
 pub mod outbox;
@@ -43,6 +44,10 @@ pub enum RelayError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("Redis: {0}")]
     Stream(#[from] StreamError),
+    #[error(
+        "deposed: a newer relay (fencing token {newest}, this one's {mine}) writes the stream"
+    )]
+    Deposed { mine: i64, newest: i64 },
 }
 
 impl RelayError {
@@ -50,6 +55,7 @@ impl RelayError {
         match self {
             RelayError::Postgres(_) => "postgres",
             RelayError::Stream(_) => "redis",
+            RelayError::Deposed { .. } => "fence",
         }
     }
 }
@@ -114,6 +120,18 @@ pub async fn run(
         };
         let Err(e) = result else { return };
         metrics.active.set(0);
+        if let RelayError::Deposed { mine, newest } = e {
+            // Not a failure of a dependency: another relay took the lock. Stand by.
+            metrics.deposed.inc();
+            status.set(false, &format!("standing by: deposed ({e})"));
+            tracing::warn!(token = mine, newest,
+                "relay: deposed: a newer relay holds the relay lock and wrote the stream; this write was refused and nothing of it landed; standing by");
+            tokio::select! {
+                _ = tokio::time::sleep(STANDBY_RETRY) => {}
+                _ = stopped(stop.clone()) => return,
+            }
+            continue;
+        }
         metrics
             .errors
             .get_or_create(&ComponentLabels {
@@ -136,6 +154,8 @@ struct Session<'a> {
     pg: &'a tokio_postgres::Client,
     redis: StreamReader,
     metrics: &'a RelayMetrics,
+    /// This session's fencing token (`fence.rs`): every stream write carries it.
+    token: i64,
     epoch: StreamEpoch,
     /// The newest entry the stream must hold under `epoch`: checked with every batch and
     /// every probe, not only when the session starts (a restart behind a proxy that keeps the
@@ -161,12 +181,28 @@ async fn session(
         metrics.active.set(0);
         tokio::time::sleep(STANDBY_RETRY).await;
     }
+    let mut token = outbox::draw_token(&pg, &args.stream).await?;
+    let mut reader = StreamReader::connect(redis, &args.stream).await?;
+    // Raise the fence before anything else: from now on no write of a predecessor lands.
+    if let fence::Fenced::Deposed(newest) = fence::claim(&mut reader, token).await? {
+        // Redis has seen a newer token than the table holds: the records database failed
+        // over or was restored without it. This session holds the lock: go past it.
+        tracing::warn!(token, newest, "relay: the stream's fence is ahead of the records database's token (failover or restore); raising the token");
+        token = outbox::raise_token(&pg, &args.stream, newest).await?;
+        if let fence::Fenced::Deposed(newest) = fence::claim(&mut reader, token).await? {
+            return Err(RelayError::Deposed {
+                mine: token,
+                newest,
+            });
+        }
+    }
     let written = Mutex::new(None);
     let mut session = Session {
         args,
         pg: &pg,
-        redis: StreamReader::connect(redis, &args.stream).await?,
+        redis: reader,
         metrics,
+        token,
         epoch: StreamEpoch(0),
         last_written: FeedPosition::START,
         written: &written,
@@ -208,6 +244,9 @@ async fn relaying(
             last_prune = Some(Instant::now());
         }
         if args.retain_hours > 0 && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
+            metrics.markers_pruned.inc_by(
+                outbox::prune_markers(session.pg, args.retain_hours.saturating_mul(3600)).await?,
+            );
             let keep_ms = args.retain_hours.saturating_mul(3_600_000);
             let min_ms = crate::app::unix_ms().saturating_sub(keep_ms);
             let min_id = FeedPosition { ms: min_ms, seq: 0 };
@@ -292,14 +331,14 @@ impl Session<'_> {
                 self.last_written = recorded.map_or(FeedPosition::START, |r| r.last_written);
                 e
             }
-            Decision::Create => self.redis.ensure_epoch().await?,
+            Decision::Create => self.set_epoch(fresh_epoch()?, true).await?,
             Decision::Restore {
                 epoch,
                 after,
                 set_epoch,
             } => {
                 if set_epoch {
-                    self.redis.set_epoch(epoch).await?;
+                    self.set_epoch(epoch, false).await?;
                 }
                 self.epoch = epoch;
                 self.last_written = after;
@@ -310,7 +349,7 @@ impl Session<'_> {
                 epoch
             }
             Decision::Replace { reason } => {
-                let fresh = epoch::replace(&mut self.redis).await?;
+                let fresh = self.set_epoch(fresh_epoch()?, false).await?;
                 self.metrics.epochs_replaced.inc();
                 tracing::error!(reason, new_epoch = %fresh,
                     "relay: Redis lost stream entries the relay no longer keeps; started a new stream epoch. \
@@ -321,6 +360,26 @@ impl Session<'_> {
         };
         outbox::record_epoch(self.pg, stream, self.epoch).await?;
         Ok(())
+    }
+
+    /// Sets the stream's epoch under the fence (only when it has none: `only_if_absent`);
+    /// returns the epoch the stream has.
+    async fn set_epoch(
+        &mut self,
+        epoch: StreamEpoch,
+        only_if_absent: bool,
+    ) -> Result<StreamEpoch, RelayError> {
+        match fence::set_epoch(&mut self.redis, self.token, epoch, only_if_absent).await? {
+            fence::Fenced::Done(set) => Ok(set),
+            fence::Fenced::Deposed(newest) => Err(self.deposed(newest)),
+        }
+    }
+
+    fn deposed(&self, newest: i64) -> RelayError {
+        RelayError::Deposed {
+            mine: self.token,
+            newest,
+        }
     }
 
     /// Writes back every kept entry after `after`, with its own ID, in stream order.
@@ -334,7 +393,29 @@ impl Session<'_> {
                 .collect();
             let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
                 events.iter().map(|(id, e)| (Some(*id), e)).collect();
-            stream_writer::append(&mut self.redis, &batch).await?;
+            let checked = stream_writer::append_checked(
+                &mut self.redis,
+                self.token,
+                self.epoch,
+                self.last_written,
+                &batch,
+            )
+            .await?;
+            match checked {
+                Checked::Appended(_) => {}
+                Checked::Deposed(newest) => return Err(self.deposed(newest)),
+                Checked::Lost(_) => {
+                    return Err(StreamError::Reply {
+                        command: "EVAL",
+                        detail: "the stream changed again while the relay wrote back what it lost"
+                            .into(),
+                    }
+                    .into())
+                }
+            }
+            if let Some((last, _)) = events.last() {
+                self.last_written = self.last_written.max(*last);
+            }
             restored += batch.len() as u64;
         }
         self.metrics.restored.inc_by(restored);
@@ -408,17 +489,21 @@ impl Session<'_> {
         &mut self,
         batch: &[&NativeEvent],
     ) -> Result<Vec<FeedPosition>, RelayError> {
+        let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
+            batch.iter().map(|e| (None, *e)).collect();
         for _ in 0..2 {
             let checked = stream_writer::append_checked(
                 &mut self.redis,
+                self.token,
                 self.epoch,
                 self.last_written,
-                batch,
+                &batch,
             )
             .await?;
             match checked {
                 Checked::Appended(ids) => return Ok(ids),
                 Checked::Lost(found) => self.lost(found).await?,
+                Checked::Deposed(newest) => return Err(self.deposed(newest)),
             }
         }
         Err(StreamError::Reply {
@@ -466,4 +551,15 @@ impl Session<'_> {
         self.metrics.oldest_entry_seconds.set(age);
         Ok(())
     }
+}
+
+/// A new random stream epoch.
+fn fresh_epoch() -> Result<StreamEpoch, RelayError> {
+    StreamEpoch::random().map_err(|e| {
+        StreamError::Reply {
+            command: "SET",
+            detail: format!("no random source: {e}"),
+        }
+        .into()
+    })
 }

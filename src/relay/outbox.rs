@@ -103,6 +103,47 @@ pub async fn try_lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
     row.try_get(0)
 }
 
+/// Draws this session's fencing token: one more than the last relay lock holder's (the first
+/// is 1). Call it holding the lock; every stream write then carries it (`fence.rs`).
+pub async fn draw_token(client: &Client, stream: &str) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "INSERT INTO eligd_relay_fence (stream, token) VALUES ($1, 1) \
+             ON CONFLICT (stream) DO UPDATE SET token = eligd_relay_fence.token + 1 RETURNING token",
+            &[&stream],
+        )
+        .await?
+        .try_get(0)
+}
+
+/// Raises the token past `seen` (a fence in Redis newer than the table's: the records
+/// database failed over to a standby, or was restored, without the latest token). Only the
+/// holder of the relay lock calls this.
+pub async fn raise_token(
+    client: &Client,
+    stream: &str,
+    seen: i64,
+) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "UPDATE eligd_relay_fence SET token = GREATEST(token, $2) + 1 WHERE stream = $1 RETURNING token",
+            &[&stream, &seen],
+        )
+        .await?
+        .try_get(0)
+}
+
+/// Removes delete markers older than `keep_secs` (the stream no longer holds an upsert older
+/// than them); returns how many.
+pub async fn prune_markers(client: &Client, keep_secs: u64) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM eligd_deleted_members WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)",
+            &[&(keep_secs as f64)],
+        )
+        .await
+}
+
 /// The oldest rows not yet relayed, in id order.
 pub async fn pending(client: &Client, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
     let rows = client

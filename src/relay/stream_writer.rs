@@ -1,6 +1,6 @@
-//! The Redis side of the relay: appending native events to the stream in one pipelined round
-//! trip (with Redis's IDs, or with their own when written back), `WAIT` for replicas, and
-//! trimming. Everything goes over the same connection as the epoch checks, through
+//! The Redis side of the relay: appending native events to the stream in one script under the
+//! fence and the stream checks (with Redis's IDs, or with their own when written back),
+//! `WAIT` for replicas, and trimming. Everything goes over the same connection as the epoch checks, through
 //! [`crate::resp`], so TLS and Sentinel work here exactly as for the feed.
 
 use std::time::Duration;
@@ -18,46 +18,6 @@ fn reply_error(command: &'static str, detail: impl Into<String>) -> StreamError 
         command,
         detail: detail.into(),
     }
-}
-
-/// Appends `events` in order; `ids` are their own IDs (written back), or `None` for new
-/// IDs. Returns the ID of each.
-pub async fn append(
-    reader: &mut StreamReader,
-    events: &[(Option<FeedPosition>, &NativeEvent)],
-) -> Result<Vec<FeedPosition>, StreamError> {
-    let key = reader.key().to_string();
-    let ids: Vec<String> = events
-        .iter()
-        .map(|(id, _)| id.map_or_else(|| "*".to_string(), |p| p.to_string()))
-        .collect();
-    let commands: Vec<Vec<&[u8]>> = events
-        .iter()
-        .zip(&ids)
-        .map(|((_, event), id)| {
-            let mut args: Vec<&[u8]> = vec![b"XADD", key.as_bytes(), id.as_bytes()];
-            for (name, value) in &event.fields {
-                args.push(name.as_bytes());
-                args.push(value.as_bytes());
-            }
-            args
-        })
-        .collect();
-    let replies = reader
-        .connection()
-        .pipeline(&commands, WRITE_TIMEOUT)
-        .await?;
-    replies
-        .into_iter()
-        .map(|reply| match reply {
-            Reply::Error(e) => Err(reply_error("XADD", e)),
-            other => other
-                .bytes()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| reply_error("XADD", "the reply is not an entry ID")),
-        })
-        .collect()
 }
 
 /// `WAIT replicas timeout`: how many replicas hold everything written on this connection.
@@ -127,12 +87,15 @@ pub enum Checked {
     /// connection): nothing was written. What Redis held instead (for the log: the epoch
     /// check reads it again).
     Lost(super::epoch::InRedis),
+    /// A newer relay holds the role (its fencing token): nothing was written.
+    Deposed(i64),
 }
 
-/// Checks that the epoch key holds `epoch` and the stream's newest ID ever generated is at
-/// least `last_written`, then appends `events` with new IDs: one script, so nothing (a
-/// restart behind a proxy that keeps this connection open) can come between the check and
-/// the writes. Nothing is written when the check fails.
+/// Checks the fence (`fence.rs`), that the epoch key holds `epoch` and that the stream's
+/// newest ID ever generated is at least `last_written`, then appends the events, each with a
+/// new ID (`*`) or its own (written back): one script, so nothing (a restart behind a proxy
+/// that keeps this connection open, a successor's first write) can come between the checks
+/// and the writes. Nothing is written when a check fails.
 const APPEND_CHECKED: &str = r#"
 local function cmp(x, y)
   if #x ~= #y then return #x < #y and -1 or 1 end
@@ -159,42 +122,57 @@ if epoch ~= ARGV[1] or not at_least(last, ARGV[2]) then
   return {'lost', epoch or '', last}
 end
 local ids = {'ok'}
-local i = 3
+local i = 4
 while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local args = {'XADD', KEYS[1], '*'}
-  for j = 1, n do args[#args + 1] = ARGV[i + j] end
+  local n = tonumber(ARGV[i + 1])
+  local args = {'XADD', KEYS[1], ARGV[i]}
+  for j = 1, n do args[#args + 1] = ARGV[i + 1 + j] end
   ids[#ids + 1] = redis.call(unpack(args))
-  i = i + 1 + n
+  i = i + 2 + n
 end
 return ids
 "#;
 
-/// [`append`] with new IDs, only while the stream still holds what the relay wrote under
-/// `epoch`, up to `last_written` ([`APPEND_CHECKED`]).
+/// Events (with new IDs, or their own when `Some`), only while the relay holds
+/// the role (`token`) and the stream still holds what it wrote under `epoch`, up to
+/// `last_written` ([`APPEND_CHECKED`]).
 pub async fn append_checked(
     reader: &mut StreamReader,
+    token: i64,
     epoch: StreamEpoch,
     last_written: FeedPosition,
-    events: &[&NativeEvent],
+    events: &[(Option<FeedPosition>, &NativeEvent)],
 ) -> Result<Checked, StreamError> {
     let key = reader.key().to_string();
-    let epoch_key = StreamEpoch::key(&key);
-    let (epoch, last) = (epoch.to_string(), last_written.to_string());
-    let counts: Vec<String> = events
+    let (epoch_key, fence_key) = (StreamEpoch::key(&key), super::fence::key(&key));
+    let script = format!("{}{APPEND_CHECKED}", super::fence::check(3, 3));
+    let (epoch, last, token) = (
+        epoch.to_string(),
+        last_written.to_string(),
+        token.to_string(),
+    );
+    let heads: Vec<(String, String)> = events
         .iter()
-        .map(|e| (e.fields.len() * 2).to_string())
+        .map(|(id, e)| {
+            (
+                id.map_or_else(|| "*".to_string(), |p| p.to_string()),
+                (e.fields.len() * 2).to_string(),
+            )
+        })
         .collect();
     let mut args: Vec<&[u8]> = vec![
         b"EVAL",
-        APPEND_CHECKED.as_bytes(),
-        b"2",
+        script.as_bytes(),
+        b"3",
         key.as_bytes(),
         epoch_key.as_bytes(),
+        fence_key.as_bytes(),
         epoch.as_bytes(),
         last.as_bytes(),
+        token.as_bytes(),
     ];
-    for (event, count) in events.iter().zip(&counts) {
+    for ((_, event), (id, count)) in events.iter().zip(&heads) {
+        args.push(id.as_bytes());
         args.push(count.as_bytes());
         for (name, value) in &event.fields {
             args.push(name.as_bytes());
@@ -208,6 +186,9 @@ pub async fn append_checked(
             _ => reply_error("EVAL", "not an array"),
         });
     };
+    if let Some(newest) = super::fence::deposed(&items) {
+        return Ok(Checked::Deposed(newest));
+    }
     let text = |r: &Reply| {
         r.bytes()
             .and_then(|b| std::str::from_utf8(b).ok())

@@ -10,6 +10,7 @@ mod docs;
 mod epochs;
 mod feed;
 mod feed_faults;
+mod fencing;
 mod fhir;
 mod floods;
 mod http_api;
