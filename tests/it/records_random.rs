@@ -2,17 +2,20 @@
 //! private PostgreSQL (inserts, updates, deletes, re-inserts, renames, rotations of IDs,
 //! booklet moves, bulk statements), `eligd relay` moves them to a private Redis, and a
 //! replica follows the stream. Afterwards the replica's answer for every person and every
-//! booklet matches the table, and so does a second replica bootstrapped from the table.
+//! booklet matches the table, and so does a second replica bootstrapped from the table. The
+//! second test runs two relays and deposes the active one at random moments, a write of its
+//! own held in flight (issue 23: fenced writes).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cli::{http_get, Served};
-use crate::feed::{person, version, wait_for, wait_ready};
-use crate::records::{insert_main, records_db, start_relay, version_in_db};
+use crate::feed::{metric, person, version, wait_for, wait_ready};
+use crate::records::{insert_main, records_db, start_relay, start_relay_at, version_in_db};
 use crate::redis_server::RedisServer;
 use crate::support::Xorshift;
+use testkit::TcpProxy;
 
 const PEOPLE: u32 = 40;
 const BOOKLETS: u32 = 12;
@@ -142,7 +145,89 @@ fn assert_matches_table(pg: &testkit::PgServer, eligd: &Served, who: &str) {
 fn random_concurrent_statements_reach_every_replica_as_the_table_holds_them() {
     let (pg, redis) = (records_db(), RedisServer::start());
     let _relay = start_relay(&pg, &redis, &[]);
-    let follower = crate::feed::start(&redis, &[]);
+    check_random_load::<()>(&pg, &redis, None);
+}
+
+/// The same with two relays, each reaching Redis through a proxy: in each of four rounds the
+/// active one's traffic is held with a write in flight, its database session is dropped, the
+/// other takes over, and then the held write is let through (and refused by the fence).
+#[test]
+fn random_statements_with_two_relays_one_deposed_at_random_reach_every_replica() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    let proxies: Vec<TcpProxy> = (0..2)
+        .map(|_| TcpProxy::start(&format!("127.0.0.1:{}", redis.port())))
+        .collect();
+    let relays = [
+        start_relay_at(&pg, &proxies[0].redis_url(), &[], "relay: active"),
+        start_relay_at(&pg, &proxies[1].redis_url(), &[], "endpoints listening"),
+    ];
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.clone()).collect();
+    let url = pg.url();
+    let chaos = std::thread::scope(|scope| {
+        let chaos = scope.spawn(|| depose_at_random(&url, &proxies, &addrs));
+        check_random_load(&pg, &redis, Some(chaos))
+    });
+    let deposed: f64 = relays
+        .iter()
+        .map(|r| metric(r, "eligd_relay_deposed_total"))
+        .sum();
+    assert!(chaos >= 4, "{chaos} takeovers");
+    assert!(
+        deposed >= 1.0,
+        "no held write was refused in {chaos} takeovers"
+    );
+}
+
+fn active(addr: &str) -> bool {
+    http_get(addr, "/metrics")
+        .1
+        .lines()
+        .any(|l| l.trim() == "eligd_relay_active 1")
+}
+
+/// Four takeovers, each with the deposed relay's write held in flight until its successor is
+/// active; returns how many were done.
+fn depose_at_random(pg_url: &str, proxies: &[TcpProxy], relays: &[String]) -> usize {
+    let mut client = postgres::Client::connect(pg_url, postgres::NoTls).unwrap();
+    let mut rng = Rng(Xorshift(0x9E37_79B9_7F4A_7C15));
+    let mut done = 0;
+    for round in 0..4 {
+        std::thread::sleep(Duration::from_millis(u64::from(100 + rng.below(400))));
+        let Some(i) = (0..2).find(|&i| active(&relays[i])) else {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        proxies[i].hold();
+        client
+            .batch_execute(&insert_main(&person(250 + round)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(u64::from(300 + rng.below(300))));
+        client
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            .unwrap();
+        let took_over = (0..80).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            active(&relays[1 - i])
+        });
+        proxies[i].release();
+        done += usize::from(took_over);
+    }
+    done
+}
+
+/// Random concurrent sessions; then every replica (one following the stream, one bootstrapped
+/// from the table) matches the table. `during` runs alongside the sessions (joined after).
+fn check_random_load<T>(
+    pg: &testkit::PgServer,
+    redis: &RedisServer,
+    during: Option<std::thread::ScopedJoinHandle<'_, T>>,
+) -> T
+where
+    T: Default,
+{
+    let follower = crate::feed::start(redis, &[]);
     wait_ready(&follower);
     let sessions: Vec<_> = (0..SESSIONS)
         .map(|s| {
@@ -157,29 +242,27 @@ fn random_concurrent_statements_reach_every_replica_as_the_table_holds_them() {
         failed += f;
     }
     assert!(committed > 100, "{committed} committed, {failed} failed");
+    let during = during.map_or_else(T::default, |h| h.join().unwrap());
 
-    wait_for("the relay to drain the outbox", 30, || {
+    wait_for("the relay to drain the outbox", 60, || {
         pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL") == 0
     });
     let marker = person(299);
     pg.execute(&insert_main(&marker));
-    let v = version_in_db(&pg, &marker) as u64;
+    let v = version_in_db(pg, &marker) as u64;
     wait_for("the marker", 15, || version(&follower, &marker) == Some(v));
-    assert_matches_table(&pg, &follower, "the replica following the stream");
+    assert_matches_table(pg, &follower, "the replica following the stream");
 
     // A replica bootstrapped from the table agrees too.
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("table.snap");
-    crate::records::snapshot_of_table(&pg, &redis, &snap);
+    crate::records::snapshot_of_table(pg, redis, &snap);
     let url = redis.url();
     let bootstrapped = crate::cli::serve_until(
         &["--snapshot", snap.to_str().unwrap(), "--redis-url", &url],
         "index loaded; ready",
     );
     wait_ready(&bootstrapped);
-    assert_matches_table(
-        &pg,
-        &bootstrapped,
-        "the replica bootstrapped from the table",
-    );
+    assert_matches_table(pg, &bootstrapped, "the replica bootstrapped from the table");
+    during
 }
