@@ -375,6 +375,21 @@ impl Session<'_> {
         }
     }
 
+    /// One checked write of `batch` under this session's token, epoch and newest entry.
+    async fn write_checked(
+        &mut self,
+        batch: &[(Option<FeedPosition>, &NativeEvent)],
+    ) -> Result<Checked, RelayError> {
+        Ok(stream_writer::append_checked(
+            &mut self.redis,
+            self.token,
+            self.epoch,
+            self.last_written,
+            batch,
+        )
+        .await?)
+    }
+
     fn deposed(&self, newest: i64) -> RelayError {
         RelayError::Deposed {
             mine: self.token,
@@ -393,15 +408,7 @@ impl Session<'_> {
                 .collect();
             let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
                 events.iter().map(|(id, e)| (Some(*id), e)).collect();
-            let checked = stream_writer::append_checked(
-                &mut self.redis,
-                self.token,
-                self.epoch,
-                self.last_written,
-                &batch,
-            )
-            .await?;
-            match checked {
+            match self.write_checked(&batch).await? {
                 Checked::Appended(_) => {}
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),
                 Checked::Lost(_) => {
@@ -492,15 +499,7 @@ impl Session<'_> {
         let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
             batch.iter().map(|e| (None, *e)).collect();
         for _ in 0..2 {
-            let checked = stream_writer::append_checked(
-                &mut self.redis,
-                self.token,
-                self.epoch,
-                self.last_written,
-                &batch,
-            )
-            .await?;
-            match checked {
+            match self.write_checked(&batch).await? {
                 Checked::Appended(ids) => return Ok(ids),
                 Checked::Lost(found) => self.lost(found).await?,
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),

@@ -4,31 +4,12 @@
 //! and a replica bootstrapped from the table (which carried no delete markers) answered the
 //! deleted person `eligible: true`.
 
-use std::path::Path;
-
-use crate::cli::{eligd, serve_until, stderr};
+use crate::cli::{eligd, serve_until};
 use crate::feed::{metric, person, wait_for, wait_ready};
+use crate::integrity_records::snapshot_of_table;
 use crate::records::{insert_main, records_db, start_relay_at};
 use crate::redis_server::RedisServer;
 use testkit::TcpProxy;
-
-/// `snapshot build --from-postgres` into `dir` under its canonical name; what it said.
-fn snapshot_of_table(dir: &Path, pg_url: &str, redis_url: &str) -> String {
-    let incoming = dir.join(".incoming.snap");
-    let o = eligd(&[
-        "snapshot",
-        "build",
-        "--from-postgres",
-        pg_url,
-        "--redis-url",
-        redis_url,
-        "--out",
-        incoming.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::rename(&incoming, dir.join(crate::cli::canonical_name(&incoming))).unwrap();
-    stderr(&o)
-}
 
 fn status_of(eligd: &crate::cli::Served, national_id: &str) -> u16 {
     crate::cli::http_get(

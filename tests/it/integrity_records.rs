@@ -128,7 +128,7 @@ fn the_table_refuses_what_the_record_rules_refuse() {
 
 /// Builds a snapshot of the records table into `dir` (under its canonical name); returns
 /// what the build said.
-fn snapshot_of_table(dir: &Path, pg_url: &str, redis_url: &str) -> String {
+pub(crate) fn snapshot_of_table(dir: &Path, pg_url: &str, redis_url: &str) -> String {
     let incoming = dir.join(".incoming.snap");
     let o = eligd(&[
         "snapshot",
