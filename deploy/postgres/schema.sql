@@ -204,6 +204,11 @@ CREATE TABLE IF NOT EXISTS eligd_relay_fence (
     stream text   PRIMARY KEY,
     token  bigint NOT NULL
 );
+-- Versions never go back (decision 0009): when the relay finds the version sequence behind the
+-- highest version the stream carries (a failover to a standby that lacked transactions, a
+-- restore from a backup), it raises the sequence past it and remembers that point here;
+-- outbox rows whose version is below it were drawn before and are re-versioned, not relayed.
+ALTER TABLE eligd_relay_fence ADD COLUMN IF NOT EXISTS version_floor bigint NOT NULL DEFAULT 0;
 
 -- Delete markers that survive a bootstrap from the table: the version of every deleted person,
 -- kept while the stream may still carry an older upsert of them (the relay prunes them past

@@ -9,9 +9,11 @@
 //! is shared, not ready with the reason in `/readyz` when it is its own, see `status.rs`); an
 //! operator supplies one (`eligd snapshot build --out <snapshot dir>`) and it is picked up.
 //!
-//! The delete markers the index held carry over into the new one (version guarded): a
-//! snapshot built from JSON Lines or from the records table has none, and without them a
-//! late, older upsert still in the stream would bring a deleted member back.
+//! The delete markers the index held carry over into the new one (version guarded) when the
+//! snapshot belongs to the same stream epoch: a snapshot built from JSON Lines has none, and
+//! without them a late, older upsert still in the stream would bring a deleted member back.
+//! Across epochs they are dropped (a new epoch may follow a records database that lost
+//! transactions; a table snapshot carries its own markers).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +63,14 @@ pub async fn attempt(
             let (header, base) = snapshot::load(&load_path)?;
             let index = Index::from_snapshot(&header, base);
             let mut carried = 0;
+            // Markers of another epoch's history are not carried: a new epoch means the old
+            // history may hold changes the records database lost (a failover), and a marker
+            // from it would hide a person the table holds at a lower version.
+            let same_history = |old: &Index| match (old.epoch(), header.epoch) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            let previous = previous.filter(|old| same_history(old));
             for marker in previous.map(|old| old.markers()).unwrap_or_default() {
                 if index.apply(marker) == crate::index::Applied::Applied {
                     carried += 1;

@@ -29,6 +29,8 @@ pub struct RelayMetrics {
     pub restored: Counter,
     pub losses_noticed: Counter,
     pub deposed: Counter,
+    pub versions_behind: Counter,
+    pub reversioned: Counter,
     pub markers_pruned: Counter,
     pub kept_rows: Gauge,
     pub pruned: Counter,
@@ -60,6 +62,8 @@ impl RelayMetrics {
             restored: Counter::default(),
             losses_noticed: Counter::default(),
             deposed: Counter::default(),
+            versions_behind: Counter::default(),
+            reversioned: Counter::default(),
             markers_pruned: Counter::default(),
             kept_rows: Gauge::default(),
             pruned: Counter::default(),
@@ -131,6 +135,18 @@ impl RelayMetrics {
             "Times a stream write of this relay was refused because a newer relay holds the role \
              (a newer fencing token); the relay stepped down",
             m.deposed.clone(),
+        );
+        registry.register(
+            "table_behind_stream",
+            "Sessions that found the records database's version sequence behind versions the \
+             stream carries (failover or restore); the sequence was raised and a new epoch started",
+            m.versions_behind.clone(),
+        );
+        registry.register(
+            "rows_reversioned",
+            "Outbox rows drawn below the version floor, re-versioned through the table instead of \
+             relayed",
+            m.reversioned.clone(),
         );
         registry.register(
             "delete_markers_pruned",

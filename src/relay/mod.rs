@@ -18,6 +18,7 @@ pub mod metrics;
 mod ops;
 pub mod outbox;
 mod stream_writer;
+mod versions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -156,6 +157,10 @@ struct Session<'a> {
     metrics: &'a RelayMetrics,
     /// This session's fencing token (`fence.rs`): every stream write carries it.
     token: i64,
+    /// Pending rows with a version below this are re-versioned, not relayed (`versions.rs`).
+    floor: i64,
+    /// The table was found behind the stream: the next epoch settlement starts a new epoch.
+    table_behind: bool,
     epoch: StreamEpoch,
     /// The newest entry the stream must hold under `epoch`: checked with every batch and
     /// every probe, not only when the session starts (a restart behind a proxy that keeps the
@@ -196,6 +201,20 @@ async fn session(
             });
         }
     }
+    // Versions never go back: a table behind what the stream carries (failover, restore) has
+    // its sequence raised past it, and replicas resync from a new epoch.
+    let relayed = versions::relayed(&mut reader).await?;
+    let (sequence, mut floor) = versions::versions(&pg, &args.stream).await?;
+    let table_behind = sequence < relayed;
+    if table_behind {
+        floor = versions::raise_versions(&pg, &args.stream, relayed).await?;
+        metrics.versions_behind.inc();
+        tracing::error!(sequence, relayed, floor,
+            "relay: the records database's version sequence is behind versions the stream carries \
+             (a failover to a standby that lacked transactions, or a restore from a backup); raised it, \
+             re-versioning pending rows drawn below it, and starting a new stream epoch so that replicas \
+             resync from a snapshot of the table as it is now");
+    }
     let written = Mutex::new(None);
     let mut session = Session {
         args,
@@ -203,6 +222,8 @@ async fn session(
         redis: reader,
         metrics,
         token,
+        floor,
+        table_behind,
         epoch: StreamEpoch(0),
         last_written: FeedPosition::START,
         written: &written,
@@ -326,7 +347,14 @@ impl Session<'_> {
         let recorded = outbox::recorded(self.pg, stream).await?;
         let found = epoch::in_redis(&mut self.redis).await?;
         self.last_written = FeedPosition::START;
-        self.epoch = match epoch::decide(recorded, found) {
+        let decision = if std::mem::take(&mut self.table_behind) {
+            Decision::Replace {
+                reason: "the records database is behind versions the stream carries (failover or restore)",
+            }
+        } else {
+            epoch::decide(recorded, found)
+        };
+        self.epoch = match decision {
             Decision::Keep(e) => {
                 self.last_written = recorded.map_or(FeedPosition::START, |r| r.last_written);
                 e
@@ -379,6 +407,7 @@ impl Session<'_> {
     async fn write_checked(
         &mut self,
         batch: &[(Option<FeedPosition>, &NativeEvent)],
+        max_version: i64,
     ) -> Result<Checked, RelayError> {
         Ok(stream_writer::append_checked(
             &mut self.redis,
@@ -386,6 +415,7 @@ impl Session<'_> {
             self.epoch,
             self.last_written,
             batch,
+            max_version,
         )
         .await?)
     }
@@ -408,7 +438,8 @@ impl Session<'_> {
                 .collect();
             let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
                 events.iter().map(|(id, e)| (Some(*id), e)).collect();
-            match self.write_checked(&batch).await? {
+            let top = chunk.iter().map(|(_, row)| row.version).max().unwrap_or(0);
+            match self.write_checked(&batch, top).await? {
                 Checked::Appended(_) => {}
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),
                 Checked::Lost(_) => {
@@ -447,7 +478,16 @@ impl Session<'_> {
             return Ok(0);
         }
         let mut events = Vec::with_capacity(rows.len());
+        let mut top = 0;
         for row in &rows {
+            if row.version < self.floor {
+                // Drawn before the sequence was raised past what the stream carries: a
+                // replica may hold a newer version of this person from before a failover.
+                versions::reversion(self.pg, row).await?;
+                self.metrics.reversioned.inc();
+                continue;
+            }
+            top = top.max(row.version);
             match outbox::to_event(row) {
                 Ok(event) => events.push((row.id, event)),
                 Err(reason) => {
@@ -460,7 +500,7 @@ impl Session<'_> {
         }
         if !events.is_empty() {
             let batch: Vec<&NativeEvent> = events.iter().map(|(_, e)| e).collect();
-            let ids = self.append_checked(&batch).await?;
+            let ids = self.append_checked(&batch, top).await?;
             // Without --wait-replicas a row is safe once written; with it, once confirmed.
             let replicated = self.args.wait_replicas == 0;
             let written: Vec<(i64, FeedPosition)> =
@@ -495,11 +535,12 @@ impl Session<'_> {
     async fn append_checked(
         &mut self,
         batch: &[&NativeEvent],
+        max_version: i64,
     ) -> Result<Vec<FeedPosition>, RelayError> {
         let batch: Vec<(Option<FeedPosition>, &NativeEvent)> =
             batch.iter().map(|e| (None, *e)).collect();
         for _ in 0..2 {
-            match self.write_checked(&batch).await? {
+            match self.write_checked(&batch, max_version).await? {
                 Checked::Appended(ids) => return Ok(ids),
                 Checked::Lost(found) => self.lost(found).await?,
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),

@@ -95,7 +95,8 @@ pub enum Checked {
 /// newest ID ever generated is at least `last_written`, then appends the events, each with a
 /// new ID (`*`) or its own (written back): one script, so nothing (a restart behind a proxy
 /// that keeps this connection open, a successor's first write) can come between the checks
-/// and the writes. Nothing is written when a check fails.
+/// and the writes. Nothing is written when a check fails. It also raises `<stream>:versions`
+/// to the batch's highest version (`versions.rs`).
 const APPEND_CHECKED: &str = r#"
 local function cmp(x, y)
   if #x ~= #y then return #x < #y and -1 or 1 end
@@ -121,8 +122,10 @@ end
 if epoch ~= ARGV[1] or not at_least(last, ARGV[2]) then
   return {'lost', epoch or '', last}
 end
+local top = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+if tonumber(ARGV[4]) > top then redis.call('SET', KEYS[4], ARGV[4]) end
 local ids = {'ok'}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   local args = {'XADD', KEYS[1], ARGV[i]}
@@ -142,15 +145,18 @@ pub async fn append_checked(
     epoch: StreamEpoch,
     last_written: FeedPosition,
     events: &[(Option<FeedPosition>, &NativeEvent)],
+    max_version: i64,
 ) -> Result<Checked, StreamError> {
     let key = reader.key().to_string();
     let (epoch_key, fence_key) = (StreamEpoch::key(&key), super::fence::key(&key));
+    let versions_key = super::versions::key(&key);
     let script = format!("{}{APPEND_CHECKED}", super::fence::check(3, 3));
     let (epoch, last, token) = (
         epoch.to_string(),
         last_written.to_string(),
         token.to_string(),
     );
+    let max_version = max_version.to_string();
     let heads: Vec<(String, String)> = events
         .iter()
         .map(|(id, e)| {
@@ -163,13 +169,15 @@ pub async fn append_checked(
     let mut args: Vec<&[u8]> = vec![
         b"EVAL",
         script.as_bytes(),
-        b"3",
+        b"4",
         key.as_bytes(),
         epoch_key.as_bytes(),
         fence_key.as_bytes(),
+        versions_key.as_bytes(),
         epoch.as_bytes(),
         last.as_bytes(),
         token.as_bytes(),
+        max_version.as_bytes(),
     ];
     for ((_, event), (id, count)) in events.iter().zip(&heads) {
         args.push(id.as_bytes());

@@ -150,6 +150,81 @@ impl PgServer {
         server.fail("found no free port")
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`, WAL streamed), started on a free
+    /// port and following it. [`PgServer::stop`] it to make it miss what the primary commits
+    /// next (an asynchronous standby behind), then [`PgServer::promote_at`].
+    pub fn standby_of(primary: &PgServer) -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-pg-")
+            .tempdir_in("/tmp")
+            .expect("cannot create a temp dir under /tmp");
+        if let Some((uid, gid)) = run_as() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("cannot chown the temp dir to the postgres user");
+        }
+        let mut server = PgServer {
+            dir,
+            port: crate::free_port(),
+            child: None,
+        };
+        let status = server
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(server.data_dir())
+            .args(["-R", "-X", "stream", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-p",
+                &primary.port.to_string(),
+                "--no-sync",
+                "--checkpoint=fast",
+            ])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_basebackup: {e}"));
+        if !status.success() {
+            server.fail("pg_basebackup failed");
+        }
+        // The copied postgresql.conf names the primary's socket dir: use our own.
+        let conf = server.data_dir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf readable");
+        text.push_str(&format!(
+            "\nunix_socket_directories = '{}'\n",
+            server.dir.path().display()
+        ));
+        std::fs::write(&conf, text).expect("cannot write postgresql.conf");
+        match server.spawn() {
+            Spawn::Ready => server,
+            _ => server.fail("the standby did not start"),
+        }
+    }
+
+    /// Promotes a stopped standby to primary on `port` (the old primary's, as a virtual IP
+    /// would move): it forgets its upstream, starts there, and leaves recovery with what it
+    /// had received; transactions it had not are lost, as with an asynchronous standby.
+    pub fn promote_at(&mut self, port: u16) {
+        assert!(self.child.is_none(), "stop it first");
+        let auto = self.data_dir().join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&auto, kept).expect("cannot write postgresql.auto.conf");
+        self.port = port;
+        self.restart();
+        self.with_client("postgres", |c| {
+            c.batch_execute("SELECT pg_promote(true, 30)")
+        });
+        let deadline = Instant::now() + READY_WITHIN;
+        while self.query_in("postgres", "SELECT pg_is_in_recovery()::int") != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not leave recovery"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/eligd`; trust authentication, no password.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/eligd", self.port)
@@ -422,7 +497,11 @@ impl PgServer {
 
     /// The first column of the first row as an integer: `SELECT count(*) FROM …`.
     pub fn query_i64(&self, sql: &str) -> i64 {
-        let messages = self.with_client("eligd", |c| c.simple_query(sql));
+        self.query_in("eligd", sql)
+    }
+
+    fn query_in(&self, db: &str, sql: &str) -> i64 {
+        let messages = self.with_client(db, |c| c.simple_query(sql));
         let row = messages
             .iter()
             .find_map(|m| match m {

@@ -25,6 +25,7 @@ mod pg_tls;
 mod prometheus;
 mod public;
 mod records;
+mod records_failover;
 mod records_faults;
 mod records_proxy;
 mod records_random;
