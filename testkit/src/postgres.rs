@@ -110,14 +110,9 @@ enum Spawn {
 }
 
 impl PgServer {
-    /// A fresh cluster with an empty database `eligd`, accepting connections.
-    pub fn start() -> PgServer {
-        Self::start_with("")
-    }
-
-    /// [`PgServer::start`] with more `postgresql.conf` lines (later lines win), e.g.
-    /// `max_connections = 200` for a load test.
-    pub fn start_with(settings: &str) -> PgServer {
+    /// A server with its private dir (owned by the user it runs as) and a free port, before
+    /// its data dir exists.
+    fn unstarted() -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("testkit-pg-")
             // Short and traversable by the `postgres` user: the socket path has a ~100 byte limit.
@@ -127,12 +122,23 @@ impl PgServer {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .expect("cannot chown the temp dir to the postgres user");
         }
-        // From here on, a panic drops `server`, which stops whatever was started.
-        let mut server = PgServer {
+        PgServer {
             dir,
             port: crate::free_port(),
             child: None,
-        };
+        }
+    }
+
+    /// A fresh cluster with an empty database `eligd`, accepting connections.
+    pub fn start() -> PgServer {
+        Self::start_with("")
+    }
+
+    /// [`PgServer::start`] with more `postgresql.conf` lines (later lines win), e.g.
+    /// `max_connections = 200` for a load test.
+    pub fn start_with(settings: &str) -> PgServer {
+        // From here on, a panic drops `server`, which stops whatever was started.
+        let mut server = PgServer::unstarted();
         server.initdb(settings);
         // Another process may take the free port before the postmaster binds it: try another.
         for _ in 0..5 {
@@ -154,19 +160,7 @@ impl PgServer {
     /// port and following it. [`PgServer::stop`] it to make it miss what the primary commits
     /// next (an asynchronous standby behind), then [`PgServer::promote_at`].
     pub fn standby_of(primary: &PgServer) -> PgServer {
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-pg-")
-            .tempdir_in("/tmp")
-            .expect("cannot create a temp dir under /tmp");
-        if let Some((uid, gid)) = run_as() {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .expect("cannot chown the temp dir to the postgres user");
-        }
-        let mut server = PgServer {
-            dir,
-            port: crate::free_port(),
-            child: None,
-        };
+        let mut server = PgServer::unstarted();
         let status = server
             .command("pg_basebackup")
             .arg("-D")

@@ -4,9 +4,9 @@
 //! and a replica bootstrapped from the table (which carried no delete markers) answered the
 //! deleted person `eligible: true`.
 
-use crate::cli::{eligd, serve_until};
+use crate::cli::eligd;
 use crate::feed::{metric, person, wait_for, wait_ready};
-use crate::integrity_records::snapshot_of_table;
+use crate::integrity_records::{replica_of_dir, snapshot_of_table};
 use crate::records::{insert_main, records_db, start_relay_at};
 use crate::redis_server::RedisServer;
 use testkit::TcpProxy;
@@ -87,16 +87,7 @@ fn a_deposed_relays_late_write_never_lands_and_a_bootstrap_from_the_table_keeps_
             .any(|l| l.starts_with("tombstones:") && l.ends_with(" 1")),
         "{inspect}"
     );
-    let url = redis.url();
-    let from_table = serve_until(
-        &[
-            "--snapshot-dir",
-            tmp.path().to_str().unwrap(),
-            "--redis-url",
-            &url,
-        ],
-        "index loaded; ready",
-    );
+    let from_table = replica_of_dir(tmp.path(), &redis.url());
     wait_ready(&from_table);
     assert_eq!(status_of(&from_table, &x), 404);
     let from_stream = crate::feed::start(&redis, &[]);

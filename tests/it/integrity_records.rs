@@ -126,6 +126,20 @@ fn the_table_refuses_what_the_record_rules_refuse() {
     );
 }
 
+/// A replica loading the newest snapshot of `dir` (its `--snapshot-dir`) and following the
+/// stream of `redis_url`, started (not necessarily ready).
+pub(crate) fn replica_of_dir(dir: &Path, redis_url: &str) -> Served {
+    serve_until(
+        &[
+            "--snapshot-dir",
+            dir.to_str().unwrap(),
+            "--redis-url",
+            redis_url,
+        ],
+        "index loaded; ready",
+    )
+}
+
 /// Builds a snapshot of the records table into `dir` (under its canonical name); returns
 /// what the build said.
 pub(crate) fn snapshot_of_table(dir: &Path, pg_url: &str, redis_url: &str) -> String {

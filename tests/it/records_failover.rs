@@ -9,9 +9,9 @@
 use serde_json::Value;
 use testkit::PgServer;
 
-use crate::cli::{http_get, serve_until, Served};
+use crate::cli::{http_get, Served};
 use crate::feed::{metric, person, readyz, version, wait_for, wait_ready};
-use crate::integrity_records::snapshot_of_table;
+use crate::integrity_records::{replica_of_dir, snapshot_of_table};
 use crate::records::{insert_main, records_db, start_relay, version_in_db};
 use crate::redis_server::RedisServer;
 
@@ -44,16 +44,7 @@ fn a_failover_to_a_standby_that_lacked_transactions_never_drops_a_new_change_as_
     // A replica with a snapshot directory, following the stream.
     let tmp = tempfile::tempdir().unwrap();
     snapshot_of_table(tmp.path(), &primary.url(), &redis.url());
-    let url = redis.url();
-    let replica = serve_until(
-        &[
-            "--snapshot-dir",
-            tmp.path().to_str().unwrap(),
-            "--redis-url",
-            &url,
-        ],
-        "index loaded; ready",
-    );
+    let replica = replica_of_dir(tmp.path(), &redis.url());
     wait_ready(&replica);
 
     // The standby has both people, then stops receiving; the primary goes on without it.
