@@ -209,6 +209,15 @@ CREATE TABLE IF NOT EXISTS eligd_relay_fence (
 -- restore from a backup), it raises the sequence past it and remembers that point here;
 -- outbox rows whose version is below it were drawn before and are re-versioned, not relayed.
 ALTER TABLE eligd_relay_fence ADD COLUMN IF NOT EXISTS version_floor bigint NOT NULL DEFAULT 0;
+-- Set with the raise, cleared once the new stream epoch is recorded: a relay that stops in
+-- between still owes the new epoch, and the next session starts it.
+ALTER TABLE eligd_relay_fence ADD COLUMN IF NOT EXISTS epoch_owed boolean NOT NULL DEFAULT false;
+-- Versions between the highest relayed and the floor are kept for re-versioned deletes (the
+-- next one to give), so that any version drawn after the raise (an insert of that person
+-- still uncommitted, say) outranks them.
+ALTER TABLE eligd_relay_fence ADD COLUMN IF NOT EXISTS reserve_next bigint NOT NULL DEFAULT 0;
+-- The highest committed version, read at every relay session (decision 0009).
+CREATE INDEX IF NOT EXISTS members_by_version ON members (version);
 
 -- Delete markers that survive a bootstrap from the table: the version of every deleted person,
 -- kept while the stream may still carry an older upsert of them (the relay prunes them past
@@ -220,6 +229,8 @@ CREATE TABLE IF NOT EXISTS eligd_deleted_members (
     deleted_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS eligd_deleted_members_at ON eligd_deleted_members (deleted_at);
+CREATE INDEX IF NOT EXISTS eligd_deleted_members_version ON eligd_deleted_members (version);
+
 
 -- Records a delete marker (the newest version wins).
 CREATE OR REPLACE FUNCTION eligd_mark_deleted(id text, v bigint) RETURNS void

@@ -28,10 +28,12 @@ pub fn key(stream: &str) -> String {
 /// raises the fence when it is newer.
 pub(crate) fn check(fence_key: usize, token_arg: usize) -> String {
     format!(
-        "local fence = tonumber(redis.call('GET', KEYS[{fence_key}]) or '0')\n\
-         if not fence then return redis.error_reply(KEYS[{fence_key}] .. ' does not hold a fencing token (a number); delete it') end\n\
+        "local raw_fence = redis.call('GET', KEYS[{fence_key}]) or '0'\n\
+         if not string.match(raw_fence, '^%d+$') or #raw_fence > 15 then \
+         return redis.error_reply(KEYS[{fence_key}] .. ' does not hold a fencing token (up to 15 digits); delete it') end\n\
+         local fence = tonumber(raw_fence)\n\
          local token = tonumber(ARGV[{token_arg}])\n\
-         if fence > token then return {{'fenced', tostring(fence)}} end\n\
+         if fence > token then return {{'fenced', raw_fence}} end\n\
          if fence < token then redis.call('SET', KEYS[{fence_key}], ARGV[{token_arg}]) end\n"
     )
 }

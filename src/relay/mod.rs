@@ -152,7 +152,11 @@ pub async fn run(
 /// One relay session: a connection to each side and the relay lock.
 struct Session<'a> {
     args: &'a RelayArgs,
+    postgres: &'a PgTarget,
     pg: &'a tokio_postgres::Client,
+    /// A connection of its own for the rare multi-statement transactions (`versions.rs`):
+    /// `pg` is shared with the confirmation task.
+    repair: Option<tokio_postgres::Client>,
     redis: StreamReader,
     metrics: &'a RelayMetrics,
     /// This session's fencing token (`fence.rs`): every stream write carries it.
@@ -204,21 +208,27 @@ async fn session(
     // Versions never go back: a table behind what the stream carries (failover, restore) has
     // its sequence raised past it, and replicas resync from a new epoch.
     let relayed = versions::relayed(&mut reader).await?;
-    let (sequence, mut floor) = versions::versions(&pg, &args.stream).await?;
-    let table_behind = sequence < relayed;
-    if table_behind {
-        floor = versions::raise_versions(&pg, &args.stream, relayed).await?;
+    let table = versions::in_table(&pg, &args.stream).await?;
+    let mut floor = table.floor;
+    let mut repair = None;
+    if table.committed < relayed {
+        let (mut client, _) = outbox::connect(postgres).await?;
+        floor = versions::raise(&mut client, &args.stream, relayed).await?;
+        repair = Some(client);
         metrics.versions_behind.inc();
-        tracing::error!(sequence, relayed, floor,
+        tracing::error!(committed = table.committed, relayed, floor,
             "relay: the records database's version sequence is behind versions the stream carries \
              (a failover to a standby that lacked transactions, or a restore from a backup); raised it, \
              re-versioning pending rows drawn below it, and starting a new stream epoch so that replicas \
              resync from a snapshot of the table as it is now");
     }
     let written = Mutex::new(None);
+    let table_behind = table.committed < relayed || table.epoch_owed;
     let mut session = Session {
         args,
+        postgres,
         pg: &pg,
+        repair,
         redis: reader,
         metrics,
         token,
@@ -347,7 +357,8 @@ impl Session<'_> {
         let recorded = outbox::recorded(self.pg, stream).await?;
         let found = epoch::in_redis(&mut self.redis).await?;
         self.last_written = FeedPosition::START;
-        let decision = if std::mem::take(&mut self.table_behind) {
+        let owed = std::mem::take(&mut self.table_behind);
+        let decision = if owed {
             Decision::Replace {
                 reason: "the records database is behind versions the stream carries (failover or restore)",
             }
@@ -387,6 +398,9 @@ impl Session<'_> {
             }
         };
         outbox::record_epoch(self.pg, stream, self.epoch).await?;
+        if owed {
+            versions::epoch_paid(self.pg, stream).await?;
+        }
         Ok(())
     }
 
@@ -483,7 +497,12 @@ impl Session<'_> {
             if row.version < self.floor {
                 // Drawn before the sequence was raised past what the stream carries: a
                 // replica may hold a newer version of this person from before a failover.
-                versions::reversion(self.pg, row).await?;
+                if self.repair.is_none() {
+                    self.repair = Some(outbox::connect(self.postgres).await?.0);
+                }
+                if let Some(repair) = self.repair.as_mut() {
+                    versions::reversion(repair, &self.args.stream, row).await?;
+                }
                 self.metrics.reversioned.inc();
                 continue;
             }

@@ -134,11 +134,13 @@ pub async fn raise_token(
 }
 
 /// Removes delete markers older than `keep_secs` (the stream no longer holds an upsert older
-/// than them); returns how many.
+/// than them), except the newest (it keeps the table's highest committed version at least
+/// that of the last delete relayed, `versions.rs`); returns how many.
 pub async fn prune_markers(client: &Client, keep_secs: u64) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "DELETE FROM eligd_deleted_members WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)",
+            "DELETE FROM eligd_deleted_members WHERE deleted_at < clock_timestamp() - make_interval(secs => $1) \
+             AND version < (SELECT max(version) FROM eligd_deleted_members)",
             &[&(keep_secs as f64)],
         )
         .await

@@ -122,8 +122,11 @@ end
 if epoch ~= ARGV[1] or not at_least(last, ARGV[2]) then
   return {'lost', epoch or '', last}
 end
-local top = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
-if tonumber(ARGV[4]) > top then redis.call('SET', KEYS[4], ARGV[4]) end
+local raw_top = redis.call('GET', KEYS[4]) or '0'
+if not string.match(raw_top, '^%d+$') or #raw_top > 15 then
+  return redis.error_reply(KEYS[4] .. ' does not hold a version (up to 15 digits); delete it')
+end
+if tonumber(ARGV[4]) > tonumber(raw_top) then redis.call('SET', KEYS[4], ARGV[4]) end
 local ids = {'ok'}
 local i = 5
 while i <= #ARGV do

@@ -116,16 +116,58 @@ fn a_fence_ahead_of_the_table_is_raised_by_the_lock_holder() {
 
     // A fence key holding something else is a clear error that names it; nothing is written
     // until it is fixed, and then the relay carries on.
-    let _: () = redis.cmd(&["SET", "eligd:changes:fence", "not-a-token"]);
-    let y = person(603);
-    pg.execute(&insert_main(&y));
-    wait_for("the error reported", 15, || {
-        let (code, body) = crate::cli::http_get(&relay.addr, "/readyz");
-        code == 503 && body.contains("does not hold a fencing token")
+    // `nan` passed Lua's tonumber and compared neither greater nor smaller: every token got
+    // through and the fence was never raised. Versions' key is held to the same rule.
+    let mut relayed = 1.0;
+    for (key, garbage, says) in [
+        (
+            "eligd:changes:fence",
+            "not-a-token",
+            "does not hold a fencing token",
+        ),
+        (
+            "eligd:changes:fence",
+            "nan",
+            "does not hold a fencing token",
+        ),
+        (
+            "eligd:changes:fence",
+            "1e3",
+            "does not hold a fencing token",
+        ),
+        ("eligd:changes:versions", "nan", "does not hold a version"),
+    ] {
+        let _: () = redis.cmd(&["SET", key, garbage]);
+        let y = person(603 + relayed as u32);
+        pg.execute(&insert_main(&y));
+        wait_for(&format!("the error about {key} = {garbage}"), 15, || {
+            let (code, body) = crate::cli::http_get(&relay.addr, "/readyz");
+            code == 503 && body.contains(says) && body.contains(key)
+        });
+        assert_eq!(metric(&relay, "eligd_relay_rows_relayed_total"), relayed);
+        let _: () = redis.cmd(&["DEL", key]);
+        relayed += 1.0;
+        wait_for("relayed after the fix", 20, || {
+            metric(&relay, "eligd_relay_rows_relayed_total") >= relayed
+        });
+    }
+}
+
+/// A fence of 15 digits is a token like any other: the lock holder goes past it (Lua printed
+/// it as `1e+14`, which the relay could not read, and its token overflowed).
+#[test]
+fn a_large_fence_is_raised_past_not_misread() {
+    let pg = records_db();
+    let redis = RedisServer::start();
+    let _: () = redis.cmd(&["SET", "eligd:changes:fence", "100000000000000"]);
+    let relay = start_relay_at(&pg, &redis.url(), &[], "relay: active");
+    let x = person(611);
+    pg.execute(&insert_main(&x));
+    wait_for("relayed", 15, || {
+        metric(&relay, "eligd_relay_rows_relayed_total") >= 1.0
     });
-    assert_eq!(metric(&relay, "eligd_relay_rows_relayed_total"), 1.0);
-    let _: () = redis.cmd(&["DEL", "eligd:changes:fence"]);
-    wait_for("relayed after the fix", 20, || {
-        metric(&relay, "eligd_relay_rows_relayed_total") >= 2.0
-    });
+    assert_eq!(
+        pg.query_i64("SELECT token FROM eligd_relay_fence"),
+        100_000_000_000_001
+    );
 }
