@@ -161,7 +161,8 @@ pub struct RelayArgs {
     /// The relay's own HTTP address for `/healthz`, `/readyz` and `/metrics` (loopback only).
     #[arg(long, env = "ELIGD_LISTEN", default_value = "127.0.0.1:9091")]
     pub listen: SocketAddr,
-    /// Outbox rows moved per batch (one pipelined round trip to Redis).
+    /// Outbox rows moved per batch (written in scripts of at most 256 entries, so Redis is
+    /// never held long).
     #[arg(long, env = "ELIGD_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch: u64,
     /// Look at the outbox this often even without a notification (milliseconds).

@@ -32,6 +32,7 @@ mod records_random;
 mod records_rules;
 mod redis_server;
 mod redis_tls;
+mod relay_scripts;
 mod scale_out;
 mod sentinel;
 mod silence;
