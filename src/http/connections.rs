@@ -184,7 +184,11 @@ const EVICT_BATCH: usize = 256;
 /// honest client before the server has read it.
 const FRESH_MS: u64 = 1000;
 
-/// A connection's rank for eviction: lower goes first, oldest first within a rank.
+/// A connection's rank for eviction: lower goes first, oldest first within a rank, except
+/// rank 2 (new and not yet heard), newest first: during a burst of new connections the
+/// server may not have read an honest client's first bytes yet (its accept loop is busy with
+/// the burst), and the client that connected before the burst is the one to keep; a silent
+/// one moves to rank 0 after [`FRESH_MS`] anyway.
 ///
 /// 0. a stranger gone quiet: never answered and never sent a byte, idle or in a silent TLS
 ///    handshake, accepted [`FRESH_MS`] ago or more (a flood of idle connections goes here);
@@ -423,7 +427,11 @@ impl Registry {
             if rank == 0 {
                 strangers.push((since, *id));
             }
-            let key = (rank, since, *id);
+            // Rank 2 newest first (see `rank`).
+            let key = match rank {
+                2 => (rank, u64::MAX - since, u64::MAX - *id),
+                _ => (rank, since, *id),
+            };
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
             }
@@ -437,7 +445,7 @@ impl Registry {
         *next = strangers;
         match next.pop() {
             Some((_, id)) => Some(id),
-            None => best.map(|(_, _, id)| id),
+            None => best.map(|(rank, _, id)| if rank == 2 { u64::MAX - id } else { id }),
         }
     }
 
