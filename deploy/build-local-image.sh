@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the eligd runtime image on this machine, without pulling anything, and tags it
-# eligd:local: the binary (cargo build --release, or --binary PATH) and the libraries it
+# eligd:local: the binary (cargo build --profile production, or --binary PATH) and the libraries it
 # links go into a scratch image (deploy/image/rootfs.sh, deploy/image/Dockerfile.runtime),
 # the same runtime stage deploy/Dockerfile ends with. Needs a running Docker engine
 # (DOCKER_HOST is honoured).
@@ -17,8 +17,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$binary" ]; then
-  cargo build --release --locked --bin eligd
-  binary=target/release/eligd
+  cargo build --profile production --locked --bin eligd
+  binary=target/production/eligd
 fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT

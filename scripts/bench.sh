@@ -2,7 +2,7 @@
 # The bench command: eligd against every peer, in one run (docs/performance.md, "The bench
 # command").
 #
-# Builds release, then runs `bench` on core 1 (the client) while it starts, on core 0, eligd
+# Builds the production profile (as deployed), then runs `bench` on core 1 (the client) while it starts, on core 0, eligd
 # as deployed (keys and the audit log on), the same build without them, a bare hyper server, a private redis-server and a
 # private PostgreSQL; the same closed-loop client measures each, then the open-loop realistic
 # mix runs at 700/s and swept to the highest rate that keeps p99 ≤ 2 ms. Prints the budget
@@ -21,18 +21,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in taskset redis-server python3; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (.ci/run installs it)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (scripts/test.sh installs it)" >&2; exit 2; }
 done
 if [ "$(nproc)" -lt 2 ]; then
   echo "bench: needs 2 cores (server on core 0, client on core 1)" >&2
   exit 2
 fi
 
-cargo build --release --bin eligd -p eligd
-cargo build --release -p loadtest --bin bench --bin hello-server
+cargo build --profile production --bin eligd -p eligd
+cargo build --profile production -p loadtest --bin bench --bin hello-server
 
 status=0
-taskset -c 1 target/release/bench --out target/bench/bench.json "$@" || status=$?
+taskset -c 1 target/production/bench --out target/bench/bench.json "$@" || status=$?
 if [ "$status" -le 1 ] && [ -f target/bench/open-loop-eligd.json ]; then
   python3 scripts/plot-latency.py target/bench/open-loop-eligd.json target/bench/open-loop-hello.json \
     --out "${PLOT_OUT:-docs/latency-vs-rate.svg}"

@@ -106,13 +106,17 @@ pub fn number(flag: &str, value: &str) -> Result<f64, String> {
     value.parse::<f64>().map_err(|e| format!("{flag}: {e}"))
 }
 
+/// The eligd the budget commands measure by default: the deployed build
+/// (`cargo build --profile production --bin eligd`).
+pub const ELIGD: &str = "target/production/eligd";
+
 /// Checks that the eligd binary a command drives has been built.
 pub fn built(eligd: &std::path::Path) -> Result<(), String> {
     if eligd.is_file() {
         Ok(())
     } else {
         Err(format!(
-            "{} not found: build it first (cargo build --release)",
+            "{} not found: build it first (cargo build --profile production --bin eligd)",
             eligd.display()
         ))
     }

@@ -12,7 +12,7 @@
 //! the ratio of those for on and off, the median of the rounds: at least `--ratio` (0.9).
 //! The raw throughput ratio of the shared core is printed beside it.
 //!
-//! Usage: `access-budget [--eligd target/release/eligd] [--members 100000] [--seconds 10]
+//! Usage: `access-budget [--eligd target/production/eligd] [--members 100000] [--seconds 10]
 //! [--rounds 3] [--connections 32] [--ratio 0.9]`. Needs `wrk` and `taskset`.
 //! Exits 1 when the budget is missed, 2 on error.
 
@@ -34,7 +34,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        eligd: PathBuf::from("target/release/eligd"),
+        eligd: PathBuf::from(loadtest::ELIGD),
         members: 100_000,
         seconds: 10,
         rounds: 3,

@@ -17,7 +17,7 @@
 //! - `scale-out`: three replicas follow one stream; changes XADDed at `--commits-per-s`.
 //!   Budget: on every replica, XADD → visible p99 ≤ `--p99-ms`, none unseen.
 //!
-//! Usage: `degraded-budget [--eligd target/release/eligd] [--scenario all|redis-down|failover|tls|scale-out]
+//! Usage: `degraded-budget [--eligd target/production/eligd] [--scenario all|redis-down|failover|tls|scale-out]
 //! [--outage 60] [--duration 30] [--commits-per-s 500] [--p99-ms 100] [--tls-ratio 1.5]
 //! [--entries 200000]`. Exits 1 when a budget is missed, 2 on error.
 
@@ -50,7 +50,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        eligd: PathBuf::from("target/release/eligd"),
+        eligd: PathBuf::from(loadtest::ELIGD),
         scenario: "all".into(),
         outage: Duration::from_secs(60),
         duration: Duration::from_secs(30),

@@ -10,7 +10,7 @@
 //!    them is watched over HTTP until the answer carries the new version. The latency runs
 //!    from just before the XADD to the answer that shows it.
 //!
-//! Usage: `feed-freshness --eligd target/release/eligd [--members 1000000]
+//! Usage: `feed-freshness --eligd target/production/eligd [--members 1000000]
 //! [--replay 1000000] [--events-per-s 2000] [--lookups-per-s 5000] [--duration 20]
 //! [--p50-ms 5] [--p99-ms 50] [--replay-per-s 200000]`.
 //! Exits 1 when a budget is missed, 2 on error.
@@ -45,7 +45,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        eligd: PathBuf::from("target/release/eligd"),
+        eligd: PathBuf::from(loadtest::ELIGD),
         members: 1_000_000,
         replay: 1_000_000,
         events_per_s: 2_000.0,

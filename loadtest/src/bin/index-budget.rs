@@ -43,7 +43,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         members: 10_000_000,
-        eligd: PathBuf::from("target/release/eligd"),
+        eligd: PathBuf::from(loadtest::ELIGD),
         work_dir: None,
         reuse: false,
     };

@@ -10,7 +10,7 @@
 //!    every change over HTTP until the answer carries the new version. Latency runs from the
 //!    commit's acknowledgement to that answer.
 //!
-//! Usage: `pg-freshness [--eligd target/release/eligd] [--members 100000]
+//! Usage: `pg-freshness [--eligd target/production/eligd] [--members 100000]
 //! [--commits-per-s 500] [--lookups-per-s 1000] [--duration 20] [--connections 4]
 //! [--p99-ms 100]`. Exits 1 when a budget is missed, 2 on error.
 
@@ -41,7 +41,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        eligd: PathBuf::from("target/release/eligd"),
+        eligd: PathBuf::from(loadtest::ELIGD),
         members: 100_000,
         commits_per_s: 500.0,
         lookups_per_s: 1_000.0,

@@ -61,8 +61,8 @@ pub(crate) struct Budgets {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        eligd: PathBuf::from("target/release/eligd"),
-        hello: PathBuf::from("target/release/hello-server"),
+        eligd: PathBuf::from(loadtest::ELIGD),
+        hello: PathBuf::from("target/production/hello-server"),
         members: 1_000_000,
         connections: 64,
         seconds: 4.0,
@@ -178,7 +178,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let mut json = String::from("{\n");
     json.push_str(&format!(
         "  \"date\": \"{}\",\n  \"members\": {},\n  \"connections\": {},\n  \"seconds\": {},\n  \"rounds\": {},\n  \"answer_bytes\": {},\n  \"closed_loop\": {{\n",
-        eligd::dates::rfc3339_utc_ms(eligd::app::unix_ms()),
+        eligd::dates::rfc3339_utc_ms(eligd::dates::unix_ms()),
         args.members,
         args.connections,
         args.seconds,
