@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use crate::audit::AuditLog;
 use crate::auth::KeyStore;
 use crate::feed::status::FeedStatus;
-use crate::index::{Index, IndexSlot};
+use crate::index::Index;
+use crate::index_slot::IndexSlot;
 use crate::limits::PhoneLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
@@ -22,7 +23,7 @@ pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 60;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Addresses {
     /// `--trusted-proxies`: peers allowed to name the client in `X-Forwarded-For`.
-    pub trusted: crate::http::client_address::TrustedProxies,
+    pub trusted: crate::client_address::TrustedProxies,
     /// `--ipv6-prefix`: IPv6 clients are limited and audited by this prefix.
     pub ipv6_prefix: u8,
 }
@@ -40,7 +41,7 @@ impl Addresses {
     /// The address a request is limited and audited under.
     pub fn key(&self, peer: std::net::IpAddr, headers: &hyper::HeaderMap) -> std::net::IpAddr {
         let client = self.trusted.client_from_headers(peer, headers);
-        crate::http::client_address::limit_key(client, self.ipv6_prefix)
+        crate::client_address::limit_key(client, self.ipv6_prefix)
     }
 }
 
@@ -56,7 +57,7 @@ pub struct AppState {
     pub site_limits: PhoneLimits,
     /// The page for people and its endpoint, with the proxies trusted to name a client
     /// (`None`: `--no-public-page`).
-    pub public: Option<crate::http::client_address::TrustedProxies>,
+    pub public: Option<crate::client_address::TrustedProxies>,
     /// Who names a client address (`--trusted-proxies`, `--ipv6-prefix`), for every
     /// per-address limit and the audit log's refusal lines.
     pub addresses: Addresses,
@@ -66,8 +67,6 @@ pub struct AppState {
     /// The public endpoint's ceiling for all addresses together
     /// (`--public-requests-per-second`).
     pub public_ceiling: Option<governor::DefaultDirectRateLimiter>,
-    /// The last 15 minutes of requests for `/status`.
-    pub status_history: crate::status::history::History,
     feed: OnceLock<Arc<FeedStatus>>,
     /// When the process started (Unix ms): the CapabilityStatement's date.
     started_ms: u64,
@@ -95,9 +94,8 @@ impl AppState {
             addresses: Addresses::default(),
             unauthenticated_limits: PhoneLimits::per_minute(DEFAULT_UNAUTHENTICATED_PER_MINUTE),
             public_ceiling: None,
-            status_history: Default::default(),
             feed: OnceLock::new(),
-            started_ms: unix_ms(),
+            started_ms: crate::dates::unix_ms(),
             keys: None,
             audit: None,
         })
@@ -159,7 +157,7 @@ impl AppState {
     /// endpoint's allowance per client address per minute.
     pub fn with_public(
         mut self,
-        trusted_proxies: Option<crate::http::client_address::TrustedProxies>,
+        trusted_proxies: Option<crate::client_address::TrustedProxies>,
         per_minute: u32,
     ) -> AppState {
         self.public = trusted_proxies;
@@ -230,18 +228,11 @@ impl AppState {
             .index()
             .ok_or_else(|| "the index is still loading".to_string())?;
         if let Some(feed) = self.feed() {
-            feed.readiness(std::time::Instant::now(), unix_ms())?;
+            feed.readiness(std::time::Instant::now(), crate::dates::unix_ms())?;
         }
         if let Some(audit) = self.audit() {
             audit.readiness()?;
         }
         Ok(index)
     }
-}
-
-/// The wall clock in Unix milliseconds (stream IDs carry this time).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -121,7 +121,7 @@ pub struct KeysRotateArgs {
     pub id: String,
     /// Seconds the old key keeps working after the rotation: 0 to 2592000 (30 days).
     #[arg(long, env = "ELIGD_OVERLAP", default_value_t = 86_400,
-          value_parser = crate::commands::keys::parse_overlap)]
+          value_parser = parse_overlap)]
     pub overlap: u64,
 }
 
@@ -289,7 +289,7 @@ pub struct ServeArgs {
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
     /// client for the per-address limits; from anyone else the header is ignored.
     #[arg(long, env = "ELIGD_TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: crate::http::client_address::TrustedProxies,
+    pub trusted_proxies: crate::client_address::TrustedProxies,
     /// IPv6 clients are limited (and their refusals audited) by this prefix length.
     #[arg(long, env = "ELIGD_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(16..=128))]
     pub ipv6_prefix: u8,
@@ -442,4 +442,21 @@ pub struct SnapshotInspectArgs {
 pub struct CheckIdArgs {
     /// The national ID, in any digit script.
     pub national_id: String,
+}
+
+/// The longest `--overlap`: 30 days. Clients that need longer to switch keys should be
+/// issued a second key instead.
+pub const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
+
+/// Reads `--overlap`: whole seconds, 0 to [`MAX_OVERLAP_SECS`].
+pub fn parse_overlap(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs <= MAX_OVERLAP_SECS => Ok(secs),
+        Ok(_) => Err(format!(
+            "the overlap is at most {MAX_OVERLAP_SECS} seconds (30 days)"
+        )),
+        Err(_) => Err(format!(
+            "the overlap is whole seconds, from 0 to {MAX_OVERLAP_SECS} (30 days)"
+        )),
+    }
 }

@@ -17,28 +17,26 @@
 //! - [`commands`] are the bodies of the CLI subcommands of [`cli`].
 #![deny(unsafe_code)]
 
+// The core crate's modules, under the names the server has always used for them.
+pub use eligd_core::{
+    dates, demo, eligibility, import, index, jalali, member, national_id, redact,
+};
+
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod client_address;
 pub mod commands;
-pub mod dates;
-pub mod demo;
-pub mod eligibility;
 pub mod feed;
 pub mod http;
-pub mod import;
-pub mod index;
+pub mod index_slot;
 pub mod inquiry;
-pub mod jalali;
 pub mod limits;
-pub mod member;
 pub mod metrics;
-pub mod national_id;
 pub mod pg;
 pub mod records;
-pub mod redact;
 pub mod relay;
 pub mod resp;
 pub mod shutdown;

@@ -25,8 +25,8 @@ use super::watch::Stamp;
 use super::KeyChannel;
 
 pub const FORMAT: &str = "eligd-keys/1";
-/// The `client` label (metrics) of inquiries that presented no valid key; no key may use it.
-pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The `client` label of inquiries that presented no valid key: no key may use it.
+pub use crate::metrics::UNAUTHENTICATED;
 pub const ID_LEN: usize = 8;
 pub const SECRET_LEN: usize = 22;
 /// A key's rate and burst are at most this many inquiries per second.

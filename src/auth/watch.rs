@@ -6,7 +6,8 @@
 //! replaces the file (write a temporary file, rename it into place). Both change what the
 //! path resolves to, so the watcher compares a [`Stamp`] of the resolved file (device, inode,
 //! size, modification and change times, mode) with the stamp of the file last read, once a
-//! second, and reloads through the path SIGHUP takes ([`crate::app::AppState::reload_keys`]):
+//! second (the task in `commands::serve`), and reloads through the path SIGHUP takes
+//! (`AppState::reload_keys`):
 //! the same log lines, the same failure counter, and a bad file keeps the keys in force. A
 //! `stat` per second costs nothing and needs no inotify (which loses track of symlink swaps
 //! and of files replaced by rename unless the directory is watched).
@@ -15,13 +16,7 @@
 //! then left alone until it changes again (or SIGHUP asks for it).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::watch;
-
-use crate::app::AppState;
-use crate::shutdown::stopped;
 
 /// How often the watcher looks at the file.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -81,36 +76,6 @@ impl Stamp {
     pub fn at(path: &Path) -> Option<Stamp> {
         std::fs::metadata(path).ok().map(|m| Stamp::of(&m))
     }
-}
-
-/// Starts the watcher when `state` has client keys; it stops with `stop`.
-pub fn spawn(state: Arc<AppState>, stop: watch::Receiver<bool>) {
-    if state.keys().is_none() {
-        return;
-    }
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stopped(stop.clone()) => break,
-            }
-            let state = Arc::clone(&state);
-            // A `stat` and, rarely, a read: off the request threads (a stuck network file
-            // system must not stall them).
-            let checked = tokio::task::spawn_blocking(move || {
-                let Some(store) = state.keys() else { return };
-                if store.changed_on_disk() {
-                    tracing::info!(path = %store.path().display(), "the keys file changed: reloading client keys");
-                    state.reload_keys();
-                }
-            })
-            .await;
-            if let Err(e) = checked {
-                tracing::error!(error = %e, "the keys file watcher stopped unexpectedly");
-                break;
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use crate::auth::keyfile::{self, KeyEntry, KeyFile};
 use crate::auth::KeyChannel;
-use crate::cli::{KeysAddArgs, KeysCommand, KeysFileArg, KeysIdArgs, KeysRotateArgs};
+#[cfg(test)]
+use crate::cli::parse_overlap;
+use crate::cli::{
+    KeysAddArgs, KeysCommand, KeysFileArg, KeysIdArgs, KeysRotateArgs, MAX_OVERLAP_SECS,
+};
 
 pub fn run(command: &KeysCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
@@ -153,23 +157,6 @@ fn revoke(args: &KeysIdArgs, out: &mut impl Write) -> anyhow::Result<()> {
         args.id
     )?;
     Ok(())
-}
-
-/// The longest `--overlap`: 30 days. Clients that need longer to switch keys should be
-/// issued a second key instead.
-pub const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
-
-/// Reads `--overlap`: whole seconds, 0 to [`MAX_OVERLAP_SECS`].
-pub fn parse_overlap(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<u64>() {
-        Ok(secs) if secs <= MAX_OVERLAP_SECS => Ok(secs),
-        Ok(_) => Err(format!(
-            "the overlap is at most {MAX_OVERLAP_SECS} seconds (30 days)"
-        )),
-        Err(_) => Err(format!(
-            "the overlap is whole seconds, from 0 to {MAX_OVERLAP_SECS} (30 days)"
-        )),
-    }
 }
 
 /// When the old key of a rotation stops working: `overlap` seconds after `now` (checked; the

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use crate::cli::RelayArgs;
 use crate::pg::PgTarget;
 use crate::relay::metrics::RelayMetrics;
-use crate::relay::{self, RelayStatus};
+use crate::relay::{self, RelayConfig, RelayStatus};
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Neither URL is ever echoed: both may hold a password.
@@ -40,7 +40,16 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         Arc::clone(&status),
         crate::shutdown::stopped(stop_rx.clone()),
     ));
-    relay::run(args, postgres, redis, metrics, status, stop_rx).await;
+    let config = RelayConfig {
+        stream: args.stream,
+        batch: args.batch,
+        poll_interval_ms: args.poll_interval_ms,
+        retain_hours: args.retain_hours,
+        wait_replicas: args.wait_replicas,
+        wait_timeout_ms: args.wait_timeout_ms,
+        outbox_keep_secs: args.outbox_keep_secs,
+    };
+    relay::run(config, postgres, redis, metrics, status, stop_rx).await;
     tracing::info!("relay: stopped");
     ops.await.context("the operations server failed")?;
     Ok(())

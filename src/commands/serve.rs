@@ -53,7 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
     // A Kubernetes Secret changes the keys file in place, without a signal.
-    crate::auth::watch::spawn(Arc::clone(&state), stop_rx.clone());
+    spawn_keys_watcher(Arc::clone(&state), stop_rx.clone());
     let server = tokio::spawn(crate::http::serve_configured(
         listener,
         Arc::clone(&state),
@@ -215,14 +215,45 @@ fn start_feed(
 const FEED_BLOCK: Duration = Duration::from_millis(500);
 const FEED_BATCH: usize = 10_000;
 
+/// Starts the keys file watcher (`auth::watch`) when `state` has client keys; it stops with `stop`.
+fn spawn_keys_watcher(state: Arc<AppState>, stop: watch::Receiver<bool>) {
+    if state.keys().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::auth::watch::POLL) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+            let state = Arc::clone(&state);
+            // A `stat` and, rarely, a read: off the request threads (a stuck network file
+            // system must not stall them).
+            let checked = tokio::task::spawn_blocking(move || {
+                let Some(store) = state.keys() else { return };
+                if store.changed_on_disk() {
+                    tracing::info!(path = %store.path().display(), "the keys file changed: reloading client keys");
+                    state.reload_keys();
+                }
+            })
+            .await;
+            if let Err(e) = checked {
+                tracing::error!(error = %e, "the keys file watcher stopped unexpectedly");
+                break;
+            }
+        }
+    });
+}
+
 /// Samples the request histograms for `/status` every 10 s (the first one at once).
 fn spawn_status_sampler(state: Arc<AppState>, stop: watch::Receiver<bool>) {
-    let every = Duration::from_secs(crate::status::history::EVERY_SECS);
+    let every = Duration::from_secs(crate::metrics::history::EVERY_SECS);
     tokio::spawn(async move {
         loop {
             state
-                .status_history
-                .record(crate::app::unix_ms(), &state.metrics.encode());
+                .metrics
+                .history
+                .record(crate::dates::unix_ms(), &state.metrics.encode());
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stopped(stop.clone()) => break,

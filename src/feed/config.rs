@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::metrics::FeedMetrics;
 use super::status::FeedStatus;
-use crate::index::IndexSlot;
+use crate::index_slot::IndexSlot;
 
 /// How the feed is followed (`serve --redis-url …`).
 #[derive(Clone, Debug)]

@@ -147,7 +147,7 @@ impl Consumer {
                 self.feed.status.waiting(Instant::now());
             }
             // Everything written before this instant is in the reply, once it is not full.
-            let sent_ms = crate::app::unix_ms();
+            let sent_ms = crate::dates::unix_ms();
             let entries = tokio::select! {
                 read = reader.read(position, self.config.batch, block) => read?,
                 _ = stopped(stop.clone()) => return Ok(()),
@@ -158,7 +158,7 @@ impl Consumer {
             let was_ready = self
                 .feed
                 .status
-                .readiness(Instant::now(), crate::app::unix_ms())
+                .readiness(Instant::now(), crate::dates::unix_ms())
                 .is_ok();
             self.feed.status.answered(Instant::now());
             self.retry.reset();

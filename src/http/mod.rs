@@ -4,7 +4,6 @@
 //! `serve` takes a bound listener and a shutdown future, so the binary binds the configured
 //! address and tests bind port 0 and stop the server when they are done.
 
-pub mod client_address;
 pub mod connections;
 pub mod descriptors;
 mod router;

@@ -256,7 +256,7 @@ fn metrics(state: &AppState, openmetrics: bool) -> Reply {
         metrics.index_base_bytes.set(index.base_size_bytes() as i64);
     }
     if let Some(feed) = state.feed() {
-        let lag = feed.lag(std::time::Instant::now(), crate::app::unix_ms());
+        let lag = feed.lag(std::time::Instant::now(), crate::dates::unix_ms());
         metrics.feed.lag_seconds.set(lag.as_secs_f64());
     }
     metrics.ready.set(i64::from(state.readiness().is_ok()));

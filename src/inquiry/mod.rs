@@ -289,7 +289,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
     } = arrival;
     let address = peer.map(|peer| match headers {
         Some(headers) => state.addresses.key(peer, headers),
-        None => crate::http::client_address::limit_key(peer, state.addresses.ipv6_prefix),
+        None => crate::client_address::limit_key(peer, state.addresses.ipv6_prefix),
     });
     let mut session = Session {
         state,
@@ -316,7 +316,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         // An IPv6 client's /48 (a site's or a home's whole allocation) pays too, so one
         // allocation's many /64s cannot take the ceiling from everyone.
         if let Some(std::net::IpAddr::V6(v6)) = address {
-            let site = crate::http::client_address::limit_key(v6.into(), SITE_PREFIX);
+            let site = crate::client_address::limit_key(v6.into(), SITE_PREFIX);
             state
                 .site_limits
                 .take_key(PhoneKey::from_ip(site))

@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 use super::hot::ShardedCounter;
 
+/// The `client` label (metrics) of inquiries that presented no valid key; no key may use it
+/// (`auth::keyfile` refuses it).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
 /// A client name (from the keys file) as a label value, shared rather than copied.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ClientName(pub Arc<str>);
@@ -54,10 +58,7 @@ impl AccessMetrics {
     pub fn register(registry: &mut Registry) -> AccessMetrics {
         let client_inquiries = Family::default();
         let m = AccessMetrics {
-            unauthenticated: ClientCounters::new(
-                Arc::from(crate::auth::keyfile::UNAUTHENTICATED),
-                &client_inquiries,
-            ),
+            unauthenticated: ClientCounters::new(Arc::from(UNAUTHENTICATED), &client_inquiries),
             client_inquiries,
             keys_loaded: Gauge::default(),
             keys_reload_failures: Counter::default(),

@@ -5,11 +5,12 @@
 //! clients send.
 
 mod access;
+pub mod history;
 pub mod hot;
 
 use std::sync::atomic::AtomicU64;
 
-pub use access::{AccessMetrics, ClientCounters, ClientInquiryLabels, ClientName};
+pub use access::{AccessMetrics, ClientCounters, ClientInquiryLabels, ClientName, UNAUTHENTICATED};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +62,8 @@ pub struct BuildLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// The last 15 minutes of the request histograms, for the `/status` page.
+    pub history: history::History,
     /// This registry's number in the handle caches.
     id: usize,
     pub requests: Family<RequestLabels, ShardedCounter>,
@@ -179,6 +182,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            history: Default::default(),
             id: NEXT_REGISTRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests,
             request_duration,

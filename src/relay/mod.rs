@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use self::metrics::{ComponentLabels, RelayMetrics};
-use crate::cli::RelayArgs;
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
@@ -107,9 +106,28 @@ const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 /// How often kept rows are pruned (more often when `--outbox-keep-secs` is shorter).
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
+/// What a relay needs to know (`eligd relay`'s flags, checked by `commands::relay`).
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// The Redis stream relayed to (`--stream`).
+    pub stream: String,
+    /// Outbox rows read per batch (`--batch`).
+    pub batch: u64,
+    /// How long to wait for new rows when the outbox is empty (`--poll-interval-ms`).
+    pub poll_interval_ms: u64,
+    /// Stream entries and delete markers kept this long (`--retain-hours`; 0: forever).
+    pub retain_hours: u64,
+    /// Redis replicas that must confirm relayed rows before they are marked (`--wait-replicas`).
+    pub wait_replicas: u64,
+    /// How long to wait for those replicas (`--wait-timeout-ms`).
+    pub wait_timeout_ms: u64,
+    /// Relayed rows kept in the outbox this long (`--outbox-keep-secs`).
+    pub outbox_keep_secs: u64,
+}
+
 /// Relays until `stop` is set.
 pub async fn run(
-    args: RelayArgs,
+    args: RelayConfig,
     postgres: PgTarget,
     redis: RedisTarget,
     metrics: Arc<RelayMetrics>,
@@ -154,7 +172,7 @@ pub async fn run(
 
 /// One relay session: a connection to each side and the relay lock.
 struct Session<'a> {
-    args: &'a RelayArgs,
+    args: &'a RelayConfig,
     postgres: &'a PgTarget,
     pg: &'a tokio_postgres::Client,
     /// A connection of its own for the rare multi-statement transactions (`versions.rs`):
@@ -180,7 +198,7 @@ struct Session<'a> {
 /// One connection to each side, holding the relay lock, moving rows until an error; with
 /// `--wait-replicas`, a second Redis connection confirms what was written ([`confirming`]).
 async fn session(
-    args: &RelayArgs,
+    args: &RelayConfig,
     postgres: &PgTarget,
     redis: &RedisTarget,
     metrics: &RelayMetrics,
@@ -282,7 +300,7 @@ async fn relaying(
                 outbox::prune_markers(session.pg, args.retain_hours.saturating_mul(3600)).await?,
             );
             let keep_ms = args.retain_hours.saturating_mul(3_600_000);
-            let min_ms = crate::app::unix_ms().saturating_sub(keep_ms);
+            let min_ms = crate::dates::unix_ms().saturating_sub(keep_ms);
             let min_id = FeedPosition { ms: min_ms, seq: 0 };
             metrics
                 .trimmed
@@ -306,7 +324,7 @@ async fn relaying(
 /// ordered, everything before it. A primary without replicas (just after a failover) costs
 /// a shortfall a second, counted, and nothing else.
 async fn confirming(
-    args: &RelayArgs,
+    args: &RelayConfig,
     redis: &RedisTarget,
     pg: &tokio_postgres::Client,
     metrics: &RelayMetrics,
@@ -442,7 +460,7 @@ impl Session<'_> {
             return self.lost(found).await;
         }
         let age = probe.info.and_then(|i| i.first_entry).map_or(0.0, |first| {
-            crate::app::unix_ms().saturating_sub(first.unix_ms()) as f64 / 1000.0
+            crate::dates::unix_ms().saturating_sub(first.unix_ms()) as f64 / 1000.0
         });
         self.metrics.oldest_entry_seconds.set(age);
         Ok(())

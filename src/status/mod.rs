@@ -4,13 +4,12 @@
 //! (no external assets, no JavaScript), no personal data. Every figure is the same one
 //! `/metrics` exports, read the same way.
 
-pub mod history;
-
 use std::fmt::Write;
 
-use crate::app::{unix_ms, AppState};
+use crate::app::AppState;
 use crate::dates::rfc3339_utc_ms;
-use history::Point;
+use crate::dates::unix_ms;
+use crate::metrics::history::Point;
 
 /// The page's HTML.
 pub fn page(state: &AppState) -> String {
@@ -97,7 +96,7 @@ pub fn page(state: &AppState) -> String {
         None => row("audit queue", "audit-queue", "no audit log".into()),
     }
     html.push_str("</table><h2>Last 15 minutes, by channel</h2>");
-    let series = state.status_history.series();
+    let series = state.metrics.history.series();
     if series.is_empty() {
         html.push_str("<p>No samples yet (one every 10 s).</p>");
     }

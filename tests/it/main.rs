@@ -18,6 +18,7 @@ mod http_bad_input;
 mod integrity;
 mod integrity_records;
 mod keys_files;
+mod layers;
 mod leaks;
 mod listener;
 mod no_echo;

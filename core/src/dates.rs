@@ -197,6 +197,13 @@ pub fn rfc3339_utc_ms(ms: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The wall clock in Unix milliseconds (stream IDs carry this time).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

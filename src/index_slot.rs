@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::Index;
+use crate::index::Index;
 
 pub struct IndexSlot {
     current: ArcSwapOption<Index>,

@@ -15,7 +15,6 @@ mod builder;
 pub mod compact;
 mod overlay;
 mod position;
-mod slot;
 pub mod snapshot;
 pub mod snapshot_dir;
 
@@ -29,7 +28,6 @@ pub use base::{validate as validate_body, Base, Row};
 pub use builder::{BodyBuilder, Mode, Origin, Rejected};
 use overlay::{InOverlay, Overlay, Slot};
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
-pub use slot::IndexSlot;
 
 use crate::member::view::MemberView;
 use crate::member::{Booklet, Member};
@@ -204,7 +202,7 @@ impl Index {
             cursor: Mutex::new(cursor),
             compacting: Mutex::new(()),
             synthetic,
-            data_as_of_ms: AtomicU64::new(crate::app::unix_ms()),
+            data_as_of_ms: AtomicU64::new(crate::dates::unix_ms()),
         }
     }
 
