@@ -12,7 +12,7 @@ use eligd::dates::Day;
 use eligd::demo::Generator;
 use eligd::feed::event::{parse_entry, Event};
 use eligd::index::Index;
-use eligd::resp::decode_xread;
+use eligd::redis::decode_xread;
 use redis::Value;
 
 const BATCH: usize = 10_000;

@@ -9,7 +9,7 @@ use crate::auth::KeyStore;
 use crate::feed::status::FeedStatus;
 use crate::index::Index;
 use crate::index_slot::IndexSlot;
-use crate::limits::PhoneLimits;
+use crate::limits::CallerLimits;
 use crate::metrics::Metrics;
 use crate::tracking::{NodeIdError, TrackingCodes};
 
@@ -50,11 +50,11 @@ pub struct AppState {
     pub tracking: TrackingCodes,
     pub metrics: Metrics,
     /// Per-phone-number limits of USSD and SMS inquiries (docs/openapi.yaml).
-    pub phone_limits: PhoneLimits,
+    pub phone_limits: CallerLimits,
     /// Per-client-address limits of the public endpoint (`--public-requests-per-minute`).
-    pub address_limits: PhoneLimits,
+    pub address_limits: CallerLimits,
     /// The public endpoint's allowance per IPv6 /48, ten times the per-address one.
-    pub site_limits: PhoneLimits,
+    pub site_limits: CallerLimits,
     /// The page for people and its endpoint, with the proxies trusted to name a client
     /// (`None`: `--no-public-page`).
     pub public: Option<crate::client_address::TrustedProxies>,
@@ -63,7 +63,7 @@ pub struct AppState {
     pub addresses: Addresses,
     /// Per-client-address limits of requests without a valid key when keys are configured
     /// (`--unauthenticated-requests-per-minute`): a refusal costs the refused.
-    pub unauthenticated_limits: PhoneLimits,
+    pub unauthenticated_limits: CallerLimits,
     /// The public endpoint's ceiling for all addresses together
     /// (`--public-requests-per-second`).
     pub public_ceiling: Option<governor::DefaultDirectRateLimiter>,
@@ -85,14 +85,14 @@ impl AppState {
             index: Arc::new(index),
             tracking: TrackingCodes::new(node_id)?,
             metrics,
-            phone_limits: PhoneLimits::default(),
-            address_limits: PhoneLimits::default(),
-            site_limits: PhoneLimits::per_minute(
-                SITE_FACTOR * crate::limits::phone::DEFAULT_PER_MINUTE,
+            phone_limits: CallerLimits::default(),
+            address_limits: CallerLimits::default(),
+            site_limits: CallerLimits::per_minute(
+                SITE_FACTOR * crate::limits::caller::DEFAULT_PER_MINUTE,
             ),
             public: Some(Default::default()),
             addresses: Addresses::default(),
-            unauthenticated_limits: PhoneLimits::per_minute(DEFAULT_UNAUTHENTICATED_PER_MINUTE),
+            unauthenticated_limits: CallerLimits::per_minute(DEFAULT_UNAUTHENTICATED_PER_MINUTE),
             public_ceiling: None,
             feed: OnceLock::new(),
             started_ms: crate::dates::unix_ms(),
@@ -149,7 +149,7 @@ impl AppState {
 
     /// Sets the USSD/SMS allowance per phone number per minute (`--phone-requests-per-minute`).
     pub fn with_phone_requests_per_minute(mut self, per_minute: u32) -> AppState {
-        self.phone_limits = PhoneLimits::per_minute(per_minute);
+        self.phone_limits = CallerLimits::per_minute(per_minute);
         self
     }
 
@@ -161,8 +161,8 @@ impl AppState {
         per_minute: u32,
     ) -> AppState {
         self.public = trusted_proxies;
-        self.address_limits = PhoneLimits::per_minute(per_minute);
-        self.site_limits = PhoneLimits::per_minute(per_minute.saturating_mul(SITE_FACTOR));
+        self.address_limits = CallerLimits::per_minute(per_minute);
+        self.site_limits = CallerLimits::per_minute(per_minute.saturating_mul(SITE_FACTOR));
         self
     }
 
@@ -175,7 +175,7 @@ impl AppState {
         public_per_second: Option<u32>,
     ) -> AppState {
         self.addresses = addresses;
-        self.unauthenticated_limits = PhoneLimits::per_minute(unauthenticated_per_minute);
+        self.unauthenticated_limits = CallerLimits::per_minute(unauthenticated_per_minute);
         self.public_ceiling = public_per_second
             .and_then(std::num::NonZeroU32::new)
             .map(|rate| {

@@ -214,8 +214,8 @@ impl RedisArgs {
     pub fn target(
         &self,
         url: Option<&str>,
-    ) -> Result<crate::resp::RedisTarget, crate::resp::TargetError> {
-        crate::resp::RedisTarget::new(
+    ) -> Result<crate::redis::RedisTarget, crate::redis::TargetError> {
+        crate::redis::RedisTarget::new(
             url,
             self.redis_sentinels.as_deref(),
             self.redis_master.as_deref(),

@@ -19,7 +19,7 @@ use crate::index::body::Body;
 use crate::index::{FeedPosition, StreamEpoch};
 use crate::national_id::NationalId;
 use crate::pg::{PgTarget, PgUrlError};
-use crate::resp::RedisTarget;
+use crate::redis::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -55,7 +55,7 @@ pub fn stream_position(
                 return Ok((position, epoch));
             }
         }
-        Err(StreamError::Reply {
+        Err(StreamError::Frame {
             command: "GET",
             detail: "the stream's epoch keeps changing".into(),
         })

@@ -328,5 +328,4 @@ impl Iterator for Generator {
 }
 
 #[cfg(test)]
-#[path = "demo_tests.rs"]
 mod tests;

@@ -162,5 +162,4 @@ pub fn primary_insurer<'a>(member: &MemberView<'a>) -> &'a str {
 }
 
 #[cfg(test)]
-#[path = "eligibility_tests.rs"]
 mod tests;

@@ -1,7 +1,7 @@
 //! RESP replies from Redis (or from something pretending to be Redis): every decoder
 //! answers an error for bytes it cannot read, never a panic.
 #![no_main]
-use eligd::resp::{decode, decode_entries, decode_xread};
+use eligd::redis::{decode, decode_entries, decode_xread};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -528,5 +528,4 @@ fn form_encode(value: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "mix_tests.rs"]
 mod tests;

@@ -137,7 +137,7 @@ impl std::fmt::Debug for Subject {
 /// memory only: the writer turns it into the subject (the HMAC) before anything is written,
 /// so that work is off the request path.
 #[derive(Clone, Debug)]
-pub struct Record {
+pub struct AuditRecord {
     pub time: SystemTime,
     pub tracking: TrackingCode,
     pub client: Option<&'static str>,
@@ -210,7 +210,7 @@ pub const DEFAULT_FSYNC_MS: u64 = 1000;
 const QUEUE_SHARDS: usize = 4;
 
 /// A queued record and the request waiting for it (none outside a captured request).
-pub(crate) type Queued = (Record, Option<Arc<completion::Completion>>);
+pub(crate) type Queued = (AuditRecord, Option<Arc<completion::Completion>>);
 
 /// One shard: records in arrival order, and how many (read without the lock).
 #[repr(align(128))]
@@ -446,7 +446,7 @@ impl AuditLog {
     /// kept (then the inquiry must not be answered). Inside a captured request
     /// ([`completion::Captured`]) the request's answer then waits until the record is
     /// written.
-    pub fn record(&self, record: Record) -> Result<(), Unavailable> {
+    pub fn record(&self, record: AuditRecord) -> Result<(), Unavailable> {
         let q = &self.queue;
         if q.closing.load(Ordering::Acquire) {
             return Err(Unavailable::Closed);
@@ -541,5 +541,4 @@ impl AuditLog {
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;

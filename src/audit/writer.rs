@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::refusals::{self, Refusal, Who};
-use super::{retention, AuditCounters, AuditKey, AuditOptions, Queue, Queued, Record};
+use super::{retention, AuditCounters, AuditKey, AuditOptions, AuditRecord, Queue, Queued};
 
 /// While writes keep failing, the failure is logged again at most this often (each retry is
 /// still counted in `eligd_audit_write_errors_total`).
@@ -361,7 +361,7 @@ impl Writer {
 }
 
 /// What a record dropped with a failed write counts as: a refusal, 503 `audit_unavailable`.
-fn unavailable(record: &Record) -> Refusal {
+fn unavailable(record: &AuditRecord) -> Refusal {
     Refusal {
         who: record.client.map_or(Who::Unknown, Who::Client),
         channel: record.channel,
@@ -385,7 +385,7 @@ impl Writer {
     /// One record as a JSON line. Every field is either produced by eligd (times, codes,
     /// route patterns, outcome codes, hexadecimal) or a client name, which the keys file
     /// limits to `A-Z a-z 0-9 . _ -`, so nothing needs escaping.
-    fn format_line(&mut self, record: &Record, out: &mut String) {
+    fn format_line(&mut self, record: &AuditRecord, out: &mut String) {
         let since = record.time.duration_since(UNIX_EPOCH).unwrap_or_default();
         let second = since.as_secs() as i64;
         if self.second.0 != second {
@@ -400,7 +400,7 @@ impl Writer {
 
 /// Appends one record's line; `second` is its time to the second, `millis` the rest.
 pub(super) fn write_line(
-    record: &Record,
+    record: &AuditRecord,
     second: &str,
     millis: u32,
     subject: Option<(super::Subject, &str)>,

@@ -394,5 +394,4 @@ pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 #[cfg(test)]
-#[path = "keyfile_tests.rs"]
 mod tests;

@@ -115,7 +115,7 @@ pub fn intern_client(name: &str) -> &'static str {
 
 /// Why a presented key was not accepted (for the log and the 401 message; never the key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub enum KeyRefusal {
     #[error("no key: send Authorization: Bearer <key>")]
     Missing,
     #[error("the Authorization header is not a Bearer eligd key")]
@@ -184,24 +184,24 @@ impl Keys {
         &self,
         authorization: Option<&[u8]>,
         now_ms: i64,
-    ) -> Result<Arc<Key>, Refused> {
-        let header = authorization.ok_or(Refused::Missing)?;
-        let header = std::str::from_utf8(header).map_err(|_| Refused::Malformed)?;
+    ) -> Result<Arc<Key>, KeyRefusal> {
+        let header = authorization.ok_or(KeyRefusal::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| KeyRefusal::Malformed)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(Refused::Malformed)?
+            .ok_or(KeyRefusal::Malformed)?
             .trim();
         let (id, secret) = token
             .strip_prefix("eligd_")
             .and_then(|rest| rest.split_once('_'))
-            .ok_or(Refused::Malformed)?;
+            .ok_or(KeyRefusal::Malformed)?;
         if !keyfile::valid_id(id)
             || secret.is_empty()
             || secret.len() > 64
             || !secret.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            return Err(Refused::Malformed);
+            return Err(KeyRefusal::Malformed);
         }
         let key = id_bytes(id).and_then(|id| self.by_id.get(&id));
         let guard = key.map(|k| k.verified.load());
@@ -222,7 +222,7 @@ impl Keys {
         };
         match key {
             Some(key) if matches && key.in_force(now_ms) => Ok(Arc::clone(key)),
-            _ => Err(Refused::Invalid),
+            _ => Err(KeyRefusal::Invalid),
         }
     }
 }
@@ -311,5 +311,4 @@ impl KeyStore {
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
 mod tests;

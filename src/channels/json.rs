@@ -96,7 +96,7 @@ fn single(
     route: &'static str,
     parse: impl FnOnce() -> Query,
 ) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Http, route)) {
+    let session = match inquiry::begin(state, request.arrival(Channel::Json, route)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };
@@ -151,7 +151,7 @@ struct BatchError<'a> {
 /// once parsed, then every ID is its own pipeline decision (own tracking code, own audit
 /// record).
 pub async fn batch(state: &AppState, request: Request) -> Reply {
-    let mut session = match inquiry::begin(state, request.arrival(Channel::Http, BATCH_ROUTE)) {
+    let mut session = match inquiry::begin(state, request.arrival(Channel::Json, BATCH_ROUTE)) {
         Ok(session) => session,
         Err(r) => return refused(&r),
     };

@@ -7,7 +7,7 @@
 
 use crate::dates::{push_digits, write_rfc3339_utc_ms};
 use crate::eligibility::primary_insurer;
-use crate::inquiry::Answer as Decision;
+use crate::inquiry::Answer;
 
 /// What an answer usually takes; the buffer grows past it only for long names or lists.
 pub const TYPICAL_BYTES: usize = 640;
@@ -97,7 +97,7 @@ fn push_id(out: &mut Vec<u8>, id: crate::national_id::NationalId) {
 }
 
 /// Appends the answer for one person as a JSON object.
-pub fn write(out: &mut Vec<u8>, decided: &Decision<'_>, tracking_code: &str) {
+pub fn write(out: &mut Vec<u8>, decided: &Answer<'_>, tracking_code: &str) {
     let found = &decided.evaluated;
     let m = found.member.view();
     let d = &found.decision;
@@ -215,12 +215,11 @@ pub fn write(out: &mut Vec<u8>, decided: &Decision<'_>, tracking_code: &str) {
 }
 
 /// One answer as a response body.
-pub fn render(decided: &Decision<'_>, tracking_code: &str) -> Vec<u8> {
+pub fn render(decided: &Answer<'_>, tracking_code: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(TYPICAL_BYTES);
     write(&mut out, decided, tracking_code);
     out
 }
 
 #[cfg(test)]
-#[path = "json_answer_tests.rs"]
 mod tests;

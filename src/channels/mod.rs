@@ -5,7 +5,6 @@
 //! does not give. All texts shown to people live in one catalogue ([`texts`]).
 
 pub mod fhir;
-pub mod fhir_routes;
 pub mod json;
 mod json_answer;
 pub mod public;

@@ -76,5 +76,4 @@ fn render(text: &str, decided: &Decided<'_>) -> String {
 }
 
 #[cfg(test)]
-#[path = "sms_tests.rs"]
 mod tests;

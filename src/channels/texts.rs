@@ -270,5 +270,4 @@ pub fn fits_sms(text: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "texts_tests.rs"]
 mod tests;

@@ -121,5 +121,4 @@ fn render(lang: Lang, decided: &Decided<'_>) -> String {
 }
 
 #[cfg(test)]
-#[path = "ussd_tests.rs"]
 pub(crate) mod tests;

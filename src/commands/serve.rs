@@ -192,7 +192,7 @@ pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
 fn start_feed(
     state: &Arc<AppState>,
     status: Arc<FeedStatus>,
-    client: crate::resp::RedisTarget,
+    client: crate::redis::RedisTarget,
     args: &ServeArgs,
     stop: watch::Receiver<bool>,
 ) {

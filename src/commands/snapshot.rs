@@ -115,7 +115,7 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
 /// position of the old one, silently without the entries lost in between.
 fn jsonl_epoch(
     args: &SnapshotBuildArgs,
-    redis: Option<&crate::resp::RedisTarget>,
+    redis: Option<&crate::redis::RedisTarget>,
 ) -> anyhow::Result<Option<StreamEpoch>> {
     let (position, epoch) = match (args.position, args.epoch) {
         (None, None) if redis.is_some() => anyhow::bail!(

@@ -18,8 +18,8 @@ use super::resync;
 use super::status::Phase;
 use super::stream::{StreamError, StreamReader};
 use crate::index::{Applied, FeedPosition, Index};
-use crate::resp::RawEntry;
-use crate::resp::RedisTarget;
+use crate::redis::RawEntry;
+use crate::redis::RedisTarget;
 use crate::shutdown::{stopped, Backoff};
 
 /// How often a gap looks again for a snapshot that covers it.

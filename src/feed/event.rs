@@ -416,5 +416,4 @@ fn invalid(e: RecordError) -> Rejection {
 }
 
 #[cfg(test)]
-#[path = "event_tests.rs"]
 mod tests;

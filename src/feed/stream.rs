@@ -5,13 +5,13 @@
 //! answering (paused, or a dead network) is noticed within seconds; a general client's short
 //! default response timeout would instead fail every blocking read that waits longer.
 //!
-//! [`resp`]: crate::resp
+//! [`resp`]: crate::redis
 
 use std::time::Duration;
 
 use super::continuity::StreamInfo;
 use crate::index::{FeedPosition, StreamEpoch};
-use crate::resp::{self, Connection, RawEntry, RedisTarget, Reply, RespError, COMMAND_TIMEOUT};
+use crate::redis::{self, Connection, Frame, RawEntry, RedisTarget, RespError, COMMAND_TIMEOUT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -20,14 +20,14 @@ pub enum StreamError {
     #[error("applying a batch stopped unexpectedly: {0}")]
     Apply(String),
     #[error("unexpected reply to {command}: {detail}")]
-    Reply {
+    Frame {
         command: &'static str,
         detail: String,
     },
 }
 
 fn reply_error(command: &'static str, detail: impl Into<String>) -> StreamError {
-    StreamError::Reply {
+    StreamError::Frame {
         command,
         detail: detail.into(),
     }
@@ -90,7 +90,7 @@ impl StreamReader {
         args.extend([&b"STREAMS"[..], self.key.as_bytes(), from.as_bytes()]);
         let timeout = block.map_or(COMMAND_TIMEOUT, |b| b + BLOCK_MARGIN);
         let reply = self.connection.raw(&args, timeout).await?;
-        Ok(resp::decode_xread(reply)?)
+        Ok(redis::decode_xread(reply)?)
     }
 
     /// The stream's epoch (`None` when the key does not exist).
@@ -100,7 +100,7 @@ impl StreamReader {
             .command(&[b"GET", self.epoch_key.as_bytes()], COMMAND_TIMEOUT)
             .await?;
         match reply {
-            Reply::Nil => Ok(None),
+            Frame::Nil => Ok(None),
             other => {
                 let text = other.bytes().and_then(|b| std::str::from_utf8(b).ok());
                 text.and_then(|t| t.parse().ok()).map(Some).ok_or_else(|| {
@@ -155,7 +155,7 @@ impl StreamReader {
                 let id = p.to_string();
                 let args: [&[u8]; 4] = [b"XRANGE", key, id.as_bytes(), id.as_bytes()];
                 let reply = self.connection.raw(&args, COMMAND_TIMEOUT).await?;
-                !resp::decode_entries(reply)?.is_empty()
+                !redis::decode_entries(reply)?.is_empty()
             }
             None => false,
         };
@@ -176,7 +176,7 @@ impl StreamReader {
     }
 }
 
-fn position(reply: &Reply) -> Result<FeedPosition, StreamError> {
+fn position(reply: &Frame) -> Result<FeedPosition, StreamError> {
     reply
         .bytes()
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -185,8 +185,8 @@ fn position(reply: &Reply) -> Result<FeedPosition, StreamError> {
 }
 
 /// The fields of XINFO STREAM that the continuity check needs (Redis 7 or newer).
-pub fn parse_xinfo(reply: Reply) -> Result<StreamInfo, StreamError> {
-    let Reply::Array(items) = reply else {
+pub fn parse_xinfo(reply: Frame) -> Result<StreamInfo, StreamError> {
+    let Frame::Array(items) = reply else {
         return Err(reply_error("XINFO STREAM", "not a list"));
     };
     let (mut length, mut entries_added, mut first_entry) = (None, None, None);
@@ -196,11 +196,11 @@ pub fn parse_xinfo(reply: Reply) -> Result<StreamInfo, StreamError> {
             return Err(reply_error("XINFO STREAM", "odd number of items"));
         };
         match (name.bytes(), value) {
-            (Some(b"length"), Reply::Int(n)) => length = Some((*n).max(0) as u64),
-            (Some(b"entries-added"), Reply::Int(n)) => entries_added = Some((*n).max(0) as u64),
+            (Some(b"length"), Frame::Int(n)) => length = Some((*n).max(0) as u64),
+            (Some(b"entries-added"), Frame::Int(n)) => entries_added = Some((*n).max(0) as u64),
             (Some(b"last-generated-id"), v) => last_generated = Some(position(v)?),
             (Some(b"max-deleted-entry-id"), v) => max_deleted = Some(position(v)?),
-            (Some(b"first-entry"), Reply::Array(parts)) => {
+            (Some(b"first-entry"), Frame::Array(parts)) => {
                 if let Some(id) = parts.first() {
                     first_entry = Some(position(id)?);
                 }
@@ -227,28 +227,28 @@ pub fn parse_xinfo(reply: Reply) -> Result<StreamInfo, StreamError> {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Reply {
-        Reply::Bulk(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Frame {
+        Frame::Bulk(s.as_bytes().to_vec())
     }
 
     #[test]
     fn xinfo_fields_are_read_from_a_flat_list() {
-        let reply = Reply::Array(vec![
+        let reply = Frame::Array(vec![
             bulk("length"),
-            Reply::Int(2),
+            Frame::Int(2),
             bulk("last-generated-id"),
             bulk("9-1"),
             bulk("max-deleted-entry-id"),
             bulk("3-0"),
             bulk("entries-added"),
-            Reply::Int(5),
+            Frame::Int(5),
             bulk("first-entry"),
-            Reply::Array(vec![
+            Frame::Array(vec![
                 bulk("8-0"),
-                Reply::Array(vec![bulk("op"), bulk("upsert")]),
+                Frame::Array(vec![bulk("op"), bulk("upsert")]),
             ]),
             bulk("last-entry"),
-            Reply::Nil,
+            Frame::Nil,
         ]);
         let info = parse_xinfo(reply).unwrap();
         assert_eq!(info.length, 2);
@@ -260,9 +260,9 @@ mod tests {
 
     #[test]
     fn xinfo_without_max_deleted_says_redis_7_is_needed() {
-        let reply = Reply::Array(vec![
+        let reply = Frame::Array(vec![
             bulk("length"),
-            Reply::Int(0),
+            Frame::Int(0),
             bulk("last-generated-id"),
             bulk("0-0"),
         ]);
@@ -272,9 +272,9 @@ mod tests {
 
     #[test]
     fn xinfo_that_is_not_a_list_is_an_error() {
-        assert!(parse_xinfo(Reply::Int(1)).is_err());
-        assert!(parse_xinfo(Reply::Array(vec![bulk("length")])).is_err());
-        let bad_id = Reply::Array(vec![bulk("last-generated-id"), bulk("x")]);
+        assert!(parse_xinfo(Frame::Int(1)).is_err());
+        assert!(parse_xinfo(Frame::Array(vec![bulk("length")])).is_err());
+        let bad_id = Frame::Array(vec![bulk("last-generated-id"), bulk("x")]);
         assert!(parse_xinfo(bad_id).is_err());
     }
 }

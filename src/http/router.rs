@@ -14,7 +14,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::AppState;
-use crate::channels::{self, fhir_routes, json, public, sms, ussd, Reply};
+use crate::channels::{self, fhir, json, public, sms, ussd, Reply};
 use crate::inquiry::ApiError;
 
 pub use crate::channels::json::MAX_BATCH;
@@ -140,7 +140,7 @@ async fn dispatch(
             // The FHIR routes take the request whole: their segments are copied first.
             let path = request.uri.path().to_owned();
             let rest: Vec<&str> = path.split('/').skip(2).collect();
-            let (route, reply) = fhir_routes::route(state, &rest, request).await;
+            let (route, reply) = fhir::routes::route(state, &rest, request).await;
             (route, "fhir", reply)
         }
         ["v1", "public", "credit"] if state.public.is_some() => {
@@ -202,7 +202,7 @@ fn status_page(state: &AppState) -> Reply {
     Reply {
         status: 200,
         content_type: "text/html; charset=utf-8",
-        body: crate::status::page(state).into_bytes(),
+        body: crate::status_page::page(state).into_bytes(),
         outcome: "ok",
         headers: Vec::new(),
     }

@@ -13,7 +13,7 @@ pub enum ApiError {
     InvalidDate,
     InvalidService(String),
     InvalidRequest(String),
-    Unauthorized(auth::Refused),
+    Unauthorized(auth::KeyRefusal),
     /// A valid key used on a channel it was not issued for.
     Forbidden {
         key_channel: &'static str,
@@ -213,7 +213,7 @@ mod tests {
             (ApiError::InvalidService("x".into()), 400, "invalid_service"),
             (ApiError::InvalidRequest("x".into()), 400, "invalid_request"),
             (
-                ApiError::Unauthorized(auth::Refused::Missing),
+                ApiError::Unauthorized(auth::KeyRefusal::Missing),
                 401,
                 "unauthorized",
             ),

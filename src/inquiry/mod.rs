@@ -34,11 +34,11 @@ pub use evaluate::{by_national_id, evaluate_found, Evaluated};
 
 use crate::app::AppState;
 use crate::audit::refusals::{Refusal, Who};
-use crate::audit::Record;
+use crate::audit::AuditRecord;
 use crate::auth::{Key, KeyChannel};
 use crate::dates::Day;
 use crate::index::IndexView;
-use crate::limits::{Allowance, PhoneKey, PhoneLimits, Taken};
+use crate::limits::{Allowance, CallerKey, CallerLimits, Taken};
 use crate::member::{Booklet, Service};
 use crate::national_id::NationalId;
 use crate::tracking::TrackingCode;
@@ -46,8 +46,9 @@ use crate::tracking::TrackingCode;
 /// The channels, as keys name them and metrics label them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
-    /// The JSON API.
-    Http,
+    /// The JSON API (`channels/json.rs`); its label and key channel are `http`, the name
+    /// clients, keys files and the audit log know it by.
+    Json,
     Fhir,
     Ussd,
     Sms,
@@ -67,7 +68,7 @@ impl Channel {
     /// never asked).
     pub fn key_channel(self) -> KeyChannel {
         match self {
-            Channel::Http | Channel::Web => KeyChannel::Http,
+            Channel::Json | Channel::Web => KeyChannel::Http,
             Channel::Fhir => KeyChannel::Fhir,
             Channel::Ussd => KeyChannel::Ussd,
             Channel::Sms => KeyChannel::Sms,
@@ -303,7 +304,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
         index: None,
         data_as_of_ms: 0,
     };
-    let address_key = PhoneKey::from_ip(address.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()));
+    let address_key = CallerKey::from_ip(address.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into()));
     if channel == Channel::Web {
         // The public page takes no key: its address pays, then the ceiling for everyone
         // (an address already out of allowance does not use up the ceiling).
@@ -319,7 +320,7 @@ pub fn admit<'s>(state: &'s AppState, arrival: Arrival<'_>) -> Result<Session<'s
             let site = crate::client_address::limit_key(v6.into(), SITE_PREFIX);
             state
                 .site_limits
-                .take_key(PhoneKey::from_ip(site))
+                .take_key(CallerKey::from_ip(site))
                 .map_err(|secs| session.refuse(limited(secs)))?;
         }
         if let Some(ceiling) = &state.public_ceiling {
@@ -470,13 +471,13 @@ impl<'s> Session<'s> {
         phone: Option<&str>,
         parse: impl FnOnce() -> Query,
     ) -> Decided<'_> {
-        let key = PhoneKey::from_phone(phone.unwrap_or(""));
+        let key = CallerKey::from_phone(phone.unwrap_or(""));
         self.decide_inner(Some((&self.state.phone_limits, key)), parse)
     }
 
     fn decide_inner(
         &self,
-        limit: Option<(&PhoneLimits, PhoneKey)>,
+        limit: Option<(&CallerLimits, CallerKey)>,
         parse: impl FnOnce() -> Query,
     ) -> Decided<'_> {
         let mut subject = None;
@@ -551,7 +552,7 @@ impl<'s> Session<'s> {
         let mut result = Ok(());
         if let Some(audit) = self.state.audit() {
             if reached_index {
-                let record = Record {
+                let record = AuditRecord {
                     time: self.arrived,
                     tracking,
                     client: client_of(self.key.as_ref()),
@@ -609,5 +610,4 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;

@@ -36,7 +36,7 @@ pub struct InRedis {
 
 /// What the session does about the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum EpochDecision {
     /// Write under this epoch, which Redis already holds.
     Keep(StreamEpoch),
     /// No epoch anywhere yet: create one (unless someone else does first).
@@ -53,24 +53,26 @@ pub enum Decision {
     Replace { reason: &'static str },
 }
 
-pub fn decide(recorded: Option<Recorded>, found: InRedis) -> Decision {
+pub fn decide(recorded: Option<Recorded>, found: InRedis) -> EpochDecision {
     let Some(r) = recorded else {
-        return found.epoch.map_or(Decision::Create, Decision::Keep);
+        return found
+            .epoch
+            .map_or(EpochDecision::Create, EpochDecision::Keep);
     };
     match found.epoch {
-        Some(epoch) if epoch != r.epoch => Decision::Replace {
+        Some(epoch) if epoch != r.epoch => EpochDecision::Replace {
             reason: "the stream's epoch is not the one the relay wrote under",
         },
-        Some(epoch) if found.last_generated >= r.last_written => Decision::Keep(epoch),
-        _ if r.pruned_through <= found.last_generated => Decision::Restore {
+        Some(epoch) if found.last_generated >= r.last_written => EpochDecision::Keep(epoch),
+        _ if r.pruned_through <= found.last_generated => EpochDecision::Restore {
             epoch: r.epoch,
             after: found.last_generated,
             set_epoch: found.epoch.is_none(),
         },
-        Some(_) => Decision::Replace {
+        Some(_) => EpochDecision::Replace {
             reason: "the stream ends before the newest entry the relay wrote, and the outbox no longer keeps all the entries lost",
         },
-        None => Decision::Replace {
+        None => EpochDecision::Replace {
             reason: "the stream's epoch key is gone, and the outbox no longer keeps every entry the stream held",
         },
     }
@@ -107,15 +109,21 @@ mod tests {
             epoch,
             last_generated: p(last),
         };
-        assert_eq!(decide(None, found(None, 0)), Decision::Create);
-        assert_eq!(decide(None, found(Some(e1), 7)), Decision::Keep(e1));
-        assert_eq!(decide(recorded(0), found(Some(e0), 50)), Decision::Keep(e0));
-        assert_eq!(decide(recorded(0), found(Some(e0), 90)), Decision::Keep(e0));
+        assert_eq!(decide(None, found(None, 0)), EpochDecision::Create);
+        assert_eq!(decide(None, found(Some(e1), 7)), EpochDecision::Keep(e1));
+        assert_eq!(
+            decide(recorded(0), found(Some(e0), 50)),
+            EpochDecision::Keep(e0)
+        );
+        assert_eq!(
+            decide(recorded(0), found(Some(e0), 90)),
+            EpochDecision::Keep(e0)
+        );
         // Restarted from an older copy: the epoch came back, the newest entries did not, and
         // the outbox still keeps everything after what came back.
         assert_eq!(
             decide(recorded(40), found(Some(e0), 45)),
-            Decision::Restore {
+            EpochDecision::Restore {
                 epoch: e0,
                 after: p(45),
                 set_epoch: false
@@ -124,12 +132,12 @@ mod tests {
         // ... but not when rows after it were already deleted.
         assert!(matches!(
             decide(recorded(46), found(Some(e0), 45)),
-            Decision::Replace { .. }
+            EpochDecision::Replace { .. }
         ));
         // Restarted empty: restored whole while nothing was ever deleted.
         assert_eq!(
             decide(recorded(0), found(None, 0)),
-            Decision::Restore {
+            EpochDecision::Restore {
                 epoch: e0,
                 after: p(0),
                 set_epoch: true
@@ -137,13 +145,13 @@ mod tests {
         );
         assert!(matches!(
             decide(recorded(1), found(None, 0)),
-            Decision::Replace { .. }
+            EpochDecision::Replace { .. }
         ));
         // Another epoch, whoever set it: the relay cannot tell whether it came before or after
         // what it wrote, so it starts one of its own.
         assert!(matches!(
             decide(recorded(0), found(Some(e1), 90)),
-            Decision::Replace { .. }
+            EpochDecision::Replace { .. }
         ));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::StreamEpoch;
-use crate::resp::Reply;
+use crate::redis::Frame;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,8 +48,8 @@ pub enum Fenced<T> {
 }
 
 /// Parses a script's `{'fenced', newest}` reply, if it is one.
-pub(crate) fn deposed(items: &[Reply]) -> Option<i64> {
-    fn text(r: &Reply) -> Option<&str> {
+pub(crate) fn deposed(items: &[Frame]) -> Option<i64> {
+    fn text(r: &Frame) -> Option<&str> {
         r.bytes().and_then(|b| std::str::from_utf8(b).ok())
     }
     match items {
@@ -115,13 +115,13 @@ pub async fn set_epoch(
             TIMEOUT,
         )
         .await?;
-    let error = |detail: &str| StreamError::Reply {
+    let error = |detail: &str| StreamError::Frame {
         command: "EVAL (epoch)",
         detail: detail.into(),
     };
-    let Reply::Array(items) = reply else {
+    let Frame::Array(items) = reply else {
         return Err(match reply {
-            Reply::Error(e) => error(&e),
+            Frame::Error(e) => error(&e),
             _ => error("not an array"),
         });
     };
@@ -137,11 +137,11 @@ pub async fn set_epoch(
         .ok_or_else(|| error("the epoch set is not an epoch"))
 }
 
-fn fenced_unit(reply: Reply, command: &'static str) -> Result<Fenced<()>, StreamError> {
+fn fenced_unit(reply: Frame, command: &'static str) -> Result<Fenced<()>, StreamError> {
     match reply {
-        Reply::Array(items) => Ok(deposed(&items).map_or(Fenced::Done(()), Fenced::Deposed)),
-        Reply::Error(e) => Err(StreamError::Reply { command, detail: e }),
-        _ => Err(StreamError::Reply {
+        Frame::Array(items) => Ok(deposed(&items).map_or(Fenced::Done(()), Fenced::Deposed)),
+        Frame::Error(e) => Err(StreamError::Frame { command, detail: e }),
+        _ => Err(StreamError::Frame {
             command,
             detail: "not an array".into(),
         }),

@@ -32,7 +32,7 @@ use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
 use crate::pg::PgTarget;
-use crate::resp::RedisTarget;
+use crate::redis::RedisTarget;
 use crate::shutdown::{stopped, Backoff};
 
 pub use ops::serve_ops;
@@ -171,7 +171,7 @@ pub async fn run(
 }
 
 /// One relay session: a connection to each side and the relay lock.
-struct Session<'a> {
+struct RelaySession<'a> {
     args: &'a RelayConfig,
     postgres: &'a PgTarget,
     pg: &'a tokio_postgres::Client,
@@ -245,7 +245,7 @@ async fn session(
     }
     let written = Mutex::new(None);
     let table_behind = table.committed < relayed || table.epoch_owed;
-    let mut session = Session {
+    let mut session = RelaySession {
         args,
         postgres,
         pg: &pg,
@@ -272,7 +272,7 @@ async fn session(
 
 /// Moves rows, and looks after the outbox and the stream, until an error.
 async fn relaying(
-    session: &mut Session<'_>,
+    session: &mut RelaySession<'_>,
     mut notified: tokio::sync::mpsc::UnboundedReceiver<()>,
     retry: &mut Backoff,
 ) -> Result<(), RelayError> {
@@ -370,7 +370,7 @@ async fn confirming(
     }
 }
 
-impl Session<'_> {
+impl RelaySession<'_> {
     /// Entries up to `last` are written: the confirmation may cover them.
     fn wrote(&self, last: FeedPosition) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,20 +1,20 @@
 //! The Redis side of the relay: appending native events to the stream in one script under the
 //! fence and the stream checks (with Redis's IDs, or with their own when written back),
 //! `WAIT` for replicas, and trimming. Everything goes over the same connection as the epoch checks, through
-//! [`crate::resp`], so TLS and Sentinel work here exactly as for the feed.
+//! [`crate::redis`], so TLS and Sentinel work here exactly as for the feed.
 
 use std::time::Duration;
 
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::{StreamError, StreamReader};
 use crate::index::{FeedPosition, StreamEpoch};
-use crate::resp::Reply;
+use crate::redis::Frame;
 
 /// A pipelined XADD of thousands of events, or a WAIT, may take this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn reply_error(command: &'static str, detail: impl Into<String>) -> StreamError {
-    StreamError::Reply {
+    StreamError::Frame {
         command,
         detail: detail.into(),
     }
@@ -35,7 +35,7 @@ pub async fn wait(
         )
         .await?;
     match reply {
-        Reply::Int(acked) => Ok(acked.max(0) as u64),
+        Frame::Int(acked) => Ok(acked.max(0) as u64),
         _ => Err(reply_error("WAIT", "not an integer")),
     }
 }
@@ -52,7 +52,7 @@ pub async fn trim(reader: &mut StreamReader, min_id: FeedPosition) -> Result<u64
         )
         .await?;
     match reply {
-        Reply::Int(n) => Ok(n.max(0) as u64),
+        Frame::Int(n) => Ok(n.max(0) as u64),
         _ => Err(reply_error("XTRIM", "not an integer")),
     }
 }
@@ -73,7 +73,7 @@ pub async fn mark(reader: &mut StreamReader, upto: FeedPosition) -> Result<(), S
 pub async fn ping(reader: &mut StreamReader) -> Result<(), StreamError> {
     reader
         .connection()
-        .command(&[b"PING"], crate::resp::COMMAND_TIMEOUT)
+        .command(&[b"PING"], crate::redis::COMMAND_TIMEOUT)
         .await?;
     Ok(())
 }
@@ -191,16 +191,16 @@ pub async fn append_checked(
         }
     }
     let reply = reader.connection().command(&args, WRITE_TIMEOUT).await?;
-    let Reply::Array(items) = reply else {
+    let Frame::Array(items) = reply else {
         return Err(match reply {
-            Reply::Error(e) => reply_error("EVAL", e),
+            Frame::Error(e) => reply_error("EVAL", e),
             _ => reply_error("EVAL", "not an array"),
         });
     };
     if let Some(newest) = super::fence::deposed(&items) {
         return Ok(Checked::Deposed(newest));
     }
-    let text = |r: &Reply| {
+    let text = |r: &Frame| {
         r.bytes()
             .and_then(|b| std::str::from_utf8(b).ok())
             .map(str::to_string)

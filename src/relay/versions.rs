@@ -32,7 +32,7 @@ pub async fn relayed(reader: &mut StreamReader) -> Result<i64, StreamError> {
     let key = key(reader.key());
     let reply = reader
         .connection()
-        .command(&[b"GET", key.as_bytes()], crate::resp::COMMAND_TIMEOUT)
+        .command(&[b"GET", key.as_bytes()], crate::redis::COMMAND_TIMEOUT)
         .await?;
     let Some(bytes) = reply.bytes() else {
         return Ok(0);
@@ -41,7 +41,7 @@ pub async fn relayed(reader: &mut StreamReader) -> Result<i64, StreamError> {
         .ok()
         .filter(|s| !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StreamError::Reply {
+        .ok_or_else(|| StreamError::Frame {
             command: "GET",
             detail: format!("{key} does not hold a version (digits); delete it"),
         })

@@ -3,14 +3,14 @@
 //! `fence.rs`) and cut into scripts of [`SCRIPT_ENTRIES`] so Redis is never held long. Apart
 //! from the session loop (`mod.rs`), which decides when to write.
 
-use super::epoch::{self, Decision};
+use super::epoch::{self, EpochDecision};
 use super::stream_writer::{self, Checked};
-use super::{fence, outbox, versions, RelayError, Session, SCRIPT_ENTRIES};
+use super::{fence, outbox, versions, RelayError, RelaySession, SCRIPT_ENTRIES};
 use crate::feed::native::NativeEvent;
 use crate::feed::stream::StreamError;
 use crate::index::{FeedPosition, StreamEpoch};
 
-impl Session<'_> {
+impl RelaySession<'_> {
     /// Checks that Redis still holds what the relay wrote ([`epoch`]): writes back what it
     /// lost while the outbox keeps it, or starts a new stream epoch when it does not.
     pub(super) async fn settle_epoch(&mut self) -> Result<(), RelayError> {
@@ -20,19 +20,19 @@ impl Session<'_> {
         self.last_written = FeedPosition::START;
         let owed = std::mem::take(&mut self.table_behind);
         let decision = if owed {
-            Decision::Replace {
+            EpochDecision::Replace {
                 reason: "the records database is behind versions the stream carries (failover or restore)",
             }
         } else {
             epoch::decide(recorded, found)
         };
         self.epoch = match decision {
-            Decision::Keep(e) => {
+            EpochDecision::Keep(e) => {
                 self.last_written = recorded.map_or(FeedPosition::START, |r| r.last_written);
                 e
             }
-            Decision::Create => self.set_epoch(fresh_epoch()?, true).await?,
-            Decision::Restore {
+            EpochDecision::Create => self.set_epoch(fresh_epoch()?, true).await?,
+            EpochDecision::Restore {
                 epoch,
                 after,
                 set_epoch,
@@ -48,7 +48,7 @@ impl Session<'_> {
                      from the outbox with their own IDs (replicas waiting on the stream carry on)");
                 epoch
             }
-            Decision::Replace { reason } => {
+            EpochDecision::Replace { reason } => {
                 let fresh = self.set_epoch(fresh_epoch()?, false).await?;
                 self.metrics.epochs_replaced.inc();
                 tracing::error!(reason, new_epoch = %fresh,
@@ -118,7 +118,7 @@ impl Session<'_> {
                 Checked::Appended(_) => {}
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),
                 Checked::Lost(_) => {
-                    return Err(StreamError::Reply {
+                    return Err(StreamError::Frame {
                         command: "EVAL",
                         detail: "the stream changed again while the relay wrote back what it lost"
                             .into(),
@@ -177,7 +177,7 @@ impl Session<'_> {
                 Checked::Lost(found) => {
                     self.lost(found).await?;
                     if !first {
-                        return Err(StreamError::Reply {
+                        return Err(StreamError::Frame {
                             command: "EVAL",
                             detail: "the stream lost part of a batch; the batch is sent again"
                                 .into(),
@@ -188,7 +188,7 @@ impl Session<'_> {
                 Checked::Deposed(newest) => return Err(self.deposed(newest)),
             }
         }
-        Err(StreamError::Reply {
+        Err(StreamError::Frame {
             command: "EVAL",
             detail: "the stream changed again while the relay settled its epoch".into(),
         }
@@ -213,7 +213,7 @@ impl Session<'_> {
 /// A new random stream epoch.
 fn fresh_epoch() -> Result<StreamEpoch, RelayError> {
     StreamEpoch::random().map_err(|e| {
-        StreamError::Reply {
+        StreamError::Frame {
             command: "SET",
             detail: format!("no random source: {e}"),
         }

@@ -41,7 +41,7 @@ impl RowCounts {
 const LOAD_FACTOR: f64 = 0.8;
 pub(super) const NO_COVERAGE_END: i32 = i32::MIN;
 
-// Bit layout of `Record::attrs`.
+// Bit layout of `PackedMember::attrs`.
 const KIND_SHIFT: u16 = 0; // 2 bits
 const STATUS_SHIFT: u16 = 2; // 2 bits
 const SCHEME_SHIFT: u16 = 4; // 3 bits
@@ -53,7 +53,7 @@ pub const TOMBSTONE: u16 = 1 << 15;
 /// One member (or tombstone, or an empty slot: national ID 0), fixed size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
 #[rkyv(derive(Debug, PartialEq))]
-pub struct Record {
+pub struct PackedMember {
     pub national_id: u64,
     pub version: u64,
     /// 0 when none.
@@ -82,7 +82,7 @@ pub struct ExtrasEntry {
 pub struct Body {
     /// Slots the home positions are scaled to; `records` may run past it (overflow).
     pub capacity: u64,
-    pub records: Vec<Record>,
+    pub records: Vec<PackedMember>,
     pub booklet_capacity: u64,
     /// Row + 1 of the member holding a booklet; 0 for an empty slot.
     pub booklet_slots: Vec<u32>,
@@ -117,7 +117,7 @@ pub(super) fn place(homes: impl Iterator<Item = usize>) -> Vec<usize> {
         .collect()
 }
 
-impl ArchivedRecord {
+impl ArchivedPackedMember {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.national_id.to_native() == 0
@@ -146,7 +146,7 @@ pub(super) fn pack_attrs(m: &MemberView<'_>) -> u16 {
 impl ArchivedBody {
     /// The record holding this ID (live or tombstone).
     #[inline]
-    pub fn find(&self, id: u64) -> Option<&ArchivedRecord> {
+    pub fn find(&self, id: u64) -> Option<&ArchivedPackedMember> {
         let capacity = self.capacity.to_native();
         let want = home(id, capacity);
         let records = self.records.get(want..)?;
@@ -164,7 +164,10 @@ impl ArchivedBody {
     }
 
     /// Records carrying this booklet number.
-    pub fn booklet_rows(&self, booklet: Booklet) -> impl Iterator<Item = &ArchivedRecord> + '_ {
+    pub fn booklet_rows(
+        &self,
+        booklet: Booklet,
+    ) -> impl Iterator<Item = &ArchivedPackedMember> + '_ {
         let capacity = self.booklet_capacity.to_native();
         let want = home(booklet.0, capacity);
         self.booklet_slots
@@ -183,7 +186,7 @@ impl ArchivedBody {
     /// The member a live record holds. Records are validated when the body is loaded, so
     /// the fallbacks below are never taken.
     #[inline]
-    pub fn view<'a>(&'a self, r: &'a ArchivedRecord) -> MemberView<'a> {
+    pub fn view<'a>(&'a self, r: &'a ArchivedPackedMember) -> MemberView<'a> {
         let name = r.name.to_native();
         let extras = r.extras.to_native();
         MemberView {
@@ -203,7 +206,7 @@ impl ArchivedBody {
     }
 
     /// The record's own fields as a view, without its name and extras.
-    fn fields(r: &ArchivedRecord) -> MemberView<'static> {
+    fn fields(r: &ArchivedPackedMember) -> MemberView<'static> {
         let main = r.main_national_id.to_native();
         let booklet = r.booklet.to_native();
         let until = r.coverage_until.to_native();
@@ -278,7 +281,7 @@ impl ArchivedBody {
     fn validate_rows(&self, start: usize, end: usize) -> Result<RowCounts, String> {
         let mut counts = RowCounts::default();
         let capacity = self.capacity.to_native();
-        let key = |r: &ArchivedRecord| {
+        let key = |r: &ArchivedPackedMember| {
             (
                 home(r.national_id.to_native(), capacity),
                 r.national_id.to_native(),
@@ -287,7 +290,7 @@ impl ArchivedBody {
         for pos in start..end {
             let r = &self.records[pos];
             if r.is_empty() {
-                if *r != ArchivedRecord::default_archived() {
+                if *r != ArchivedPackedMember::default_archived() {
                     return Err(format!("row {pos}: an empty slot holds data"));
                 }
                 continue;
@@ -386,7 +389,7 @@ impl ArchivedBody {
         Ok(holders)
     }
 
-    fn validate_record(&self, r: &ArchivedRecord) -> Result<(), RecordError> {
+    fn validate_record(&self, r: &ArchivedPackedMember) -> Result<(), RecordError> {
         if r.is_tombstone() {
             NationalId::from_u64(r.national_id.to_native())
                 .map_err(|e| RecordError::new("national_id", e.to_string()))?;
@@ -422,10 +425,10 @@ impl ArchivedBody {
     }
 }
 
-impl ArchivedRecord {
+impl ArchivedPackedMember {
     /// The archived form of an empty slot, for comparison.
-    fn default_archived() -> ArchivedRecord {
-        ArchivedRecord {
+    fn default_archived() -> ArchivedPackedMember {
+        ArchivedPackedMember {
             national_id: 0.into(),
             version: 0.into(),
             main_national_id: 0.into(),
@@ -439,5 +442,4 @@ impl ArchivedRecord {
 }
 
 #[cfg(test)]
-#[path = "body_tests.rs"]
 mod tests;

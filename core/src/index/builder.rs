@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use super::body::{
-    capacity_for, home, pack_attrs, place, Body, ExtrasEntry, Record, NO_COVERAGE_END, TOMBSTONE,
+    capacity_for, home, pack_attrs, place, Body, ExtrasEntry, PackedMember, NO_COVERAGE_END,
+    TOMBSTONE,
 };
 use crate::member::view::MemberView;
 use crate::member::Member;
@@ -41,7 +42,7 @@ pub enum Mode {
 /// Collects members and tombstones in any order, then sorts them into a [`Body`].
 #[derive(Default)]
 pub struct BodyBuilder {
-    rows: Vec<(Record, Origin)>,
+    rows: Vec<(PackedMember, Origin)>,
     names: HashMap<String, u32>,
     name_list: Vec<String>,
     extras: HashMap<ExtrasEntry, u32>,
@@ -98,7 +99,7 @@ impl BodyBuilder {
             special_conditions,
             other_insurers,
         });
-        let record = Record {
+        let record = PackedMember {
             national_id: m.national_id.as_u64(),
             version: m.version,
             main_national_id: m.main_national_id.map_or(0, NationalId::as_u64),
@@ -116,12 +117,12 @@ impl BodyBuilder {
     }
 
     pub fn push_tombstone(&mut self, id: NationalId, version: u64, origin: Origin) {
-        let record = Record {
+        let record = PackedMember {
             national_id: id.as_u64(),
             version,
             coverage_until: NO_COVERAGE_END,
             attrs: TOMBSTONE,
-            ..Record::default()
+            ..PackedMember::default()
         };
         self.rows.push((record, origin));
     }
@@ -132,7 +133,7 @@ impl BodyBuilder {
         // Same ID together, newest version first, a delete before the record it deletes,
         // then earliest origin.
         self.rows.sort_unstable_by(|(a, ao), (b, bo)| {
-            let live = |r: &Record| r.attrs & TOMBSTONE == 0;
+            let live = |r: &PackedMember| r.attrs & TOMBSTONE == 0;
             (a.national_id, std::cmp::Reverse(a.version), live(a), ao).cmp(&(
                 b.national_id,
                 std::cmp::Reverse(b.version),
@@ -141,7 +142,7 @@ impl BodyBuilder {
             ))
         });
         let mut rejected = Vec::new();
-        let mut kept: Vec<(Record, Origin)> = Vec::with_capacity(self.rows.len());
+        let mut kept: Vec<(PackedMember, Origin)> = Vec::with_capacity(self.rows.len());
         for (record, origin) in self.rows.drain(..) {
             match kept.last() {
                 Some((winner, winner_origin)) if winner.national_id == record.national_id => {
@@ -169,7 +170,7 @@ impl BodyBuilder {
         kept.sort_unstable_by_key(|(r, _)| (home(r.national_id, capacity), r.national_id));
         let positions = place(kept.iter().map(|(r, _)| home(r.national_id, capacity)));
         let len = positions.last().map_or(0, |p| p + 1).max(capacity as usize);
-        let mut records = vec![Record::default(); len];
+        let mut records = vec![PackedMember::default(); len];
         for ((record, _), pos) in kept.into_iter().zip(positions) {
             records[pos] = record;
         }
@@ -217,7 +218,7 @@ fn describe(origin: Origin) -> String {
 
 /// Applies the booklet policy to the kept rows (one per ID): an import refuses a booklet
 /// number an earlier row already holds; a compaction keeps every claim (see [`Mode`]).
-fn resolve_booklets(kept: &mut Vec<(Record, Origin)>, mode: Mode) -> Vec<Rejected> {
+fn resolve_booklets(kept: &mut Vec<(PackedMember, Origin)>, mode: Mode) -> Vec<Rejected> {
     if mode == Mode::Compaction {
         return Vec::new();
     }

@@ -404,9 +404,7 @@ fn slot_for(change: Change) -> Slot {
 }
 
 #[cfg(test)]
-#[path = "index_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "model_tests.rs"]
 mod model_tests;

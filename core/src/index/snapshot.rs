@@ -532,5 +532,4 @@ pub(crate) fn rewrite_header(path: &Path, edit: impl FnOnce(&mut Header)) {
 }
 
 #[cfg(test)]
-#[path = "snapshot_tests.rs"]
 mod tests;

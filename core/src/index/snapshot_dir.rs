@@ -32,7 +32,7 @@ pub struct Listed {
 
 /// A file that looks like a snapshot but cannot be ordered, with the reason.
 #[derive(Debug, Clone)]
-pub struct Refused {
+pub struct RefusedSnapshot {
     pub path: PathBuf,
     pub reason: String,
 }
@@ -42,7 +42,7 @@ pub struct Refused {
 pub struct Listing {
     /// Newest first (see the module docs).
     pub snapshots: Vec<Listed>,
-    pub refused: Vec<Refused>,
+    pub refused: Vec<RefusedSnapshot>,
 }
 
 fn looks_like_a_snapshot(path: &Path) -> bool {
@@ -68,7 +68,7 @@ pub fn list(dir: &Path) -> std::io::Result<Listing> {
                 if path.file_name().and_then(|n| n.to_str()) == Some(expected.as_str()) {
                     listing.snapshots.push(Listed { path, header });
                 } else {
-                    listing.refused.push(Refused {
+                    listing.refused.push(RefusedSnapshot {
                         reason: format!(
                             "its name does not match its header (built at {} ms, feed position {}); \
                              a snapshot in this directory must be named {expected}",
@@ -81,7 +81,7 @@ pub fn list(dir: &Path) -> std::io::Result<Listing> {
                     });
                 }
             }
-            Err(e) => listing.refused.push(Refused {
+            Err(e) => listing.refused.push(RefusedSnapshot {
                 path,
                 reason: e.to_string(),
             }),

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
-use eligd::audit::{AuditCounters, AuditKey, AuditLog, Record};
+use eligd::audit::{AuditCounters, AuditKey, AuditLog, AuditRecord};
 use eligd::limits::KeyBucket;
 use eligd::metrics::hot::ShardedCounter;
 use eligd::metrics::Metrics;
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             "audit record queued (AuditLog::record; its writer thread shares the two cores)",
             false,
             Box::new(|_| {
-                let _ = audit.record(Record {
+                let _ = audit.record(AuditRecord {
                     time: now,
                     tracking: codes.next_at(now),
                     client: Some("bench"),

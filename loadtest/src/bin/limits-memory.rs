@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use eligd::auth::keyfile::KeyFile;
 use eligd::auth::Keys;
-use eligd::limits::PhoneLimits;
+use eligd::limits::CallerLimits;
 use loadtest::Budget;
 
 fn resident_bytes() -> Result<f64, String> {
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     });
     let run = || -> Result<Budget, String> {
         parsed?;
-        let limits = PhoneLimits::per_minute(10);
+        let limits = CallerLimits::per_minute(10);
         let before = resident_bytes()?;
         let mut refused = 0u64;
         for n in 0..phones {

@@ -188,8 +188,7 @@ fn concurrent_applies_keep_the_highest_version() {
     assert_eq!(index.len(), 1);
 }
 
-#[path = "compact_tests.rs"]
-mod compact_tests;
+mod compact;
 
 #[test]
 fn a_delete_of_the_version_held_removes_it_in_every_layer_and_survives_compaction() {

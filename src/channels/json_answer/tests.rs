@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::*;
 use crate::dates::{rfc3339_utc_ms, Day};
 use crate::index::Index;
-use crate::inquiry::{evaluate_found, Answer as Decision};
+use crate::inquiry::{evaluate_found, Answer};
 use crate::member::{Member, Service};
 
 #[derive(Serialize)]
@@ -50,7 +50,7 @@ struct Reference<'a> {
     data_as_of: String,
 }
 
-fn reference(decided: &Decision<'_>, tracking_code: &str) -> Vec<u8> {
+fn reference(decided: &Answer<'_>, tracking_code: &str) -> Vec<u8> {
     let found = &decided.evaluated;
     let m = found.member.view();
     let d = &found.decision;
@@ -125,7 +125,7 @@ fn the_answer_is_byte_for_byte_what_serde_rendered() {
     for (i, id) in ids.iter().enumerate() {
         let member = view.get(*id).expect("indexed");
         let (as_of, services) = &options[i % options.len()];
-        let decided = Decision {
+        let decided = Answer {
             evaluated: evaluate_found(&view, member, *as_of, services.first().copied()),
             as_of: *as_of,
             services: services.clone(),
@@ -143,7 +143,7 @@ fn the_answer_is_byte_for_byte_what_serde_rendered() {
     assert_eq!(compared, 4_002);
     // The odd strings came out escaped and parse back to what was stored.
     let odd = view.get(ids[4_000]).unwrap();
-    let decided = Decision {
+    let decided = Answer {
         evaluated: evaluate_found(&view, odd, today, Vec::new().first().copied()),
         as_of: today,
         services: Vec::new(),

@@ -4,9 +4,9 @@ fn key() -> AuditKey {
     AuditKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap()
 }
 
-fn record(n: u32, person: Option<NationalId>) -> Record {
+fn record(n: u32, person: Option<NationalId>) -> AuditRecord {
     let codes = crate::tracking::TrackingCodes::new(1).unwrap();
-    Record {
+    AuditRecord {
         time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
         tracking: codes.next(),
         client: Some("pharmacy-1"),
@@ -326,7 +326,7 @@ fn the_depth_counts_what_the_writer_holds() {
     for shard in &queue.shards {
         let mut pending = shard.lock();
         pending.push((
-            Record {
+            AuditRecord {
                 tracking: codes.next(),
                 ..record(0, None)
             },

@@ -117,11 +117,11 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     let setup = setup();
     let s = &setup.state;
     let clinic = Some(setup.keys[0].as_str());
-    let unauthenticated = begin_with(s, Channel::Http, None).unwrap_err();
+    let unauthenticated = begin_with(s, Channel::Json, None).unwrap_err();
     assert_eq!(unauthenticated.error.code(), "unauthorized");
     let wrong = begin_with(
         s,
-        Channel::Http,
+        Channel::Json,
         Some("Bearer eligd_aaaaaaaa_wrongwrongwrongwrongwr"),
     )
     .unwrap_err();
@@ -131,12 +131,12 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     // The clinic's burst of 3: the forbidden attempt paid first (every refusal costs).
     let mut codes = Vec::new();
     for _ in 0..2 {
-        let session = begin_with(s, Channel::Http, clinic).unwrap();
+        let session = begin_with(s, Channel::Json, clinic).unwrap();
         let decided = session.decide(|| Query::national_id(MAIN, Day::today()));
         codes.push(decided.tracking);
         assert_eq!(decided.outcome(), "active");
     }
-    let limited = begin_with(s, Channel::Http, clinic).unwrap_err();
+    let limited = begin_with(s, Channel::Json, clinic).unwrap_err();
     assert_eq!(limited.error.code(), "rate_limited");
     assert_eq!(limited.allowance.map(|a| a.remaining), Some(0));
     assert!(limited.error.retry_after().is_some());
@@ -230,7 +230,7 @@ fn no_record_no_answer() {
     .unwrap();
     let state = AppState::new(2).unwrap().with_audit(audit);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
-    let session = begin(&state, Arrival::anonymous(Channel::Http, "/test")).unwrap();
+    let session = begin(&state, Arrival::anonymous(Channel::Json, "/test")).unwrap();
     // The first record is taken, then the write fails: every later answer is refused.
     assert_eq!(
         session
@@ -252,7 +252,7 @@ fn no_record_no_answer() {
 #[test]
 fn booklet_lookups_are_audited_under_the_holders_subject() {
     let setup = setup();
-    let session = begin_with(&setup.state, Channel::Http, Some(setup.keys[2].as_str())).unwrap();
+    let session = begin_with(&setup.state, Channel::Json, Some(setup.keys[2].as_str())).unwrap();
     let decided = session.decide(|| Query {
         target: parse_booklet("77"),
         as_of: Ok(Day::today()),

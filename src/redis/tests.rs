@@ -47,20 +47,20 @@ fn a_reply_arriving_byte_by_byte_is_found_complete_exactly_once() {
 #[test]
 fn scalars_nils_and_nested_replies_decode() {
     assert_eq!(scan_all(b"+OK\r\n").unwrap(), Some(5));
-    assert_eq!(decode(b":42\r\n").unwrap(), Reply::Int(42));
-    assert_eq!(decode(b"$-1\r\n").unwrap(), Reply::Nil);
-    assert_eq!(decode(b"*-1\r\n").unwrap(), Reply::Nil);
+    assert_eq!(decode(b":42\r\n").unwrap(), Frame::Int(42));
+    assert_eq!(decode(b"$-1\r\n").unwrap(), Frame::Nil);
+    assert_eq!(decode(b"*-1\r\n").unwrap(), Frame::Nil);
     assert_eq!(
         decode(b"-ERR no such key\r\n").unwrap(),
-        Reply::Error("ERR no such key".into())
+        Frame::Error("ERR no such key".into())
     );
     let nested = b"*2\r\n$6\r\nlength\r\n*2\r\n:1\r\n*0\r\n";
     assert_eq!(scan_all(nested).unwrap(), Some(nested.len()));
     assert_eq!(
         decode(nested).unwrap(),
-        Reply::Array(vec![
-            Reply::Bulk(b"length".to_vec()),
-            Reply::Array(vec![Reply::Int(1), Reply::Array(vec![])]),
+        Frame::Array(vec![
+            Frame::Bulk(b"length".to_vec()),
+            Frame::Array(vec![Frame::Int(1), Frame::Array(vec![])]),
         ])
     );
     assert_eq!(decode_xread(b"*-1\r\n").unwrap(), Vec::new());

@@ -1,11 +1,14 @@
-//! Per-phone-number rate limits for USSD and SMS (docs/security.md: USSD and SMS are rate limited per
-//! phone number as well as per client key). Anyone can dial, and national IDs are guessable, so
-//! a phone that tries IDs one after another is slowed down to a human pace while every other
-//! phone is still answered at once.
+//! Per-caller rate limits: one allowance per phone number for USSD and SMS, and per client
+//! address for the public page and for requests without a valid key (docs/security.md).
+//! Anyone can dial, and national IDs are guessable, so a phone that tries IDs one after
+//! another is slowed down to a human pace while every other phone is still answered at once;
+//! an address asking without a key gets the same treatment.
 //!
-//! One limiter serves both channels: a person is one phone number whether they dial or text.
-//! It counts inquiries (requests that carry a national ID to look up, and every SMS, since
-//! each SMS reply costs a message); USSD menu and prompt screens reveal nothing and are free.
+//! One limiter serves both text channels: a person is one phone number whether they dial or
+//! text. It counts inquiries (requests that carry a national ID to look up, and every SMS,
+//! since each SMS reply costs a message); USSD menu and prompt screens reveal nothing and are
+//! free. The public page and keyless requests each have a limiter of their own, keyed by
+//! address (`client_address`).
 //!
 //! The limiter is `governor`'s keyed GCRA: one small state per phone number seen recently.
 //! Memory stays bounded: every [`SWEEP_EVERY`] checks the states that have refilled
@@ -41,13 +44,13 @@ const MAX_KEY_DIGITS: usize = 37;
 /// A phone number reduced to its digits, held as a number with a leading 1 so that leading
 /// zeros still count. Requests without a readable number share the key of no digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PhoneKey(u128);
+pub struct CallerKey(u128);
 
-impl PhoneKey {
+impl CallerKey {
     /// Normalises what a gateway sends: digits only (in any of the three digit scripts), and
     /// an Iranian mobile number written `+98 912…`, `0098912…`, `98912…`, `0912…` or `912…`
     /// is the same number.
-    pub fn from_phone(phone: &str) -> PhoneKey {
+    pub fn from_phone(phone: &str) -> CallerKey {
         let mut digits = [0u8; MAX_KEY_DIGITS + 4];
         let mut n = 0;
         for d in phone.chars().filter_map(digit_value) {
@@ -67,51 +70,51 @@ impl PhoneKey {
             d = &d[1..]; // 09xx xxx xxxx
         }
         let d = &d[..d.len().min(MAX_KEY_DIGITS)];
-        PhoneKey(d.iter().fold(1u128, |acc, &x| acc * 10 + u128::from(x)))
+        CallerKey(d.iter().fold(1u128, |acc, &x| acc * 10 + u128::from(x)))
     }
 
     /// A client address as a key (the public endpoint's limiter): IPv4 as its IPv6-mapped
     /// form, so one address has one key whichever way it arrived.
-    pub fn from_ip(ip: std::net::IpAddr) -> PhoneKey {
+    pub fn from_ip(ip: std::net::IpAddr) -> CallerKey {
         let v6 = match ip {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             std::net::IpAddr::V6(v6) => v6,
         };
-        PhoneKey(u128::from(v6))
+        CallerKey(u128::from(v6))
     }
 }
 
 type Limiter<C> =
-    RateLimiter<PhoneKey, DashMapStateStore<PhoneKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+    RateLimiter<CallerKey, DashMapStateStore<CallerKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// The per-phone limiter shared by USSD and SMS.
-pub struct PhoneLimits<C: Clock = DefaultClock> {
+pub struct CallerLimits<C: Clock = DefaultClock> {
     limiter: Limiter<C>,
     per_minute: NonZeroU32,
     checks: AtomicU64,
     full: AtomicBool,
 }
 
-impl PhoneLimits<DefaultClock> {
+impl CallerLimits<DefaultClock> {
     /// `per_minute` inquiries per phone number per minute, in a burst of as many; 0 is read
     /// as 1 (the CLI refuses 0 before it gets here).
-    pub fn per_minute(per_minute: u32) -> PhoneLimits {
-        PhoneLimits::with_clock(per_minute, DefaultClock::default())
+    pub fn per_minute(per_minute: u32) -> CallerLimits {
+        CallerLimits::with_clock(per_minute, DefaultClock::default())
     }
 }
 
-impl Default for PhoneLimits<DefaultClock> {
+impl Default for CallerLimits<DefaultClock> {
     fn default() -> Self {
-        PhoneLimits::per_minute(DEFAULT_PER_MINUTE)
+        CallerLimits::per_minute(DEFAULT_PER_MINUTE)
     }
 }
 
-impl<C: Clock> PhoneLimits<C> {
+impl<C: Clock> CallerLimits<C> {
     /// The same with another clock (tests move a fake one instead of waiting a minute).
-    pub fn with_clock(per_minute: u32, clock: C) -> PhoneLimits<C> {
+    pub fn with_clock(per_minute: u32, clock: C) -> CallerLimits<C> {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(per_minute);
-        PhoneLimits {
+        CallerLimits {
             limiter: RateLimiter::dashmap_with_clock(quota, clock),
             per_minute,
             checks: AtomicU64::new(0),
@@ -130,16 +133,16 @@ impl<C: Clock> PhoneLimits<C> {
         self.take(phone).is_ok()
     }
 
-    /// [`PhoneLimits::check`], saying how many seconds to wait when refused. When
+    /// [`CallerLimits::check`], saying how many seconds to wait when refused. When
     /// [`MAX_TRACKED`] numbers hold a state even after a sweep (a spray of distinct numbers
     /// faster than any client key allows), every number waits until the sweep frees room.
     pub fn take(&self, phone: Option<&str>) -> Result<(), u64> {
-        self.take_key(PhoneKey::from_phone(phone.unwrap_or("")))
+        self.take_key(CallerKey::from_phone(phone.unwrap_or("")))
     }
 
-    /// [`PhoneLimits::take`] for a key already made (a phone's, or a client address's for
+    /// [`CallerLimits::take`] for a key already made (a phone's, or a client address's for
     /// the public endpoint, which has a limiter of its own).
-    pub fn take_key(&self, key: PhoneKey) -> Result<(), u64> {
+    pub fn take_key(&self, key: CallerKey) -> Result<(), u64> {
         let n = self.checks.fetch_add(1, Ordering::Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
@@ -181,7 +184,7 @@ mod tests {
 
     #[test]
     fn iranian_mobile_numbers_in_every_spelling_are_one_key() {
-        let key = PhoneKey::from_phone("9121234567");
+        let key = CallerKey::from_phone("9121234567");
         for spelling in [
             "+989121234567",
             "+98 912 123 4567",
@@ -192,21 +195,21 @@ mod tests {
             "۰۹۱۲۱۲۳۴۵۶۷",
             "٠٩١٢١٢٣٤٥٦٧",
         ] {
-            assert_eq!(PhoneKey::from_phone(spelling), key, "{spelling}");
+            assert_eq!(CallerKey::from_phone(spelling), key, "{spelling}");
         }
-        assert_ne!(PhoneKey::from_phone("09121234568"), key);
+        assert_ne!(CallerKey::from_phone("09121234568"), key);
         // Leading zeros of other numbers still count.
-        assert_ne!(PhoneKey::from_phone("0123"), PhoneKey::from_phone("123"));
+        assert_ne!(CallerKey::from_phone("0123"), CallerKey::from_phone("123"));
         // No digits at all: the shared key.
-        assert_eq!(PhoneKey::from_phone(""), PhoneKey::from_phone("abc"));
+        assert_eq!(CallerKey::from_phone(""), CallerKey::from_phone("abc"));
         // Absurdly long numbers do not overflow.
-        let _ = PhoneKey::from_phone(&"9".repeat(10_000));
+        let _ = CallerKey::from_phone(&"9".repeat(10_000));
     }
 
     #[test]
     fn a_phone_gets_its_burst_then_waits_while_others_are_answered() {
         let clock = FakeRelativeClock::default();
-        let limits = PhoneLimits::with_clock(10, clock.clone());
+        let limits = CallerLimits::with_clock(10, clock.clone());
         for i in 0..10 {
             assert!(limits.check(Some("09121234567")), "inquiry {i}");
         }
@@ -225,22 +228,25 @@ mod tests {
     #[test]
     fn the_rate_is_configurable_and_never_zero() {
         let clock = FakeRelativeClock::default();
-        let limits = PhoneLimits::with_clock(2, clock.clone());
+        let limits = CallerLimits::with_clock(2, clock.clone());
         assert_eq!(limits.rate_per_minute(), 2);
         assert!(limits.check(None));
         assert!(limits.check(None));
         assert!(!limits.check(None));
-        let limits = PhoneLimits::with_clock(0, clock);
+        let limits = CallerLimits::with_clock(0, clock);
         assert_eq!(limits.rate_per_minute(), 1);
         assert!(limits.check(Some("1")));
         assert!(!limits.check(Some("1")));
-        assert_eq!(PhoneLimits::default().rate_per_minute(), DEFAULT_PER_MINUTE);
+        assert_eq!(
+            CallerLimits::default().rate_per_minute(),
+            DEFAULT_PER_MINUTE
+        );
     }
 
     #[test]
     fn memory_is_bounded_by_the_phones_seen_within_a_minute() {
         let clock = FakeRelativeClock::default();
-        let limits = PhoneLimits::with_clock(10, clock.clone());
+        let limits = CallerLimits::with_clock(10, clock.clone());
         let n = SWEEP_EVERY * 3;
         for i in 0..n {
             limits.check(Some(&format!("0912{i:07}")));

@@ -271,7 +271,7 @@ fn invalid_records_in_a_well_formed_file_are_refused() {
         .find(|r| r.national_id != 0 && r.attrs & crate::index::body::TOMBSTONE == 0)
         .unwrap();
     live.coverage_until = i32::MAX;
-    // Refused by the check every load makes, before the file gets its name; nothing is left.
+    // RefusedSnapshot by the check every load makes, before the file gets its name; nothing is left.
     let err = write(&path, &body, None, None).unwrap_err();
     assert!(matches!(err, SnapshotError::Unverified { .. }), "{err}");
     assert!(err.to_string().contains("coverage_until"), "{err}");

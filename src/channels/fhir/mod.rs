@@ -15,10 +15,9 @@ use crate::dates::{rfc3339_utc_ms, Day};
 use crate::eligibility::{primary_insurer, Outcome};
 use crate::inquiry::{self, Answer, ApiError, Channel, Query, Refused, Session, Target};
 
-#[path = "fhir_model.rs"]
 mod model;
-#[path = "fhir_parse.rs"]
 mod parse;
+pub mod routes;
 
 use model::*;
 #[cfg(test)]
@@ -33,7 +32,7 @@ const SERVICES: &str = "outpatient, inpatient, pharmacy, paraclinic, dental";
 
 /// `POST /fhir/r4/CoverageEligibilityRequest` (and its FAIS `$submit` form, `route`):
 /// admitted by the pipeline, then the method, the content type and the answer format
-/// (`negotiated`, see `fhir_routes.rs`) are checked, then [`coverage_eligibility`] decides
+/// (`negotiated`, see `routes.rs`) are checked, then [`coverage_eligibility`] decides
 /// and renders.
 pub async fn handle(
     state: &AppState,
@@ -412,5 +411,4 @@ fn now_fhir() -> String {
 }
 
 #[cfg(test)]
-#[path = "fhir_tests.rs"]
 mod tests;

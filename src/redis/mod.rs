@@ -47,19 +47,19 @@ fn protocol(what: impl Into<String>) -> RespError {
 
 /// A decoded reply (RESP2).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum Frame {
     Nil,
     Int(i64),
     Simple(Vec<u8>),
     Bulk(Vec<u8>),
-    Array(Vec<Reply>),
+    Array(Vec<Frame>),
     Error(String),
 }
 
-impl Reply {
+impl Frame {
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Reply::Simple(b) | Reply::Bulk(b) => Some(b),
+            Frame::Simple(b) | Frame::Bulk(b) => Some(b),
             _ => None,
         }
     }
@@ -175,19 +175,19 @@ impl<'a> Decoder<'a> {
         Ok(Some(data))
     }
 
-    fn reply(&mut self, depth: usize) -> Result<Reply, RespError> {
+    fn reply(&mut self, depth: usize) -> Result<Frame, RespError> {
         let (kind, line) = self.line()?;
         Ok(match kind {
-            b'+' => Reply::Simple(line.to_vec()),
-            b'-' => Reply::Error(String::from_utf8_lossy(line).into_owned()),
-            b':' => Reply::Int(int(line)?),
+            b'+' => Frame::Simple(line.to_vec()),
+            b'-' => Frame::Error(String::from_utf8_lossy(line).into_owned()),
+            b':' => Frame::Int(int(line)?),
             b'$' => self
                 .bulk_after(line)?
-                .map_or(Reply::Nil, |b| Reply::Bulk(b.to_vec())),
+                .map_or(Frame::Nil, |b| Frame::Bulk(b.to_vec())),
             b'*' => {
                 let len = int(line)?;
                 if len < 0 {
-                    return Ok(Reply::Nil);
+                    return Ok(Frame::Nil);
                 }
                 if depth >= MAX_DEPTH {
                     return Err(protocol("replies nested too deep"));
@@ -196,7 +196,7 @@ impl<'a> Decoder<'a> {
                 for _ in 0..len {
                     items.push(self.reply(depth + 1)?);
                 }
-                Reply::Array(items)
+                Frame::Array(items)
             }
             other => return Err(protocol(format!("type byte {other:#04x}"))),
         })
@@ -257,7 +257,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// Decodes a complete reply.
-pub fn decode(buf: &[u8]) -> Result<Reply, RespError> {
+pub fn decode(buf: &[u8]) -> Result<Frame, RespError> {
     Decoder { buf, at: 0 }.reply(0)
 }
 
@@ -353,12 +353,12 @@ impl Connection {
     }
 
     /// Sends `commands` in one write and returns their replies in order (a command's error
-    /// is its [`Reply::Error`], not an `Err`).
+    /// is its [`Frame::Error`], not an `Err`).
     pub async fn pipeline(
         &mut self,
         commands: &[Vec<&[u8]>],
         timeout: Duration,
-    ) -> Result<Vec<Reply>, RespError> {
+    ) -> Result<Vec<Frame>, RespError> {
         let mut request = Vec::with_capacity(256 * commands.len());
         for args in commands {
             encode(args, &mut request);
@@ -432,7 +432,7 @@ impl Connection {
     }
 
     /// Sends a command and decodes its reply.
-    pub async fn command(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Reply, RespError> {
+    pub async fn command(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Frame, RespError> {
         decode(self.raw(args, timeout).await?)
     }
 }

@@ -45,23 +45,29 @@ fn a_key_is_accepted_only_whole_and_in_force() {
     let key = keys.authenticate(Some(&bearer(&good_key)), now).unwrap();
     assert_eq!(key.client, "clinic-7");
     assert_eq!(key.channel, KeyChannel::Http);
-    assert_eq!(keys.authenticate(None, now).err(), Some(Refused::Missing));
+    assert_eq!(
+        keys.authenticate(None, now).err(),
+        Some(KeyRefusal::Missing)
+    );
     let mut wrong_secret = good_key.clone();
     wrong_secret.pop();
     wrong_secret.push(if good_key.ends_with('A') { 'B' } else { 'A' });
     for (header, why) in [
-        (bearer(&wrong_secret), Refused::Invalid),
-        (bearer(&revoked_key), Refused::Invalid),
-        (bearer(&expired_key), Refused::Invalid),
+        (bearer(&wrong_secret), KeyRefusal::Invalid),
+        (bearer(&revoked_key), KeyRefusal::Invalid),
+        (bearer(&expired_key), KeyRefusal::Invalid),
         (
             bearer("eligd_zzzzzzzz_AAAAAAAAAAAAAAAAAAAAAA"),
-            Refused::Invalid,
+            KeyRefusal::Invalid,
         ),
-        (format!("Basic {good_key}").into_bytes(), Refused::Malformed),
-        (bearer("eligd_short_x"), Refused::Malformed),
-        (bearer("sk_live_whatever"), Refused::Malformed),
-        (bearer(&format!("{good_key}!")), Refused::Malformed),
-        (vec![0xff, 0xfe], Refused::Malformed),
+        (
+            format!("Basic {good_key}").into_bytes(),
+            KeyRefusal::Malformed,
+        ),
+        (bearer("eligd_short_x"), KeyRefusal::Malformed),
+        (bearer("sk_live_whatever"), KeyRefusal::Malformed),
+        (bearer(&format!("{good_key}!")), KeyRefusal::Malformed),
+        (vec![0xff, 0xfe], KeyRefusal::Malformed),
     ] {
         assert_eq!(keys.authenticate(Some(&header), now).err(), Some(why));
     }

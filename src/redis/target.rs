@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use super::{Connection, Reply, RespError};
+use super::{Connection, Frame, RespError};
 use crate::tls_client::{client_config, SYSTEM_ROOTS};
 
 /// How to reach Redis. Holds a password when the URL has one: never printed.
@@ -167,7 +167,7 @@ impl RedisTarget {
         let mut connection = Connection::open(self, &addr_host, addr_port).await?;
         let role = connection.command(&[b"ROLE"], SENTINEL_TIMEOUT).await?;
         match role {
-            Reply::Array(items) if items.first().and_then(Reply::bytes) == Some(b"master") => {
+            Frame::Array(items) if items.first().and_then(Frame::bytes) == Some(b"master") => {
                 Ok(connection)
             }
             _ => Err(RespError::Unsupported(format!(
@@ -179,8 +179,8 @@ impl RedisTarget {
 
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn master_address(reply: &Reply) -> Option<(String, u16)> {
-    let Reply::Array(items) = reply else {
+fn master_address(reply: &Frame) -> Option<(String, u16)> {
+    let Frame::Array(items) = reply else {
         return None;
     };
     let [host, port] = items.as_slice() else {
@@ -374,12 +374,12 @@ mod tests {
 
     #[test]
     fn a_sentinel_reply_names_host_and_port() {
-        let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
-        let reply = Reply::Array(vec![bulk("10.0.0.5"), bulk("6380")]);
+        let bulk = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
+        let reply = Frame::Array(vec![bulk("10.0.0.5"), bulk("6380")]);
         assert_eq!(master_address(&reply), Some(("10.0.0.5".into(), 6380)));
-        assert_eq!(master_address(&Reply::Nil), None);
+        assert_eq!(master_address(&Frame::Nil), None);
         assert_eq!(
-            master_address(&Reply::Array(vec![bulk("h"), bulk("x")])),
+            master_address(&Frame::Array(vec![bulk("h"), bulk("x")])),
             None
         );
     }

@@ -1,16 +1,17 @@
 //! Every route under `/fhir/r4/`, as FHIR clients use them: `GET metadata` (the
 //! CapabilityStatement, no key, as clients read it before anything else),
 //! `POST CoverageEligibilityRequest/$submit` (IHE FAIS ITI-124) and the plain
-//! `POST CoverageEligibilityRequest`, both answered by [`super::fhir::handle`]; anything else is
+//! `POST CoverageEligibilityRequest`, both answered by [`super::handle`]; anything else is
 //! an OperationOutcome, never the JSON API's error body. Clients ask for JSON as FHIR lets
 //! them: `Accept` (`application/fhir+json`, `application/json`, `*/*`) or `_format`
 //! (`json`, which overrides `Accept`); XML is refused with 406.
 
 use serde_json::json;
 
-use super::fhir::{self, outcome_reply, FHIR_JSON};
-use super::{Reply, Request};
+use super::{outcome_reply, FHIR_JSON};
 use crate::app::AppState;
+use crate::channels::fhir;
+use crate::channels::{Reply, Request};
 use crate::inquiry::ApiError;
 
 pub const METADATA_ROUTE: &str = "/fhir/r4/metadata";

@@ -266,5 +266,4 @@ fn created_is_a_fhir_date_time_with_an_offset() {
     assert!(chrono::DateTime::parse_from_rfc3339(&now).is_ok(), "{now}");
 }
 
-#[path = "fhir_parse_tests.rs"]
 mod parse_tests;

@@ -64,7 +64,7 @@ fn every_member_is_found_and_reads_back_the_same() {
         "{} names",
         body.names.len()
     );
-    assert_eq!(std::mem::size_of::<ArchivedRecord>(), 48);
+    assert_eq!(std::mem::size_of::<ArchivedPackedMember>(), 48);
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn booklet_conflicts_follow_the_policy() {
     );
 }
 
-fn live(b: &mut Body, nth: usize) -> &mut Record {
+fn live(b: &mut Body, nth: usize) -> &mut PackedMember {
     b.records
         .iter_mut()
         .filter(|r| r.national_id != 0)
