@@ -23,8 +23,8 @@ fn state() -> &'static AppState {
 
 fuzz_target!(|body: &[u8]| {
     let state = state();
-    if let Ok(session) = begin(state, Arrival::anonymous(Channel::Fhir, fhir::ROUTE)) {
-        let reply = fhir::coverage_eligibility(&session, body, Day::today());
+    if let Ok(mut session) = begin(state, Arrival::anonymous(Channel::Fhir, fhir::ROUTE)) {
+        let reply = fhir::coverage_eligibility(&mut session, body, Day::today());
         let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
         let kind = json["resourceType"].as_str().expect("a resource");
         assert!(kind == "CoverageEligibilityResponse" || kind == "OperationOutcome");

@@ -23,8 +23,8 @@ fn state() -> &'static AppState {
 
 fuzz_target!(|body: &[u8]| {
     let state = state();
-    if let Ok(session) = begin(state, Arrival::anonymous(Channel::Ussd, ussd::ROUTE)) {
-        let reply = ussd::reply(&session, Some(body), Day::today());
+    if let Ok(mut session) = begin(state, Arrival::anonymous(Channel::Ussd, ussd::ROUTE)) {
+        let reply = ussd::reply(&mut session, Some(body), Day::today());
         assert!(reply.body.starts_with(b"CON ") || reply.body.starts_with(b"END "));
     }
 });

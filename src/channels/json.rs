@@ -5,11 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+use hyper::Method;
+
+use super::driver::{Ask, Codec};
 use super::json_answer;
 use super::{Reply, Request};
-use crate::app::AppState;
 use crate::dates::Day;
-use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
+use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session, Target};
 
 pub const MAX_BATCH: usize = 100;
 pub const MEMBER_ROUTE: &str = "/v1/members/{national_id}/eligibility";
@@ -59,65 +62,101 @@ fn query_options(query: Option<&str>) -> (Option<String>, Option<String>) {
     (date, service)
 }
 
+/// The `date` and `service` options of a single lookup (absent `date`: today, the clock
+/// read only then).
+fn with_options(target: Result<Target, ApiError>, query: Option<&str>) -> Query {
+    let (date, service) = query_options(query);
+    Query::with_options(target, date.as_deref(), service.as_deref(), Day::today)
+}
+
+/// The path segment after `/v1/members/` or `/v1/booklets/` (the router matched the path).
+fn path_segment(request: &Request) -> &str {
+    request.uri.path().split('/').nth(3).unwrap_or("")
+}
+
 /// `GET /v1/members/{national_id}/eligibility`.
-pub fn member(state: &AppState, request: &Request, raw_id: &str) -> Reply {
-    let query = request.query();
-    single(state, request, MEMBER_ROUTE, || {
-        let target = decode_segment(raw_id)
+pub struct Member;
+
+impl Codec for Member {
+    type Decoded = ();
+    const CHANNEL: Channel = Channel::Json;
+    const METHOD: Method = Method::GET;
+
+    fn route(&self) -> &'static str {
+        MEMBER_ROUTE
+    }
+
+    fn decode(&self, request: &Request, _: Option<Result<Bytes, ApiError>>) -> Decoding<()> {
+        let target = decode_segment(path_segment(request))
             .as_deref()
             .ok_or(ApiError::InvalidNationalId(
                 crate::national_id::IdError::NotADigit,
             ))
             .and_then(inquiry::parse_national_id);
-        with_options(target, query)
-    })
+        Ok(((), Ask::One(with_options(target, request.query()))))
+    }
+
+    fn render(&self, _: &Session<'_>, _: (), decided: &[Decided<'_>]) -> Reply {
+        render_one(decided)
+    }
+
+    fn refused(&self, r: &Refused) -> Reply {
+        refused(r)
+    }
 }
 
 /// `GET /v1/booklets/{booklet_no}/eligibility`.
-pub fn booklet(state: &AppState, request: &Request, raw: &str) -> Reply {
-    let query = request.query();
-    single(state, request, BOOKLET_ROUTE, || {
-        let target = decode_segment(raw)
+pub struct Booklet;
+
+impl Codec for Booklet {
+    type Decoded = ();
+    const CHANNEL: Channel = Channel::Json;
+    const METHOD: Method = Method::GET;
+
+    fn route(&self) -> &'static str {
+        BOOKLET_ROUTE
+    }
+
+    fn decode(&self, request: &Request, _: Option<Result<Bytes, ApiError>>) -> Decoding<()> {
+        let target = decode_segment(path_segment(request))
             .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
             .and_then(|b| inquiry::parse_booklet(&b));
-        with_options(target, query)
-    })
-}
-
-fn with_options(target: Result<inquiry::Target, ApiError>, query: Option<&str>) -> Query {
-    let (date, service) = query_options(query);
-    Query::with_options(target, date.as_deref(), service.as_deref(), Day::today)
-}
-
-/// One person, by what `parse` reads from the request.
-fn single(
-    state: &AppState,
-    request: &Request,
-    route: &'static str,
-    parse: impl FnOnce() -> Query,
-) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Json, route)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::GET) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "GET" }));
+        Ok(((), Ask::One(with_options(target, request.query()))))
     }
-    let decided = session.decide(parse);
-    render(&session, &decided)
+
+    fn render(&self, _: &Session<'_>, _: (), decided: &[Decided<'_>]) -> Reply {
+        render_one(decided)
+    }
+
+    fn refused(&self, r: &Refused) -> Reply {
+        refused(r)
+    }
 }
 
-fn render(session: &Session<'_>, decided: &Decided<'_>) -> Reply {
+/// One decision as the JSON answer or error body.
+fn render_one(decided: &[Decided<'_>]) -> Reply {
+    let Some(decided) = decided.first() else {
+        return internal_error("no decision to render");
+    };
     let tracking = decided.tracking.as_str();
-    let reply = match &decided.result {
+    match &decided.result {
         Ok(answer) => json(
             200,
             json_answer::render(answer, tracking),
             decided.outcome(),
         ),
         Err(e) => json(e.status(), error_body(e, tracking), e.code()),
-    };
-    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
+    }
+}
+
+/// What a channel decodes: what it keeps to render, and what it asks.
+type Decoding<D> = Result<(D, Ask), ApiError>;
+
+/// A bug (nothing to render): answered 500, never 400, since the request was fine.
+fn internal_error(what: &str) -> Reply {
+    tracing::error!(error = what, "could not render an answer");
+    let error = ApiError::Internal(what.to_string());
+    json(500, error_body(&error, ""), error.code())
 }
 
 /// A rendering failure: a bug, answered 500 (never 400: the request was fine).
@@ -150,78 +189,66 @@ struct BatchError<'a> {
 /// or oversized batch, or a wrong method, has paid), charged the rest of one inquiry per ID
 /// once parsed, then every ID is its own pipeline decision (own tracking code, own audit
 /// record).
-pub async fn batch(state: &AppState, request: Request) -> Reply {
-    let mut session = match inquiry::begin(state, request.arrival(Channel::Json, BATCH_ROUTE)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
+pub struct Batch;
+
+impl Codec for Batch {
+    /// The IDs as sent (an entry that could not be answered repeats its own).
+    type Decoded = Vec<String>;
+    const CHANNEL: Channel = Channel::Json;
+    const METHOD: Method = Method::POST;
+
+    fn route(&self) -> &'static str {
+        BATCH_ROUTE
     }
-    let body = match request.read_body().await {
-        Ok(body) => body,
-        Err(e) => return refused(&session.refuse(e)),
-    };
-    let parsed: BatchRequest = match serde_json::from_slice(&body) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            let error = ApiError::invalid_json(&e, BATCH_SHAPE);
-            return refused(&session.refuse(error));
+
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<Vec<String>> {
+        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+        let parsed: BatchRequest =
+            serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e, BATCH_SHAPE))?;
+        if parsed.national_ids.len() > MAX_BATCH {
+            return Err(ApiError::InvalidRequest(format!(
+                "a batch holds at most {MAX_BATCH} national IDs, got {}",
+                parsed.national_ids.len()
+            )));
         }
-    };
-    if parsed.national_ids.len() > MAX_BATCH {
-        let message = format!(
-            "a batch holds at most {MAX_BATCH} national IDs, got {}",
-            parsed.national_ids.len()
-        );
-        return refused(&session.refuse(ApiError::InvalidRequest(message)));
+        // The options are the same for every ID: a bad date or service refuses the batch as
+        // one request.
+        let options = inquiry::parse_date(parsed.date.as_deref(), Day::today).and_then(|as_of| {
+            inquiry::parse_services(parsed.service.as_deref()).map(|services| (as_of, services))
+        });
+        let targets = parsed
+            .national_ids
+            .iter()
+            .map(|raw| inquiry::parse_national_id(raw))
+            .collect();
+        Ok((parsed.national_ids, Ask::Batch { targets, options }))
     }
-    if let Err(r) = session.charge_rest(parsed.national_ids.len().max(1) as u32) {
-        return refused(&r);
-    }
-    // The options are the same for every ID: a bad date or service refuses the batch as one
-    // request.
-    let options = inquiry::parse_date(parsed.date.as_deref(), Day::today).and_then(|as_of| {
-        inquiry::parse_services(parsed.service.as_deref()).map(|services| (as_of, services))
-    });
-    let (as_of, services) = match options {
-        Ok(options) => options,
-        Err(e) => return refused(&session.refuse(e)),
-    };
-    if !session.has_index() {
-        let error = ApiError::NotReady("the index is still loading");
-        return refused(&session.refuse(error));
-    }
-    let decided: Vec<Decided<'_>> = parsed
-        .national_ids
-        .iter()
-        .map(|raw| {
-            session.decide(|| Query {
-                target: inquiry::parse_national_id(raw),
-                as_of: Ok(as_of),
-                services: Ok(services.clone()),
-            })
-        })
-        .collect();
-    let mut body = Vec::with_capacity(16 + decided.len() * json_answer::TYPICAL_BYTES);
-    body.extend_from_slice(b"{\"results\":[");
-    for (i, (d, raw)) in decided.iter().zip(&parsed.national_ids).enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        match &d.result {
-            Ok(answer) => json_answer::write(&mut body, answer, d.tracking.as_str()),
-            Err(e) => {
-                let entry = BatchError {
-                    national_id: raw,
-                    error: e.body(d.tracking.as_str()),
-                };
-                if let Err(e) = serde_json::to_writer(&mut body, &entry) {
-                    return internal(e, state.tracking.next().as_str());
+
+    fn render(&self, _: &Session<'_>, raw: Vec<String>, decided: &[Decided<'_>]) -> Reply {
+        let mut body = Vec::with_capacity(16 + decided.len() * json_answer::TYPICAL_BYTES);
+        body.extend_from_slice(b"{\"results\":[");
+        for (i, (d, raw)) in decided.iter().zip(&raw).enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            match &d.result {
+                Ok(answer) => json_answer::write(&mut body, answer, d.tracking.as_str()),
+                Err(e) => {
+                    let entry = BatchError {
+                        national_id: raw,
+                        error: e.body(d.tracking.as_str()),
+                    };
+                    if let Err(e) = serde_json::to_writer(&mut body, &entry) {
+                        return internal(e, d.tracking.as_str());
+                    }
                 }
             }
         }
+        body.extend_from_slice(b"]}");
+        json(200, body, "ok")
     }
-    body.extend_from_slice(b"]}");
-    json(200, body, "ok").with_pipeline_headers(None, session.allowance())
+
+    fn refused(&self, r: &Refused) -> Reply {
+        refused(r)
+    }
 }

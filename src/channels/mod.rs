@@ -1,9 +1,12 @@
 //! The channels: the JSON API for providers ([`json`]), HL7 FHIR R4 for hospitals
-//! ([`fhir`]), USSD and SMS for people on any phone ([`ussd`], [`sms`]). Each decodes its
-//! request, hands it to the inquiry pipeline (`inquiry`), and renders what the pipeline
-//! decided in its own form; none decides anything, and none chooses a status the error table
-//! does not give. All texts shown to people live in one catalogue ([`texts`]).
+//! ([`fhir`]), USSD and SMS for people on any phone ([`ussd`], [`sms`]), and the page for
+//! people ([`public`]). Each only decodes its request and renders what the inquiry pipeline
+//! (`inquiry`) decided or refused, in its own form ([`driver::Codec`]); one driver runs every
+//! other step for all of them ([`driver::run`]). None decides anything, and none chooses a
+//! status the error table does not give. All texts shown to people live in one catalogue
+//! ([`texts`]).
 
+pub mod driver;
 pub mod fhir;
 pub mod json;
 mod json_answer;
@@ -17,8 +20,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderName, HeaderValue};
 
 use crate::app::AppState;
-use crate::dates::Day;
-use crate::inquiry::{self, ApiError, Channel, Refused, Session};
+use crate::inquiry::{ApiError, Channel, Refused};
 use crate::limits::Allowance;
 
 /// The largest request body read; a full batch of 100 IDs in Persian digits is ~3 KiB.
@@ -150,37 +152,20 @@ pub fn audit_unavailable(state: &AppState, channel: &str) -> Reply {
     }
 }
 
-/// A gateway callback (USSD, SMS): the key and its bucket, POST only, then the channel's
-/// `reply` to the form (`None` when the body could not be read). Refusals before the form is
-/// read are a Persian text after `prefix`.
-pub async fn gateway_callback(
-    state: &AppState,
-    request: Request,
-    (channel, route, prefix): (Channel, &'static str, &'static str),
-    reply: fn(&Session<'_>, Option<&[u8]>, Day) -> Reply,
-) -> Reply {
-    let refused = |r: &Refused| {
-        let text = [
-            prefix,
-            &texts::refusal(texts::Lang::Fa, &r.error, r.tracking.as_str()),
-        ];
-        let status = channel.http_status(&r.error);
-        refusal_reply(
-            r,
-            status,
-            "text/plain; charset=utf-8",
-            text.concat().into_bytes(),
-        )
-    };
-    let session = match inquiry::begin(state, request.arrival(channel, route)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
-    }
-    let body = request.read_body().await;
-    reply(&session, body.as_deref().ok(), Day::today())
+/// A refusal on a gateway channel (USSD, SMS) before its form is read: a Persian text after
+/// `prefix` (the language is not known yet), with the channel's status (200: gateways show
+/// the text to the person).
+pub fn gateway_refused(channel: Channel, prefix: &str, r: &Refused) -> Reply {
+    let text = [
+        prefix,
+        &texts::refusal(texts::Lang::Fa, &r.error, r.tracking.as_str()),
+    ];
+    refusal_reply(
+        r,
+        channel.http_status(&r.error),
+        "text/plain; charset=utf-8",
+        text.concat().into_bytes(),
+    )
 }
 
 /// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`].
@@ -277,7 +262,8 @@ pub struct Request {
     /// The connection's peer address (the per-address limits' key, unless behind
     /// `--trusted-proxies`).
     pub peer: Option<std::net::IpAddr>,
-    pub body: hyper::body::Incoming,
+    /// The body, until it is read ([`Request::read_body`]).
+    pub body: Option<hyper::body::Incoming>,
     pub started: std::time::Instant,
 }
 
@@ -332,7 +318,12 @@ impl Request {
             || (*allowed == hyper::Method::GET && self.method == hyper::Method::HEAD)
     }
 
-    pub async fn read_body(self) -> Result<Bytes, ApiError> {
-        read_body(self.content_length(), self.body).await
+    /// Reads the body (once: the second read finds none).
+    pub async fn read_body(&mut self) -> Result<Bytes, ApiError> {
+        let body = self
+            .body
+            .take()
+            .ok_or_else(|| ApiError::Internal("the request body was already read".into()))?;
+        read_body(self.content_length(), body).await
     }
 }

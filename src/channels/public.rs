@@ -7,11 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+use hyper::Method;
+
+use super::driver::{self, Codec};
 use super::json::{error_body, json, refused};
 use super::{Reply, Request};
-use crate::app::AppState;
 use crate::dates::{rfc3339_utc_ms, Day};
-use crate::inquiry::{self, ApiError, Channel, Query};
+use crate::inquiry::{self, ApiError, Channel, Decided, Query, Refused, Session};
 use crate::jalali::JalaliDate;
 
 pub const ROUTE: &str = "/v1/public/credit";
@@ -32,7 +35,7 @@ fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 #[derive(Serialize)]
-struct Credit<'a> {
+struct CreditBody<'a> {
     tracking_code: &'a str,
     eligible: bool,
     status: &'static str,
@@ -41,63 +44,79 @@ struct Credit<'a> {
     data_as_of: String,
 }
 
-pub async fn credit(state: &AppState, request: Request) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Web, ROUTE)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r),
-    };
-    if !request.method_is(&hyper::Method::POST) {
-        return refused(&session.refuse(ApiError::MethodNotAllowed { allow: "POST" }));
+/// `POST /v1/public/credit`.
+pub struct Credit;
+
+impl Codec for Credit {
+    type Decoded = ();
+    const CHANNEL: Channel = Channel::Web;
+    const METHOD: Method = Method::POST;
+
+    fn route(&self) -> &'static str {
+        ROUTE
     }
-    let body = match request.read_body().await {
-        Ok(body) => body,
-        Err(e) => return refused(&session.refuse(e)),
-    };
-    let decided = session.decide(|| match serde_json::from_slice::<Ask>(&body) {
-        Ok(Ask {
-            national_id: Some(id),
-            booklet_no: None,
-        }) => Query::national_id(&id, Day::today()),
-        Ok(Ask {
-            national_id: None,
-            booklet_no: Some(b),
-        }) => Query {
-            target: inquiry::parse_booklet(&b),
-            as_of: Ok(Day::today()),
-            services: Ok(Vec::new()),
-        },
-        Ok(_) => Query::refused(ApiError::InvalidRequest(
-            "give exactly one of national_id and booklet_no".into(),
-        )),
-        Err(e) => Query::refused(ApiError::invalid_json(
-            &e,
-            "an object with exactly one of national_id and booklet_no, a string",
-        )),
-    });
-    let tracking = decided.tracking.as_str();
-    let reply = match &decided.result {
-        Ok(answer) => {
-            let d = &answer.evaluated.decision;
-            let body = Credit {
-                tracking_code: tracking,
-                eligible: d.eligible(),
-                status: d.outcome.as_str(),
-                coverage_until: d.coverage_until.map(|c| c.to_string()),
-                coverage_until_jalali: d
-                    .coverage_until
-                    .and_then(|c| JalaliDate::from_gregorian(c.date()))
-                    .map(|j| j.to_string()),
-                data_as_of: rfc3339_utc_ms(answer.data_as_of_ms),
-            };
-            match serde_json::to_vec(&body) {
-                Ok(bytes) => json(200, bytes, decided.outcome()),
-                Err(e) => {
-                    let error = ApiError::Internal(e.to_string());
-                    json(500, error_body(&error, tracking), error.code())
+
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
+        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+        let query = match serde_json::from_slice::<Ask>(&body) {
+            Ok(Ask {
+                national_id: Some(id),
+                booklet_no: None,
+            }) => Query::national_id(&id, Day::today()),
+            Ok(Ask {
+                national_id: None,
+                booklet_no: Some(b),
+            }) => Query {
+                target: inquiry::parse_booklet(&b),
+                as_of: Ok(Day::today()),
+                services: Ok(Vec::new()),
+            },
+            Ok(_) => Query::refused(ApiError::InvalidRequest(
+                "give exactly one of national_id and booklet_no".into(),
+            )),
+            Err(e) => Query::refused(ApiError::invalid_json(
+                &e,
+                "an object with exactly one of national_id and booklet_no, a string",
+            )),
+        };
+        Ok(((), driver::Ask::One(query)))
+    }
+
+    fn render(&self, _: &Session<'_>, _: (), decided: &[Decided<'_>]) -> Reply {
+        let Some(decided) = decided.first() else {
+            let error = ApiError::Internal("no decision to render".into());
+            return json(500, error_body(&error, ""), error.code());
+        };
+        let tracking = decided.tracking.as_str();
+        match &decided.result {
+            Ok(answer) => {
+                let d = &answer.evaluated.decision;
+                let body = CreditBody {
+                    tracking_code: tracking,
+                    eligible: d.eligible(),
+                    status: d.outcome.as_str(),
+                    coverage_until: d.coverage_until.map(|c| c.to_string()),
+                    coverage_until_jalali: d
+                        .coverage_until
+                        .and_then(|c| JalaliDate::from_gregorian(c.date()))
+                        .map(|j| j.to_string()),
+                    data_as_of: rfc3339_utc_ms(answer.data_as_of_ms),
+                };
+                match serde_json::to_vec(&body) {
+                    Ok(bytes) => json(200, bytes, decided.outcome()),
+                    Err(e) => {
+                        let error = ApiError::Internal(e.to_string());
+                        json(500, error_body(&error, tracking), error.code())
+                    }
                 }
             }
+            Err(e) => json(e.status(), error_body(e, tracking), e.code()),
         }
-        Err(e) => json(e.status(), error_body(e, tracking), e.code()),
-    };
-    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
+    }
+
+    fn refused(&self, r: &Refused) -> Reply {
+        refused(r)
+    }
 }
+
+type Decoding = Result<((), driver::Ask), ApiError>;

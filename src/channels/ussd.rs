@@ -11,18 +11,92 @@
 //! Every lookup is one decision of the inquiry pipeline (key, phone allowance, parse, look
 //! up, evaluate, tracking code, audit, count); menus and prompts are not inquiries.
 
+use bytes::Bytes;
+use hyper::Method;
+
+use super::driver::{self, Ask, Codec};
 use super::texts::{self, Lang};
 use super::{Reply, Request};
+#[cfg(test)]
 use crate::app::AppState;
 use crate::dates::Day;
-use crate::inquiry::{Channel, Decided, Query, Session};
+use crate::inquiry::{ApiError, Channel, Decided, Query, Refused, Session};
 use crate::national_id::digit_value;
 
 pub const ROUTE: &str = "/ussd";
 
-/// `POST /ussd`. A refusal before any screen is in Persian (the language is not known yet).
-pub async fn handle(state: &AppState, request: Request) -> Reply {
-    super::gateway_callback(state, request, (Channel::Ussd, ROUTE, "END "), reply).await
+/// `POST /ussd`, answering on `today`. A refusal before any screen is in Persian (the
+/// language is not known yet).
+pub struct Ussd {
+    pub today: Day,
+}
+
+/// What a callback leads to.
+pub enum Screen {
+    /// A screen that decides nothing (menu, prompt, invalid input): shown as it is.
+    Shown(Reply),
+    /// A lookup, answered in this language.
+    Lookup(Lang),
+}
+
+impl Codec for Ussd {
+    type Decoded = Screen;
+    const CHANNEL: Channel = Channel::Ussd;
+    const METHOD: Method = Method::POST;
+
+    fn route(&self) -> &'static str {
+        ROUTE
+    }
+
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
+        Ok(self.read(body.and_then(Result::ok).as_deref()))
+    }
+
+    fn render(&self, _: &Session<'_>, screen: Screen, decided: &[Decided<'_>]) -> Reply {
+        match (screen, decided.first()) {
+            (Screen::Lookup(lang), Some(decided)) => end(&render(lang, decided), decided.outcome()),
+            (Screen::Shown(reply), _) => reply,
+            (Screen::Lookup(lang), None) => {
+                let code = ApiError::Internal(String::new()).code();
+                end(texts::catalogue(lang).invalid_input, code)
+            }
+        }
+    }
+
+    fn refused(&self, r: &Refused) -> Reply {
+        super::gateway_refused(Channel::Ussd, "END ", r)
+    }
+}
+
+type Decoding = Result<(Screen, Ask), ApiError>;
+
+impl Ussd {
+    /// Reads one callback's form. `form` is `None` when the body could not be read or was
+    /// too large; that, like every other input, gets a `text/plain` screen with HTTP 200.
+    pub fn read(&self, form: Option<&[u8]>) -> (Screen, Ask) {
+        let shown = |reply| (Screen::Shown(reply), Ask::Nothing);
+        let Some(body) = form else {
+            return shown(end(texts::FA.invalid_input, "invalid_request"));
+        };
+        let form = super::GatewayForm::parse(body, "phoneNumber");
+        if let Some(problem) = form.malformed(&["sessionId", "phoneNumber"]) {
+            // Not a callback a gateway of ours sends: no menu, and it cannot be limited per
+            // phone.
+            return shown(end(texts::FA.invalid_input, problem));
+        }
+        // A missing `text` is read as empty: some gateways leave empty fields out.
+        match step(form.text.as_deref().unwrap_or("")) {
+            Step::Menu => shown(con(texts::MENU, "menu")),
+            Step::Prompt(lang) => shown(con(texts::catalogue(lang).prompt, "prompt")),
+            Step::Invalid(lang) => {
+                shown(end(texts::catalogue(lang).invalid_input, "invalid_request"))
+            }
+            Step::Lookup(lang, raw_id) => {
+                let query = Query::national_id(raw_id, self.today);
+                (Screen::Lookup(lang), Ask::ForPhone(form.phone, query))
+            }
+        }
+    }
 }
 
 /// A session for tests of the screens (no keys, no audit).
@@ -83,29 +157,11 @@ fn end(shown: &str, outcome: &'static str) -> Reply {
     Reply::text(format!("END {shown}"), outcome)
 }
 
-/// Answers one USSD callback. `form` is `None` when the body could not be read or was too
-/// large; that, like every other input, gets a `text/plain` reply with HTTP 200.
-pub fn reply(session: &Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
-    let Some(body) = form else {
-        return end(texts::FA.invalid_input, "invalid_request");
-    };
-    let form = super::GatewayForm::parse(body, "phoneNumber");
-    if let Some(problem) = form.malformed(&["sessionId", "phoneNumber"]) {
-        // Not a callback a gateway of ours sends: no menu, and it cannot be limited per phone.
-        return end(texts::FA.invalid_input, problem);
-    }
-    // A missing `text` is read as empty: some gateways leave empty fields out.
-    match step(form.text.as_deref().unwrap_or("")) {
-        Step::Menu => con(texts::MENU, "menu"),
-        Step::Prompt(lang) => con(texts::catalogue(lang).prompt, "prompt"),
-        Step::Invalid(lang) => end(texts::catalogue(lang).invalid_input, "invalid_request"),
-        Step::Lookup(lang, raw_id) => {
-            let decided = session
-                .decide_for_phone(form.phone.as_deref(), || Query::national_id(raw_id, today));
-            let reply = end(&render(lang, &decided), decided.outcome());
-            reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
-        }
-    }
+/// Answers one USSD callback on `today` (the screens' tests and the fuzz target).
+pub fn reply(session: &mut Session<'_>, form: Option<&[u8]>, today: Day) -> Reply {
+    let ussd = Ussd { today };
+    let (screen, ask) = ussd.read(form);
+    driver::answer(session, &ussd, screen, ask)
 }
 
 /// A decision in words, for one USSD screen.

@@ -14,7 +14,8 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::AppState;
-use crate::channels::{self, fhir, json, public, sms, ussd, Reply};
+use crate::channels::{self, driver, fhir, json, public, sms, ussd, Reply};
+use crate::dates::Day;
 use crate::inquiry::ApiError;
 
 pub use crate::channels::json::MAX_BATCH;
@@ -87,7 +88,7 @@ fn channel_request(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        body,
+        body: Some(body),
         started,
     }
 }
@@ -121,21 +122,33 @@ async fn dispatch(
     let known = &found[..n.min(MAX_SEGMENTS)];
     let whole = n <= MAX_SEGMENTS;
     match known {
-        ["v1", "members", id, "eligibility"] if whole => (
+        ["v1", "members", _, "eligibility"] if whole => (
             json::MEMBER_ROUTE,
             "http",
-            json::member(state, &request, id),
+            driver::run(state, request, json::Member).await,
         ),
-        ["v1", "booklets", number, "eligibility"] if whole => (
+        ["v1", "booklets", _, "eligibility"] if whole => (
             json::BOOKLET_ROUTE,
             "http",
-            json::booklet(state, &request, number),
+            driver::run(state, request, json::Booklet).await,
         ),
-        ["v1", "eligibility", "batch"] => {
-            (json::BATCH_ROUTE, "http", json::batch(state, request).await)
+        ["v1", "eligibility", "batch"] => (
+            json::BATCH_ROUTE,
+            "http",
+            driver::run(state, request, json::Batch).await,
+        ),
+        ["ussd"] => {
+            let ussd = ussd::Ussd {
+                today: Day::today(),
+            };
+            (ussd::ROUTE, "ussd", driver::run(state, request, ussd).await)
         }
-        ["ussd"] => (ussd::ROUTE, "ussd", ussd::handle(state, request).await),
-        ["sms"] => (sms::ROUTE, "sms", sms::handle(state, request).await),
+        ["sms"] => {
+            let sms = sms::Sms {
+                today: Day::today(),
+            };
+            (sms::ROUTE, "sms", driver::run(state, request, sms).await)
+        }
         ["fhir", ..] => {
             // The FHIR routes take the request whole: their segments are copied first.
             let path = request.uri.path().to_owned();
@@ -144,7 +157,8 @@ async fn dispatch(
             (route, "fhir", reply)
         }
         ["v1", "public", "credit"] if state.public.is_some() => {
-            (public::ROUTE, "web", public::credit(state, request).await)
+            let reply = driver::run(state, request, public::Credit).await;
+            (public::ROUTE, "web", reply)
         }
         ["healthz"] => ("/healthz", "http", ops(state, &request.method, healthz)),
         ["status"] => ("/status", "http", ops(state, &request.method, status_page)),

@@ -459,27 +459,21 @@ impl<'s> Session<'s> {
         }
     }
 
-    /// Steps 3–8 for a channel without phone numbers.
-    pub fn decide(&self, parse: impl FnOnce() -> Query) -> Decided<'_> {
-        self.decide_inner(None, parse)
+    /// Steps 3–8 for a channel without phone numbers: the query as the channel decoded it.
+    pub fn decide(&self, query: Query) -> Decided<'_> {
+        self.decide_inner(None, query)
     }
 
     /// Steps 3–8 for USSD and SMS, after taking one from the phone's allowance (`None`: the
     /// gateway sent no number; such requests share one allowance).
-    pub fn decide_for_phone(
-        &self,
-        phone: Option<&str>,
-        parse: impl FnOnce() -> Query,
-    ) -> Decided<'_> {
+    pub fn decide_for_phone(&self, phone: Option<&str>, query: Query) -> Decided<'_> {
         let key = CallerKey::from_phone(phone.unwrap_or(""));
-        self.decide_inner(Some((&self.state.phone_limits, key)), parse)
+        self.decide_inner(Some((&self.state.phone_limits, key)), query)
     }
 
-    fn decide_inner(
-        &self,
-        limit: Option<(&CallerLimits, CallerKey)>,
-        parse: impl FnOnce() -> Query,
-    ) -> Decided<'_> {
+    /// The parts of `query` are read in the pipeline's order, after the phone's allowance:
+    /// the first refusal is the answer.
+    fn decide_inner(&self, limit: Option<(&CallerLimits, CallerKey)>, query: Query) -> Decided<'_> {
         let mut subject = None;
         let result = (|| {
             if let Some((limits, key)) = limit {
@@ -487,7 +481,6 @@ impl<'s> Session<'s> {
                     ApiError::RateLimited(Limited::Phone { retry_after_secs })
                 })?;
             }
-            let query = parse();
             let target = query.target?;
             if let Target::Member(id) = target {
                 subject = Some(id);

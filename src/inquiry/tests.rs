@@ -132,7 +132,7 @@ fn refusals_come_in_pipeline_order_and_are_audited_and_counted() {
     let mut codes = Vec::new();
     for _ in 0..2 {
         let session = begin_with(s, Channel::Json, clinic).unwrap();
-        let decided = session.decide(|| Query::national_id(MAIN, Day::today()));
+        let decided = session.decide(Query::national_id(MAIN, Day::today()));
         codes.push(decided.tracking);
         assert_eq!(decided.outcome(), "active");
     }
@@ -205,14 +205,12 @@ fn a_batch_costs_its_size_and_a_phone_is_limited_after_the_key() {
     let state = AppState::new(1).unwrap().with_phone_requests_per_minute(1);
     state.install_index(Arc::new(Index::from_members([member()]).unwrap()), 0.0);
     let session = begin(&state, Arrival::anonymous(Channel::Sms, "/sms")).unwrap();
-    let first = session.decide_for_phone(Some("09120000000"), || {
-        Query::national_id(MAIN, Day::today())
-    });
+    let first =
+        session.decide_for_phone(Some("09120000000"), Query::national_id(MAIN, Day::today()));
     assert_eq!(first.outcome(), "active");
     // The phone's limit comes before parsing: even a malformed ID costs allowance.
-    let second = session.decide_for_phone(Some("09120000000"), || {
-        Query::national_id("12", Day::today())
-    });
+    let second =
+        session.decide_for_phone(Some("09120000000"), Query::national_id("12", Day::today()));
     assert_eq!(second.outcome(), "rate_limited");
 }
 
@@ -234,7 +232,7 @@ fn no_record_no_answer() {
     // The first record is taken, then the write fails: every later answer is refused.
     assert_eq!(
         session
-            .decide(|| Query::national_id(MAIN, Day::today()))
+            .decide(Query::national_id(MAIN, Day::today()))
             .outcome(),
         "active"
     );
@@ -243,7 +241,7 @@ fn no_record_no_answer() {
         assert!(started.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(5));
     }
-    let refused = session.decide(|| Query::national_id(MAIN, Day::today()));
+    let refused = session.decide(Query::national_id(MAIN, Day::today()));
     assert!(matches!(refused.result, Err(ApiError::AuditUnavailable)));
     assert_eq!(refused.outcome(), "audit_unavailable");
     assert!(state.readiness().err().unwrap().contains("audit"));
@@ -253,7 +251,7 @@ fn no_record_no_answer() {
 fn booklet_lookups_are_audited_under_the_holders_subject() {
     let setup = setup();
     let session = begin_with(&setup.state, Channel::Json, Some(setup.keys[2].as_str())).unwrap();
-    let decided = session.decide(|| Query {
+    let decided = session.decide(Query {
         target: parse_booklet("77"),
         as_of: Ok(Day::today()),
         services: parse_services(Some("dental")),

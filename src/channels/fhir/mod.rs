@@ -9,11 +9,14 @@
 
 use chrono::Utc;
 
+use bytes::Bytes;
+
+use super::driver::{self, Ask, Codec};
 use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::{rfc3339_utc_ms, Day};
 use crate::eligibility::{primary_insurer, Outcome};
-use crate::inquiry::{self, Answer, ApiError, Channel, Query, Refused, Session, Target};
+use crate::inquiry::{Answer, ApiError, Channel, Decided, Query, Refused, Session, Target};
 
 mod model;
 mod parse;
@@ -32,32 +35,80 @@ const SERVICES: &str = "outpatient, inpatient, pharmacy, paraclinic, dental";
 
 /// `POST /fhir/r4/CoverageEligibilityRequest` (and its FAIS `$submit` form, `route`):
 /// admitted by the pipeline, then the method, the content type and the answer format
-/// (`negotiated`, see `routes.rs`) are checked, then [`coverage_eligibility`] decides
-/// and renders.
-pub async fn handle(
-    state: &AppState,
-    request: Request,
-    route: &'static str,
-    negotiated: Result<(), ApiError>,
-) -> Reply {
-    let session = match inquiry::begin(state, request.arrival(Channel::Fhir, route)) {
-        Ok(session) => session,
-        Err(r) => return refused(&r, None),
-    };
-    if !request.method_is(&hyper::Method::POST) || request.method == hyper::Method::HEAD {
-        let r = session.refuse(ApiError::MethodNotAllowed { allow: "POST" });
-        return refused(&r, None);
+/// (`negotiated`, see `routes.rs`) are checked, then the body is read and decided, and the
+/// answer rendered ([`coverage_eligibility`] for a body alone).
+pub struct CoverageEligibility {
+    pub route: &'static str,
+    pub negotiated: Result<(), ApiError>,
+    /// The as-of date when the request has no `servicedDate`.
+    pub today: Day,
+}
+
+/// What the FHIR reading made of a request: the request read, or what it got wrong.
+pub struct Read {
+    inquiry: Option<Inquiry>,
+    problem: Option<Problem>,
+}
+
+impl Codec for CoverageEligibility {
+    type Decoded = Read;
+    const CHANNEL: Channel = Channel::Fhir;
+    const METHOD: hyper::Method = hyper::Method::POST;
+
+    fn route(&self) -> &'static str {
+        self.route
     }
-    if let Err(message) = check_content_type(request.content_type()) {
-        let r = session.refuse(ApiError::UnsupportedMediaType(message));
-        return refused(&r, None);
+
+    fn check(&self, request: &Request) -> Result<(), ApiError> {
+        check_content_type(request.content_type()).map_err(ApiError::UnsupportedMediaType)?;
+        self.negotiated.clone()
     }
-    if let Err(e) = negotiated {
-        return refused(&session.refuse(e), None);
+
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
+        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+        Ok(self.read(&body))
     }
-    match request.read_body().await {
-        Ok(body) => coverage_eligibility(&session, &body, Day::today()),
-        Err(e) => refused(&session.refuse(e), None),
+
+    fn render(&self, session: &Session<'_>, read: Read, decided: &[Decided<'_>]) -> Reply {
+        match decided.first() {
+            Some(decided) => render_decided(session, read, decided),
+            None => Problem::from_error(&ApiError::Internal("no decision".into())).reply(""),
+        }
+    }
+
+    fn refused(&self, r: &Refused) -> Reply {
+        refused(r, None)
+    }
+}
+
+type Decoding = Result<(Read, Ask), ApiError>;
+
+impl CoverageEligibility {
+    /// Reads a CoverageEligibilityRequest `body`: the query, or the problem (decided as a
+    /// refusal, and rendered with what the request got wrong).
+    fn read(&self, body: &[u8]) -> (Read, Ask) {
+        match parse_request(body, self.today) {
+            Ok(inquiry) => {
+                let query = Query {
+                    target: Ok(Target::Member(inquiry.national_id)),
+                    as_of: Ok(inquiry.as_of),
+                    services: Ok(inquiry.items.iter().map(|i| i.service).collect()),
+                };
+                let read = Read {
+                    inquiry: Some(inquiry),
+                    problem: None,
+                };
+                (read, Ask::One(query))
+            }
+            Err(p) => {
+                let query = Query::refused(p.error());
+                let read = Read {
+                    inquiry: None,
+                    problem: Some(p),
+                };
+                (read, Ask::One(query))
+            }
+        }
     }
 }
 
@@ -83,29 +134,24 @@ fn refused(r: &Refused, problem: Option<&Problem>) -> Reply {
 
 /// Decides one CoverageEligibilityRequest `body` through the pipeline and renders it: a
 /// CoverageEligibilityResponse (a person not found is one too, with `outcome: error`), or an
-/// OperationOutcome. `today` is the as-of date when the request has no `servicedDate`.
-pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> Reply {
-    let mut read = None;
-    let mut problem = None;
-    let decided = session.decide(|| match parse_request(body, today) {
-        Ok(inquiry) => {
-            let query = Query {
-                target: Ok(Target::Member(inquiry.national_id)),
-                as_of: Ok(inquiry.as_of),
-                services: Ok(inquiry.items.iter().map(|i| i.service).collect()),
-            };
-            read = Some(inquiry);
-            query
-        }
-        Err(p) => {
-            let error = p.error();
-            problem = Some(p);
-            Query::refused(error)
-        }
-    });
+/// OperationOutcome. `today` is the as-of date when the request has no `servicedDate` (the
+/// channel's tests and the fuzz target).
+pub fn coverage_eligibility(session: &mut Session<'_>, body: &[u8], today: Day) -> Reply {
+    let codec = CoverageEligibility {
+        route: ROUTE,
+        negotiated: Ok(()),
+        today,
+    };
+    let (read, ask) = codec.read(body);
+    driver::answer(session, &codec, read, ask)
+}
+
+/// One decision in FHIR's shape.
+fn render_decided(session: &Session<'_>, read: Read, decided: &Decided<'_>) -> Reply {
+    let Read { inquiry, problem } = read;
     let tracking = decided.tracking.as_str();
     let outcome = decided.outcome();
-    let answer = match (&decided.result, &read) {
+    let answer = match (&decided.result, &inquiry) {
         (Ok(answer), Some(inquiry)) => Some(render(
             inquiry,
             Some(answer),
@@ -120,7 +166,7 @@ pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> R
         )),
         _ => None,
     };
-    let reply = match (answer, &decided.result) {
+    match (answer, &decided.result) {
         (Some(response), _) => match serde_json::to_vec(&response) {
             Ok(body) => Reply {
                 status: 200,
@@ -144,8 +190,7 @@ pub fn coverage_eligibility(session: &Session<'_>, body: &[u8], today: Day) -> R
         (None, Ok(_)) => {
             Problem::from_error(&ApiError::Internal("no request read".into())).reply(tracking)
         }
-    };
-    reply.with_pipeline_headers(decided.result.as_ref().err(), session.allowance())
+    }
 }
 
 /// Why a request is refused: the error of the table, the R4 `IssueType` (one per code, or a

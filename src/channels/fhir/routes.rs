@@ -1,7 +1,7 @@
 //! Every route under `/fhir/r4/`, as FHIR clients use them: `GET metadata` (the
 //! CapabilityStatement, no key, as clients read it before anything else),
 //! `POST CoverageEligibilityRequest/$submit` (IHE FAIS ITI-124) and the plain
-//! `POST CoverageEligibilityRequest`, both answered by [`super::handle`]; anything else is
+//! `POST CoverageEligibilityRequest`, both answered by [`super::CoverageEligibility`] through the channel driver; anything else is
 //! an OperationOutcome, never the JSON API's error body. Clients ask for JSON as FHIR lets
 //! them: `Accept` (`application/fhir+json`, `application/json`, `*/*`) or `_format`
 //! (`json`, which overrides `Accept`); XML is refused with 406.
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{outcome_reply, FHIR_JSON};
 use crate::app::AppState;
-use crate::channels::fhir;
+use crate::channels::{driver, fhir};
 use crate::channels::{Reply, Request};
 use crate::inquiry::ApiError;
 
@@ -50,7 +50,12 @@ pub async fn route(state: &AppState, segments: &[&str], request: Request) -> (&'
             } else {
                 fhir::ROUTE
             };
-            (route, fhir::handle(state, request, route, negotiated).await)
+            let codec = fhir::CoverageEligibility {
+                route,
+                negotiated,
+                today: crate::dates::Day::today(),
+            };
+            (route, driver::run(state, request, codec).await)
         }
         _ => ("unknown", outcome_reply(state, &ApiError::NotFound)),
     }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::index::Index;
+use crate::inquiry;
 use crate::member::{Member, Service};
 
 const MAIN: &str = "0499370899";
@@ -79,7 +80,7 @@ fn session(state: &AppState) -> Session<'_> {
 
 /// The pipeline's decision for a request read.
 fn decided<'s>(session: &'s Session<'_>, inquiry: &Inquiry) -> inquiry::Decided<'s> {
-    session.decide(|| Query {
+    session.decide(Query {
         target: Ok(Target::Member(inquiry.national_id)),
         as_of: Ok(inquiry.as_of),
         services: Ok(inquiry.items.iter().map(|i| i.service).collect()),
@@ -89,7 +90,7 @@ fn decided<'s>(session: &'s Session<'_>, inquiry: &Inquiry) -> inquiry::Decided<
 /// Answers `body` end to end: the pipeline, then the rendering.
 fn answer(state: &AppState, body: &Value) -> (Reply, Value) {
     let bytes = body.to_string().into_bytes();
-    let reply = coverage_eligibility(&session(state), &bytes, today());
+    let reply = coverage_eligibility(&mut session(state), &bytes, today());
     let json = serde_json::from_slice(&reply.body).unwrap();
     (reply, json)
 }

@@ -8,7 +8,7 @@ fn sms(state: &AppState, text: &str, from: &str) -> (String, &'static str) {
         .append_pair("from", from)
         .append_pair("text", text)
         .finish();
-    check(reply(&session(state), Some(body.as_bytes()), today()))
+    check(reply(&mut session(state), Some(body.as_bytes()), today()))
 }
 
 /// Every reply: HTTP 200, `text/plain`, Persian, at most 134 UTF-16 units.
@@ -81,12 +81,12 @@ fn every_status_and_the_unknown_and_invalid() {
 fn empty_or_unreadable_messages_get_the_help_text() {
     let state = state();
     assert_eq!(
-        check(reply(&session(&state), None, today())),
+        check(reply(&mut session(&state), None, today())),
         (SMS.help.to_string(), "invalid_request")
     );
     assert_eq!(sms(&state, "   ", "0912").1, "invalid_request");
     assert_eq!(
-        check(reply(&session(&state), Some(b"from=0912"), today())).1,
+        check(reply(&mut session(&state), Some(b"from=0912"), today())).1,
         "invalid_request"
     );
     // Not what a gateway sends: undecodable, a field twice, no sender.
@@ -98,7 +98,7 @@ fn empty_or_unreadable_messages_get_the_help_text() {
         b"from=&text=0012345679",
     ] {
         assert_eq!(
-            check(reply(&session(&state), Some(body), today())),
+            check(reply(&mut session(&state), Some(body), today())),
             (SMS.help.to_string(), crate::channels::MALFORMED),
             "{body:?}"
         );

@@ -76,7 +76,11 @@ fn form(text: &str, phone: &str) -> Vec<u8> {
 /// Sends `text` and checks the invariants of every reply: HTTP 200, `text/plain`, a
 /// `CON `/`END ` prefix and a shown text that fits one screen.
 fn send(state: &AppState, text: &str, phone: &str) -> (String, &'static str) {
-    check(reply(&session(state), Some(&form(text, phone)), today()))
+    check(reply(
+        &mut session(state),
+        Some(&form(text, phone)),
+        today(),
+    ))
 }
 
 fn check(r: Reply) -> (String, &'static str) {
@@ -297,7 +301,7 @@ fn invalid_unknown_and_garbage_get_short_messages_in_the_chosen_language() {
 #[test]
 fn unreadable_bodies_and_missing_fields_still_get_text() {
     let state = state();
-    let (body, outcome) = check(reply(&session(&state), None, today()));
+    let (body, outcome) = check(reply(&mut session(&state), None, today()));
     assert_eq!(
         (body, outcome),
         (format!("END {}", FA.invalid_input), "invalid_request")
@@ -315,7 +319,7 @@ fn unreadable_bodies_and_missing_fields_still_get_text() {
         b"sessionId=1&phoneNumber=0912&phoneNumber=0913&text=",
     ] {
         assert_eq!(
-            check(reply(&session(&state), Some(body), today())),
+            check(reply(&mut session(&state), Some(body), today())),
             (
                 format!("END {}", FA.invalid_input),
                 crate::channels::MALFORMED
@@ -325,18 +329,18 @@ fn unreadable_bodies_and_missing_fields_still_get_text() {
     }
     let long = format!("sessionId=1&phoneNumber=0912&text={}", "1*".repeat(30_000));
     assert_eq!(
-        check(reply(&session(&state), Some(long.as_bytes()), today())).1,
+        check(reply(&mut session(&state), Some(long.as_bytes()), today())).1,
         "invalid_request"
     );
     let long = format!("sessionId=1&phoneNumber=0912&text={}", "9".repeat(60_000));
     assert_eq!(
-        check(reply(&session(&state), Some(long.as_bytes()), today())).1,
+        check(reply(&mut session(&state), Some(long.as_bytes()), today())).1,
         "invalid_national_id"
     );
     // The card's dashes and invisible marks copied with the ID are read.
     let dashed = format!("{}-{}-{}", &ACTIVE[..3], &ACTIVE[3..9], &ACTIVE[9..]);
     let r = check(reply(
-        &session(&state),
+        &mut session(&state),
         Some(form(&format!("1*\u{200F}{dashed}"), "0912").as_slice()),
         today(),
     ));
