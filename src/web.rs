@@ -1,4 +1,4 @@
-//! The page for people (CONTRACT §4): `GET /` and the files of the installable app, all
+//! The page for people (docs/contract.md §4): `GET /` and the files of the installable app, all
 //! embedded in the binary (web/), loaded from nowhere else, under a strict
 //! Content-Security-Policy. The page asks `POST /v1/public/credit` (channels/public.rs).
 //! `--no-public-page` removes both.

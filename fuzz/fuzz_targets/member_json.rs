@@ -1,4 +1,4 @@
-//! The member record JSON (CONTRACT §1): never a panic, and a record that is accepted
+//! The member record JSON (docs/contract.md §1): never a panic, and a record that is accepted
 //! round-trips through its canonical JSON.
 #![no_main]
 use eligd::member::Member;

@@ -1,4 +1,4 @@
-//! `POST /v1/public/credit` (CONTRACT §4, "The page for people"): what the USSD answer shows,
+//! `POST /v1/public/credit` (docs/contract.md §4, "The page for people"): what the USSD answer shows,
 //! as JSON, for the page and the installable app. No key; every request pays first, from its
 //! client address's allowance (`--public-requests-per-minute`, IPv6 by `--ipv6-prefix`, the
 //! address from `X-Forwarded-For` only behind `--trusted-proxies`) and the ceiling for all

@@ -1,4 +1,4 @@
-//! The native change event's wire format (docs/records.md, CONTRACT §2): the one definition
+//! The native change event's wire format (docs/records.md, docs/contract.md §2): the one definition
 //! of its field names and values. The relay writes events with [`NativeEvent`]; the feed
 //! reads them by the same names ([`super::event`]).
 

@@ -1,6 +1,6 @@
 //! What the feed's state means for readiness and for the lag metric.
 //!
-//! Readiness follows CONTRACT §5. A fault every replica shares never makes a replica
+//! Readiness follows docs/contract.md §5. A fault every replica shares never makes a replica
 //! unready: while Redis cannot be reached, does not answer (paused, a dead network), or
 //! holds a stream that ends before what this replica already applied (restarted from an
 //! older copy, or failed over to a replica that lacked entries, until the relay restores

@@ -389,7 +389,7 @@ impl<'s> Session<'s> {
         self.index.is_some()
     }
 
-    /// The freshness watermark every answer of this request carries (Unix ms; CONTRACT §4).
+    /// The freshness watermark every answer of this request carries (Unix ms; docs/contract.md §4).
     pub fn data_as_of_ms(&self) -> u64 {
         self.data_as_of_ms
     }

@@ -1,4 +1,4 @@
-//! `GET /status` (CONTRACT §5): one small HTML page a person reads at a glance: readiness and
+//! `GET /status` (docs/contract.md §5): one small HTML page a person reads at a glance: readiness and
 //! its reason, the index, the snapshot, `data_as_of`, the feed, the audit queue, and request
 //! rate and latency by channel over the last 15 minutes as inline SVG charts. Self-contained
 //! (no external assets, no JavaScript), no personal data. Every figure is the same one

@@ -1,4 +1,4 @@
-//! CONTRACT §5 and §4 against real servers: a fault every replica shares (Redis gone, a gap
+//! docs/contract.md §5 and §4 against real servers: a fault every replica shares (Redis gone, a gap
 //! in the stream every replica at its head sees) never makes a replica unready, a replica's
 //! own fault (starting up from a snapshot the stream cannot bring up to date) does, and
 //! `data_as_of` means what it says: every change written to the stream before that instant

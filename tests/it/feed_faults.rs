@@ -26,7 +26,7 @@ fn redis_killed_and_restarted_loses_nothing() {
 
     redis.kill9();
     // Lookups go on from the index while Redis is away, and a fault every replica shares
-    // never makes one unready (CONTRACT §5): the lag shows it instead.
+    // never makes one unready (docs/contract.md §5): the lag shows it instead.
     assert_eq!(version(&eligd, &a), Some(1));
     wait_for("stale beyond --max-staleness", 15, || lag(&eligd) >= 3.0);
     assert_eq!(readyz(&eligd).0, 200, "{:?}", readyz(&eligd));

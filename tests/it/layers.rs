@@ -257,15 +257,23 @@ fn the_core_crate_depends_on_nothing_that_talks_to_a_network() {
     }
 }
 
-/// `src/…` and `core/src/…` paths a document names, with the `{a,b}` shorthand expanded.
+/// The source paths a document names: every `src/…` and `core/src/…` path, and every file
+/// or directory in backticks that ends in `.rs` or `/` (a path relative to `src/`, like
+/// `channels/json.rs`), with the `{a,b}` shorthand expanded.
 fn source_paths(text: &str) -> BTreeSet<String> {
+    let path_char = |c: char| c.is_ascii_alphanumeric() || "_-./{},".contains(c);
+    let mut named: Vec<&str> = text
+        .split(|c: char| !path_char(c))
+        .map(|t| t.trim_end_matches(['.', ',']))
+        .filter(|t| t.starts_with("src/") || t.starts_with("core/src/"))
+        .collect();
+    named.extend(text.split('`').skip(1).step_by(2).filter(|t| {
+        t.chars().all(path_char)
+            && !t.starts_with(['.', '/'])
+            && (t.ends_with(".rs") || (t.ends_with('/') && t.len() > 1))
+    }));
     let mut paths = BTreeSet::new();
-    let tokens = text.split(|c: char| !(c.is_ascii_alphanumeric() || "_-./{},".contains(c)));
-    for token in tokens {
-        let path = token.trim_end_matches(['.', ',']);
-        if !(path.starts_with("src/") || path.starts_with("core/src/")) {
-            continue;
-        }
+    for path in named {
         match (path.find('{'), path.find('}')) {
             (Some(open), Some(close)) if open < close => {
                 for part in path[open + 1..close].split(',') {
@@ -280,19 +288,28 @@ fn source_paths(text: &str) -> BTreeSet<String> {
     paths
 }
 
+/// Whether a path a document names exists: from the repository's root, or relative to a
+/// crate's `src/`.
+fn exists(path: &str) -> bool {
+    ["", "src/", "core/src/"]
+        .iter()
+        .any(|base| root().join(format!("{base}{path}")).exists())
+}
+
 #[test]
 fn docs_architecture_names_only_files_that_exist() {
     let text = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
     let paths = source_paths(&text);
-    assert!(paths.len() > 20, "{paths:?}");
-    let missing: Vec<_> = paths.iter().filter(|p| !root().join(p).exists()).collect();
+    assert!(paths.len() > 50, "{paths:?}");
+    assert!(!exists("inquiry.rs") && !exists("http/answer.rs") && exists("inquiry/"));
+    let missing: Vec<_> = paths.iter().filter(|p| !exists(p)).collect();
     assert!(
         missing.is_empty(),
         "docs/architecture.md names paths that do not exist: {missing:?}"
     );
     assert_eq!(
-        source_paths("see `src/a/{b,c}.rs`, core/src/d.rs and loadtest/src/e.rs."),
-        ["core/src/d.rs", "src/a/b.rs", "src/a/c.rs"]
+        source_paths("see `src/a/{b,c}.rs`, core/src/d.rs, `f/g.rs`, `h/` and loadtest/src/e.rs."),
+        ["core/src/d.rs", "f/g.rs", "h/", "src/a/b.rs", "src/a/c.rs"]
             .into_iter()
             .map(String::from)
             .collect()

@@ -299,7 +299,7 @@ impl Index {
         self.cursor.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The freshness watermark in Unix milliseconds (CONTRACT §4 `data_as_of`).
+    /// The freshness watermark in Unix milliseconds (docs/contract.md §4 `data_as_of`).
     pub fn data_as_of_ms(&self) -> u64 {
         self.data_as_of_ms.load(Ordering::Acquire)
     }
