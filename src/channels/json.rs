@@ -74,53 +74,46 @@ fn path_segment(request: &Request) -> &str {
     request.uri.path().split('/').nth(3).unwrap_or("")
 }
 
-/// `GET /v1/members/{national_id}/eligibility`.
-pub struct Member;
+/// One person by a path segment: `GET /v1/members/{national_id}/eligibility` ([`MEMBER`]) or
+/// `GET /v1/booklets/{booklet_no}/eligibility` ([`BOOKLET`]), with the `date` and `service`
+/// options.
+pub struct Lookup {
+    route: &'static str,
+    /// Reads the (percent-decoded) segment; `None` when it is not UTF-8.
+    target: fn(Option<&str>) -> Result<Target, ApiError>,
+}
 
-impl Codec for Member {
-    type Decoded = ();
-    const CHANNEL: Channel = Channel::Json;
-    const METHOD: Method = Method::GET;
-
-    fn route(&self) -> &'static str {
-        MEMBER_ROUTE
-    }
-
-    fn decode(&self, request: &Request, _: Option<Result<Bytes, ApiError>>) -> Decoding<()> {
-        let target = decode_segment(path_segment(request))
-            .as_deref()
+pub const MEMBER: Lookup = Lookup {
+    route: MEMBER_ROUTE,
+    target: |segment| {
+        segment
             .ok_or(ApiError::InvalidNationalId(
                 crate::national_id::IdError::NotADigit,
             ))
-            .and_then(inquiry::parse_national_id);
-        Ok(((), Ask::One(with_options(target, request.query()))))
-    }
+            .and_then(inquiry::parse_national_id)
+    },
+};
 
-    fn render(&self, _: &Session<'_>, _: (), decided: &[Decided<'_>]) -> Reply {
-        render_one(decided)
-    }
+pub const BOOKLET: Lookup = Lookup {
+    route: BOOKLET_ROUTE,
+    target: |segment| {
+        segment
+            .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
+            .and_then(inquiry::parse_booklet)
+    },
+};
 
-    fn refused(&self, r: &Refused) -> Reply {
-        refused(r)
-    }
-}
-
-/// `GET /v1/booklets/{booklet_no}/eligibility`.
-pub struct Booklet;
-
-impl Codec for Booklet {
+impl Codec for Lookup {
     type Decoded = ();
     const CHANNEL: Channel = Channel::Json;
     const METHOD: Method = Method::GET;
 
     fn route(&self) -> &'static str {
-        BOOKLET_ROUTE
+        self.route
     }
 
     fn decode(&self, request: &Request, _: Option<Result<Bytes, ApiError>>) -> Decoding<()> {
-        let target = decode_segment(path_segment(request))
-            .ok_or_else(|| ApiError::InvalidRequest("a booklet number is 1 to 18 digits".into()))
-            .and_then(|b| inquiry::parse_booklet(&b));
+        let target = (self.target)(decode_segment(path_segment(request)).as_deref());
         Ok(((), Ask::One(with_options(target, request.query()))))
     }
 

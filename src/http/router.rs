@@ -125,12 +125,12 @@ async fn dispatch(
         ["v1", "members", _, "eligibility"] if whole => (
             json::MEMBER_ROUTE,
             "http",
-            driver::run(state, request, json::Member).await,
+            driver::run(state, request, json::MEMBER).await,
         ),
         ["v1", "booklets", _, "eligibility"] if whole => (
             json::BOOKLET_ROUTE,
             "http",
-            driver::run(state, request, json::Booklet).await,
+            driver::run(state, request, json::BOOKLET).await,
         ),
         ["v1", "eligibility", "batch"] => (
             json::BATCH_ROUTE,
