@@ -15,7 +15,8 @@
 
 use crate::dates::Day;
 use crate::member::view::{Extras, MemberView, Name};
-use crate::member::{validate_extras, validate_name, Booklet, Kind, OtherInsurer, RecordError};
+use crate::member::{validate_extras, validate_name, Booklet, Kind, RecordError};
+pub use crate::member::{ArchivedExtrasEntry, ExtrasEntry};
 use crate::member::{Relation, Scheme, Services, Status};
 use crate::national_id::NationalId;
 
@@ -68,14 +69,6 @@ pub struct PackedMember {
     pub extras: u32,
     /// Kind, status, scheme, relation, services and the tombstone flag, packed.
     pub attrs: u16,
-}
-
-/// Special conditions and other insurers, shared by every record with the same ones.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize)]
-#[rkyv(derive(Debug))]
-pub struct ExtrasEntry {
-    pub special_conditions: Vec<String>,
-    pub other_insurers: Vec<OtherInsurer>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize)]

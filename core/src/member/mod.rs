@@ -22,7 +22,10 @@ pub const MAX_BOOKLET_DIGITS: usize = 18;
 mod values;
 pub mod view;
 
-pub use values::{Booklet, Kind, OtherInsurer, Relation, Scheme, Service, Services, Status};
+pub use values::{
+    ArchivedExtrasEntry, Booklet, ExtrasEntry, Kind, OtherInsurer, Relation, Scheme, Service,
+    Services, Status,
+};
 
 /// A validated member, as records, change events and the overlay carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]

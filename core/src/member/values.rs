@@ -144,3 +144,11 @@ pub struct OtherInsurer {
     pub code: String,
     pub primary: bool,
 }
+
+/// Special conditions and other insurers, as a snapshot stores them: shared by every record with the same ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(derive(Debug))]
+pub struct ExtrasEntry {
+    pub special_conditions: Vec<String>,
+    pub other_insurers: Vec<OtherInsurer>,
+}

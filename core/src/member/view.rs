@@ -8,7 +8,7 @@ use super::{
     mask_name, Booklet, Kind, Member, OtherInsurer, RecordError, Relation, Scheme, Services, Status,
 };
 use crate::dates::Day;
-use crate::index::body::ArchivedExtrasEntry;
+use crate::member::ArchivedExtrasEntry;
 use crate::national_id::NationalId;
 
 #[derive(Clone, Copy, Debug)]
