@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::feed::{person, record, set_epoch, start, upsert, version, EPOCH};
 use crate::redis_server::RedisServer;
-use crate::support::{eligd, serve, snapshot_into, stderr, stdout};
+use crate::support::{eligd, snapshot_into, stderr, stdout, Launch};
 use crate::support::{http_get, Served};
 use crate::support::{metric, readyz, wait_for, wait_ready};
 
@@ -203,7 +203,8 @@ fn a_gap_every_replica_shares_leaves_them_ready_and_frozen_and_a_starting_one_un
             "--max-staleness",
             "2",
         ];
-        serve(&args)
+        // Once listening: the first three are waited on to be ready, the fourth to refuse.
+        Launch::args(&args).listening()
     };
     let replicas: Vec<Served> = dirs[..3].iter().map(|d| follow(d)).collect();
     for r in &replicas {

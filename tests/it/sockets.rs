@@ -190,15 +190,19 @@ async fn tls_connections_that_never_say_hello_never_stop_healthz() {
         cert.to_str().unwrap().to_string(),
         key.to_str().unwrap().to_string(),
     );
+    // Only TLS is spoken on the port, so `/readyz` is not asked here: the log says ready.
     let served = tokio::task::spawn_blocking(move || {
-        serve_with_300_descriptors(&[
-            "--max-connections",
-            "200",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ])
+        Launch::demo(1000)
+            .flags(&[
+                "--max-connections",
+                "200",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ])
+            .descriptors(300)
+            .until("index loaded; ready")
     })
     .await
     .unwrap();
