@@ -18,11 +18,19 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build --sanitizer none -O
 for target in "${targets[@]}"; do
   echo "== fuzz $target for ${seconds}s"
+  # The fuzzer's status, not grep's (grep fails when no line matches): a run that fails
+  # without leaving an artifact (a build error, a bad flag, an out-of-memory kill) fails here.
+  set +e
   cargo fuzz run --sanitizer none -O "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 \
-    | grep -E '^(#[0-9]+ +(DONE|INITED)|Done|==|SUMMARY|panicked)' || true
-  # `cargo fuzz run` exits non-zero on a crash; grep above hides its status, so check it.
+    | grep -E '^(#[0-9]+ +(DONE|INITED)|Done|==|SUMMARY|panicked|error)'
+  status=${PIPESTATUS[0]}
+  set -e
   if [ -n "$(ls -A "fuzz/artifacts/$target" 2>/dev/null)" ]; then
     echo "fuzz: $target found a crash: fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz: cargo fuzz run $target failed (exit $status) and left no artifact" >&2
     exit 1
   fi
 done

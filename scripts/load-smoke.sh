@@ -40,6 +40,17 @@ done
 curl -sf "http://$addr/readyz" >/dev/null || { echo "load-smoke: eligd not ready" >&2; exit 1; }
 
 target/debug/http-load --addr "$addr" --mix realistic --members "$members" --api-key "$key" \
-  --rate "$rate" --duration "$seconds" --p99-ms "$p99_ms"
+  --rate "$rate" --duration "$seconds" --p99-ms "$p99_ms" | tee "$work/load.out"
+answered=$(grep -o 'answered [0-9]*' "$work/load.out" | head -1 | cut -d' ' -f2)
+# SIGTERM flushes the audit log; count it once eligd has exited.
+kill -TERM "$server"
+wait "$server" || { echo "load-smoke: eligd did not exit cleanly on SIGTERM" >&2; exit 1; }
+server=""
 lines=$(wc -l <"$work/audit.log")
-echo "load-smoke: $lines audit lines written"
+echo "load-smoke: $lines audit lines written for $answered answered requests"
+# At least 85 % of the realistic mix are inquiries (a batch is 10), each audited; the USSD
+# menu steps may not be. Fewer lines than 70 % of the answers means inquiries went unaudited.
+if [ -z "$answered" ] || [ "$answered" -eq 0 ] || [ $((lines * 10)) -lt $((answered * 7)) ]; then
+  echo "load-smoke: too few audit lines ($lines) for ${answered:-no} answered requests" >&2
+  exit 1
+fi

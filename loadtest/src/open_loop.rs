@@ -231,12 +231,17 @@ async fn run_from(
         .collect();
     let (mut open_loop, mut service, mut tally) = (histogram(), histogram(), Tally::default());
     for h in handles {
-        if let Ok((o, s, t)) = h.await {
-            let _ = open_loop.add(&o);
-            let _ = service.add(&s);
-            tally.add(&t);
+        match h.await {
+            Ok((o, s, t)) => {
+                let _ = open_loop.add(&o);
+                let _ = service.add(&s);
+                tally.add(&t);
+            }
+            // Its counts are lost with it; the requests it took are counted below.
+            Err(e) => eprintln!("open loop: a worker failed: {e}"),
         }
     }
+    count_unanswered(&mut tally, total);
     LoadResult {
         open_loop,
         service,
@@ -244,6 +249,26 @@ async fn run_from(
         total,
         elapsed: shared.start.elapsed(),
     }
+}
+
+/// Every one of the `total` requests is answered or an error: those neither counted (taken by
+/// a worker that panicked, say) are errors, so a run never reports fewer errors than requests
+/// left unanswered.
+fn count_unanswered(tally: &mut Tally, total: u64) {
+    let accounted = tally.answered() + tally.errors;
+    tally.errors += total.saturating_sub(accounted);
+}
+
+#[test]
+fn requests_a_failed_worker_took_are_errors() {
+    let mut tally = Tally::default();
+    tally.count(200, |_| true);
+    tally.count(404, |_| true);
+    tally.errors = 1;
+    count_unanswered(&mut tally, 10);
+    assert_eq!((tally.answered(), tally.errors), (2, 8));
+    count_unanswered(&mut tally, 10);
+    assert_eq!(tally.errors, 8, "nothing counted twice");
 }
 
 /// Milliseconds at quantile `q`.

@@ -14,6 +14,14 @@ pub struct DockerEngine {
 impl DockerEngine {
     /// Starts the engine and waits until it answers (needs root and Debian's docker.io).
     pub fn start() -> DockerEngine {
+        crate::require_tool("dockerd", "docker.io");
+        crate::require_tool("docker", "docker.io");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test runs a private dockerd, which needs root: run it as root (scripts/test.sh \
+             in a root container, or sudo)"
+        );
         // Short paths: containerd's sockets live under the exec root.
         let dir = tempfile::Builder::new()
             .prefix("dk-")
@@ -29,9 +37,7 @@ impl DockerEngine {
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run dockerd ({e}); install docker.io (.ci/run does; needs root)")
-            });
+            .unwrap_or_else(|e| panic!("cannot run dockerd: {e}"));
         let engine = DockerEngine { dir, child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !engine.docker(&["info"]).status.success() {

@@ -57,7 +57,8 @@ fn bindir() -> &'static Path {
             .unwrap_or_else(|| {
                 panic!(
                     "PostgreSQL server binaries not found (pg_config --bindir, \
-                     /usr/lib/postgresql/*/bin): install the Debian package `postgresql`"
+                     /usr/lib/postgresql/*/bin): this test needs the PostgreSQL server (Debian: sudo apt-get \
+                     install postgresql; or run scripts/test.sh, which installs it)"
                 )
             })
     })

@@ -92,16 +92,29 @@ impl RedisServer {
         };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", self.dir.path().to_str().expect("temp dir is UTF-8")])
+            .args([
+                "--dir",
+                self.dir.path().to_str().expect("temp dir is UTF-8"),
+            ])
             .args(aof)
             .args(["--save", ""])
-            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .args([
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install the redis-server package (.ci/run does)")
+            .unwrap_or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    panic!("{}", crate::missing_tool("redis-server", "redis-server"))
+                }
+                _ => panic!("cannot run redis-server: {e}"),
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -294,7 +307,12 @@ impl Sentinel {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel ({e}); install redis-sentinel (.ci/run does)"));
+            .unwrap_or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    panic!("{}", crate::missing_tool("redis-server", "redis-sentinel"))
+                }
+                _ => panic!("cannot run redis-server --sentinel: {e}"),
+            });
         let sentinel = Sentinel {
             _dir: dir,
             port,

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use crate::cli::{assert_clean_failure, eligd, http, serve_until, stderr, stdout, Answer, Served};
-use crate::feed::wait_for;
+use crate::support::wait_for;
+use crate::support::{assert_clean_failure, eligd, http, serve, stderr, stdout, Answer, Served};
 
 /// `eligd keys add` into `file`; returns the key printed.
 pub(crate) fn add_key(
@@ -41,10 +41,7 @@ pub(crate) fn add_key(
 /// `eligd serve` on a small demo population with `--api-keys file`, once ready.
 fn serve_with_keys(file: &Path) -> Served {
     let file = file.to_str().unwrap();
-    serve_until(
-        &["--demo-members", "1000", "--api-keys", file],
-        "index loaded; ready",
-    )
+    serve(&["--demo-members", "1000", "--api-keys", file])
 }
 
 /// `eligd keys <args> --keys-file <file>`.
@@ -235,7 +232,7 @@ fn every_inquiry_needs_a_key_for_its_channel_within_its_rate() {
     );
     assert_eq!(a.status, 429, "{}", a.body);
 
-    let (_, metrics) = crate::cli::http_get(&served.addr, "/metrics");
+    let (_, metrics) = crate::support::http_get(&served.addr, "/metrics");
     for series in [
         r#"eligd_client_inquiries_total{client="unauthenticated",outcome="unauthorized"} 3"#,
         r#"eligd_client_inquiries_total{client="gateway-1",outcome="forbidden"} 1"#,
@@ -286,7 +283,7 @@ fn sighup_reloads_keys_and_a_bad_file_keeps_the_keys_in_force() {
     std::fs::write(&file, "{ broken").unwrap();
     served.signal("-HUP");
     wait_for("the reload failure", 10, || {
-        crate::feed::metric(&served, "eligd_keys_reload_failures_total") == 1.0
+        crate::support::metric(&served, "eligd_keys_reload_failures_total") == 1.0
     });
     assert_ne!(lookup(&served, Some(&third)).status, 401);
     assert!(served.log().contains("client keys NOT reloaded"));
@@ -304,17 +301,14 @@ fn an_expired_key_is_refused_and_keys_allow_any_listen_address() {
         100,
         &["--expires", &soon.to_rfc3339()],
     );
-    let served = serve_until(
-        &[
-            "--listen",
-            "0.0.0.0:0",
-            "--demo-members",
-            "1000",
-            "--api-keys",
-            file.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let served = serve(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--demo-members",
+        "1000",
+        "--api-keys",
+        file.to_str().unwrap(),
+    ]);
     assert_ne!(lookup(&served, Some(&key)).status, 401);
     wait_for("the expiry", 10, || {
         lookup(&served, Some(&key)).status == 401

@@ -11,12 +11,12 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::access::{add_key, bearer};
-use crate::cli::{
-    assert_clean_failure, eligd_bin, http, serve_with_env, stderr, terminate, Answer,
+use crate::support::wait_for;
+use crate::support::{
+    assert_clean_failure, eligd_bin, http, serve_env, stderr, terminate, Answer, Launch,
 };
-use crate::feed::wait_for;
 
-pub(crate) const AUDIT_KEY: &str = "00112233445566778899aabbccddeeff";
+pub(crate) use crate::support::AUDIT_KEY;
 
 /// The JSON lines of an audit log (none when it does not exist).
 pub(crate) fn lines(path: &Path) -> Vec<Value> {
@@ -93,7 +93,7 @@ fn every_inquiry_on_every_channel_is_one_line_flushed_by_sigterm() {
     let keys = dir.path().join("keys.json");
     let key = add_key(&keys, "hospital-1", "any", 1000, &[]);
     let log = dir.path().join("audit.log");
-    let mut served = serve_with_env(
+    let mut served = serve_env(
         &[
             "--demo-members",
             "2000",
@@ -103,7 +103,6 @@ fn every_inquiry_on_every_channel_is_one_line_flushed_by_sigterm() {
             log.to_str().unwrap(),
         ],
         &[("ELIGD_AUDIT_KEY", AUDIT_KEY)],
-        "index loaded; ready",
     );
     // A member of the synthetic population to ask about (its first sample line).
     wait_for("the sample lines", 10, || {
@@ -296,7 +295,7 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
     let real = dir.path().join("audit.real");
     let log = dir.path().join("audit.log");
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();
-    let mut served = serve_with_env(
+    let mut served = serve_env(
         &[
             "--demo-members",
             "1000",
@@ -304,7 +303,6 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
             log.to_str().unwrap(),
         ],
         &[("ELIGD_AUDIT_KEY", AUDIT_KEY)],
-        "index loaded; ready",
     );
     let ask = || ask_member(&served.addr);
     // The first answer's record cannot be written (disk full): the answer is not given.
@@ -312,20 +310,20 @@ fn an_unwritable_log_refuses_every_answer_until_it_can_be_written() {
     assert_eq!(first.status, 503, "{}", first.body);
     assert_eq!(first.json()["error"]["code"], "audit_unavailable");
     wait_for("the failure to show", 10, || {
-        crate::cli::http_get(&served.addr, "/readyz").0 == 503
+        crate::support::http_get(&served.addr, "/readyz").0 == 503
     });
     let refused = ask();
     assert_eq!(refused.json()["error"]["code"], "audit_unavailable");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let (status, body) = crate::cli::http_get(&served.addr, "/readyz");
+    let (status, body) = crate::support::http_get(&served.addr, "/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("audit log cannot be written"), "{body}");
-    assert!(crate::feed::metric(&served, "eligd_audit_write_errors_total") >= 1.0);
+    assert!(crate::support::metric(&served, "eligd_audit_write_errors_total") >= 1.0);
     // The disk is fixed (the path leads somewhere writable): answers resume, no restart.
     std::fs::remove_file(&log).unwrap();
     std::os::unix::fs::symlink(&real, &log).unwrap();
     wait_for("the recovery", 10, || {
-        crate::cli::http_get(&served.addr, "/readyz").0 == 200
+        crate::support::http_get(&served.addr, "/readyz").0 == 200
     });
     let after = ask();
     assert_ne!(after.status, 503, "{}", after.body);
@@ -361,18 +359,7 @@ fn a_write_cut_short_by_a_full_disk_leaves_no_split_or_repeated_line() {
     // fail with EFBIG after writing what fits): the batch that crosses it is written in part.
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
-    let mut command = Command::new("sh");
-    command
-        .args([
-            "-c",
-            "trap '' XFSZ; exec prlimit --fsize=4000:unlimited -- \"$@\"",
-            "sh",
-        ])
-        .arg(eligd_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--demo-members", "1000"])
-        .args(["--audit-log", log.to_str().unwrap()])
-        .env("ELIGD_AUDIT_KEY", AUDIT_KEY);
-    let mut served = crate::cli::serve_command(command, "index loaded; ready");
+    let mut served = Launch::demo(1000).audit(&log).file_size(Some(4000)).ready();
     let ask = || ask_member(&served.addr);
     let mut answered = Vec::new();
     for _ in 0..200 {
@@ -389,7 +376,7 @@ fn a_write_cut_short_by_a_full_disk_leaves_no_split_or_repeated_line() {
         std::thread::sleep(std::time::Duration::from_millis(8));
     }
     assert!(answered.len() < 200, "the size limit was never reached");
-    assert_eq!(crate::cli::http_get(&served.addr, "/readyz").0, 503);
+    assert_eq!(crate::support::http_get(&served.addr, "/readyz").0, 503);
     // More room: answers resume; the one whose write was cut short was never given.
     assert!(Command::new("prlimit")
         .args([
@@ -401,7 +388,7 @@ fn a_write_cut_short_by_a_full_disk_leaves_no_split_or_repeated_line() {
         .unwrap()
         .success());
     wait_for("the recovery", 10, || {
-        crate::cli::http_get(&served.addr, "/readyz").0 == 200
+        crate::support::http_get(&served.addr, "/readyz").0 == 200
     });
     let after = ask();
     assert_eq!(after.status, 404, "{}", after.body);

@@ -6,12 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{eligd, serve_until, snapshot_into, stderr, stdout};
-use crate::cli::{http_get, Served};
-use crate::feed::{
-    metric, person, readyz, record, set_epoch, start, upsert, version, wait_for, wait_ready, EPOCH,
-};
+use crate::feed::{person, record, set_epoch, start, upsert, version, EPOCH};
 use crate::redis_server::RedisServer;
+use crate::support::{eligd, snapshot_into, stderr, stdout, Launch};
+use crate::support::{http_get, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 /// An answer's `data_version` (`None` for 404) and `data_as_of` in Unix ms.
 fn answer(eligd: &Served, national_id: &str) -> (Option<u64>, u64) {
@@ -88,7 +87,7 @@ fn three_replicas_stay_ready_through_a_redis_outage_and_data_as_of_freezes() {
     }
     assert!(checks >= 30);
     for r in &replicas {
-        let lag = crate::feed::metric(r, "eligd_feed_lag_seconds");
+        let lag = crate::support::metric(r, "eligd_feed_lag_seconds");
         assert!(
             lag > MAX_STALENESS as f64,
             "the lag shows the outage: {lag}"
@@ -155,7 +154,7 @@ fn data_as_of_means_every_change_written_before_it_is_reflected() {
         }
     }
     // Batch items carry the same watermark as the request's other answers.
-    let batch = crate::cli::http(
+    let batch = crate::support::http(
         &eligd.addr,
         "POST",
         "/v1/eligibility/batch",
@@ -204,7 +203,8 @@ fn a_gap_every_replica_shares_leaves_them_ready_and_frozen_and_a_starting_one_un
             "--max-staleness",
             "2",
         ];
-        serve_until(&args, "index loaded; ready")
+        // Once listening: the first three are waited on to be ready, the fourth to refuse.
+        Launch::args(&args).listening()
     };
     let replicas: Vec<Served> = dirs[..3].iter().map(|d| follow(d)).collect();
     for r in &replicas {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use testkit::docker::DockerEngine;
 
-use crate::cli::{eligd_bin, http_get};
-use crate::feed::{person, wait_for};
+use crate::feed::person;
 use crate::records::{insert_main, records_db, version_in_db};
 use crate::redis_server::RedisServer;
+use crate::support::wait_for;
+use crate::support::{eligd_bin, http_get};
 
 fn run(engine: &DockerEngine, name: &str, hosts: &[&str], env: &[(&str, String)], args: &[&str]) {
     let mut cmd: Vec<String> = [

@@ -6,10 +6,11 @@
 
 use serde_json::Value;
 
-use crate::cli::{http_get, Served};
-use crate::feed::{metric, start, wait_for, wait_ready};
+use crate::feed::start;
 use crate::records::{records_db, start_relay};
 use crate::redis_server::RedisServer;
+use crate::support::{http_get, Served};
+use crate::support::{metric, wait_for, wait_ready};
 
 const SCRIPT: &str = include_str!("../fixtures/debezium/script.sql");
 const ENTRIES: &str = include_str!("../fixtures/debezium/entries.jsonl");

@@ -110,3 +110,34 @@ fn readme_shows_the_two_commands() {
         "README lacks the test command"
     );
 }
+
+/// `index-budget`'s limits are the ones docs/performance.md states ("Index budgets,
+/// restated"): one truth.
+#[test]
+fn index_budget_enforces_the_limits_the_performance_doc_states() {
+    let code = read("loadtest/src/bin/index-budget.rs");
+    let constant = |name: &str| -> f64 {
+        code.lines()
+            .find_map(|l| l.strip_prefix(&format!("const {name}: f64 = ")))
+            .and_then(|v| v.trim_end_matches(';').parse().ok())
+            .unwrap_or_else(|| panic!("no const {name}: f64 in index-budget.rs"))
+    };
+    let doc = read("docs/performance.md");
+    let restated = doc
+        .split("## Index budgets, restated")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/performance.md has \"Index budgets, restated\"");
+    let load = format!(
+        "≤ {} s (10 M), ≤ {} s (45 M)",
+        constant("LOAD_SECONDS_UP_TO_10M"),
+        constant("LOAD_SECONDS_ABOVE_10M")
+    );
+    let ratio = format!("≤ {:.1}×", constant("LOOKUP_RATIO"));
+    for wanted in [&load, &ratio] {
+        assert!(
+            restated.contains(wanted.as_str()),
+            "docs/performance.md (\"Index budgets, restated\") lacks {wanted:?}"
+        );
+    }
+}

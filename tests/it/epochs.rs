@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
-use crate::cli::{eligd, serve_until, stderr, stdout, Served};
-use crate::feed::{person, readyz, record, upsert, version, wait_for, wait_ready};
+use crate::feed::{person, record, upsert, version};
 use crate::redis_server::RedisServer;
+use crate::support::{eligd, stderr, stdout, Launch, Served};
+use crate::support::{readyz, wait_for, wait_ready};
 
 const EPOCH_KEY: &str = "eligd:changes:epoch";
 const OLD_EPOCH: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -41,12 +42,11 @@ fn build(jsonl: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     eligd(&args)
 }
 
+/// A replica of `redis` from the snapshots in `dir`, once listening (ready or refusing: the
+/// callers wait for what they expect).
 fn replica(dir: &Path, redis: &RedisServer) -> Served {
     let url = redis.url();
-    serve_until(
-        &["--snapshot-dir", dir.to_str().unwrap(), "--redis-url", &url],
-        "index loaded; ready",
-    )
+    Launch::args(&["--snapshot-dir", dir.to_str().unwrap(), "--redis-url", &url]).listening()
 }
 
 #[test]
@@ -183,10 +183,10 @@ fn the_epoch_flags_are_checked_before_anything_is_read() {
     let jsonl = export(tmp.path(), "x", &[(&person(30_010), 1)]);
     let out = tmp.path().join("x.snap");
     let o = build(&jsonl, &out, &["--epoch", OLD_EPOCH]);
-    crate::cli::assert_clean_failure(&o, "give --position too");
+    crate::support::assert_clean_failure(&o, "give --position too");
     let o = build(&jsonl, &out, &["--position", "5-0", "--epoch", "12"]);
-    crate::cli::assert_clean_failure(&o, "not a stream epoch");
+    crate::support::assert_clean_failure(&o, "not a stream epoch");
     let o = eligd(&["snapshot", "position"]);
-    crate::cli::assert_clean_failure(&o, "--redis-url");
+    crate::support::assert_clean_failure(&o, "--redis-url");
     assert!(!out.exists());
 }

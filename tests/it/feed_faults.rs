@@ -4,12 +4,10 @@
 //! the last entry it trusts), a gap found while catching up does, and no index is ever
 //! silently incomplete.
 
-use crate::cli::{build_snapshot, Served};
-use crate::feed::{
-    delete, metric, person, readyz, record, set_epoch, start, upsert, version, wait_for,
-    wait_ready, EPOCH, STREAM,
-};
+use crate::feed::{delete, person, record, set_epoch, start, upsert, version, EPOCH, STREAM};
 use crate::redis_server::RedisServer;
+use crate::support::{build_snapshot, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 fn lag(eligd: &Served) -> f64 {
     metric(eligd, "eligd_feed_lag_seconds")
@@ -86,7 +84,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap().to_string();
-    crate::cli::seed_snapshot_dir(dir.path(), 1000, 4);
+    crate::support::seed_snapshot_dir(dir.path(), 1000, 4);
     set_epoch(&redis);
     let eligd = start(&redis, &["--snapshot-dir", &dir_arg]);
     wait_ready(&eligd);
@@ -122,7 +120,7 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
         .map(|r| r.to_string())
         .join("\n");
     std::fs::write(&jsonl, lines).unwrap();
-    crate::cli::snapshot_into(dir.path(), &jsonl, &["--position", &last, "--epoch", EPOCH]);
+    crate::support::snapshot_into(dir.path(), &jsonl, &["--position", &last, "--epoch", EPOCH]);
 
     wait_for("the resync", 15, || {
         metric(&eligd, "eligd_feed_resyncs_total") == 1.0
@@ -175,13 +173,14 @@ fn a_stream_that_does_not_hold_the_snapshot_position_is_a_reset() {
     std::fs::write(&jsonl, record(&a, 1).to_string()).unwrap();
     let snap = dir.path().join("members.snap");
     let o = build_snapshot(&jsonl, &snap, &["--position", "1000-0", "--epoch", EPOCH]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
     set_epoch(&redis);
     upsert(&redis, &person(62), 1);
 
     let snap_arg = snap.to_str().unwrap().to_string();
     let url = redis.url();
-    let eligd = crate::cli::serve(&["--snapshot", &snap_arg, "--redis-url", &url]);
+    let eligd =
+        crate::support::Launch::args(&["--snapshot", &snap_arg, "--redis-url", &url]).listening();
     wait_for("the reset to be reported", 15, || {
         let (status, body) = readyz(&eligd);
         status == 503 && body.contains("does not hold our position 1000-0")

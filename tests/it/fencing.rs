@@ -4,15 +4,16 @@
 //! and a replica bootstrapped from the table (which carried no delete markers) answered the
 //! deleted person `eligible: true`.
 
-use crate::cli::eligd;
-use crate::feed::{metric, person, wait_for, wait_ready};
+use crate::feed::person;
 use crate::integrity_records::{replica_of_dir, snapshot_of_table};
 use crate::records::{insert_main, records_db, start_relay_at};
 use crate::redis_server::RedisServer;
+use crate::support::eligd;
+use crate::support::{metric, wait_for, wait_ready};
 use testkit::TcpProxy;
 
-fn status_of(eligd: &crate::cli::Served, national_id: &str) -> u16 {
-    crate::cli::http_get(
+fn status_of(eligd: &crate::support::Served, national_id: &str) -> u16 {
+    crate::support::http_get(
         &eligd.addr,
         &format!("/v1/members/{national_id}/eligibility"),
     )
@@ -53,7 +54,7 @@ fn a_deposed_relays_late_write_never_lands_and_a_bootstrap_from_the_table_keeps_
     // A's held write lands now: refused by the fence, and A steps down.
     proxy.release();
     wait_for("A out of its session", 15, || {
-        crate::cli::http_get(&a.addr, "/readyz").0 == 503
+        crate::support::http_get(&a.addr, "/readyz").0 == 503
     });
     let entries: i64 = redis.cmd(&["XLEN", crate::feed::STREAM]);
     assert_eq!(
@@ -61,7 +62,7 @@ fn a_deposed_relays_late_write_never_lands_and_a_bootstrap_from_the_table_keeps_
         "insert, update, delete: nothing from the deposed relay"
     );
     assert!(metric(&a, "eligd_relay_deposed_total") >= 1.0);
-    let (_, body) = crate::cli::http_get(&a.addr, "/readyz");
+    let (_, body) = crate::support::http_get(&a.addr, "/readyz");
     assert!(body.contains("standing by"), "{body}");
 
     // A replica bootstrapped from the table refuses the deleted person, and so does one
@@ -141,7 +142,7 @@ fn a_fence_ahead_of_the_table_is_raised_by_the_lock_holder() {
         let y = person(603 + relayed as u32);
         pg.execute(&insert_main(&y));
         wait_for(&format!("the error about {key} = {garbage}"), 15, || {
-            let (code, body) = crate::cli::http_get(&relay.addr, "/readyz");
+            let (code, body) = crate::support::http_get(&relay.addr, "/readyz");
             code == 503 && body.contains(says) && body.contains(key)
         });
         assert_eq!(metric(&relay, "eligd_relay_rows_relayed_total"), relayed);

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::cli::{http_get, serve_until};
+use crate::support::{http_get, serve};
 
 /// Everything the server sends on `stream` until it closes it or `wait` passes.
 fn read_all(stream: &mut TcpStream, wait: Duration) -> String {
@@ -51,19 +51,16 @@ fn closed(stream: &mut TcpStream) -> bool {
 #[test]
 fn slow_clients_and_malformed_floods_never_slow_a_good_client() {
     let _exclusive = crate::exclusive();
-    let eligd = serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--header-read-timeout",
-            "2",
-            "--max-connections",
-            "2000",
-        ],
-        "index loaded; ready",
-    );
+    let eligd = serve(&[
+        "--demo-members",
+        "2000",
+        "--header-read-timeout",
+        "2",
+        "--max-connections",
+        "2000",
+    ]);
     let addr = eligd.addr.clone();
-    crate::feed::wait_for("the demo samples", 10, || {
+    crate::support::wait_for("the demo samples", 10, || {
         eligd.log().contains("demo_national_id=")
     });
     let log = eligd.log();
@@ -185,20 +182,10 @@ fn slow_clients_and_malformed_floods_never_slow_a_good_client() {
 #[test]
 fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
     let _exclusive = crate::exclusive();
-    let mut command = std::process::Command::new("prlimit");
-    command
-        .args(["--nofile=1024:1024", "--"])
-        .arg(crate::cli::eligd_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-members",
-            "1000",
-            "--max-connections",
-            "800",
-        ]);
-    let served = crate::cli::serve_command(command, "index loaded; ready");
+    let served = crate::support::Launch::demo(1000)
+        .flags(&["--max-connections", "800"])
+        .descriptors(1024)
+        .ready();
     let (host, port) = served.addr.rsplit_once(':').unwrap();
     // Three processes, 700 connections each: 2,100 against 1,024 descriptors.
     let script = format!(
@@ -227,8 +214,8 @@ fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
     // A client counts a connection as open once it sits in the listen backlog (1024), before
     // the server accepted it; wait until the server has taken every one in (kept, or closed
     // to make room: evicted, or refused when every one is busy), then ask.
-    crate::feed::wait_for("the server to accept the flood", 30, || {
-        let m = |s: &str| crate::feed::metric(&served, s);
+    crate::support::wait_for("the server to accept the flood", 30, || {
+        let m = |s: &str| crate::support::metric(&served, s);
         m("eligd_connections_open")
             + m("eligd_connections_evicted_total")
             + m("eligd_connections_refused_total")
@@ -247,7 +234,7 @@ fn idle_connections_beyond_the_descriptor_limit_from_several_processes() {
         worst < Duration::from_millis(50),
         "a good client waited {worst:?}"
     );
-    assert!(crate::feed::metric(&served, "eligd_connections_evicted_total") >= 1.0);
+    assert!(crate::support::metric(&served, "eligd_connections_evicted_total") >= 1.0);
     for mut c in clients {
         let _ = c.kill();
         let _ = c.wait();

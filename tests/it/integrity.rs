@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{
-    assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, serve_until, snapshot_into,
-    stderr, stdout, terminate, Served,
-};
-use crate::feed::{delete, metric, person, record, start, version, wait_for, wait_ready, STREAM};
+use crate::feed::{delete, person, record, start, version, STREAM};
 use crate::redis_server::RedisServer;
+use crate::support::{
+    assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, snapshot_into, stderr, stdout,
+    terminate, Served,
+};
+use crate::support::{metric, wait_for, wait_ready};
 
 /// XADDs an upsert of this record; returns the entry ID.
 fn upsert_record(redis: &RedisServer, member: &Value) -> String {
@@ -120,7 +121,7 @@ fn a_name_at_the_length_limit_compacts_reloads_and_builds() {
     let built = tmp.path().join("long.snap");
     let jsonl = tmp.path().join("long.jsonl");
     std::fs::write(&jsonl, member.to_string()).unwrap();
-    let o = crate::cli::build_snapshot(&jsonl, &built, &[]);
+    let o = crate::support::build_snapshot(&jsonl, &built, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = eligd_inspect(&built);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -224,10 +225,7 @@ fn a_booklet_passed_on_and_back_is_found_between_compactions() {
         &[],
     );
     let url = redis.url();
-    let eligd = serve_until(
-        &["--snapshot", snap.to_str().unwrap(), "--redis-url", &url],
-        "index loaded; ready",
-    );
+    let eligd = serve(&["--snapshot", snap.to_str().unwrap(), "--redis-url", &url]);
     wait_ready(&eligd);
     upsert_record(&redis, &with_booklet(&e, 2, None));
     upsert_record(&redis, &with_booklet(&a, 3, Some("9002")));

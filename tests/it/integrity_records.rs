@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{eligd, serve_until, stderr, Served};
-use crate::feed::{metric, person, readyz, start, version, wait_for, wait_ready};
+use crate::feed::{person, start, version};
 use crate::integrity::answer;
 use crate::records::{insert_main, records_db, start_relay, version_in_db};
 use crate::redis_server::RedisServer;
+use crate::support::{eligd, stderr, Launch, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 /// A main insured person as an INSERT's VALUES.
 fn main_values(national_id: &str, status: &str) -> String {
@@ -127,17 +128,15 @@ fn the_table_refuses_what_the_record_rules_refuse() {
 }
 
 /// A replica loading the newest snapshot of `dir` (its `--snapshot-dir`) and following the
-/// stream of `redis_url`, started (not necessarily ready).
+/// stream of `redis_url`, once listening (not necessarily ready).
 pub(crate) fn replica_of_dir(dir: &Path, redis_url: &str) -> Served {
-    serve_until(
-        &[
-            "--snapshot-dir",
-            dir.to_str().unwrap(),
-            "--redis-url",
-            redis_url,
-        ],
-        "index loaded; ready",
-    )
+    Launch::args(&[
+        "--snapshot-dir",
+        dir.to_str().unwrap(),
+        "--redis-url",
+        redis_url,
+    ])
+    .listening()
 }
 
 /// Builds a snapshot of the records table into `dir` (under its canonical name); returns
@@ -155,7 +154,11 @@ pub(crate) fn snapshot_of_table(dir: &Path, pg_url: &str, redis_url: &str) -> St
         incoming.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::rename(&incoming, dir.join(crate::cli::canonical_name(&incoming))).unwrap();
+    std::fs::rename(
+        &incoming,
+        dir.join(crate::support::canonical_name(&incoming)),
+    )
+    .unwrap();
     stderr(&o)
 }
 
@@ -191,10 +194,7 @@ fn a_stream_lost_after_a_snapshot_at_its_start_is_a_reset() {
 
     let url = redis.url();
     let dir_arg = dir.to_str().unwrap();
-    let eligd = serve_until(
-        &["--snapshot-dir", dir_arg, "--redis-url", &url],
-        "index loaded; ready",
-    );
+    let eligd = Launch::args(&["--snapshot-dir", dir_arg, "--redis-url", &url]).listening();
     wait_for("the reset", 15, || {
         let (status, body) = readyz(&eligd);
         status == 503 && body.contains("epoch")
@@ -253,10 +253,8 @@ fn a_redis_restored_from_an_older_copy_the_outbox_no_longer_covers_is_a_reset() 
     });
 
     let url = redis.url();
-    let eligd = serve_until(
-        &["--snapshot-dir", dir.to_str().unwrap(), "--redis-url", &url],
-        "index loaded; ready",
-    );
+    let eligd =
+        Launch::args(&["--snapshot-dir", dir.to_str().unwrap(), "--redis-url", &url]).listening();
     wait_for("the reset", 30, || {
         let (status, body) = readyz(&eligd);
         status == 503 && body.contains("epoch")

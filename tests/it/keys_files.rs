@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::access::{add_key, bearer};
-use crate::cli::{assert_clean_failure, eligd, http, serve_until, stderr, stdout, Served};
-use crate::feed::{metric, wait_for};
+use crate::support::{assert_clean_failure, eligd, http, serve, stderr, stdout, Served};
+use crate::support::{metric, wait_for};
 
 /// Sets `path`'s permission bits exactly (no umask).
 pub(crate) fn chmod(path: &Path, mode: u32) {
@@ -33,17 +33,14 @@ fn replace(file: &Path, text: &str, mode: u32) {
 /// `serve` with `file`; refused lookups stay 401 however many (the address's allowance of
 /// refusals would otherwise turn them into 429).
 fn serve_with_keys(file: &Path) -> Served {
-    serve_until(
-        &[
-            "--demo-members",
-            "1000",
-            "--api-keys",
-            file.to_str().unwrap(),
-            "--unauthenticated-requests-per-minute",
-            "100000",
-        ],
-        "index loaded; ready",
-    )
+    serve(&[
+        "--demo-members",
+        "1000",
+        "--api-keys",
+        file.to_str().unwrap(),
+        "--unauthenticated-requests-per-minute",
+        "100000",
+    ])
 }
 
 /// The status of a JSON lookup with `key`.

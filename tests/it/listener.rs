@@ -5,14 +5,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::{assert_clean_failure, eligd, eligd_bin, http_get, serve_command, serve_until};
-use crate::feed::{metric, wait_for};
+use crate::support::{assert_clean_failure, eligd, http_get, serve, serve_until, Launch};
+use crate::support::{metric, wait_for};
 
 /// A self-signed certificate for localhost and 127.0.0.1, written as PEM; returns its DER.
 pub(crate) fn certificate(
@@ -77,6 +76,7 @@ async fn https_serves_and_a_sighup_swaps_the_certificate() {
             "--tls-key",
             &key_arg,
         ];
+        // Only TLS is spoken on the port, so `/readyz` is not asked here: the log says ready.
         serve_until(&args, "index loaded; ready")
     })
     .await
@@ -156,20 +156,10 @@ fn bad_certificates_are_clear_errors_at_start() {
 fn more_idle_connections_than_file_descriptors_never_stop_healthz() {
     let _exclusive = crate::exclusive();
     // The process may hold 300 descriptors; 1,000 connections are opened and left idle.
-    let mut command = Command::new("prlimit");
-    command
-        .args(["--nofile=300:300", "--"])
-        .arg(eligd_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-members",
-            "1000",
-            "--max-connections",
-            "200",
-        ]);
-    let served = serve_command(command, "index loaded; ready");
+    let served = Launch::demo(1000)
+        .flags(&["--max-connections", "200"])
+        .descriptors(300)
+        .ready();
     let mut idle = Vec::new();
     for _ in 0..1000 {
         match TcpStream::connect_timeout(&served.addr.parse().unwrap(), Duration::from_secs(2)) {
@@ -192,17 +182,14 @@ fn more_idle_connections_than_file_descriptors_never_stop_healthz() {
 
 #[test]
 fn a_slow_request_head_and_an_idle_connection_time_out_apart() {
-    let served = serve_until(
-        &[
-            "--demo-members",
-            "1000",
-            "--header-read-timeout",
-            "1",
-            "--idle-timeout",
-            "3",
-        ],
-        "index loaded; ready",
-    );
+    let served = serve(&[
+        "--demo-members",
+        "1000",
+        "--header-read-timeout",
+        "1",
+        "--idle-timeout",
+        "3",
+    ]);
     let open = |s: &mut TcpStream| -> bool {
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();

@@ -12,8 +12,8 @@ use std::time::Duration;
 use eligd::national_id::NationalId;
 
 use crate::access::{add_key, bearer};
-use crate::cli::{serve_until, Served};
 use crate::support::{arabic_indic, persian};
+use crate::support::{serve, Served};
 
 /// Who is asked about, when a request names anyone.
 const SUBJECT: &str = "0012345679";
@@ -497,15 +497,12 @@ fn no_error_quotes_a_header_or_a_query_value() {
         sms: add_key(&file, "gateway-sms", "sms", 1000, &[]),
         slow: add_key(&file, "slow-1", "any", 1, &["--burst", "1"]),
     };
-    let served: Served = serve_until(
-        &[
-            "--demo-members",
-            "1000",
-            "--api-keys",
-            file.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let served: Served = serve(&[
+        "--demo-members",
+        "1000",
+        "--api-keys",
+        file.to_str().unwrap(),
+    ]);
     let id = planted();
     let forms = forms(&id);
     let mut leaks = Vec::new();

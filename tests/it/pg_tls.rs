@@ -3,11 +3,12 @@
 //! TLS; a wrong CA or a name the certificate lacks is a clear error; the modes that would
 //! skip verification or fall back to plain text are refused at start.
 
-use crate::cli::{eligd, serve_until, stderr};
-use crate::feed::{metric, person, readyz, start, version, wait_for, wait_ready};
+use crate::feed::{person, start, version};
 use crate::records::{insert_main, records_db};
 use crate::redis_server::RedisServer;
 use crate::redis_tls::certificates;
+use crate::support::{eligd, serve_until, stderr};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 #[test]
 fn the_relay_and_snapshot_builds_verify_postgres_over_tls() {
@@ -77,7 +78,7 @@ fn the_relay_and_snapshot_builds_verify_postgres_over_tls() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        crate::cli::assert_clean_failure(&o, "TLS");
+        crate::support::assert_clean_failure(&o, "TLS");
         let relay = relay_with(&bad, "relay: session ended");
         assert!(relay.log().contains("TLS"), "{}", relay.log());
         assert_eq!(readyz(&relay).0, 503);
@@ -95,7 +96,7 @@ fn the_relay_and_snapshot_builds_verify_postgres_over_tls() {
             "--redis-url",
             &redis_url,
         ]);
-        crate::cli::assert_clean_failure(&o, &format!("sslmode={mode} is not supported"));
+        crate::support::assert_clean_failure(&o, &format!("sslmode={mode} is not supported"));
         assert!(!stderr(&o).contains("secret"));
     }
 }

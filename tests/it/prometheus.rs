@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::http_get;
-use crate::feed::{person, start, wait_for, wait_ready};
+use crate::feed::{person, start};
 use crate::records::{insert_main, records_db, start_relay};
 use crate::redis_server::RedisServer;
+use crate::support::{http_get, require_tool};
+use crate::support::{wait_for, wait_ready};
 
 /// A private `prometheus` on a free port, stopped on drop.
 struct Prometheus {
@@ -130,6 +131,9 @@ fn promtool_check_metrics(addr: &str) {
 
 #[test]
 fn a_real_prometheus_loads_every_rule_healthy_and_every_dashboard_query_has_data() {
+    require_tool("prometheus", "prometheus");
+    require_tool("promtool", "prometheus");
+    require_tool("curl", "curl");
     let pg = records_db();
     let redis = RedisServer::start();
     let relay = start_relay(&pg, &redis, &[]);

@@ -2,10 +2,10 @@
 //! name), limited per client address with `X-Forwarded-For` trusted only from
 //! `--trusted-proxies`, audited with channel `web`, and gone with `--no-public-page`.
 
-use crate::cli::{http, http_get, serve_until, serve_with_env};
-use crate::feed::wait_for;
+use crate::support::wait_for;
+use crate::support::{http, http_get, serve, serve_env};
 
-fn ask(addr: &str, body: &str, forwarded_for: Option<&str>) -> crate::cli::Answer {
+fn ask(addr: &str, body: &str, forwarded_for: Option<&str>) -> crate::support::Answer {
     let mut headers = vec![("content-type", "application/json")];
     if let Some(f) = forwarded_for {
         headers.push(("x-forwarded-for", f));
@@ -13,7 +13,7 @@ fn ask(addr: &str, body: &str, forwarded_for: Option<&str>) -> crate::cli::Answe
     http(addr, "POST", "/v1/public/credit", &headers, body.as_bytes())
 }
 
-fn demo_id(eligd: &crate::cli::Served) -> String {
+fn demo_id(eligd: &crate::support::Served) -> String {
     wait_for("the demo samples logged", 10, || {
         eligd.log().contains("demo_national_id=")
     });
@@ -26,7 +26,7 @@ fn demo_id(eligd: &crate::cli::Served) -> String {
 fn the_public_answer_needs_no_key_and_carries_no_name() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.json");
-    let o = crate::cli::eligd(&[
+    let o = crate::support::eligd(&[
         "keys",
         "add",
         "--keys-file",
@@ -40,7 +40,7 @@ fn the_public_answer_needs_no_key_and_carries_no_name() {
     ]);
     assert!(o.status.success());
     let audit = dir.path().join("audit.log");
-    let eligd = serve_with_env(
+    let eligd = serve_env(
         &[
             "--demo-members",
             "2000",
@@ -50,7 +50,6 @@ fn the_public_answer_needs_no_key_and_carries_no_name() {
             audit.to_str().unwrap(),
         ],
         &[("ELIGD_AUDIT_KEY", "00112233445566778899aabbccddeeff")],
-        "index loaded; ready",
     );
     let id = demo_id(&eligd);
     // The JSON API needs a key; the public endpoint does not.
@@ -106,15 +105,12 @@ fn the_public_answer_needs_no_key_and_carries_no_name() {
 #[test]
 fn the_limit_follows_the_client_address_and_a_spoofed_header_does_not_move_it() {
     // Untrusted peer: its X-Forwarded-For is ignored, so new "addresses" share one limit.
-    let eligd = serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--public-requests-per-minute",
-            "3",
-        ],
-        "index loaded; ready",
-    );
+    let eligd = serve(&[
+        "--demo-members",
+        "2000",
+        "--public-requests-per-minute",
+        "3",
+    ]);
     let id = demo_id(&eligd);
     let body = format!(r#"{{"national_id": "{id}"}}"#);
     let statuses: Vec<u16> = (0..5)
@@ -130,17 +126,14 @@ fn the_limit_follows_the_client_address_and_a_spoofed_header_does_not_move_it() 
     assert!(refused.header("retry-after").is_some());
 
     // Behind a trusted proxy (loopback here), each forwarded client has its own limit.
-    let proxied = serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--public-requests-per-minute",
-            "3",
-            "--trusted-proxies",
-            "127.0.0.0/8",
-        ],
-        "index loaded; ready",
-    );
+    let proxied = serve(&[
+        "--demo-members",
+        "2000",
+        "--public-requests-per-minute",
+        "3",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+    ]);
     for client in ["198.51.100.1", "198.51.100.2"] {
         let statuses: Vec<u16> = (0..4)
             .map(|_| ask(&proxied.addr, &body, Some(&format!("6.6.6.6, {client}"))).status)
@@ -151,17 +144,14 @@ fn the_limit_follows_the_client_address_and_a_spoofed_header_does_not_move_it() 
 
 #[test]
 fn no_public_page_removes_the_page_and_the_endpoint() {
-    let eligd = serve_until(
-        &["--demo-members", "2000", "--no-public-page"],
-        "index loaded; ready",
-    );
+    let eligd = serve(&["--demo-members", "2000", "--no-public-page"]);
     assert_eq!(http_get(&eligd.addr, "/").0, 404);
     assert_eq!(http_get(&eligd.addr, "/manifest.webmanifest").0, 404);
     assert_eq!(
         ask(&eligd.addr, r#"{"national_id": "0012345679"}"#, None).status,
         404
     );
-    let with = serve_until(&["--demo-members", "2000"], "index loaded; ready");
+    let with = serve(&["--demo-members", "2000"]);
     let page = http(&with.addr, "GET", "/", &[], b"");
     assert_eq!(page.status, 200);
     assert!(page
@@ -169,6 +159,6 @@ fn no_public_page_removes_the_page_and_the_endpoint() {
         .unwrap()
         .contains("default-src 'none'"));
     assert_eq!(http_get(&with.addr, "/sw.js").0, 200);
-    let o = crate::cli::eligd(&["serve", "--trusted-proxies", "10.0.0.0/99"]);
-    crate::cli::assert_clean_failure(&o, "prefix length");
+    let o = crate::support::eligd(&["serve", "--trusted-proxies", "10.0.0.0/99"]);
+    crate::support::assert_clean_failure(&o, "prefix length");
 }

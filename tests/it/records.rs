@@ -6,9 +6,10 @@
 use serde_json::Value;
 use testkit::PgServer;
 
-use crate::cli::{eligd, http_get, serve_until, Served};
-use crate::feed::{metric, person, readyz, version, wait_for, wait_ready};
+use crate::feed::{person, version};
 use crate::redis_server::RedisServer;
+use crate::support::{eligd, http_get, serve, serve_until, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 pub(crate) const SCHEMA: &str = include_str!("../../deploy/postgres/schema.sql");
 
@@ -72,8 +73,8 @@ pub(crate) fn snapshot_of_table(
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    crate::cli::stderr(&o)
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
+    crate::support::stderr(&o)
 }
 
 /// An INSERT of a main insured (or with `extra` columns overriding).
@@ -222,10 +223,7 @@ fn a_snapshot_from_postgres_records_a_position_that_misses_nothing() {
     ));
     let url = redis.url();
     let snap_arg = snap.to_str().unwrap().to_string();
-    let served = serve_until(
-        &["--snapshot", &snap_arg, "--redis-url", &url],
-        "index loaded; ready",
-    );
+    let served = serve(&["--snapshot", &snap_arg, "--redis-url", &url]);
     wait_ready(&served);
     wait_for("the late changes", 10, || {
         version(&served, &late).is_some() && version(&served, &early[0]).is_none()
@@ -247,7 +245,7 @@ fn bad_records_settings_are_clear_errors() {
         "--redis-url",
         "redis://127.0.0.1:1",
     ]);
-    crate::cli::assert_clean_failure(&o, "--postgres-url: not a PostgreSQL URL");
+    crate::support::assert_clean_failure(&o, "--postgres-url: not a PostgreSQL URL");
     let o = eligd(&[
         "relay",
         "--postgres-url",
@@ -255,10 +253,10 @@ fn bad_records_settings_are_clear_errors() {
         "--redis-url",
         "http://x",
     ]);
-    crate::cli::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
-    assert!(!crate::cli::stderr(&o).contains("secret"));
+    crate::support::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
+    assert!(!crate::support::stderr(&o).contains("secret"));
     let o = eligd(&["snapshot", "build", "--out", "x.snap"]);
-    crate::cli::assert_clean_failure(&o, "--from-jsonl");
+    crate::support::assert_clean_failure(&o, "--from-jsonl");
     // An unreachable database is one clear line, without the password.
     let o = eligd(&[
         "snapshot",
@@ -268,8 +266,8 @@ fn bad_records_settings_are_clear_errors() {
         "--out",
         "x.snap",
     ]);
-    crate::cli::assert_clean_failure(&o, "reading the members table");
-    assert!(!crate::cli::stderr(&o).contains("secret"));
+    crate::support::assert_clean_failure(&o, "reading the members table");
+    assert!(!crate::support::stderr(&o).contains("secret"));
 }
 
 /// `snapshot build --if-missing` seeds an empty snapshot directory (a replica's first start)
@@ -293,14 +291,18 @@ fn snapshot_build_if_missing_seeds_an_empty_directory_once() {
         ])
     };
     let first = build();
-    assert!(first.status.success(), "{}", crate::cli::stderr(&first));
+    assert!(first.status.success(), "{}", crate::support::stderr(&first));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     let second = build();
-    assert!(second.status.success(), "{}", crate::cli::stderr(&second));
     assert!(
-        crate::cli::stderr(&second).contains("nothing built (--if-missing)"),
+        second.status.success(),
         "{}",
-        crate::cli::stderr(&second)
+        crate::support::stderr(&second)
+    );
+    assert!(
+        crate::support::stderr(&second).contains("nothing built (--if-missing)"),
+        "{}",
+        crate::support::stderr(&second)
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

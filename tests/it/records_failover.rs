@@ -9,11 +9,12 @@
 use serde_json::Value;
 use testkit::PgServer;
 
-use crate::cli::{http_get, Served};
-use crate::feed::{metric, person, readyz, version, wait_for, wait_ready};
+use crate::feed::{person, version};
 use crate::integrity_records::{replica_of_dir, snapshot_of_table};
 use crate::records::{insert_main, records_db, start_relay, start_relay_at, version_in_db};
 use crate::redis_server::RedisServer;
+use crate::support::{http_get, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 fn status(eligd: &Served, national_id: &str) -> String {
     let (_, body) = http_get(

@@ -3,10 +3,11 @@
 //! never sees a disconnect, so only its continuous check of the stream can notice that Redis
 //! came back from an older copy.
 
-use crate::cli::{http_get, Served};
-use crate::feed::{metric, person, start, version, wait_for, wait_ready};
+use crate::feed::{person, start, version};
 use crate::records::{insert_main, records_db, version_in_db};
 use crate::redis_server::RedisServer;
+use crate::support::{http_get, Served};
+use crate::support::{metric, wait_for, wait_ready};
 use testkit::TcpProxy;
 
 /// `eligd relay` reaching Redis through `proxy`.

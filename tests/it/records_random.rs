@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{http_get, Served};
-use crate::feed::{metric, person, version, wait_for, wait_ready};
+use crate::feed::{person, version};
 use crate::records::{insert_main, records_db, start_relay, start_relay_at, version_in_db};
 use crate::redis_server::RedisServer;
 use crate::support::Xorshift;
+use crate::support::{http_get, Served};
+use crate::support::{metric, wait_for, wait_ready};
 use testkit::TcpProxy;
 
 const PEOPLE: u32 = 40;
@@ -258,10 +259,8 @@ where
     let snap = tmp.path().join("table.snap");
     crate::records::snapshot_of_table(pg, redis, &snap);
     let url = redis.url();
-    let bootstrapped = crate::cli::serve_until(
-        &["--snapshot", snap.to_str().unwrap(), "--redis-url", &url],
-        "index loaded; ready",
-    );
+    let bootstrapped =
+        crate::support::serve(&["--snapshot", snap.to_str().unwrap(), "--redis-url", &url]);
     wait_ready(&bootstrapped);
     assert_matches_table(pg, &bootstrapped, "the replica bootstrapped from the table");
     during

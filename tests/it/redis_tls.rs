@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{eligd, serve_until, Served};
-use crate::feed::{metric, person, readyz, upsert, version, wait_for, wait_ready};
+use crate::feed::{person, upsert, version};
 use crate::redis_server::RedisServer;
+use crate::support::{eligd, serve_until, Launch, Served};
+use crate::support::{metric, readyz, wait_for, wait_ready};
 
 /// A CA, and a server certificate for `localhost` signed by it; PEM files in `dir`.
 /// Returns (ca.pem, server.pem, server.key).
@@ -16,18 +17,21 @@ pub(crate) fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf)
     (c.ca, c.cert, c.key)
 }
 
-fn follow(url: &str, ca: &Path, line: &str) -> Served {
-    serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--redis-url",
-            url,
-            "--redis-ca",
-            ca.to_str().unwrap(),
-        ],
-        line,
-    )
+/// A replica following `url` with `ca`, once its log shows `line` (`None`: once `/readyz`
+/// answers 200).
+fn follow(url: &str, ca: &Path, line: Option<&str>) -> Served {
+    let launch = Launch::args(&[
+        "--demo-members",
+        "2000",
+        "--redis-url",
+        url,
+        "--redis-ca",
+        ca.to_str().unwrap(),
+    ]);
+    match line {
+        Some(line) => launch.until(line),
+        None => launch.ready(),
+    }
 }
 
 #[test]
@@ -38,7 +42,7 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     let (redis, tls_port) = RedisServer::start_tls(&cert, &key, true);
     let url = format!("rediss://localhost:{tls_port}");
 
-    let replica = follow(&url, &ca, "index loaded; ready");
+    let replica = follow(&url, &ca, None);
     wait_ready(&replica);
     assert_eq!(metric(&replica, "eligd_feed_connected"), 1.0);
     let a = person(601);
@@ -78,8 +82,8 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
         "--redis-ca",
         ca_arg,
     ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    let noted = crate::cli::stdout(&o);
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
+    let noted = crate::support::stdout(&o);
     let out = dir.path().join("s.snap");
     let jsonl = dir.path().join("m.jsonl");
     std::fs::write(&jsonl, "").unwrap();
@@ -97,10 +101,10 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     ];
     args.extend(noted.split_whitespace());
     let o = eligd(&args);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
 
     // A CA that did not sign the certificate: refused, said clearly, never plain text.
-    let wrong = follow(&url, &other_ca, "change feed: Redis unavailable");
+    let wrong = follow(&url, &other_ca, Some("change feed: Redis unavailable"));
     let log = wrong.log();
     assert!(
         log.contains(&format!("TLS with localhost:{tls_port} failed"))
@@ -111,7 +115,7 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     assert_eq!(metric(&wrong, "eligd_feed_connected"), 0.0);
     // A name the certificate does not carry.
     let by_ip = format!("rediss://127.0.0.1:{tls_port}");
-    let mismatch = follow(&by_ip, &ca, "change feed: Redis unavailable");
+    let mismatch = follow(&by_ip, &ca, Some("change feed: Redis unavailable"));
     assert!(
         mismatch.log().contains("TLS with 127.0.0.1"),
         "{}",
@@ -119,7 +123,7 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     );
     // rediss:// at the plain port: the handshake fails, nothing is read in plain text.
     let plain = format!("rediss://localhost:{}", redis.port());
-    let refused = follow(&plain, &ca, "change feed: Redis unavailable");
+    let refused = follow(&plain, &ca, Some("change feed: Redis unavailable"));
     assert!(
         refused.log().contains("TLS with localhost"),
         "{}",
@@ -133,7 +137,7 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
         "--redis-ca",
         ca.to_str().unwrap(),
     ]);
-    crate::cli::assert_clean_failure(&o, "use rediss://");
+    crate::support::assert_clean_failure(&o, "use rediss://");
     let o = eligd(&[
         "serve",
         "--redis-url",
@@ -141,5 +145,5 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
         "--redis-ca",
         "/nonexistent/ca.pem",
     ]);
-    crate::cli::assert_clean_failure(&o, "--redis-ca /nonexistent/ca.pem");
+    crate::support::assert_clean_failure(&o, "--redis-ca /nonexistent/ca.pem");
 }

@@ -3,9 +3,10 @@
 //! and a batch of 100,000 (`--batch` allows it) held Redis for 0.66 s (1,000: 5.8 ms); the
 //! relay now writes at most 256 entries per script. Measured from Redis's own `SLOWLOG`.
 
-use crate::feed::{metric, person, wait_for};
+use crate::feed::person;
 use crate::records::{records_db, start_relay};
 use crate::redis_server::RedisServer;
+use crate::support::{metric, wait_for};
 
 #[test]
 fn no_relay_write_holds_redis_longer_than_10_ms_whatever_the_batch() {

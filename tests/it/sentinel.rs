@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{serve_until, Served};
-use crate::feed::{metric, person, readyz, version, wait_for, wait_ready};
+use crate::feed::{person, version};
 use crate::records::{insert_main, records_db, start_relay};
 use crate::redis_server::RedisServer;
+use crate::support::{metric, readyz, wait_for, wait_ready};
+use crate::support::{serve, Served};
 use testkit::Sentinel;
 
 const MASTER: &str = "eligd";
@@ -42,7 +43,7 @@ fn a_failover_under_500_changes_a_second_loses_no_committed_change() {
         .map(|_| {
             let mut args = vec!["--demo-members", "2000"];
             args.extend(through_sentinel);
-            serve_until(&args, "index loaded; ready")
+            serve(&args)
         })
         .collect();
     for r in &replicas {
@@ -81,8 +82,8 @@ fn a_failover_under_500_changes_a_second_loses_no_committed_change() {
             let (mut answered, mut failed) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 for addr in &addrs {
-                    let (status, _) = crate::cli::http_get(addr, "/readyz");
-                    let (lookup, _) = crate::cli::http_get(
+                    let (status, _) = crate::support::http_get(addr, "/readyz");
+                    let (lookup, _) = crate::support::http_get(
                         addr,
                         &format!("/v1/members/{}/eligibility", person(10_000)),
                     );

@@ -7,15 +7,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::access::{add_key, bearer};
-use crate::audit::{lines, AUDIT_KEY};
-use crate::cli::{eligd_bin, http_get, terminate, Served};
-use crate::feed::wait_for;
+use crate::audit::lines;
+use crate::support::wait_for;
+use crate::support::{http_get, terminate, Launch, Served};
 
 /// One keep-alive connection sending requests one after another (connecting again when the
 /// server closed it: it does after refusing a request whose body it did not read).
@@ -138,22 +137,12 @@ fn status_counts(statuses: &[u16]) -> std::collections::BTreeMap<u16, usize> {
 fn serve_audited(dir: &Path, keys: &Path, fsize: Option<u64>, extra: &[&str]) -> Served {
     let log = dir.join("audit").join("audit.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut command = Command::new("sh");
-    let limit = fsize.map_or("unlimited".to_string(), |b| b.to_string());
-    command
-        .args([
-            "-c",
-            "trap '' XFSZ; limit=$1; shift; exec prlimit --fsize=$limit:unlimited -- \"$@\"",
-            "sh",
-            &limit,
-        ])
-        .arg(eligd_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--demo-members", "1000"])
-        .args(["--api-keys", keys.to_str().unwrap()])
-        .args(["--audit-log", log.to_str().unwrap()])
-        .args(extra)
-        .env("ELIGD_AUDIT_KEY", AUDIT_KEY);
-    crate::cli::serve_command(command, "index loaded; ready")
+    Launch::demo(1000)
+        .keys(keys)
+        .audit(&log)
+        .flags(extra)
+        .file_size(fsize)
+        .ready()
 }
 
 #[test]
@@ -413,10 +402,10 @@ fn retention_keeps_the_log_within_its_bound_and_files_private() {
     }
     let audit_dir = dir.path().join("audit");
     assert!(bytes_in(&audit_dir) <= 32768, "{}", bytes_in(&audit_dir));
-    assert!(crate::feed::metric(&served, "eligd_audit_files_removed_total") > 0.0);
-    let held = crate::feed::metric(&served, "eligd_audit_bytes");
+    assert!(crate::support::metric(&served, "eligd_audit_files_removed_total") > 0.0);
+    let held = crate::support::metric(&served, "eligd_audit_bytes");
     assert!(held > 0.0 && held <= 32768.0, "{held}");
-    assert!(crate::feed::metric(&served, "eligd_audit_volume_available_bytes") > 0.0);
+    assert!(crate::support::metric(&served, "eligd_audit_volume_available_bytes") > 0.0);
     for entry in std::fs::read_dir(&audit_dir).unwrap() {
         let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -12,40 +12,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{eligd_bin, serve_command, Served};
-use crate::feed::metric;
-
-/// The test process opens hundreds of sockets besides whatever the other tests hold: its
-/// soft descriptor limit goes up to the hard one.
-fn raise_own_descriptor_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls only read or write the struct on this stack frame.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
+use crate::support::metric;
+use crate::support::{raise_own_descriptor_limit, Launch, Served};
 
 /// `eligd serve` under a 300-descriptor limit, with `args`.
 fn serve_with_300_descriptors(args: &[&str]) -> Served {
-    let mut command = Command::new("prlimit");
-    command
-        .args(["--nofile=300:300", "--"])
-        .arg(eligd_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--demo-members", "1000"])
-        .args(args);
-    serve_command(command, "index loaded; ready")
+    Launch::demo(1000).flags(args).descriptors(300).ready()
 }
 
 /// A new client asking `/healthz` every ~100 ms on a thread until stopped; each answer's
@@ -214,15 +190,19 @@ async fn tls_connections_that_never_say_hello_never_stop_healthz() {
         cert.to_str().unwrap().to_string(),
         key.to_str().unwrap().to_string(),
     );
+    // Only TLS is spoken on the port, so `/readyz` is not asked here: the log says ready.
     let served = tokio::task::spawn_blocking(move || {
-        serve_with_300_descriptors(&[
-            "--max-connections",
-            "200",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ])
+        Launch::demo(1000)
+            .flags(&[
+                "--max-connections",
+                "200",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ])
+            .descriptors(300)
+            .until("index loaded; ready")
     })
     .await
     .unwrap();
@@ -365,10 +345,7 @@ fn a_churn_of_half_open_connections_never_cuts_a_keep_alive_client() {
     // connection and a new client asks /healthz every 100 ms. Before strangers and
     // half-heads went first, the partner lost about a quarter of its requests (the attack
     // review's F1), and here 10 of 79 new clients failed.
-    let served = crate::cli::serve_until(
-        &["--demo-members", "1000", "--max-connections", "120"],
-        "index loaded; ready",
-    );
+    let served = crate::support::serve(&["--demo-members", "1000", "--max-connections", "120"]);
     let target: SocketAddr = served.addr.parse().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let churners: Vec<_> = (0..2)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{
+use crate::support::{
     assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, stderr, terminate, Served,
 };
 

@@ -4,9 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cli::{http_get, serve_with_env};
-use crate::feed::{metric, person, upsert, wait_ready};
+use crate::feed::{person, upsert};
 use crate::redis_server::RedisServer;
+use crate::support::{http_get, require_tool, serve_env};
+use crate::support::{metric, wait_ready};
 
 fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
     Command::new("chromium")
@@ -39,11 +40,12 @@ fn by_id<'d>(dom: &'d str, id: &str) -> &'d str {
 
 #[test]
 fn the_status_page_shows_in_a_browser_what_metrics_says() {
+    require_tool("chromium", "chromium");
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let url = redis.url();
-    let eligd = serve_with_env(
+    let eligd = serve_env(
         &[
             "--demo-members",
             "2000",
@@ -53,7 +55,6 @@ fn the_status_page_shows_in_a_browser_what_metrics_says() {
             audit.to_str().unwrap(),
         ],
         &[("ELIGD_AUDIT_KEY", "00112233445566778899aabbccddeeff")],
-        "index loaded; ready",
     );
     wait_ready(&eligd);
     upsert(&redis, &person(70_000), 1);

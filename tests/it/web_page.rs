@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::cli::{http_get, serve_until};
+use crate::support::{http_get, require_tool, serve};
 
 /// The Code 128 table of the page's own reader (web/code128.js), so the barcode drawn here
 /// is the standard's, as the reader knows it.
@@ -107,6 +107,12 @@ fn persian(ascii: &str) -> String {
 
 #[test]
 fn a_person_asks_in_persian_switches_to_english_goes_offline_and_scans_the_booklet() {
+    // playwright-core drives Debian's /usr/bin/chromium (or $CHROMIUM), started by Node.js.
+    if std::env::var_os("CHROMIUM").is_none() {
+        require_tool("chromium", "chromium");
+    }
+    require_tool("node", "nodejs");
+    require_tool("npm", "npm");
     let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !browser.join("node_modules/playwright-core").exists() {
         let o = Command::new("npm")
@@ -120,9 +126,9 @@ fn a_person_asks_in_persian_switches_to_english_goes_offline_and_scans_the_bookl
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let eligd = serve_until(&["--demo-members", "2000"], "index loaded; ready");
+    let eligd = serve(&["--demo-members", "2000"]);
     // The demo population's samples, from the log: one person and one booklet.
-    crate::feed::wait_for("the demo samples logged", 10, || {
+    crate::support::wait_for("the demo samples logged", 10, || {
         eligd.log().contains("synthetic sample")
     });
     let log = eligd.log();

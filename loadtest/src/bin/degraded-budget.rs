@@ -591,6 +591,20 @@ async fn tls(args: &Args, budget: &mut Budget) -> Result<(), String> {
             summary(&v.latencies),
             v.never_seen
         );
+        // A replica that saw nothing has an empty histogram, whose p99 is 0: the ratio alone
+        // would pass. Every change must be seen, on both.
+        budget.at_most(
+            &format!("tls: changes never visible over {name}"),
+            v.never_seen as f64,
+            0.0,
+            "changes",
+        );
+        budget.at_least(
+            &format!("tls: changes seen over {name}"),
+            v.latencies.len() as f64,
+            1.0,
+            "changes",
+        );
         p99.push(ms(&v.latencies, 0.99));
     }
     budget.at_most(

@@ -211,12 +211,19 @@ fn gsm_alphabet_has_its_128_basic_characters() {
 }
 
 /// Prints every template with its measured length (`cargo test -- --nocapture texts`),
-/// for reviewing the catalogue.
+/// for reviewing the catalogue, and checks what it prints: no template is empty, and each
+/// GSM length is its characters' septets (none when one is outside the alphabet).
 #[test]
 fn measured_lengths() {
-    for screen in every_ussd_screen().iter().chain(&every_sms_reply()) {
+    let (screens, replies) = (every_ussd_screen(), every_sms_reply());
+    assert!(!screens.is_empty() && !replies.is_empty());
+    for screen in screens.iter().chain(&replies) {
         let units = screen.encode_utf16().count();
         let gsm = gsm_length(screen);
         println!("{units:>4} {gsm:?} | {}", screen.replace('\n', " ⏎ "));
+        assert!(units > 0, "an empty template");
+        let septets: Option<usize> = screen.chars().map(gsm_septets).sum();
+        assert_eq!(gsm, septets, "{screen}");
+        assert!(gsm.is_none_or(|n| n >= screen.chars().count()), "{screen}");
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::validator::{pinned_venv, validate};
 use crate::access::{add_key, bearer};
-use crate::cli::{http, serve_until, serve_with_env, Answer, Served};
+use crate::support::{http, serve, serve_env, Answer, Served};
 
 const CLIENTS: [&str; 2] = ["fhirclient==4.4.0", "fhirpy==2.3.1"];
 const FAIS_SUBMIT: &str =
@@ -45,7 +45,7 @@ fn request_for(id: &str) -> Value {
 
 /// A demo member's national ID from the log, and the JSON API's answer for it.
 fn member(eligd: &Served, http_key: &str) -> (String, Value) {
-    crate::feed::wait_for("the demo samples", 10, || {
+    crate::support::wait_for("the demo samples", 10, || {
         eligd.log().contains("demo_national_id=")
     });
     let log = eligd.log();
@@ -89,15 +89,12 @@ fn fhirclient_and_fhirpy_connect_and_read_the_decision() {
     let keys = dir.path().join("keys.json");
     let fhir_key = add_key(&keys, "hospital", "fhir", 100, &[]);
     let http_key = add_key(&keys, "checker", "http", 100, &[]);
-    let eligd = serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--api-keys",
-            keys.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let eligd = serve(&[
+        "--demo-members",
+        "2000",
+        "--api-keys",
+        keys.to_str().unwrap(),
+    ]);
     let (id, json_answer) = member(&eligd, &http_key);
     let services: Vec<&str> = json_answer["services"]
         .as_array()
@@ -151,15 +148,12 @@ fn every_fhir_failure_is_an_operation_outcome_with_the_table_status() {
     let key = add_key(&keys, "hospital", "fhir", 100, &[]);
     let slow = add_key(&keys, "slow", "fhir", 1, &[]);
     let http_key = add_key(&keys, "web", "http", 100, &[]);
-    let eligd = serve_until(
-        &[
-            "--demo-members",
-            "2000",
-            "--api-keys",
-            keys.to_str().unwrap(),
-        ],
-        "index loaded; ready",
-    );
+    let eligd = serve(&[
+        "--demo-members",
+        "2000",
+        "--api-keys",
+        keys.to_str().unwrap(),
+    ]);
     let (id, _) = member(&eligd, &http_key);
     let good = request_for(&id).to_string();
     let auth = bearer(&key);
@@ -300,10 +294,9 @@ fn every_fhir_failure_is_an_operation_outcome_with_the_table_status() {
         }),
     ];
     // 503: a replica whose audit log cannot be written answers nothing.
-    let full = serve_with_env(
+    let full = serve_env(
         &["--demo-members", "2000", "--audit-log", "/dev/full"],
         &[("ELIGD_AUDIT_KEY", "00112233445566778899aabbccddeeff")],
-        "index loaded; ready",
     );
     // The first write fails behind the first answer; from then on every inquiry is refused.
     let mut unavailable = fhir(&full.addr, "POST", submit, &[json_ct], good.as_bytes());

@@ -1,5 +1,31 @@
-//! Helpers: a fixture population with one member of every kind and outcome, a server
-//! started in-process on a free port and stopped on drop, and a small HTTP client.
+//! Helpers for the integration tests.
+//!
+//! - Here: a fixture population with one member of every kind and outcome, a server started
+//!   in-process on a free port and stopped on drop, and a hyper client for it.
+//! - [`process`]: the real binary as a child process — one-shot subcommands, snapshots, and
+//!   [`Launch`]/[`serve`] starting `serve` or `relay` with a population, keys, an audit log,
+//!   descriptor or file-size limits, returning once `/readyz` answers 200.
+//! - [`http`]: a small blocking HTTP client ([`http_get`], [`http`]) whose errors say what came
+//!   back instead of panicking on an empty reply.
+//! - [`metrics`]: [`metric`] (a series, summed over labels; panics when absent), [`wait_for`].
+//! - Tools a test needs: [`require_tool`] fails with the Debian package and the command.
+
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod process;
+
+#[allow(unused_imports)]
+pub(crate) use http::{http, http_get, try_http, try_http_get, Answer};
+#[allow(unused_imports)]
+pub(crate) use metrics::{metric, metric_if_any, readyz, wait_for, wait_ready};
+#[allow(unused_imports)]
+pub(crate) use process::{
+    assert_clean_failure, build_snapshot, canonical_name, eligd, eligd_bin,
+    raise_own_descriptor_limit, seed_snapshot_dir, serve, serve_command, serve_command_listening,
+    serve_command_ready, serve_env, serve_until, snapshot_into, stderr, stdout, terminate, Launch,
+    Served, AUDIT_KEY,
+};
+pub(crate) use testkit::require_tool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
