@@ -358,6 +358,15 @@ impl Queue {
         }
     }
 
+    /// The writer is done with `n` of the records it took.
+    pub(crate) fn finished_part(&self, n: usize) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(n))
+            });
+    }
+
     /// The writer is done with the records it took.
     pub(crate) fn finished(&self) {
         self.in_flight.store(0, Ordering::Release);

@@ -190,6 +190,9 @@ impl Writer {
                 }
                 let to = ends[last - 1];
                 let written = self.write(queue, &lines[from..to]);
+                // No longer held (written or dropped) before anyone is told: a request told
+                // its record is written never reads it in the depth.
+                queue.finished_part(last - first);
                 for (record, done) in &batch[first..last] {
                     if !written {
                         queue.refusals.add(unavailable(record));
