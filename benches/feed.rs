@@ -81,6 +81,28 @@ fn feed(c: &mut Criterion) {
     let reply = reply(&entries);
     let mut wire = Vec::new();
     resp(&reply, &mut wire);
+    // What is measured must be what it claims: every entry parses into a change, the reply
+    // decodes into every entry, and applying them all fills the overlay. A bench of errors
+    // would be fast and say nothing.
+    for fields in &entries {
+        assert!(
+            matches!(parse_entry(fields), Ok(Event::Change(_))),
+            "a bench entry does not parse"
+        );
+    }
+    let decoded = decode_xread(&wire).unwrap_or_else(|e| panic!("the bench reply: {e}"));
+    assert_eq!(decoded.len(), entries.len(), "the reply holds every entry");
+    assert!(
+        redis::parse_redis_value(&wire).is_ok(),
+        "redis-rs reads the reply"
+    );
+    let index = Index::from_members(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    for fields in &entries {
+        if let Ok(Event::Change(change)) = parse_entry(fields) {
+            index.apply(change);
+        }
+    }
+    assert_eq!(index.len(), entries.len(), "every change applied");
     group.bench_function("redis_rs_decode_reply_10k", |b| {
         b.iter(|| redis::parse_redis_value(black_box(&wire)).is_ok())
     });

@@ -283,6 +283,7 @@ fn spawn_compactor(
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stopped(stop.clone()) => break,
             }
+            state.metrics.compactor_checks.inc();
             let Some(index) = state
                 .index()
                 .filter(|i| !i.is_synthetic() && state.snapshots_allowed())

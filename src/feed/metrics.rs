@@ -30,6 +30,7 @@ pub struct FeedMetrics {
     pub reconnects: Counter,
     pub gaps: Family<KindLabels, Counter>,
     pub resyncs: Counter,
+    pub resync_attempts: Counter,
     pub connected: Gauge,
     pub stream_behind: Gauge,
     pub gap_degraded: Gauge,
@@ -78,6 +79,11 @@ impl FeedMetrics {
             "feed_resyncs",
             "Gaps repaired by loading a newer snapshot",
             m.resyncs.clone(),
+        );
+        registry.register(
+            "feed_resync_attempts",
+            "Looks for a snapshot that covers a gap (about one a second while in a gap)",
+            m.resync_attempts.clone(),
         );
         registry.register(
             "feed_connected",

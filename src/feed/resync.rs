@@ -29,6 +29,7 @@ pub async fn attempt(
     config: &FeedConfig,
     reader: &mut StreamReader,
 ) -> Result<bool, StreamError> {
+    feed.metrics.resync_attempts.inc();
     let Some(dir) = &config.snapshot_dir else {
         return Ok(false);
     };

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub snapshot_load_seconds: Gauge<f64, AtomicU64>,
     pub index_base_bytes: Gauge,
     pub compactions: Family<OutcomeLabels, Counter>,
+    pub compactor_checks: Counter,
     pub compaction_seconds: Gauge<f64, AtomicU64>,
     /// Unix time of the index's freshness watermark (`data_as_of`).
     pub data_as_of_seconds: Gauge<f64, AtomicU64>,
@@ -148,6 +149,12 @@ impl Metrics {
             "Compaction attempts by outcome (ok, skipped when another runs or nothing changed, error)",
             compactions.clone(),
         );
+        let compactor_checks = Counter::default();
+        registry.register(
+            "compactor_checks",
+            "Times the compactor looked at the index (once a second with --snapshot-dir), whether or not it compacted",
+            compactor_checks.clone(),
+        );
         let compaction_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "compaction_duration_seconds",
@@ -192,6 +199,7 @@ impl Metrics {
             snapshot_load_seconds,
             index_base_bytes,
             compactions,
+            compactor_checks,
             compaction_seconds,
             data_as_of_seconds,
             ready,

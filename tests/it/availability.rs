@@ -65,8 +65,13 @@ fn three_replicas_stay_ready_through_a_redis_outage_and_data_as_of_freezes() {
     }
     redis.kill9();
     let stopped_at = now_ms();
-    // Let the last blocking reads fail, then the watermark of each replica is frozen.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once every replica's feed has seen the connection go (polled: a loaded machine is late,
+    // never early), the watermark of each replica is frozen.
+    for r in &replicas {
+        wait_for("the feed disconnected", 15, || {
+            metric(r, "eligd_feed_connected") == 0.0
+        });
+    }
     let frozen: Vec<u64> = replicas.iter().map(|r| answer(r, &a).1).collect();
     for f in &frozen {
         assert!(

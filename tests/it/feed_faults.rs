@@ -110,8 +110,12 @@ fn trimmed_past_our_position_is_a_gap_repaired_from_a_newer_snapshot() {
     assert_eq!(readyz(&eligd).0, 200, "{:?}", readyz(&eligd));
     assert_eq!(version(&eligd, &a), Some(1), "still answering");
     assert_eq!(version(&eligd, &b), None, "nothing past the gap");
-    // The snapshot we started from is older than what we applied: not a repair.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The snapshot we started from is older than what we applied: not a repair, however
+    // often the replica looks.
+    let attempts = metric(&eligd, "eligd_feed_resync_attempts_total");
+    wait_for("three looks for a covering snapshot", 15, || {
+        metric(&eligd, "eligd_feed_resync_attempts_total") >= attempts + 3.0
+    });
     assert_eq!(metric(&eligd, "eligd_feed_resyncs_total"), 0.0);
 
     // An operator supplies a snapshot that reflects the stream up to its last entry.
@@ -156,7 +160,10 @@ fn a_deleted_or_recreated_stream_key_is_a_gap_every_replica_shares() {
     // The key comes back with entries we cannot place: still answering from the index as it
     // was, and still ready (every replica sees the same gap).
     upsert(&redis, &a, 2);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let attempts = metric(&eligd, "eligd_feed_resync_attempts_total");
+    wait_for("two more turns of the feed in its gap", 15, || {
+        metric(&eligd, "eligd_feed_resync_attempts_total") >= attempts + 2.0
+    });
     let (status, body) = readyz(&eligd);
     assert_eq!(status, 200, "{body}");
     assert_eq!(version(&eligd, &a), Some(1));

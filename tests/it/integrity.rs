@@ -5,7 +5,6 @@
 //! to see it fail) and passes now.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -163,7 +162,11 @@ fn the_demo_fallback_never_saves_the_synthetic_population_or_prunes() {
     wait_for("the changes", 10, || {
         version(&served, &person(14)) == Some(1)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Three looks of the compactor at an index holding changes: none may write it.
+    let checks = metric(&served, "eligd_compactor_checks_total");
+    wait_for("three looks of the compactor", 15, || {
+        metric(&served, "eligd_compactor_checks_total") >= checks + 3.0
+    });
     assert!(terminate(&mut served).success());
     assert_eq!(snapshot_files(&dir), before, "the directory was written to");
     assert!(real.exists(), "the real (refused) snapshot was pruned");
@@ -308,7 +311,11 @@ fn a_snapshot_named_ahead_of_its_header_is_refused_and_never_wins() {
     assert_eq!(metric(&eligd, "eligd_index_members"), 400.0);
     let last = upsert_record(&redis, &record(&person(51), 1));
     wait_for_snapshot_at(&dir, &last);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The compaction that wrote it has finished (its pruning included).
+    wait_for("the compaction counted", 15, || {
+        crate::support::metric_if_any(&eligd, "eligd_compactions_total{outcome=\"ok\"}")
+            .is_some_and(|n| n >= 1.0)
+    });
     let files = snapshot_files(&dir);
     assert!(
         files.iter().any(|n| n.ends_with(&format!("-{last}.snap"))),

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::support::{metric, wait_for};
+
 use crate::support::{
     assert_clean_failure, eligd, http_get, seed_snapshot_dir, serve, stderr, terminate, Served,
 };
@@ -71,8 +73,12 @@ fn snapshot_dir_loads_the_newest_valid_file_and_skips_corrupt_ones() {
         "1000",
     ]);
     assert_eq!(readyz_members(&served), 1000);
-    // The synthetic population must not become the newest snapshot, nor prune the refused ones.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The synthetic population must not become the newest snapshot, nor prune the refused ones:
+    // once the compactor has looked at it three times.
+    let checks = metric(&served, "eligd_compactor_checks_total");
+    wait_for("three looks of the compactor", 15, || {
+        metric(&served, "eligd_compactor_checks_total") >= checks + 3.0
+    });
     assert!(terminate(&mut served).success());
     let after: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -103,7 +109,9 @@ fn a_demo_population_is_never_written_to_an_empty_snapshot_dir() {
         "--compact-interval",
         "1",
     ]);
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_for("three looks of the compactor", 15, || {
+        metric(&served, "eligd_compactor_checks_total") >= 3.0
+    });
     let (_, metrics) = http_get(&served.addr, "/metrics");
     assert!(terminate(&mut served).success());
     assert!(metrics.contains("eligd_index_members 5000"), "{metrics}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::feed::{person, upsert};
 use crate::redis_server::RedisServer;
 use crate::support::{http_get, require_tool, serve_env};
-use crate::support::{metric, wait_ready};
+use crate::support::{metric, wait_for, wait_ready};
 
 fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
     Command::new("chromium")
@@ -58,14 +58,18 @@ fn the_status_page_shows_in_a_browser_what_metrics_says() {
     );
     wait_ready(&eligd);
     upsert(&redis, &person(70_000), 1);
-    // Two samples (one every 10 s) with inquiries between them.
-    for _ in 0..40 {
+    // Inquiries until two samples (one every 10 s) have some between them and the page draws
+    // the channel's chart: polled, since a loaded machine samples late, never early.
+    wait_for("the HTTP channel's chart on /status", 60, || {
         http_get(
             &eligd.addr,
             &format!("/v1/members/{}/eligibility", person(70_000)),
         );
         std::thread::sleep(Duration::from_millis(280));
-    }
+        http_get(&eligd.addr, "/status")
+            .1
+            .contains("id=\"channel-http\"")
+    });
     let page = format!("http://{}/status", eligd.addr);
     let profile = tempfile::tempdir().unwrap();
     let dom = chromium(&["--dump-dom", &page], profile.path());
