@@ -21,7 +21,6 @@ mod stream_writer;
 mod versions;
 mod writes;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,37 +58,72 @@ impl RelayError {
     }
 }
 
-/// What `/readyz` reports: active and healthy, or why not.
+/// What `/readyz` reports: whether this relay can serve its role, and which. An active relay
+/// moving rows is ready; so is a standby that reaches PostgreSQL (it asks for the relay lock
+/// every [`STANDBY_RETRY`]) and Redis (a `PING` as often), since it would take over at once.
+/// A relay that can do neither (starting, reconnecting after an error, deposed a moment ago,
+/// or a standby that cannot reach Redis) is not.
 pub struct RelayStatus {
-    active: AtomicBool,
-    reason: Mutex<String>,
+    state: Mutex<(Role, String)>,
+}
+
+/// The role a relay can serve now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Holding the lock and moving the outbox to the stream.
+    Active,
+    /// Another relay holds the lock; this one reaches both sides and would take over.
+    Standby,
+    /// Neither: the reason says why.
+    Unready,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+            Role::Unready => "unready",
+        }
+    }
 }
 
 impl Default for RelayStatus {
     fn default() -> Self {
         RelayStatus {
-            active: AtomicBool::new(false),
-            reason: Mutex::new("starting".into()),
+            state: Mutex::new((Role::Unready, "starting".into())),
         }
     }
 }
 
 impl RelayStatus {
-    fn set(&self, active: bool, reason: &str) {
-        self.active.store(active, Ordering::Relaxed);
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+    fn set_role(&self, role: Role, reason: &str) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (role, reason.to_string());
     }
 
-    /// `Ok` while this relay moves rows; else why not.
-    pub fn readiness(&self) -> Result<(), String> {
-        if self.active.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err(self
-                .reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone())
+    fn set(&self, active: bool, reason: &str) {
+        let role = if active { Role::Active } else { Role::Unready };
+        self.set_role(role, reason);
+    }
+
+    /// Standing by, having just reached PostgreSQL; `redis` says whether Redis answered.
+    fn standby(&self, redis: Result<(), String>) {
+        match redis {
+            Ok(()) => self.set_role(Role::Standby, "another relay holds the relay lock"),
+            Err(e) => self.set_role(
+                Role::Unready,
+                &format!("standing by, but Redis cannot be reached: {e}"),
+            ),
+        }
+    }
+
+    /// The role this relay can serve (with what a standby waits for), or why it can serve
+    /// none.
+    pub fn readiness(&self) -> Result<(Role, String), String> {
+        let (role, reason) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match role {
+            Role::Unready => Err(reason),
+            role => Ok((role, reason)),
         }
     }
 }
@@ -195,6 +229,29 @@ struct RelaySession<'a> {
     written: &'a Mutex<Option<FeedPosition>>,
 }
 
+/// A standby's check of Redis: a `PING` on the connection it keeps (made again when lost).
+async fn standby_ping(
+    kept: &mut Option<StreamReader>,
+    redis: &RedisTarget,
+    stream: &str,
+) -> Result<(), String> {
+    if kept.is_none() {
+        *kept = Some(
+            StreamReader::connect(redis, stream)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let Some(reader) = kept.as_mut() else {
+        return Err("no connection".into());
+    };
+    let pinged = stream_writer::ping(reader).await.map_err(|e| e.to_string());
+    if pinged.is_err() {
+        *kept = None;
+    }
+    pinged
+}
+
 /// One connection to each side, holding the relay lock, moving rows until an error; with
 /// `--wait-replicas`, a second Redis connection confirms what was written ([`confirming`]).
 async fn session(
@@ -206,11 +263,15 @@ async fn session(
     retry: &mut Backoff,
 ) -> Result<(), RelayError> {
     let (pg, notified) = outbox::connect(postgres).await?;
+    // While another relay holds the lock, this one checks that it could take over: PostgreSQL
+    // answers each try for the lock, Redis a `PING` on a connection kept for it.
+    let mut standby_redis: Option<StreamReader> = None;
     while !outbox::try_lock(&pg).await? {
-        status.set(false, "standing by: another relay holds the relay lock");
         metrics.active.set(0);
+        status.standby(standby_ping(&mut standby_redis, redis, &args.stream).await);
         tokio::time::sleep(STANDBY_RETRY).await;
     }
+    drop(standby_redis);
     let mut token = outbox::draw_token(&pg, &args.stream).await?;
     let mut reader = StreamReader::connect(redis, &args.stream).await?;
     // Raise the fence before anything else: from now on no write of a predecessor lands.

@@ -1,4 +1,6 @@
-//! The relay's operations port: `/healthz`, `/readyz`, `/metrics`, nothing else.
+//! The relay's operations port: `/healthz`, `/readyz`, `/metrics`, nothing else. `/readyz`
+//! answers 200 for a relay that can serve its role (`"role": "active"`, or `"standby"` when it
+//! reaches PostgreSQL and Redis and would take over), 503 with the reason otherwise.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,10 +43,16 @@ fn answer<B>(
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => match status.readiness() {
-            Ok(()) => (
+            Ok((role, waiting)) => (
                 StatusCode::OK,
                 "application/json",
-                r#"{"ready":true}"#.to_string(),
+                match role {
+                    super::Role::Standby => {
+                        serde_json::json!({"ready": true, "role": role.as_str(), "reason": waiting})
+                    }
+                    _ => serde_json::json!({"ready": true, "role": role.as_str()}),
+                }
+                .to_string(),
             ),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -53,8 +53,8 @@ fn a_deposed_relays_late_write_never_lands_and_a_bootstrap_from_the_table_keeps_
 
     // A's held write lands now: refused by the fence, and A steps down.
     proxy.release();
-    wait_for("A out of its session", 15, || {
-        crate::support::http_get(&a.addr, "/readyz").0 == 503
+    wait_for("A deposed", 15, || {
+        crate::support::metric_if_any(&a, "eligd_relay_deposed_total").is_some_and(|n| n >= 1.0)
     });
     let entries: i64 = redis.cmd(&["XLEN", crate::feed::STREAM]);
     assert_eq!(
@@ -62,8 +62,11 @@ fn a_deposed_relays_late_write_never_lands_and_a_bootstrap_from_the_table_keeps_
         "insert, update, delete: nothing from the deposed relay"
     );
     assert!(metric(&a, "eligd_relay_deposed_total") >= 1.0);
-    let (_, body) = crate::support::http_get(&a.addr, "/readyz");
-    assert!(body.contains("standing by"), "{body}");
+    // Deposed, A stands by, ready to take over again.
+    wait_for("A a standby", 15, || {
+        let (code, body) = crate::support::http_get(&a.addr, "/readyz");
+        code == 200 && body.contains(r#""role":"standby""#)
+    });
 
     // A replica bootstrapped from the table refuses the deleted person, and so does one
     // following the stream from its start.

@@ -136,13 +136,27 @@ fn a_second_relay_stands_by_and_takes_over() {
     let (pg, redis) = (records_db(), RedisServer::start());
     let mut first = start_relay(&pg, &redis, &[]);
     let second = start_relay_until(&pg, &redis, &[], "operations endpoints listening");
-    wait_for("the second to stand by", 10, || {
+    // A standby that reaches both sides is ready for its role: it would take over.
+    wait_for("the second to stand by, ready", 10, || {
         let (status, body) = readyz(&second);
-        status == 503 && body.contains("standing by")
+        status == 200 && body.contains(r#""role":"standby""#)
     });
     assert_eq!(metric(&second, "eligd_relay_active"), 0.0);
+    // One that cannot reach Redis could not take over: unready, saying why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("redis://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let blind =
+        crate::records::start_relay_at(&pg, &nowhere, &[], "operations endpoints listening");
+    wait_for("the blind standby unready", 15, || {
+        let (status, body) = readyz(&blind);
+        status == 503 && body.contains("Redis cannot be reached")
+    });
     first.kill9();
-    wait_for("the second to take over", 15, || readyz(&second).0 == 200);
+    wait_for("the second to take over", 15, || {
+        let (status, body) = readyz(&second);
+        status == 200 && body.contains(r#""role":"active""#)
+    });
     let eligd = start(&redis, &[]);
     wait_ready(&eligd);
     let a = person(401);
