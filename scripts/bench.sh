@@ -18,6 +18,8 @@
 #        --open-loop-p99-ratio 1.25.
 # Needs: taskset (util-linux), redis-server, PostgreSQL 15 server binaries, 2 cores.
 set -euo pipefail
+# The tools below read eligd's text log (address=…), also when it is not a terminal.
+export ELIGD_LOG_FORMAT="${ELIGD_LOG_FORMAT:-text}"
 cd "$(dirname "$0")/.."
 
 for tool in taskset redis-server python3; do

@@ -7,6 +7,8 @@
 #
 # Usage: scripts/load-smoke.sh [RATE] [SECONDS] [P99_MS]
 set -euo pipefail
+# The tools below read eligd's text log (address=…), also when it is not a terminal.
+export ELIGD_LOG_FORMAT="${ELIGD_LOG_FORMAT:-text}"
 cd "$(dirname "$0")/.."
 rate=${1:-700}
 seconds=${2:-10}

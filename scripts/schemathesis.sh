@@ -6,6 +6,8 @@
 #
 # Usage: scripts/schemathesis.sh [MAX_EXAMPLES (30)] [ELIGD (target/debug/eligd)] [SCHEMATHESIS]
 set -euo pipefail
+# The tools below read eligd's text log (address=…), also when it is not a terminal.
+export ELIGD_LOG_FORMAT="${ELIGD_LOG_FORMAT:-text}"
 cd "$(dirname "$0")/.."
 examples=${1:-30}
 eligd=${2:-target/debug/eligd}

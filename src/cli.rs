@@ -17,6 +17,19 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to standard error: `text` for people, `json` (one object per
+    /// line: timestamp, level, target, message and fields) for a log pipeline, or `auto`: text
+    /// on a terminal, JSON otherwise.
+    #[arg(long, global = true, env = "ELIGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 impl Cli {
@@ -235,6 +248,11 @@ pub struct ServeArgs {
     /// (nobody would be authenticated).
     #[arg(long, env = "ELIGD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// A listener of its own for `/metrics`, `/status`, `/readyz` and `/healthz` (plain HTTP,
+    /// any address: no personal data). With it, `--listen` serves only the API, FHIR, the
+    /// gateways and the page (404 for the rest); without it, `--listen` serves everything.
+    #[arg(long, env = "ELIGD_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
     /// Load this snapshot at start instead of generating the demo population.
     #[arg(long, env = "ELIGD_SNAPSHOT")]
     pub snapshot: Option<PathBuf>,

@@ -41,6 +41,7 @@ pub mod http;
 pub mod index_slot;
 pub mod inquiry;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod records;

@@ -14,13 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
-    init_logging();
+    eligd::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => run_async(commands::serve::run(*args)),
         Command::Relay(args) => run_async(commands::relay::run(args)),
         Command::DemoData(args) => commands::demo_data::run(&args),
         Command::Snapshot(SnapshotCommand::Build(args)) => {
-            commands::snapshot::build(&args, &mut std::io::stderr())
+            commands::snapshot::build(&args, &mut eligd::logging::LogLines::new())
         }
         Command::Snapshot(SnapshotCommand::Inspect(args)) => {
             commands::snapshot::inspect(&args, &mut std::io::stdout())
@@ -58,18 +58,6 @@ fn run_async(command: impl std::future::Future<Output = anyhow::Result<()>>) -> 
 }
 
 fn report(error: anyhow::Error) -> ExitCode {
-    eprintln!("eligd: error: {error:#}");
+    eligd::logging::report_error(&error);
     ExitCode::from(2)
-}
-
-/// Logs go to standard error; `RUST_LOG` sets the level (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }

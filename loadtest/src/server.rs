@@ -41,6 +41,8 @@ impl Eligd {
             .args(extra)
             .env("ELIGD_AUDIT_KEY", AUDIT_KEY)
             .env("RUST_LOG", "info")
+            // Read for its address and samples: text, also when run outside cargo.
+            .env("ELIGD_LOG_FORMAT", "text")
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run taskset/eligd: {e}"))?;

@@ -16,6 +16,9 @@ pub fn subject(args: &AuditSubjectArgs, out: &mut impl Write) -> anyhow::Result<
     let id = NationalId::parse_typed(&args.national_id).context("not a valid national ID")?;
     writeln!(out, "{}", key.subject(id))?;
     // stderr, so `$(eligd audit subject ID)` is the subject alone.
-    eprintln!("(under the audit key whose subject_key is {})", key.id());
+    crate::logging::notice(&format!(
+        "(under the audit key whose subject_key is {})",
+        key.id()
+    ));
     Ok(())
 }

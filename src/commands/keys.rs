@@ -87,13 +87,13 @@ fn add(args: &KeysAddArgs, out: &mut impl Write) -> anyhow::Result<()> {
     });
     file.write(&args.file.keys_file)?;
     writeln!(out, "{}", new.key)?;
-    eprintln!(
+    crate::logging::notice(&format!(
         "key {} for client {} ({}) added to {}; the key above is shown once and stored only as a hash",
         new.id,
         args.client,
         channel.as_str(),
         args.file.keys_file.display()
-    );
+    ));
     Ok(())
 }
 
@@ -209,14 +209,14 @@ fn rotate(args: &KeysRotateArgs, out: &mut impl Write) -> anyhow::Result<()> {
     });
     file.write(&args.file.keys_file)?;
     writeln!(out, "{}", new.key)?;
-    eprintln!(
+    crate::logging::notice(&format!(
         "key {} replaces {} (client {}); {} keeps working until {} and shares its rate limit; running services apply it within seconds",
         new.id,
         old.id,
         old.client,
         old.id,
         retire_at.format("%Y-%m-%dT%H:%M:%SZ")
-    );
+    ));
     Ok(())
 }
 

@@ -21,6 +21,7 @@ mod keys_files;
 mod layers;
 mod leaks;
 mod listener;
+mod logs;
 mod no_echo;
 mod pg_tls;
 mod prometheus;

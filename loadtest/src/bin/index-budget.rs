@@ -265,6 +265,7 @@ fn serve_until_ready(eligd: &Path, snap: &Path) -> Result<(f64, u64), String> {
         .args(["serve", "--listen", "127.0.0.1:0", "--snapshot"])
         .arg(snap)
         .env("RUST_LOG", "info")
+        .env("ELIGD_LOG_FORMAT", "text")
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;

@@ -381,8 +381,11 @@ fn start(mut command: Command, until: Option<&str>) -> Served {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if addr.is_none() {
+            // `address=…` in a text log, `"address":"…"` in a JSON one.
             if let Some(rest) = line.split("address=").nth(1) {
                 addr = Some(rest.split_whitespace().next().unwrap().to_string());
+            } else if let Some(rest) = line.split("\"address\":\"").nth(1) {
+                addr = rest.split('"').next().map(str::to_string);
             }
         }
         let found = match until {
@@ -433,4 +436,20 @@ pub(crate) fn terminate(served: &mut Served) -> std::process::ExitStatus {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The operations listener's address of a server started with `--ops-listen` (its log's
+/// `ops_address=…`, waited for up to 10 s).
+pub(crate) fn ops_address(served: &Served) -> String {
+    let mut found = None;
+    super::wait_for("the operations address logged", 10, || {
+        found = served
+            .log()
+            .split("ops_address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        found.is_some()
+    });
+    found.unwrap_or_default()
 }
