@@ -54,9 +54,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     super::access::reload_on_hangup(Arc::clone(&state), listener_config.tls.clone());
     // A Kubernetes Secret changes the keys file in place, without a signal.
     spawn_keys_watcher(Arc::clone(&state), stop_rx.clone());
-    let server = tokio::spawn(crate::http::serve_configured(
+    // With --ops-listen, the operations endpoints have a listener of their own and the public
+    // one serves only what clients and people reach.
+    let ops = match args.ops_listen {
+        Some(addr) => {
+            let ops_listener = crate::http::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (--ops-listen)"))?;
+            tracing::info!(ops_address = %ops_listener.local_addr()?, "operations endpoints listening");
+            let config = crate::http::ListenerConfig {
+                metrics: crate::http::connection_metrics(&state),
+                ..crate::http::ListenerConfig::default()
+            };
+            Some(tokio::spawn(crate::http::serve_routes(
+                ops_listener,
+                Arc::clone(&state),
+                crate::http::Routes::Ops,
+                config,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let public_routes = match ops {
+        Some(_) => crate::http::Routes::Public,
+        None => crate::http::Routes::All,
+    };
+    let server = tokio::spawn(crate::http::serve_routes(
         listener,
         Arc::clone(&state),
+        public_routes,
         listener_config,
         stopped(stop_rx.clone()),
     ));
@@ -85,6 +111,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Err(e) => {
                 let _ = stop_tx.send(true);
                 let _ = server.await;
+                if let Some(ops) = ops {
+                    let _ = ops.await;
+                }
                 super::access::close_audit(&state);
                 return Err(e);
             }
@@ -92,6 +121,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = stopped(stop_rx.clone()) => tracing::info!("stopping before the index finished loading"),
     }
     server.await.context("the HTTP server task failed")?;
+    if let Some(ops) = ops {
+        ops.await.context("the operations server task failed")?;
+    }
     // Every answer is out: write the audit records of all of them before exiting.
     super::access::close_audit(&state);
     Ok(())

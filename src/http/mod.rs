@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-pub use router::{handle, MAX_BATCH, MAX_BODY_BYTES};
+pub use router::{handle, Routes, MAX_BATCH, MAX_BODY_BYTES};
 
 use crate::app::AppState;
 use connections::{Close, ConnectionMetrics, Limits, Registered, Registry, TrackedIo};
@@ -94,12 +94,23 @@ pub async fn serve_configured(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_routes(listener, state, router::Routes::All, config, shutdown).await
+}
+
+/// [`serve_configured`] for a listener serving only `routes` (`--ops-listen`).
+pub async fn serve_routes(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    routes: router::Routes,
+    config: ListenerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     // One reference to the state for the rest of the process, read by every request, instead
     // of a reference taken and dropped per request: that count would be one word every
-    // request on every core writes. `eligd serve` runs one server per process; an in-process
+    // request on every core writes. `eligd serve` runs one server per listener; an in-process
     // test server keeps its (small) state until the test process ends.
     let state: &'static AppState = Box::leak(Box::new(state));
-    let handler = move |request, peer| handle(state, request, peer);
+    let handler = move |request, peer| router::handle_routes(state, routes, request, peer);
     serve_with_config(listener, handler, config, shutdown).await
 }
 

@@ -23,9 +23,40 @@ pub use crate::channels::MAX_BODY_BYTES;
 
 type HttpResponse = Response<Full<Bytes>>;
 
-/// Entry point for every request.
+/// Which routes a listener serves (`--ops-listen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything (one listener).
+    All,
+    /// The API, FHIR, the gateways and the page: what clients and people reach.
+    Public,
+    /// `/metrics`, `/status`, `/readyz`, `/healthz`: what operators and probes reach.
+    Ops,
+}
+
+impl Routes {
+    fn public(self) -> bool {
+        self != Routes::Ops
+    }
+
+    fn ops(self) -> bool {
+        self != Routes::Public
+    }
+}
+
+/// Entry point for every request on a listener serving everything.
 pub async fn handle(
     state: &'static AppState,
+    request: Request<Incoming>,
+    peer: super::Peer,
+) -> Result<HttpResponse, Infallible> {
+    handle_routes(state, Routes::All, request, peer).await
+}
+
+/// Entry point for every request on a listener serving `routes`.
+pub async fn handle_routes(
+    state: &'static AppState,
+    routes: Routes,
     request: Request<Incoming>,
     peer: super::Peer,
 ) -> Result<HttpResponse, Infallible> {
@@ -34,11 +65,12 @@ pub async fn handle(
     // the answer leaves (group commit, `audit::completion`). Without an audit log there is
     // nothing to wait for, and no per-request completion to allocate.
     let (route, channel, reply) = match state.audit() {
-        None => dispatch(state, request, peer, started).await,
+        None => dispatch(state, routes, request, peer, started).await,
         Some(audit) => {
-            let (decided, records) =
-                crate::audit::completion::Captured::new(dispatch(state, request, peer, started))
-                    .await;
+            let (decided, records) = crate::audit::completion::Captured::new(dispatch(
+                state, routes, request, peer, started,
+            ))
+            .await;
             let written = match records {
                 Some(records) => audit.wait_for(records).await,
                 None => true,
@@ -113,6 +145,7 @@ fn segments(path: &str) -> ([&str; MAX_SEGMENTS], usize) {
 
 async fn dispatch(
     state: &AppState,
+    routes: Routes,
     request: Request<Incoming>,
     peer: super::Peer,
     started: Instant,
@@ -121,6 +154,10 @@ async fn dispatch(
     let (found, n) = segments(request.uri.path());
     let known = &found[..n.min(MAX_SEGMENTS)];
     let whole = n <= MAX_SEGMENTS;
+    let ops_path = matches!(known, ["healthz"] | ["status"] | ["readyz"] | ["metrics"]);
+    if (ops_path && !routes.ops()) || (!ops_path && !routes.public()) {
+        return ("unknown", "http", error(state, ApiError::NotFound));
+    }
     match known {
         ["v1", "members", _, "eligibility"] if whole => (
             json::MEMBER_ROUTE,

@@ -234,3 +234,55 @@ fn a_slow_request_head_and_an_idle_connection_time_out_apart() {
     wait_for("the idle timeout", 15, || !open(&mut idle));
     assert!(metric(&served, "eligd_connections_timed_out_total") >= 2.0);
 }
+
+/// `--ops-listen`: the operations endpoints on a listener of their own, and nothing of them on
+/// the public one (and nothing public on the operations one).
+#[test]
+fn the_operations_endpoints_have_a_listener_of_their_own() {
+    let served = Launch::demo(1000)
+        .flags(&["--ops-listen", "127.0.0.1:0"])
+        .listening();
+    let ops = crate::support::ops_address(&served);
+    wait_for("ready on the operations listener", 30, || {
+        http_get(&ops, "/readyz").0 == 200
+    });
+    let person = served
+        .log()
+        .split("demo_national_id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string);
+    let lookup = format!("/v1/members/{}/eligibility", person.unwrap_or_default());
+    for path in ["/healthz", "/readyz", "/metrics", "/status"] {
+        assert_eq!(
+            http_get(&ops, path).0,
+            200,
+            "{path} on the operations listener"
+        );
+        let (status, body) = http_get(&served.addr, path);
+        assert_eq!(status, 404, "{path} on the public listener: {body}");
+        assert!(
+            !body.contains("eligd_"),
+            "nothing of /metrics leaks: {body}"
+        );
+    }
+    assert_eq!(
+        http_get(&served.addr, &lookup).0,
+        200,
+        "the API stays public"
+    );
+    for path in [lookup.as_str(), "/fhir/r4/metadata", "/ussd", "/"] {
+        assert_eq!(
+            http_get(&ops, path).0,
+            404,
+            "{path} on the operations listener"
+        );
+    }
+    let (_, metrics) = http_get(&ops, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eligd_requests_total") && l.contains("route=\"unknown\"")),
+        "the refused paths are counted: {metrics}"
+    );
+}

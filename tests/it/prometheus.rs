@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::feed::{person, start};
+use crate::feed::person;
 use crate::records::{insert_main, records_db, start_relay};
 use crate::redis_server::RedisServer;
+use crate::support::wait_for;
 use crate::support::{http_get, require_tool};
-use crate::support::{wait_for, wait_ready};
 
 /// A private `prometheus` on a free port, stopped on drop.
 struct Prometheus {
@@ -137,8 +137,12 @@ fn a_real_prometheus_loads_every_rule_healthy_and_every_dashboard_query_has_data
     let pg = records_db();
     let redis = RedisServer::start();
     let relay = start_relay(&pg, &redis, &[]);
-    let eligd = start(&redis, &[]);
-    wait_ready(&eligd);
+    // The operations endpoints on their own listener, as deployed (--ops-listen).
+    let eligd = crate::support::Launch::demo(2000)
+        .flags(&["--redis-url", &redis.url(), "--ops-listen", "127.0.0.1:0"])
+        .listening();
+    let ops = crate::support::ops_address(&eligd);
+    wait_for("ready", 30, || http_get(&ops, "/readyz").0 == 200);
     pg.execute(&insert_main(&person(40_000)));
 
     // Inquiries throughout: found, not found, invalid.
@@ -154,7 +158,7 @@ fn a_real_prometheus_loads_every_rule_healthy_and_every_dashboard_query_has_data
             }
         })
     };
-    let prometheus = Prometheus::start(&[("eligd", &eligd.addr), ("relay", &relay.addr)]);
+    let prometheus = Prometheus::start(&[("eligd", &ops), ("relay", &relay.addr)]);
     wait_for("both targets scraped", 30, || {
         prometheus.query("up == 1").len() == 2
     });
@@ -215,6 +219,6 @@ fn a_real_prometheus_loads_every_rule_healthy_and_every_dashboard_query_has_data
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
 
-    promtool_check_metrics(&eligd.addr);
+    promtool_check_metrics(&ops);
     promtool_check_metrics(&relay.addr);
 }

@@ -20,7 +20,7 @@ pub(crate) use http::{http, http_get, try_http, try_http_get, Answer};
 pub(crate) use metrics::{metric, metric_if_any, readyz, wait_for, wait_ready};
 #[allow(unused_imports)]
 pub(crate) use process::{
-    assert_clean_failure, build_snapshot, canonical_name, eligd, eligd_bin,
+    assert_clean_failure, build_snapshot, canonical_name, eligd, eligd_bin, ops_address,
     raise_own_descriptor_limit, seed_snapshot_dir, serve, serve_command, serve_command_listening,
     serve_command_ready, serve_env, serve_until, snapshot_into, stderr, stdout, terminate, Launch,
     Served, AUDIT_KEY,
