@@ -91,8 +91,14 @@ fn barcode_video(text: &str, path: &Path) {
     std::fs::write(path, out).unwrap();
 }
 
-/// tests/browser, its packages installed (`npm ci`, on first use or when one is missing).
+/// tests/browser, its packages installed (`npm ci`, on first use or when one is missing;
+/// once, while the other browser tests wait: two `npm ci` in one folder break each other).
 fn browser_tests() -> PathBuf {
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(install_browser_tests).clone()
+}
+
+fn install_browser_tests() -> PathBuf {
     require_tool("node", "nodejs");
     require_tool("npm", "npm");
     let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
