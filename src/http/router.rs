@@ -94,14 +94,26 @@ fn into_response(reply: Reply) -> HttpResponse {
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
-    headers.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    // A 304 has no content, so no type (its reply's `content_type` is empty).
+    if !reply.content_type.is_empty() {
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static(reply.content_type),
+        );
+    }
+    // Nothing is stored by a cache unless it says so itself: only the page's files do
+    // (`web`, `no-cache` with an ETag); every answer, error and operations endpoint is
+    // `no-store`.
+    if !reply
+        .headers
+        .iter()
+        .any(|(name, _)| *name == hyper::header::CACHE_CONTROL)
+    {
+        headers.insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
     for (name, value) in reply.headers {
         headers.append(name, value);
     }
@@ -214,7 +226,7 @@ async fn dispatch(
             match crate::web::route(path).filter(|_| state.public.is_some()) {
                 Some(route) => {
                     let reply = if request.method == Method::GET || request.method == Method::HEAD {
-                        crate::web::file(path)
+                        crate::web::file(path, &request.headers)
                     } else {
                         error(state, ApiError::MethodNotAllowed { allow: "GET" })
                     };

@@ -57,22 +57,55 @@ impl History {
     /// Per channel, one point per step between consecutive samples (oldest first).
     pub fn series(&self) -> BTreeMap<String, Vec<Point>> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-        for pair in samples.iter().collect::<Vec<_>>().windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let seconds = (b.unix_ms.saturating_sub(a.unix_ms)) as f64 / 1000.0;
-            if seconds <= 0.0 {
-                continue;
-            }
-            for (channel, now) in &b.channels {
-                let before = a.channels.get(channel).cloned().unwrap_or_default();
-                out.entry(channel.clone())
-                    .or_default()
-                    .push(step(&before, now, seconds, b.unix_ms));
-            }
-        }
-        out
+        steps(samples.iter())
     }
+
+    /// [`series`](Self::series) and, last, a point for now: from `metrics_text` (the live
+    /// counters and histograms, read as the page is asked) against the newest sample at
+    /// least [`LIVE_MIN_MS`] older (else the oldest), over at least that long. So the page
+    /// shows the requests of its first seconds, before a second sample is taken.
+    pub fn series_until(&self, unix_ms: u64, metrics_text: &str) -> BTreeMap<String, Vec<Point>> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(base) = samples
+            .iter()
+            .rev()
+            .find(|s| s.unix_ms + LIVE_MIN_MS <= unix_ms)
+            .or(samples.front())
+        else {
+            return BTreeMap::new();
+        };
+        let live = Sample {
+            unix_ms: unix_ms.max(base.unix_ms + LIVE_MIN_MS),
+            channels: parse(metrics_text),
+        };
+        // The sampled steps up to `base`, then `base` to now.
+        let until_base = samples.iter().take_while(|s| s.unix_ms <= base.unix_ms);
+        steps(until_base.chain(std::iter::once(&live)))
+    }
+}
+
+/// The shortest span a live point's rate is taken over (a few requests within milliseconds
+/// of a sample are no rate of thousands per second).
+pub const LIVE_MIN_MS: u64 = 1_000;
+
+/// One point per step between consecutive samples, per channel.
+fn steps<'s>(samples: impl Iterator<Item = &'s Sample>) -> BTreeMap<String, Vec<Point>> {
+    let samples: Vec<&Sample> = samples.collect();
+    let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for pair in samples.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let seconds = (b.unix_ms.saturating_sub(a.unix_ms)) as f64 / 1000.0;
+        if seconds <= 0.0 {
+            continue;
+        }
+        for (channel, now) in &b.channels {
+            let before = a.channels.get(channel).cloned().unwrap_or_default();
+            out.entry(channel.clone())
+                .or_default()
+                .push(step(&before, now, seconds, b.unix_ms));
+        }
+    }
+    out
 }
 
 fn step(before: &Counts, now: &Counts, seconds: f64, unix_ms: u64) -> Point {
@@ -196,5 +229,38 @@ mod tests {
         h.record(10_000, &format!("{A}garbage{{\nnot a metric\n"));
         let p = &h.series()["ussd"][0];
         assert_eq!((p.per_second, p.p50, p.p99), (0.0, None, None));
+    }
+
+    #[test]
+    fn the_live_point_counts_from_the_last_sample_and_never_over_less_than_a_second() {
+        let h = History::default();
+        assert!(
+            h.series_until(5_000, A).is_empty(),
+            "no sample: nothing to count from"
+        );
+        h.record(0, "");
+        // 10 requests in the first 400 ms: one point, over a second, before a second sample.
+        let live = h.series_until(400, A);
+        assert_eq!(live["ussd"].len(), 1);
+        assert_eq!(live["ussd"][0].per_second, 10.0);
+        assert_eq!(live["ussd"][0].p50, Some(0.001));
+        // 5 s in: over 5 s.
+        assert_eq!(h.series_until(5_000, A)["ussd"][0].per_second, 2.0);
+        assert!(h.series().is_empty(), "the samples are as they were");
+        // Sampled at 10 s; at 10.5 s the live point counts from 0 again (10.5 s), after the
+        // sampled step.
+        h.record(10_000, A);
+        let b = A.replace("} 8\n", "} 18\n").replace("} 10\n", "} 31\n");
+        let series = h.series_until(10_500, &b);
+        assert_eq!(
+            series["ussd"].len(),
+            1,
+            "the step from 0 is replaced by the live one"
+        );
+        assert_eq!(series["ussd"][0].per_second, 31.0 / 10.5);
+        // At 12 s: the sampled step, then 21 more over 2 s.
+        let series = h.series_until(12_000, &b);
+        let rates: Vec<f64> = series["ussd"].iter().map(|p| p.per_second).collect();
+        assert_eq!(rates, [1.0, 10.5]);
     }
 }

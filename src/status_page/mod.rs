@@ -96,9 +96,13 @@ pub fn page(state: &AppState) -> String {
         None => row("audit queue", "audit-queue", "no audit log".into()),
     }
     html.push_str("</table><h2>Last 15 minutes, by channel</h2>");
-    let series = state.metrics.history.series();
+    // The sampled history (one sample every 10 s), and a last point from the live counters.
+    let series = state
+        .metrics
+        .history
+        .series_until(now_ms, &state.metrics.encode());
     if series.is_empty() {
-        html.push_str("<p>No samples yet (one every 10 s).</p>");
+        html.push_str("<p id=\"no-inquiries\">No inquiries yet.</p>");
     }
     for (channel, points) in &series {
         let rate: Vec<f64> = points.iter().map(|p| p.per_second).collect();
@@ -106,7 +110,7 @@ pub fn page(state: &AppState) -> String {
         let _ = write!(
             html,
             "<section id=\"channel-{channel}\"><h3>{channel}</h3><div class=\"charts\">\
-             <figure>{}<figcaption>requests/s, now <b class=\"rate\">{:.1}</b></figcaption></figure>",
+             <figure>{}<figcaption>requests/s, now <b class=\"rate\" id=\"rate-{channel}\">{:.1}</b></figcaption></figure>",
             chart(&rate),
             last.map_or(0.0, |p| p.per_second)
         );
@@ -157,14 +161,24 @@ fn chart(values: &[f64]) -> String {
             } else {
                 h
             };
-            format!("{:.1},{:.1}", i as f64 * step, y)
+            // One point is now: at the right edge, where the last of many is.
+            let x = if values.len() > 1 { i as f64 * step } else { w };
+            format!("{x:.1},{y:.1}")
         })
         .collect();
+    // The last point (now) is drawn as a dot: a line needs two points, a dot shows one.
+    let dot = points.last().map_or(String::new(), |last| {
+        let (x, y) = last.split_once(',').unwrap_or(("0", "0"));
+        format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"#1f6feb\"/>")
+    });
     format!(
-        "<svg viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"max {max:.2}\">\
-         <polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"1.5\" points=\"{}\"/>\
+        "<svg viewBox=\"-3 -3 {vw} {vh}\" width=\"{vw}\" height=\"{vh}\" role=\"img\" aria-label=\"max {max:.2}\">\
+         <polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"1.5\" points=\"{}\"/>{dot}\
          <text x=\"2\" y=\"10\" font-size=\"9\">max {max:.2}</text></svg>",
-        points.join(" ")
+        points.join(" "),
+        // A margin for the dot at the edges.
+        vw = w + 6.0,
+        vh = h + 6.0,
     )
 }
 
@@ -198,5 +212,19 @@ mod tests {
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
         assert_eq!(shown_ms(Some(0.0004)), "≤ 0.4");
         assert_eq!(shown_ms(None), "–");
+        assert!(
+            svg.contains("<circle cx=\"180.0\" cy=\"2.0\""),
+            "now, as a dot: {svg}"
+        );
+    }
+
+    #[test]
+    fn a_chart_of_one_point_draws_it() {
+        let svg = chart(&[3.0]);
+        assert!(svg.contains("points=\"180.0,2.0\""), "{svg}");
+        assert!(
+            svg.contains("<circle cx=\"180.0\" cy=\"2.0\" r=\"2.5\""),
+            "{svg}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use validator::validate;
 
 mod bad_input;
 mod clients;
-mod validator;
+pub(crate) mod validator;
 
 const PATH: &str = "/fhir/r4/CoverageEligibilityRequest";
 const FHIR_JSON: &str = "application/fhir+json";

@@ -127,3 +127,30 @@ fn the_status_page_shows_in_a_browser_what_metrics_says() {
         std::fs::copy(&shot, out).unwrap();
     }
 }
+
+#[test]
+fn the_status_page_shows_the_first_requests_before_a_second_sample() {
+    // Samples are taken at start and every 10 s; the page's last point comes from the live
+    // counters, so an inquiry made now shows now, as a dot (a chart of one point).
+    let eligd = crate::support::serve(&["--demo-members", "2000"]);
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        http_get(&eligd.addr, "/v1/members/0029618444/eligibility");
+    }
+    let (code, page) = http_get(&eligd.addr, "/status");
+    assert_eq!(code, 200);
+    let taken = started.elapsed();
+    assert!(!page.contains("No samples yet"), "{page}");
+    assert!(page.contains("id=\"channel-http\""), "{page}");
+    let section = &page[page.find("id=\"channel-http\"").unwrap()..];
+    let rate: f64 = by_id(section, "rate-http").parse().unwrap();
+    assert!(
+        rate > 0.0,
+        "a rate from the live counters: {rate} ({taken:?} in)"
+    );
+    assert!(section.contains("<circle"), "one point, drawn: {section}");
+    assert!(
+        !page.contains("id=\"channel-ussd\""),
+        "no channel without requests"
+    );
+}
