@@ -260,6 +260,7 @@ impl RedisArgs {
         )?
         .with_username(self.redis_username.as_deref())?
         .with_password(password)
+        .checked()?
         .with_sentinel_password(sentinel_password)?)
     }
 

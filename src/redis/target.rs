@@ -141,6 +141,17 @@ impl RedisTarget {
         self
     }
 
+    /// Refuses a user without a password: it would never be sent (`AUTH` needs one), and
+    /// the connection would silently be Redis's `default` user.
+    pub fn checked(self) -> Result<RedisTarget, TargetError> {
+        if self.username.is_some() && self.password.is_none() {
+            return Err(bad(
+                "a Redis user (--redis-username, or the user in --redis-url) needs a password: --redis-password-file, or the URL's",
+            ));
+        }
+        Ok(self)
+    }
+
     /// The sentinels' own password; only with `--redis-sentinels`.
     pub fn with_sentinel_password(
         mut self,
@@ -408,6 +419,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("without --redis-sentinels"), "{e}");
+        let e = RedisTarget::from_url("redis://h", None)
+            .unwrap()
+            .with_username(Some("eligd"))
+            .unwrap()
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a password"), "{e}");
         let t = RedisTarget::new(None, Some("h:1"), Some("m"), None)
             .unwrap()
             .with_sentinel_password(Some(Secret::Value("sentinelpw".into())))

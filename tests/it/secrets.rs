@@ -214,6 +214,18 @@ fn redis_with_requirepass_and_an_acl_user_feeds_serve_and_the_relay() {
     );
     assert_clean_failure(&o, "--redis-password-file");
     assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    let o = eligd_env(
+        &[
+            "snapshot",
+            "position",
+            "--redis-url",
+            &url,
+            "--redis-username",
+            ACL_USER,
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, "needs a password");
     let refused = debug(&[
         "--demo-members",
         "2000",
