@@ -140,8 +140,9 @@ pub struct KeysRotateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Print the audit subject (the HMAC under ELIGD_AUDIT_KEY) of a national ID, to find
-    /// the lines about that person in the audit log.
+    /// Print the audit subject (the HMAC under ELIGD_AUDIT_KEY, or the key in the file named
+    /// by ELIGD_AUDIT_KEY_FILE) of a national ID, to find the lines about that person in the
+    /// audit log.
     Subject(AuditSubjectArgs),
 }
 
@@ -153,16 +154,23 @@ pub struct AuditSubjectArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
-    /// The records database (`postgres://user[:password]@host:port/db`), holding the schema
-    /// of deploy/postgres/schema.sql.
-    #[arg(long, env = "ELIGD_POSTGRES_URL")]
+    /// The records database, holding the schema of deploy/postgres/schema.sql: a URL
+    /// (`postgres://user[:password]@host:port/db`) or libpq's `key=value` form (`host=… port=…
+    /// user=… dbname=…`). Never echoed.
+    #[arg(long, env = "ELIGD_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: String,
+    /// A file holding the database password (a mounted Secret; one trailing newline is
+    /// ignored), used instead of any password in `--postgres-url`; read again for every new
+    /// connection.
+    #[arg(long, env = "ELIGD_POSTGRES_PASSWORD_FILE")]
+    pub postgres_password_file: Option<PathBuf>,
     /// The Redis holding the change stream (`redis://[:password@]host:port[/db]`, or
     /// `rediss://` for TLS). With `--redis-sentinels` it supplies only TLS, credentials and
     /// database.
     #[arg(
         long,
         env = "ELIGD_REDIS_URL",
+        hide_env_values = true,
         required_unless_present = "redis_sentinels"
     )]
     pub redis_url: Option<String>,
@@ -207,33 +215,66 @@ pub struct RelayArgs {
     pub outbox_keep_secs: u64,
 }
 
-/// How to reach Redis besides `--redis-url`: TLS trust, and Sentinel.
+/// How to reach Redis besides `--redis-url`: TLS trust, credentials, and Sentinel.
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// PEM file of the CA that signed Redis's (and the sentinels') certificates, for
     /// `rediss://`; without it the system's roots.
     #[arg(long, env = "ELIGD_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
+    /// The Redis ACL user to authenticate as (`AUTH user password`), instead of a user in
+    /// `--redis-url`; without either, Redis's `default` user.
+    #[arg(long, env = "ELIGD_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// A file holding Redis's password (a mounted Secret; one trailing newline is ignored),
+    /// used instead of a password in `--redis-url`; read again for every new connection.
+    #[arg(long, env = "ELIGD_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
     /// Find the Redis primary through these sentinels (`host:port,…`), with `--redis-master`.
     #[arg(long, env = "ELIGD_REDIS_SENTINELS", requires = "redis_master")]
     pub redis_sentinels: Option<String>,
     /// The master name the sentinels monitor.
     #[arg(long, env = "ELIGD_REDIS_MASTER", requires = "redis_sentinels")]
     pub redis_master: Option<String>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf); prefer
+    /// `--redis-sentinel-password-file`.
+    #[arg(
+        long,
+        env = "ELIGD_REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "redis_sentinel_password_file"
+    )]
+    pub redis_sentinel_password: Option<String>,
+    /// A file holding the sentinels' own password; read again for every new connection.
+    #[arg(long, env = "ELIGD_REDIS_SENTINEL_PASSWORD_FILE")]
+    pub redis_sentinel_password_file: Option<PathBuf>,
 }
 
 impl RedisArgs {
-    /// Where Redis is, from these flags and `--redis-url`.
-    pub fn target(
-        &self,
-        url: Option<&str>,
-    ) -> Result<crate::redis::RedisTarget, crate::redis::TargetError> {
-        crate::redis::RedisTarget::new(
+    /// Where Redis is and how to authenticate, from these flags and `--redis-url`. Password
+    /// files are read here: a missing or empty one is an error naming the flag.
+    pub fn target(&self, url: Option<&str>) -> anyhow::Result<crate::redis::RedisTarget> {
+        use crate::secret::Secret;
+        let password = Secret::from_flags(
+            None,
+            "--redis-password-file",
+            self.redis_password_file.as_deref(),
+        )?;
+        let sentinel_password = Secret::from_flags(
+            self.redis_sentinel_password.as_deref(),
+            "--redis-sentinel-password-file",
+            self.redis_sentinel_password_file.as_deref(),
+        )?;
+        Ok(crate::redis::RedisTarget::new(
             url,
             self.redis_sentinels.as_deref(),
             self.redis_master.as_deref(),
             self.redis_ca.as_deref(),
-        )
+        )?
+        .with_username(self.redis_username.as_deref())?
+        .with_password(password)
+        .checked()?
+        .with_sentinel_password(sentinel_password)?)
     }
 
     /// Whether a feed is configured at all.
@@ -286,7 +327,7 @@ pub struct ServeArgs {
     /// Follow the change feed in this Redis (`redis://[:password@]host:port[/db]`, or
     /// `rediss://` for TLS); without it (and without `--redis-sentinels`) the index is
     /// static. With `--redis-sentinels` it supplies only TLS, credentials and database.
-    #[arg(long, env = "ELIGD_REDIS_URL")]
+    #[arg(long, env = "ELIGD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -327,7 +368,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ELIGD_API_KEYS")]
     pub api_keys: Option<PathBuf>,
     /// Append one JSON line per inquiry to this file (needs ELIGD_AUDIT_KEY, hex, at least
-    /// 16 bytes). No record, no answer: inquiries are refused while it cannot be written.
+    /// 16 bytes, or ELIGD_AUDIT_KEY_FILE naming a file that holds it). No record, no answer: inquiries are refused while it cannot be written.
     #[arg(long, env = "ELIGD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
     /// Rotate the audit log when it would grow past this many bytes.
@@ -396,7 +437,7 @@ pub enum SnapshotCommand {
 #[derive(Debug, Args)]
 pub struct SnapshotPositionArgs {
     /// The Redis of the change stream (required unless `--redis-sentinels`).
-    #[arg(long, env = "ELIGD_REDIS_URL")]
+    #[arg(long, env = "ELIGD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -412,14 +453,18 @@ pub struct SnapshotBuildArgs {
     #[arg(long, env = "ELIGD_FROM_JSONL")]
     pub from_jsonl: Option<PathBuf>,
     /// Read the `members` table of this records database instead, in one consistent
-    /// transaction (`postgres://user[:password]@host:port/db`).
-    #[arg(long, env = "ELIGD_FROM_POSTGRES")]
+    /// transaction (`postgres://user[:password]@host:port/db`, or libpq's `key=value` form).
+    #[arg(long, env = "ELIGD_FROM_POSTGRES", hide_env_values = true)]
     pub from_postgres: Option<String>,
+    /// With `--from-postgres`: a file holding the database password, used instead of any
+    /// password in it (one trailing newline is ignored).
+    #[arg(long, env = "ELIGD_POSTGRES_PASSWORD_FILE", requires = "from_postgres")]
+    pub postgres_password_file: Option<PathBuf>,
     /// The Redis of the change stream. With `--from-postgres` it is read before the table,
     /// so the snapshot records a position from which no change is missed, and the stream's
     /// epoch; with `--from-jsonl`, `--position` and `--epoch`, a check that the stream is still
     /// of that epoch (a replica would refuse the snapshot otherwise).
-    #[arg(long, env = "ELIGD_REDIS_URL")]
+    #[arg(long, env = "ELIGD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,

@@ -47,6 +47,7 @@ pub mod pg;
 pub mod records;
 pub mod redis;
 pub mod relay;
+pub mod secret;
 pub mod shutdown;
 pub mod status_page;
 pub mod tls_client;

@@ -99,8 +99,11 @@ const DELETE_MARKERS: &str = "SELECT d.national_id, d.version FROM eligd_deleted
 /// Reads every member, and every delete marker as a tombstone, into a body, from one
 /// consistent transaction. `position` is recorded by the caller; read it first. Returns the
 /// body, the import report and how many delete markers it holds.
-pub fn import_members(url: &str, strict: bool) -> Result<(Body, ImportReport, u64), RecordsError> {
-    let mut client = PgTarget::parse(url, "--from-postgres")?.connect_blocking()?;
+pub fn import_members(
+    target: &PgTarget,
+    strict: bool,
+) -> Result<(Body, ImportReport, u64), RecordsError> {
+    let mut client = target.connect_blocking()?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

@@ -56,10 +56,19 @@ pub struct AuditKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditKeyError {
-    #[error("ELIGD_AUDIT_KEY is not set; the audit log needs a key of at least {MIN_KEY_BYTES} bytes in hexadecimal (e.g. from `openssl rand -hex 32`)")]
+    #[error("ELIGD_AUDIT_KEY is not set (nor ELIGD_AUDIT_KEY_FILE); the audit log needs a key of at least {MIN_KEY_BYTES} bytes in hexadecimal (e.g. from `openssl rand -hex 32`)")]
     Missing,
     #[error("ELIGD_AUDIT_KEY must be hexadecimal, at least {MIN_KEY_BYTES} bytes ({} digits)", MIN_KEY_BYTES * 2)]
     Malformed,
+    #[error(
+        "ELIGD_AUDIT_KEY and ELIGD_AUDIT_KEY_FILE are both set: set one (which key was meant?)"
+    )]
+    Both,
+    /// The file cannot be read, or is empty: names the path, never the content.
+    #[error("{0}")]
+    File(String),
+    #[error("ELIGD_AUDIT_KEY_FILE {path}: the file must hold the key in hexadecimal, at least {MIN_KEY_BYTES} bytes ({digits} digits)", digits = MIN_KEY_BYTES * 2)]
+    MalformedFile { path: String },
 }
 
 impl AuditKey {
@@ -85,13 +94,26 @@ impl AuditKey {
         Ok(AuditKey { mac, id })
     }
 
-    /// The key from the environment (`ELIGD_AUDIT_KEY`).
+    /// The key from the environment: `ELIGD_AUDIT_KEY`, or the file named by
+    /// `ELIGD_AUDIT_KEY_FILE` (a mounted Secret), read once at start. Setting both is an error.
     pub fn from_env() -> Result<AuditKey, AuditKeyError> {
-        match std::env::var("ELIGD_AUDIT_KEY") {
-            Ok(text) => AuditKey::from_hex(&text),
-            Err(std::env::VarError::NotPresent) => Err(AuditKeyError::Missing),
-            Err(std::env::VarError::NotUnicode(_)) => Err(AuditKeyError::Malformed),
+        let file = std::env::var_os("ELIGD_AUDIT_KEY_FILE").filter(|f| !f.is_empty());
+        match (std::env::var("ELIGD_AUDIT_KEY"), file) {
+            (Ok(_) | Err(std::env::VarError::NotUnicode(_)), Some(_)) => Err(AuditKeyError::Both),
+            (_, Some(path)) => AuditKey::from_file(std::path::Path::new(&path)),
+            (Ok(text), None) => AuditKey::from_hex(&text),
+            (Err(std::env::VarError::NotPresent), None) => Err(AuditKeyError::Missing),
+            (Err(std::env::VarError::NotUnicode(_)), None) => Err(AuditKeyError::Malformed),
         }
+    }
+
+    /// The key from a file holding it in hexadecimal (`ELIGD_AUDIT_KEY_FILE`).
+    pub fn from_file(path: &std::path::Path) -> Result<AuditKey, AuditKeyError> {
+        let text = crate::secret::read_secret_file("ELIGD_AUDIT_KEY_FILE", path)
+            .map_err(|e| AuditKeyError::File(e.to_string()))?;
+        AuditKey::from_hex(&text).map_err(|_| AuditKeyError::MalformedFile {
+            path: path.display().to_string(),
+        })
     }
 
     /// The key's identifier: 8 hexadecimal digits of an HMAC under the key of a fixed text

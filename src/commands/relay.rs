@@ -12,7 +12,13 @@ use crate::relay::{self, RelayConfig, RelayStatus};
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Neither URL is ever echoed: both may hold a password.
-    let postgres = PgTarget::parse(&args.postgres_url, "--postgres-url")?;
+    let postgres = PgTarget::parse(&args.postgres_url, "--postgres-url")?.with_password(
+        crate::secret::Secret::from_flags(
+            None,
+            "--postgres-password-file",
+            args.postgres_password_file.as_deref(),
+        )?,
+    );
     let redis = args.redis.target(args.redis_url.as_deref())?;
     let min_retain = 2 * args.compact_interval;
     if args.retain_hours > 0 && args.retain_hours.saturating_mul(3600) < min_retain {

@@ -45,6 +45,14 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             )
         }
         (None, Some(url)) => {
+            // Checked before anything is read; neither the string nor the file is echoed.
+            let postgres = crate::pg::PgTarget::parse(url, "--from-postgres")?.with_password(
+                crate::secret::Secret::from_flags(
+                    None,
+                    "--postgres-password-file",
+                    args.postgres_password_file.as_deref(),
+                )?,
+            );
             // Read before the table, so replaying from it misses nothing (records.rs).
             let (position, epoch) = match &redis {
                 Some(redis) => {
@@ -57,8 +65,8 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
                     (None, None)
                 }
             };
-            let (body, report, markers) =
-                records::import_members(url, args.strict).context("reading the members table")?;
+            let (body, report, markers) = records::import_members(&postgres, args.strict)
+                .context("reading the members table")?;
             let source = format!("the members table (and {markers} delete markers)");
             ((body, report), source, position, epoch)
         }

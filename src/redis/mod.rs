@@ -39,6 +39,13 @@ pub enum RespError {
     Unsupported(String),
     #[error("TLS with {address} failed: {reason} (check --redis-ca and that the certificate names the host connected to)")]
     Tls { address: String, reason: String },
+    /// AUTH refused, or a command refused for want of it (`NOAUTH`): never the password.
+    #[error("{address} refused the credentials: {reply} (check {hint})")]
+    Auth {
+        address: String,
+        reply: String,
+        hint: &'static str,
+    },
 }
 
 fn protocol(what: impl Into<String>) -> RespError {
@@ -292,6 +299,32 @@ pub fn encode(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
+/// An error that says Redis (or a sentinel) refused the credentials, as [`RespError::Auth`]
+/// naming the flags to check; any other error as it is. Redis's replies never quote the
+/// password sent.
+pub(crate) fn credentials_refused(
+    e: RespError,
+    host: &str,
+    port: u16,
+    hint: &'static str,
+) -> RespError {
+    match e {
+        RespError::Server(reply)
+            if reply.starts_with("WRONGPASS")
+                || reply.starts_with("NOAUTH")
+                || reply.starts_with("NOPERM")
+                || reply.contains("AUTH") =>
+        {
+            RespError::Auth {
+                address: format!("{host}:{port}"),
+                reply,
+                hint,
+            }
+        }
+        other => other,
+    }
+}
+
 /// What a connection runs over: plain TCP or TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -335,19 +368,26 @@ impl Connection {
             stream,
             buf: Vec::with_capacity(64 * 1024),
         };
+        let refused = |e| credentials_refused(e, host, port, target.credentials_hint);
         if let Some(password) = &target.password {
+            // A password file is read again for every connection (a rotated Secret).
+            let password = password.current();
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = &target.username {
                 auth.push(user.as_bytes());
             }
             auth.push(password.as_bytes());
-            connection.command(&auth, COMMAND_TIMEOUT).await?;
+            connection
+                .command(&auth, COMMAND_TIMEOUT)
+                .await
+                .map_err(refused)?;
         }
         if target.db != 0 {
             let db = target.db.to_string();
             connection
                 .command(&[b"SELECT", db.as_bytes()], COMMAND_TIMEOUT)
-                .await?;
+                .await
+                .map_err(refused)?;
         }
         Ok(connection)
     }

@@ -14,16 +14,21 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use super::{Connection, Frame, RespError};
+use crate::secret::Secret;
 use crate::tls_client::{client_config, SYSTEM_ROOTS};
 
-/// How to reach Redis. Holds a password when the URL has one: never printed.
+/// How to reach Redis. Holds passwords (the URL's or a file's, the sentinels'): never printed.
 #[derive(Clone)]
 pub struct RedisTarget {
     route: Route,
     pub(super) username: Option<String>,
-    pub(super) password: Option<String>,
+    pub(super) password: Option<Secret>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), not the data's.
+    sentinel_password: Option<Secret>,
     pub(super) db: i64,
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+    /// Which flags to check when Redis refuses the credentials.
+    pub(super) credentials_hint: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +107,63 @@ impl RedisTarget {
         Ok(RedisTarget {
             route,
             username: parsed.username,
-            password: parsed.password,
+            password: parsed.password.map(Secret::Value),
+            sentinel_password: None,
             db: parsed.db,
             tls,
+            credentials_hint:
+                "the password and user of --redis-url, --redis-username, --redis-password-file",
         })
+    }
+
+    /// Authenticates as `username` (an ACL user, `AUTH user password`) instead of the URL's
+    /// user; both given is an error (which one was meant?).
+    pub fn with_username(mut self, username: Option<&str>) -> Result<RedisTarget, TargetError> {
+        if let Some(user) = username {
+            if self.username.is_some() {
+                return Err(bad(
+                    "--redis-username and a user in --redis-url: give the user in one place",
+                ));
+            }
+            if user.is_empty() {
+                return Err(bad("--redis-username is empty"));
+            }
+            self.username = Some(user.to_string());
+        }
+        Ok(self)
+    }
+
+    /// The password to authenticate with, instead of the URL's (a file's wins over the URL).
+    pub fn with_password(mut self, password: Option<Secret>) -> RedisTarget {
+        if password.is_some() {
+            self.password = password;
+        }
+        self
+    }
+
+    /// Refuses a user without a password: it would never be sent (`AUTH` needs one), and
+    /// the connection would silently be Redis's `default` user.
+    pub fn checked(self) -> Result<RedisTarget, TargetError> {
+        if self.username.is_some() && self.password.is_none() {
+            return Err(bad(
+                "a Redis user (--redis-username, or the user in --redis-url) needs a password: --redis-password-file, or the URL's",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The sentinels' own password; only with `--redis-sentinels`.
+    pub fn with_sentinel_password(
+        mut self,
+        password: Option<Secret>,
+    ) -> Result<RedisTarget, TargetError> {
+        if password.is_some() && !matches!(self.route, Route::Sentinel { .. }) {
+            return Err(bad(
+                "--redis-sentinel-password(-file) is given without --redis-sentinels",
+            ));
+        }
+        self.sentinel_password = password;
+        Ok(self)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -141,16 +199,19 @@ impl RedisTarget {
         port: u16,
         master: &str,
     ) -> Result<Connection, RespError> {
-        // Sentinels take neither the data's credentials nor its database.
+        // Sentinels take neither the data's credentials nor its database: their own
+        // password, if they have one (`requirepass` in sentinel.conf).
         let sentinel_target = RedisTarget {
             route: Route::Direct {
                 host: host.to_string(),
                 port,
             },
             username: None,
-            password: None,
+            password: self.sentinel_password.clone(),
+            sentinel_password: None,
             db: 0,
             tls: self.tls.clone(),
+            credentials_hint: "--redis-sentinel-password or --redis-sentinel-password-file",
         };
         let mut sentinel = Connection::open(&sentinel_target, host, port).await?;
         let reply = sentinel
@@ -158,14 +219,22 @@ impl RedisTarget {
                 &[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()],
                 SENTINEL_TIMEOUT,
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                super::credentials_refused(e, host, port, sentinel_target.credentials_hint)
+            })?;
         let (addr_host, addr_port) = master_address(&reply).ok_or_else(|| {
             RespError::Unsupported(format!(
                 "sentinel {host}:{port} knows no master named {master}"
             ))
         })?;
         let mut connection = Connection::open(self, &addr_host, addr_port).await?;
-        let role = connection.command(&[b"ROLE"], SENTINEL_TIMEOUT).await?;
+        let role = connection
+            .command(&[b"ROLE"], SENTINEL_TIMEOUT)
+            .await
+            .map_err(|e| {
+                super::credentials_refused(e, &addr_host, addr_port, self.credentials_hint)
+            })?;
         match role {
             Frame::Array(items) if items.first().and_then(Frame::bytes) == Some(b"master") => {
                 Ok(connection)
@@ -311,13 +380,58 @@ mod tests {
             }
         );
         assert_eq!(t.username.as_deref(), Some("u"));
-        assert_eq!(t.password.as_deref(), Some("p@ss"));
+        assert_eq!(
+            t.password.as_ref().map(Secret::current).as_deref(),
+            Some("p@ss")
+        );
         assert_eq!(t.db, 3);
         assert!(!t.is_tls());
         let t = RedisTarget::from_url("redis://:secret@127.0.0.1", None).unwrap();
         assert_eq!(t.username, None);
-        assert_eq!(t.password.as_deref(), Some("secret"));
+        assert_eq!(
+            t.password.as_ref().map(Secret::current).as_deref(),
+            Some("secret")
+        );
         assert!(!format!("{t:?}").contains("secret"), "never printed");
+    }
+
+    #[test]
+    fn a_username_flag_a_password_file_and_the_sentinels_password() {
+        let t = RedisTarget::from_url("redis://:fromurl@h", None)
+            .unwrap()
+            .with_username(Some("eligd"))
+            .unwrap()
+            .with_password(Some(Secret::Value("fromfile".into())));
+        assert_eq!(t.username.as_deref(), Some("eligd"));
+        assert_eq!(
+            t.password.as_ref().map(Secret::current).as_deref(),
+            Some("fromfile")
+        );
+        let e = RedisTarget::from_url("redis://u:p@h", None)
+            .unwrap()
+            .with_username(Some("eligd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one place"), "{e}");
+        let e = RedisTarget::from_url("redis://h", None)
+            .unwrap()
+            .with_sentinel_password(Some(Secret::Value("s".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without --redis-sentinels"), "{e}");
+        let e = RedisTarget::from_url("redis://h", None)
+            .unwrap()
+            .with_username(Some("eligd"))
+            .unwrap()
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a password"), "{e}");
+        let t = RedisTarget::new(None, Some("h:1"), Some("m"), None)
+            .unwrap()
+            .with_sentinel_password(Some(Secret::Value("sentinelpw".into())))
+            .unwrap();
+        assert!(!format!("{t:?}").contains("sentinelpw"), "never printed");
     }
 
     #[test]

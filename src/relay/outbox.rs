@@ -31,7 +31,8 @@ pub struct OutboxRow {
 pub async fn connect(
     target: &PgTarget,
 ) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
-    let mut config = target.config.clone();
+    // A password file is read again here, for every connection (a rotated Secret).
+    let mut config = target.config();
     // A database that stops answering (rather than closing) must end the session within
     // seconds, so the relay reconnects and a standby can take the lock; TCP's defaults wait
     // hours.

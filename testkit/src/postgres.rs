@@ -272,6 +272,53 @@ impl PgServer {
         }
     }
 
+    /// Gives the `postgres` role this password (stored as SCRAM-SHA-256) and makes every TCP
+    /// connection authenticate with `scram-sha-256` (pg_hba.conf), then reloads: clients must
+    /// then send the password, as in production. The unix socket, which only the test's own
+    /// client uses, stays `trust`.
+    pub fn require_password(&self, password: &str) {
+        let escaped = password.replace('\'', "''");
+        self.with_client("postgres", |c| {
+            c.batch_execute(&format!(
+                "SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD '{escaped}'"
+            ))
+        });
+        std::fs::write(
+            self.data_dir().join("pg_hba.conf"),
+            "local all all trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n\
+             host all all ::1/128 scram-sha-256\n\
+             local replication all trust\n",
+        )
+        .expect("cannot write pg_hba.conf");
+        self.with_client("postgres", |c| c.batch_execute("SELECT pg_reload_conf()"));
+        let stored = self.query_in(
+            "postgres",
+            "SELECT (rolpassword LIKE 'SCRAM-SHA-256$%')::int FROM pg_authid WHERE rolname = 'postgres'",
+        );
+        assert_eq!(stored, 1, "the password is not stored as SCRAM-SHA-256");
+        // The reload is asynchronous: wait until TCP without a password is refused.
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let refused = off_thread(move || {
+                let mut config = ::postgres::Config::new();
+                config
+                    .host("127.0.0.1")
+                    .port(port)
+                    .user("postgres")
+                    .dbname("postgres")
+                    .connect_timeout(Duration::from_secs(2));
+                config.connect(::postgres::NoTls).is_err()
+            });
+            if refused {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pg_hba.conf was not reloaded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -12,6 +12,8 @@ pub struct RedisServer {
     persistent: bool,
     /// More `redis-server` arguments (replication, TLS).
     extra: Vec<String>,
+    /// `requirepass`, when set: the test's own client authenticates with it.
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -34,6 +36,15 @@ impl RedisServer {
             primary.port.to_string(),
         ];
         Self::start_full(true, |_| of.clone())
+    }
+
+    /// Persistent as [`RedisServer::start`], with `requirepass` (the `default` user's
+    /// password): clients must `AUTH`. The test's own commands ([`RedisServer::cmd`]…) do.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        let args = vec!["--requirepass".to_string(), password.to_string()];
+        let mut server = Self::start_full_with(true, |_| args.clone(), Some(password));
+        server.password = Some(password.to_string());
+        server
     }
 
     /// Also listening with TLS on a port of its own (returned), with this certificate and key
@@ -66,6 +77,14 @@ impl RedisServer {
     }
 
     fn start_full(persistent: bool, extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
+        Self::start_full_with(persistent, extra, None)
+    }
+
+    fn start_full_with(
+        persistent: bool,
+        extra: impl Fn(u16) -> Vec<String>,
+        password: Option<&str>,
+    ) -> RedisServer {
         // Another process may take the free port before redis-server binds it: try another.
         for _ in 0..5 {
             let port = crate::free_port();
@@ -74,6 +93,7 @@ impl RedisServer {
                 port,
                 persistent,
                 extra: extra(port),
+                password: password.map(str::to_string),
                 child: None,
             };
             if server.spawn() {
@@ -134,6 +154,7 @@ impl RedisServer {
         false
     }
 
+    /// `redis://127.0.0.1:PORT`, without credentials (also for a server with a password).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -148,7 +169,11 @@ impl RedisServer {
     }
 
     fn client(&self) -> ::redis::Client {
-        ::redis::Client::open(self.url()).expect("valid redis URL")
+        let url = match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        ::redis::Client::open(url).expect("valid redis URL")
     }
 
     fn pid(&self) -> String {
@@ -279,12 +304,35 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 pub struct Sentinel {
     _dir: tempfile::TempDir,
     port: u16,
+    /// Its `requirepass`, if any.
+    password: Option<String>,
     child: Child,
 }
 
 impl Sentinel {
     pub fn start(master_name: &str, master: &RedisServer, quorum: u32) -> Sentinel {
+        Self::start_with_password(master_name, master, quorum, None)
+    }
+
+    /// [`Sentinel::start`] with the sentinel's own `requirepass` (clients, and other
+    /// sentinels, must `AUTH` with it); a master with a password is monitored with it
+    /// (`sentinel auth-pass`).
+    pub fn start_with_password(
+        master_name: &str,
+        master: &RedisServer,
+        quorum: u32,
+        requirepass: Option<&str>,
+    ) -> Sentinel {
         let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        let mut secured = String::new();
+        if let Some(password) = requirepass {
+            secured.push_str(&format!("requirepass \"{password}\"\n"));
+        }
+        if let Some(password) = &master.password {
+            secured.push_str(&format!(
+                "sentinel auth-pass {master_name} \"{password}\"\n"
+            ));
+        }
         let port = crate::free_port();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
@@ -295,7 +343,7 @@ impl Sentinel {
                  sentinel monitor {master_name} 127.0.0.1 {mport} {quorum}\n\
                  sentinel down-after-milliseconds {master_name} 1000\n\
                  sentinel failover-timeout {master_name} 5000\n\
-                 sentinel parallel-syncs {master_name} 1\n",
+                 sentinel parallel-syncs {master_name} 1\n{secured}",
                 dir = dir.path().display(),
                 mport = master.port,
             ),
@@ -316,6 +364,7 @@ impl Sentinel {
         let sentinel = Sentinel {
             _dir: dir,
             port,
+            password: requirepass.map(str::to_string),
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -335,7 +384,13 @@ impl Sentinel {
 
     /// The port of the master this sentinel names now.
     pub fn master_port(&self, master_name: &str) -> Option<u16> {
-        let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let client =
+            ::redis::Client::open(format!("redis://{auth}127.0.0.1:{}", self.port)).ok()?;
         let mut c = client.get_connection().ok()?;
         let addr: Vec<String> = ::redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")

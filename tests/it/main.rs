@@ -36,6 +36,7 @@ mod redis_server;
 mod redis_tls;
 mod relay_scripts;
 mod scale_out;
+mod secrets;
 mod sentinel;
 mod silence;
 mod sockets;
