@@ -37,3 +37,6 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/"
 fi
 chmod 1777 "$out/tmp"
+# Where snapshots and the audit log live (compose mounts named volumes there): the image makes
+# them, and Dockerfile.runtime gives them to user 65534, so a new volume starts writable.
+mkdir -p "$out/var/lib/eligd/snapshots" "$out/var/lib/eligd/audit"

@@ -41,6 +41,8 @@ install_test_tools() {
   need prometheus prometheus
   need promtool prometheus
   need dockerd docker.io
+  need docker-compose docker-compose
+  need busybox busybox-static
   need chromium chromium
   need node nodejs
   need npm npm

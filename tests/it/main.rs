@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod availability;
 mod cli;
+mod compose;
 mod container;
 mod debezium;
 mod docs;
