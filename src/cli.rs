@@ -242,6 +242,8 @@ pub struct RedisArgs {
         long,
         env = "ELIGD_REDIS_SENTINEL_PASSWORD",
         hide_env_values = true,
+        // A password may start with `-`: taken as the value, never echoed as an unknown flag.
+        allow_hyphen_values = true,
         conflicts_with = "redis_sentinel_password_file"
     )]
     pub redis_sentinel_password: Option<String>,

@@ -29,10 +29,8 @@ pub fn init(format: LogFormat) {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let _ = JSON.set(json);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr);
     if json {
         builder
@@ -44,6 +42,23 @@ pub fn init(format: LogFormat) {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+}
+
+/// Libraries that log what they were given at `debug`: tokio-postgres logs every statement
+/// with its parameters (national IDs among them). Capped at `info` whatever `RUST_LOG` asks.
+const CAPPED: [&str; 2] = ["tokio_postgres", "postgres"];
+
+/// The filter for `RUST_LOG` (default `info`), with [`CAPPED`] never above `info`.
+pub fn filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = rust_log
+        .and_then(|text| tracing_subscriber::EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for target in CAPPED {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// One line in the JSON form, for what does not come from a tracing event.
@@ -58,23 +73,31 @@ fn json_line(level: &str, message: &str) -> String {
     .to_string()
 }
 
+/// One line to standard error; a closed one (a pipe whose reader went away) is not an error
+/// worth a panic: the exit code still says what happened.
+fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
 /// The final error of a failed command: `eligd: error: …` as text, a JSON `ERROR` line as
 /// JSON.
 pub fn report_error(error: &anyhow::Error) {
     let text = format!("eligd: error: {error:#}");
-    if json() {
-        eprintln!("{}", json_line("ERROR", &text));
+    let line = if json() {
+        json_line("ERROR", &text)
     } else {
-        eprintln!("{text}");
-    }
+        text
+    };
+    say(&line);
 }
 
 /// A note for the person running a command (a hint beside its output on standard output).
 pub fn notice(text: &str) {
     if json() {
-        eprintln!("{}", json_line("INFO", text));
+        say(&json_line("INFO", text));
     } else {
-        eprintln!("{text}");
+        say(text);
     }
 }
 
@@ -107,7 +130,7 @@ impl Write for LogLines {
         while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..end]);
-            eprintln!("{}", json_line("INFO", &text));
+            say(&json_line("INFO", &text));
         }
         Ok(bytes.len())
     }
@@ -116,7 +139,7 @@ impl Write for LogLines {
         if json() && !self.pending.is_empty() {
             let text = String::from_utf8_lossy(&self.pending).into_owned();
             self.pending.clear();
-            eprintln!("{}", json_line("INFO", &text));
+            say(&json_line("INFO", &text));
         }
         std::io::stderr().flush()
     }
@@ -125,5 +148,55 @@ impl Write for LogLines {
 impl Drop for LogLines {
     fn drop(&mut self) {
         let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn statement_parameters_stay_out_of_the_log_even_at_debug() {
+        for rust_log in [
+            None,
+            Some("debug"),
+            Some("trace"),
+            Some("info,tokio_postgres=debug"),
+        ] {
+            let out = Captured::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(filter(rust_log))
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::debug!(target: "tokio_postgres::query", "executing statement s1 with parameters: [\"3903823333\"]");
+                tracing::info!(target: "eligd::relay", "relay: active");
+                tracing::debug!(target: "eligd::feed", "a debug line of ours");
+            });
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            assert!(!text.contains("3903823333"), "{rust_log:?}: {text}");
+            assert!(text.contains("relay: active"), "{rust_log:?}: {text}");
+            let debug_asked = matches!(rust_log, Some("debug") | Some("trace"));
+            assert_eq!(
+                text.contains("a debug line of ours"),
+                debug_asked,
+                "{rust_log:?}: {text}"
+            );
+        }
     }
 }

@@ -106,7 +106,15 @@ impl PgTarget {
             }
             Some("verify-full") => {
                 let (path, label) = match &root {
-                    Some(p) => (Path::new(p.as_str()), format!("sslrootcert {p}")),
+                    // The path is named only when it is a file: a value that is not could be
+                    // the tail of an unquoted password with a space in it.
+                    Some(p) if Path::new(p.as_str()).is_file() => {
+                        (Path::new(p.as_str()), format!("sslrootcert {p}"))
+                    }
+                    Some(p) => (
+                        Path::new(p.as_str()),
+                        "sslrootcert (not a file that can be read)".to_string(),
+                    ),
                     None => (
                         Path::new(SYSTEM_ROOTS),
                         format!("sslmode=verify-full without sslrootcert needs the system's roots at {SYSTEM_ROOTS}"),
@@ -117,9 +125,16 @@ impl PgTarget {
                 Some(MakeRustlsConnect::new(tls))
             }
             Some(other) => {
+                // libpq's modes are named; anything else is not echoed (it could be the tail
+                // of an unquoted password with a space in it).
+                let named = if ["allow", "prefer", "require", "verify-ca"].contains(&other) {
+                    format!("sslmode={other}")
+                } else {
+                    "this sslmode".to_string()
+                };
                 return Err(bad(format!(
-                    "sslmode={other} is not supported: eligd verifies the server (sslmode=verify-full with sslrootcert) or does not use TLS (sslmode=disable)"
-                )))
+                    "{named} is not supported: eligd verifies the server (sslmode=verify-full with sslrootcert) or does not use TLS (sslmode=disable)"
+                )));
             }
         };
         if config.get_hosts().is_empty() {
@@ -316,7 +331,14 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sslrootcert /nonexistent.pem"), "{e}");
+        assert!(
+            e.contains("sslrootcert (not a file that can be read)"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("nonexistent"),
+            "a value that is not a file is not echoed: {e}"
+        );
     }
 
     #[test]
@@ -337,7 +359,7 @@ mod tests {
             ),
             (
                 "postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem",
-                "sslrootcert /nonexistent.pem",
+                "sslrootcert (not a file that can be read)",
             ),
             ("mysql://u:hunter2@h/db", "not a PostgreSQL URL"),
             (

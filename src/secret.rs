@@ -96,9 +96,34 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The largest secret file read (a password or a key is tens of bytes).
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// The content of a secret file without one trailing newline; an error naming `flag` and
 /// the path (never the content) when it cannot be read, is not UTF-8, or is empty.
 pub fn read_secret_file(flag: &str, path: &Path) -> Result<String, SecretError> {
+    // A regular file of a secret's size: not a device (`/dev/zero` would fill memory), a
+    // FIFO (which would block start-up), a directory, or a file of megabytes.
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        SecretError(format!(
+            "{flag} {}: cannot read the file ({})",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    if !metadata.is_file() {
+        return Err(SecretError(format!(
+            "{flag} {}: not a regular file",
+            path.display()
+        )));
+    }
+    if metadata.len() > MAX_SECRET_BYTES {
+        return Err(SecretError(format!(
+            "{flag} {}: the file holds {} bytes; a secret is at most {MAX_SECRET_BYTES}",
+            path.display(),
+            metadata.len()
+        )));
+    }
     let bytes = std::fs::read(path).map_err(|e| {
         SecretError(format!(
             "{flag} {}: cannot read the file ({})",
@@ -128,6 +153,27 @@ pub fn read_secret_file(flag: &str, path: &Path) -> Result<String, SecretError> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn devices_fifos_and_huge_files_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_secret_file("--redis-password-file", Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = read_secret_file("--redis-password-file", &fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'a'; 70_000]).unwrap();
+        let e = read_secret_file("--redis-password-file", &huge).unwrap_err();
+        assert!(e.to_string().contains("at most 65536"), "{e}");
+        assert!(!e.to_string().contains("aaaa"), "{e}");
+    }
+
     use super::*;
 
     #[test]

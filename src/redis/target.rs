@@ -279,9 +279,10 @@ fn parse_url(raw: &str) -> Result<ParsedUrl, TargetError> {
     let tls = match url.scheme() {
         "redis" => false,
         "rediss" => true,
-        other => {
+        // The scheme is not echoed: a mistyped URL can put a secret there.
+        _ => {
             return Err(bad(format!(
-                "--redis-url: scheme {other:?} is not supported; expected {URL_FORM}"
+                "--redis-url: the URL's scheme is not supported; expected {URL_FORM}"
             )))
         }
     };

@@ -65,6 +65,13 @@ impl RelayError {
 /// or a standby that cannot reach Redis) is not.
 pub struct RelayStatus {
     state: Mutex<(Role, String)>,
+    /// When this relay last heard from its dependencies doing its role (ms since `started`):
+    /// an active relay after each batch, a standby after each check. A query that hangs (a
+    /// paused or unreachable PostgreSQL answers nothing, and TCP retries for minutes) stops
+    /// the beat, and readiness says so after `stale_ms`.
+    beat_ms: std::sync::atomic::AtomicU64,
+    stale_ms: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 /// The role a relay can serve now.
@@ -88,16 +95,40 @@ impl Role {
     }
 }
 
+/// How long without a beat a relay is still ready for its role, beyond its poll interval.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
 impl Default for RelayStatus {
     fn default() -> Self {
         RelayStatus {
             state: Mutex::new((Role::Unready, "starting".into())),
+            beat_ms: std::sync::atomic::AtomicU64::new(0),
+            stale_ms: std::sync::atomic::AtomicU64::new(STALE_AFTER.as_millis() as u64),
+            started: Instant::now(),
         }
     }
 }
 
 impl RelayStatus {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The dependencies answered just now.
+    fn beat(&self) {
+        self.beat_ms
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A relay polling every `poll` is stale after [`STALE_AFTER`] plus two polls.
+    fn stale_after(&self, poll: Duration) {
+        let ms = (STALE_AFTER + 2 * poll).as_millis() as u64;
+        self.stale_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn set_role(&self, role: Role, reason: &str) {
+        self.beat();
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (role, reason.to_string());
     }
 
@@ -121,8 +152,17 @@ impl RelayStatus {
     /// none.
     pub fn readiness(&self) -> Result<(Role, String), String> {
         let (role, reason) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let silent_ms = self
+            .now_ms()
+            .saturating_sub(self.beat_ms.load(std::sync::atomic::Ordering::Relaxed));
+        let stale_ms = self.stale_ms.load(std::sync::atomic::Ordering::Relaxed);
         match role {
             Role::Unready => Err(reason),
+            role if silent_ms > stale_ms => Err(format!(
+                "{}, but PostgreSQL or Redis has not answered for {} s",
+                role.as_str(),
+                silent_ms / 1000
+            )),
             role => Ok((role, reason)),
         }
     }
@@ -169,6 +209,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) {
     let mut retry = Backoff::new();
+    status.stale_after(Duration::from_millis(args.poll_interval_ms));
     loop {
         let result = tokio::select! {
             r = session(&args, &postgres, &redis, &metrics, &status, &mut retry) => r,
@@ -325,7 +366,7 @@ async fn session(
     metrics.active.set(1);
     tracing::info!(stream = %args.stream, tls = redis.is_tls(), "relay: active; moving the outbox to the stream");
     tokio::try_join!(
-        relaying(&mut session, notified, retry),
+        relaying(&mut session, notified, retry, status),
         confirming(args, redis, &pg, metrics, &written)
     )
     .map(|_| ())
@@ -336,6 +377,7 @@ async fn relaying(
     session: &mut RelaySession<'_>,
     mut notified: tokio::sync::mpsc::UnboundedReceiver<()>,
     retry: &mut Backoff,
+    status: &RelayStatus,
 ) -> Result<(), RelayError> {
     let (args, metrics) = (session.args, session.metrics);
     let (mut last_backlog, mut last_trim, mut last_prune) =
@@ -343,6 +385,7 @@ async fn relaying(
     let prune_every = PRUNE_EVERY.min(Duration::from_secs(args.outbox_keep_secs));
     loop {
         while session.relay_batch().await? == args.batch as usize {}
+        status.beat();
         retry.reset();
         if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             // Also while idle: a Redis that restarted (and may have lost what we wrote) ends
@@ -448,9 +491,11 @@ impl RelaySession<'_> {
         let mut events = Vec::with_capacity(rows.len());
         let mut top = 0;
         for row in &rows {
-            if row.version < self.floor {
+            if row.version < self.floor - versions::RESERVED {
                 // Drawn before the sequence was raised past what the stream carries: a
                 // replica may hold a newer version of this person from before a failover.
+                // (Versions from the floor's reserve, below it, are re-versioned deletes:
+                // above everything relayed before the raise, they go as they are.)
                 if self.repair.is_none() {
                     self.repair = Some(outbox::connect(self.postgres).await?.0);
                 }

@@ -532,6 +532,28 @@ impl PgServer {
         }
     }
 
+    /// SIGSTOP to the server and every backend: it keeps its connections and answers nothing
+    /// (a paused machine, a path that drops packets).
+    pub fn pause(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// SIGCONT: answering again.
+    pub fn resume(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        let pid = child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status();
+        let _ = std::process::Command::new("pkill")
+            .args([signal, "-P", &pid])
+            .status();
+    }
+
     /// Runs a batch of statements (simple query protocol, so several are fine) in `eligd`.
     pub fn execute(&self, sql: &str) {
         self.with_client("eligd", |c| c.batch_execute(sql));

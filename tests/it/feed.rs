@@ -278,7 +278,7 @@ fn bad_feed_settings_are_clear_errors() {
         "--redis-url",
         "http://example",
     ]);
-    crate::support::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
+    crate::support::assert_clean_failure(&o, "--redis-url: the URL's scheme is not supported");
     let o = eligd(&["serve", "--demo-members", "10", "--max-staleness", "0"]);
     crate::support::assert_clean_failure(&o, "max-staleness");
     let o = eligd(&[

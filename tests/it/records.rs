@@ -253,7 +253,7 @@ fn bad_records_settings_are_clear_errors() {
         "--redis-url",
         "http://x",
     ]);
-    crate::support::assert_clean_failure(&o, "--redis-url: scheme \"http\" is not supported");
+    crate::support::assert_clean_failure(&o, "--redis-url: the URL's scheme is not supported");
     assert!(!crate::support::stderr(&o).contains("secret"));
     let o = eligd(&["snapshot", "build", "--out", "x.snap"]);
     crate::support::assert_clean_failure(&o, "--from-jsonl");

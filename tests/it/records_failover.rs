@@ -258,3 +258,28 @@ fn re_versioning_a_delete_waits_for_an_insert_of_that_person() {
     );
     assert_eq!(http_get(&from_table.addr, &path).0, 200, "from the table");
 }
+
+/// A delete pending from before a version raise is re-versioned once, from the floor's
+/// reserve, and relayed: it is not re-versioned again every batch (it was, forever, and
+/// never reached the stream: the attack review of issue 25, F2).
+#[test]
+fn a_delete_drawn_before_a_raise_is_re_versioned_once_and_relayed() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    let id = person(70_001);
+    pg.execute(&format!(
+        "INSERT INTO member_outbox (national_id, op, version) VALUES ('{id}', 'delete', 30)"
+    ));
+    // The stream carries versions far above the table's: a failover behind it.
+    let _: () = redis.cmd(&["SET", "eligd:changes:versions", "1000000"]);
+    let relay = start_relay(&pg, &redis, &[]);
+    wait_for("the delete relayed", 20, || {
+        pg.query_i64("SELECT count(*) FROM member_outbox WHERE relayed_id IS NULL") == 0
+    });
+    let raw: Vec<(String, Vec<String>)> = redis.cmd(&["XRANGE", "eligd:changes", "-", "+"]);
+    let entries: Vec<Vec<String>> = raw.into_iter().map(|(_, fields)| fields).collect();
+    assert!(
+        entries.iter().any(|f| f.iter().any(|v| v == "delete")),
+        "the delete is in the stream: {entries:?}"
+    );
+    assert_eq!(metric(&relay, "eligd_relay_rows_reversioned_total"), 1.0);
+}

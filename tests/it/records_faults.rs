@@ -165,3 +165,27 @@ fn a_second_relay_stands_by_and_takes_over() {
         version(&eligd, &a) == Some(version_in_db(&pg, &a) as u64)
     });
 }
+
+/// A relay whose PostgreSQL answers nothing (paused: its queries hang, TCP retries for
+/// minutes) cannot serve its role, active or standby: unready within seconds, ready again
+/// once it answers (the attack review of issue 25, F1: both said ready for 85 s and more).
+#[test]
+fn a_relay_is_unready_while_postgresql_answers_nothing() {
+    let (pg, redis) = (records_db(), RedisServer::start());
+    let active = start_relay(&pg, &redis, &[]);
+    let standby = start_relay_until(&pg, &redis, &[], "operations endpoints listening");
+    wait_for("the standby ready", 15, || {
+        let (status, body) = readyz(&standby);
+        status == 200 && body.contains(r#""role":"standby""#)
+    });
+    pg.pause();
+    wait_for("both unready", 30, || {
+        readyz(&active).0 == 503 && readyz(&standby).0 == 503
+    });
+    let (_, body) = readyz(&active);
+    assert!(body.contains("has not answered"), "{body}");
+    pg.resume();
+    wait_for("both ready again", 30, || {
+        readyz(&active).0 == 200 && readyz(&standby).0 == 200
+    });
+}
