@@ -36,6 +36,15 @@ pub enum Ask {
     },
 }
 
+/// What a codec's decoding gives: what it keeps to render, and what it asks; `Err` refuses
+/// the request before the index.
+pub type Decoding<D> = Result<(D, Ask), ApiError>;
+
+/// The body a POST route's codec was given (the driver reads it before decoding).
+pub fn body(body: Option<Result<Bytes, ApiError>>) -> Result<Bytes, ApiError> {
+    body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))
+}
+
 /// A channel, as the driver runs it.
 pub trait Codec {
     /// What the channel keeps of its request to render the answer.
@@ -59,7 +68,7 @@ pub trait Codec {
         &self,
         request: &Request,
         body: Option<Result<Bytes, ApiError>>,
-    ) -> Result<(Self::Decoded, Ask), ApiError>;
+    ) -> Decoding<Self::Decoded>;
 
     /// Renders the decisions: one per inquiry asked, in order (none for [`Ask::Nothing`]).
     fn render(

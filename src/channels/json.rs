@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use bytes::Bytes;
 use hyper::Method;
 
-use super::driver::{Ask, Codec};
+use super::driver::{self, Ask, Codec, Decoding};
 use super::json_answer;
 use super::{Reply, Request};
 use crate::dates::Day;
@@ -142,9 +142,6 @@ fn render_one(decided: &[Decided<'_>]) -> Reply {
     }
 }
 
-/// What a channel decodes: what it keeps to render, and what it asks.
-type Decoding<D> = Result<(D, Ask), ApiError>;
-
 /// A bug (nothing to render): answered 500, never 400, since the request was fine.
 fn internal_error(what: &str) -> Reply {
     tracing::error!(error = what, "could not render an answer");
@@ -195,7 +192,7 @@ impl Codec for Batch {
     }
 
     fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<Vec<String>> {
-        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+        let body = driver::body(body)?;
         let parsed: BatchRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e, BATCH_SHAPE))?;
         if parsed.national_ids.len() > MAX_BATCH {

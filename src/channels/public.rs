@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use bytes::Bytes;
 use hyper::Method;
 
-use super::driver::{self, Codec};
+use super::driver::{self, Codec, Decoding};
 use super::json::{error_body, json, refused};
 use super::{Reply, Request};
 use crate::dates::{rfc3339_utc_ms, Day};
@@ -56,8 +56,8 @@ impl Codec for Credit {
         ROUTE
     }
 
-    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
-        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<()> {
+        let body = driver::body(body)?;
         let query = match serde_json::from_slice::<Ask>(&body) {
             Ok(Ask {
                 national_id: Some(id),
@@ -118,5 +118,3 @@ impl Codec for Credit {
         refused(r)
     }
 }
-
-type Decoding = Result<((), driver::Ask), ApiError>;

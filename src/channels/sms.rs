@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use hyper::Method;
 
-use super::driver::{self, Ask, Codec};
+use super::driver::{self, Ask, Codec, Decoding};
 use super::texts::{self, Lang, FA, SMS};
 use super::{Reply, Request};
 #[cfg(test)]
@@ -44,7 +44,7 @@ impl Codec for Sms {
         ROUTE
     }
 
-    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<Message> {
         Ok(self.read(body.and_then(Result::ok).as_deref()))
     }
 
@@ -65,8 +65,6 @@ impl Codec for Sms {
         super::gateway_refused(Channel::Sms, "", r)
     }
 }
-
-type Decoding = Result<(Message, Ask), ApiError>;
 
 impl Sms {
     /// Reads one incoming message's form. `form` is `None` when the body could not be read

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use hyper::Method;
 
-use super::driver::{self, Ask, Codec};
+use super::driver::{self, Ask, Codec, Decoding};
 use super::texts::{self, Lang};
 use super::{Reply, Request};
 #[cfg(test)]
@@ -48,7 +48,7 @@ impl Codec for Ussd {
         ROUTE
     }
 
-    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<Screen> {
         Ok(self.read(body.and_then(Result::ok).as_deref()))
     }
 
@@ -67,8 +67,6 @@ impl Codec for Ussd {
         super::gateway_refused(Channel::Ussd, "END ", r)
     }
 }
-
-type Decoding = Result<(Screen, Ask), ApiError>;
 
 impl Ussd {
     /// Reads one callback's form. `form` is `None` when the body could not be read or was

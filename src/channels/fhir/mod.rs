@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use bytes::Bytes;
 
-use super::driver::{self, Ask, Codec};
+use super::driver::{self, Ask, Codec, Decoding};
 use super::{Reply, Request};
 use crate::app::AppState;
 use crate::dates::{rfc3339_utc_ms, Day};
@@ -64,8 +64,8 @@ impl Codec for CoverageEligibility {
         self.negotiated.clone()
     }
 
-    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding {
-        let body = body.unwrap_or_else(|| Err(ApiError::Internal("no body read".into())))?;
+    fn decode(&self, _: &Request, body: Option<Result<Bytes, ApiError>>) -> Decoding<Read> {
+        let body = driver::body(body)?;
         Ok(self.read(&body))
     }
 
@@ -80,8 +80,6 @@ impl Codec for CoverageEligibility {
         refused(r, None)
     }
 }
-
-type Decoding = Result<(Read, Ask), ApiError>;
 
 impl CoverageEligibility {
     /// Reads a CoverageEligibilityRequest `body`: the query, or the problem (decided as a
