@@ -486,6 +486,11 @@ pub struct SnapshotBuildArgs {
     /// Fail on the first bad line instead of skipping it.
     #[arg(long, env = "ELIGD_STRICT")]
     pub strict: bool,
+    /// Where the build sorts what does not fit its 128 MiB sort buffer: a private
+    /// directory is made there and removed when the build ends. It needs free space of about
+    /// 54 bytes per input line. Default: the directory the snapshot goes to.
+    #[arg(long, env = "ELIGD_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// The change-feed position (stream entry ID `ms-seq`) the records reflect: a service
     /// loading the snapshot replays the stream from there. Without it, from the stream's
     /// first entry. Needs `--epoch`.

@@ -26,7 +26,7 @@
 
 // The core crate's modules, under the names the server has always used for them.
 pub use eligd_core::{
-    dates, demo, eligibility, import, index, jalali, member, national_id, redact,
+    dates, demo, eligibility, import, index, jalali, member, national_id, redact, sizing,
 };
 
 pub mod app;
@@ -42,8 +42,10 @@ pub mod index_slot;
 pub mod inquiry;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pg;
+pub mod progress;
 pub mod records;
 pub mod redis;
 pub mod relay;

@@ -11,12 +11,12 @@
 
 use std::io::BufReader;
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::IsolationLevel;
 
 use crate::feed::stream::{StreamError, StreamReader};
-use crate::import::{import_jsonl_with, ImportError, ImportReport};
-use crate::index::body::Body;
-use crate::index::{FeedPosition, StreamEpoch};
+use crate::import::{import_jsonl_into, ImportError, ImportProgress, ImportReport};
+use crate::index::{BodyBuilder, FeedPosition, Origin, Resolved, StreamEpoch};
 use crate::national_id::NationalId;
 use crate::pg::{PgTarget, PgUrlError};
 use crate::redis::RedisTarget;
@@ -96,13 +96,17 @@ where
 const DELETE_MARKERS: &str = "SELECT d.national_id, d.version FROM eligd_deleted_members d \
      LEFT JOIN members m USING (national_id) WHERE m.national_id IS NULL OR m.version < d.version";
 
-/// Reads every member, and every delete marker as a tombstone, into a body, from one
-/// consistent transaction. `position` is recorded by the caller; read it first. Returns the
-/// body, the import report and how many delete markers it holds.
+/// Reads every member, and every delete marker as a tombstone, into `builder`, from one
+/// consistent transaction, and resolves it. `position` is recorded by the caller; read it
+/// first. Both are streamed (the markers row by row, the members through COPY): no result
+/// set is held whole. Returns the resolved rows, the import report and how many delete
+/// markers were read.
 pub fn import_members(
     target: &PgTarget,
     strict: bool,
-) -> Result<(Body, ImportReport, u64), RecordsError> {
+    mut builder: BodyBuilder,
+    progress: Option<&ImportProgress>,
+) -> Result<(Resolved, ImportReport, u64), RecordsError> {
     let mut client = target.connect_blocking()?;
     let mut tx = client
         .build_transaction()
@@ -115,25 +119,28 @@ pub fn import_members(
             &[],
         )?
         .try_get(0)?;
-    let mut deleted = Vec::new();
+    let mut markers = 0u64;
     if has_markers {
-        for row in tx.query(DELETE_MARKERS, &[])? {
+        let mut rows = tx.query_raw(DELETE_MARKERS, std::iter::empty::<i32>())?;
+        while let Some(row) = rows.next()? {
             let (id, version): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
             // The table's CHECK holds IDs to ten digits; one that is not a valid ID was
             // never a member of the index either.
             if let (Ok(id), Ok(version)) = (NationalId::parse(&id), u64::try_from(version)) {
-                deleted.push((id, version));
+                builder.push_tombstone(id, version, Origin(0));
+                markers += 1;
             }
         }
     }
-    let (body, report) = {
+    let (resolved, report) = {
         let reader = tx.copy_out(COPY_MEMBERS)?;
-        import_jsonl_with(
+        import_jsonl_into(
             &mut BufReader::with_capacity(1 << 20, reader),
             strict,
-            &deleted,
+            builder,
+            progress,
         )?
     };
     tx.commit()?;
-    Ok((body, report, deleted.len() as u64))
+    Ok((resolved, report, markers))
 }

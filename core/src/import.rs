@@ -7,11 +7,10 @@
 //! importer hold gigabytes, and invalid UTF-8 is a line error like any other.
 
 use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::index::body::Body;
-use crate::index::{BodyBuilder, Mode, Origin};
+use crate::index::{BodyBuilder, BuildProgress, Origin, Resolved};
 use crate::member::Member;
-use crate::national_id::NationalId;
 
 /// The longest line accepted; real records are a few hundred bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -45,6 +44,8 @@ pub enum ImportError {
     Io { line: u64, source: std::io::Error },
     #[error("{0} (--strict stops at the first bad line)")]
     Strict(LineError),
+    #[error("sorting the members on disk failed: {source}")]
+    Spill { source: std::io::Error },
 }
 
 enum Line {
@@ -96,27 +97,34 @@ impl ImportReport {
     }
 }
 
-/// Imports every line of `reader` and builds the body.
+/// How far an import is: bytes and lines read, then the build's own progress.
+#[derive(Debug, Default)]
+pub struct ImportProgress {
+    pub bytes: AtomicU64,
+    pub lines: AtomicU64,
+    pub build: BuildProgress,
+}
+
+/// Imports every line of `reader` into an in-memory builder and resolves it (tests, tools).
 pub fn import_jsonl(
     reader: &mut impl BufRead,
     strict: bool,
-) -> Result<(Body, ImportReport), ImportError> {
-    import_jsonl_with(reader, strict, &[])
+) -> Result<(Resolved, ImportReport), ImportError> {
+    import_jsonl_into(reader, strict, BodyBuilder::default(), None)
 }
 
-/// [`import_jsonl`], with delete markers (ID, version of the delete) kept as tombstones: a
-/// marker newer than a line's record wins, and a replica loading the body refuses an upsert
-/// older than the delete.
-pub fn import_jsonl_with(
+/// Imports every line of `reader` into `builder` (which may already hold delete markers,
+/// pushed as tombstones with origin 0: a marker newer than a line's record wins, and a
+/// replica loading the body refuses an upsert older than the delete), and resolves it. The
+/// caller lays the result out ([`Resolved::layout`]).
+pub fn import_jsonl_into(
     reader: &mut impl BufRead,
     strict: bool,
-    deleted: &[(NationalId, u64)],
-) -> Result<(Body, ImportReport), ImportError> {
+    mut builder: BodyBuilder,
+    progress: Option<&ImportProgress>,
+) -> Result<(Resolved, ImportReport), ImportError> {
     let mut report = ImportReport::default();
-    let mut builder = BodyBuilder::default();
-    for (id, version) in deleted {
-        builder.push_tombstone(*id, *version, Origin(0));
-    }
+    let mut pushed = 0u64;
     let mut buf = Vec::with_capacity(1024);
     loop {
         let line_no = report.lines + 1;
@@ -137,8 +145,15 @@ pub fn import_jsonl_with(
             },
         };
         report.lines += 1;
+        if let Some(p) = progress {
+            p.bytes.fetch_add(buf.len() as u64 + 1, Ordering::Relaxed);
+            p.lines.store(report.lines, Ordering::Relaxed);
+        }
         match outcome {
-            Ok(member) => builder.push_member(&member, Origin(line_no)),
+            Ok(member) => {
+                builder.push_member(&member, Origin(line_no));
+                pushed += 1;
+            }
             Err(message) => {
                 let error = LineError {
                     line: line_no,
@@ -151,10 +166,11 @@ pub fn import_jsonl_with(
             }
         }
     }
-    let pushed = builder.len() as u64 - deleted.len() as u64;
-    let (body, rejected) = builder.finish(Mode::Import);
+    let resolved = builder
+        .resolve(progress.map(|p| &p.build))
+        .map_err(|source| ImportError::Spill { source })?;
     if strict {
-        if let Some(first) = rejected.first() {
+        if let Some(first) = resolved.rejected.first() {
             return Err(ImportError::Strict(LineError {
                 line: first.origin.0,
                 message: first.reason.clone(),
@@ -163,16 +179,16 @@ pub fn import_jsonl_with(
     }
     // Rows refused while sorting come after the parse errors already kept; keep line order.
     let mut errors = std::mem::take(&mut report.errors);
-    errors.extend(rejected.iter().map(|r| LineError {
+    errors.extend(resolved.rejected.iter().map(|r| LineError {
         line: r.origin.0,
         message: r.reason.clone(),
     }));
     errors.sort_by_key(|e| e.line);
     errors.truncate(KEPT_ERRORS);
     report.errors = errors;
-    report.skipped += rejected.len() as u64;
-    report.imported = pushed - rejected.len() as u64;
-    Ok((body, report))
+    report.skipped += resolved.refused;
+    report.imported = pushed.saturating_sub(resolved.refused);
+    Ok((resolved, report))
 }
 
 #[cfg(test)]
@@ -186,10 +202,7 @@ mod tests {
 
     fn run(input: &[u8], strict: bool) -> (Result<ImportReport, ImportError>, Index) {
         match import_jsonl(&mut std::io::Cursor::new(input), strict) {
-            Ok((body, report)) => (
-                Ok(report),
-                Index::new(Base::from_body(&body, None).unwrap()),
-            ),
+            Ok((resolved, report)) => (Ok(report), Index::new(resolved.into_base().unwrap())),
             Err(e) => (Err(e), Index::new(Base::empty())),
         }
     }

@@ -8,6 +8,7 @@
 //! - [`eligibility`]: the rules that turn a record and a day into an outcome.
 //! - [`index`]: the in-memory index of every member (a memory-mapped rkyv snapshot plus an
 //!   overlay of changes), its snapshot files and their directory, and compaction.
+//! - [`sizing`]: the memory a replica and a build need, per member.
 //! - [`import`] (JSON Lines records into an index), [`demo`] (the deterministic synthetic
 //!   population), [`redact`] (error texts without national IDs).
 //!
@@ -24,3 +25,4 @@ pub mod jalali;
 pub mod member;
 pub mod national_id;
 pub mod redact;
+pub mod sizing;

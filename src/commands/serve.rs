@@ -16,7 +16,7 @@ use crate::demo::Generator;
 use crate::eligibility::Outcome;
 use crate::feed::status::FeedStatus;
 use crate::feed::{Feed, FeedConfig};
-use crate::index::{snapshot, snapshot_dir, Base, BodyBuilder, Index, Mode, Origin};
+use crate::index::{snapshot, snapshot_dir, Base, BodyBuilder, Index, Origin};
 use crate::inquiry;
 use crate::member::Kind;
 use crate::shutdown::stopped;
@@ -208,15 +208,16 @@ async fn load_index(args: &ServeArgs) -> anyhow::Result<Loaded> {
 
 /// The synthetic population as a base held in memory.
 pub fn demo_base(members: u64, seed: u64, today: Day) -> anyhow::Result<Base> {
-    let mut builder = BodyBuilder::with_capacity(members as usize);
+    let mut builder = BodyBuilder::default();
     for (i, member) in Generator::new(members, seed, today).enumerate() {
         builder.push_member(&member, Origin(i as u64));
     }
-    let (body, rejected) = builder.finish(Mode::Import);
-    if let Some(r) = rejected.first() {
+    let resolved = builder.resolve(None)?;
+    if let Some(r) = resolved.rejected.first() {
         bail!("the demo population is inconsistent: {}", r.reason);
     }
-    Base::from_body(&body, None)
+    resolved
+        .into_base()
         .map_err(|e| anyhow::anyhow!("the demo population does not validate: {e}"))
 }
 
@@ -329,14 +330,51 @@ fn spawn_compactor(
             }
             let dir = dir.clone();
             let guard = Arc::clone(&state);
-            let result = tokio::task::spawn_blocking(move || {
+            let watched = Arc::clone(&index);
+            let watch = crate::progress::Reporter::start_with(
+                "compaction",
+                move || {
+                    let p = watched.compaction_progress();
+                    let done = p.placed.load(std::sync::atomic::Ordering::Relaxed);
+                    let total = p.rows.load(std::sync::atomic::Ordering::Relaxed);
+                    if total > 0 && done >= total {
+                        // The booklet table, then the check every new snapshot passes.
+                        crate::progress::Reading {
+                            stage: "verifying",
+                            done,
+                            total: None,
+                            unit: "members",
+                        }
+                    } else {
+                        crate::progress::Reading {
+                            stage: "writing",
+                            done,
+                            total: Some(total),
+                            unit: "members",
+                        }
+                    }
+                },
+                false,
+                crate::progress::LOG_EVERY,
+            );
+            let peak = crate::memory::PeakSampler::start(Duration::from_millis(50));
+            let result = background(move || {
                 index.compact_into_guarded(&dir, keep, false, &|| guard.snapshots_allowed())
             })
             .await;
+            watch.finish();
+            if let Some(bytes) = peak.finish() {
+                state
+                    .metrics
+                    .compaction_peak_anonymous_bytes
+                    .set(bytes as i64);
+            }
             let outcome = match result {
                 Ok(Ok(Some(c))) => {
                     tracing::info!(path = %c.path.display(), members = c.members, overlay_entries = c.overlay_entries,
-                        seconds = c.seconds, pruned = c.pruned.len(), "compacted into a new snapshot");
+                        seconds = c.seconds, pruned = c.pruned.len(),
+                        peak_anonymous_bytes = state.metrics.compaction_peak_anonymous_bytes.get(),
+                        "compacted into a new snapshot");
                     state.metrics.compaction_seconds.set(c.seconds);
                     "ok"
                 }
@@ -361,6 +399,39 @@ fn spawn_compactor(
             }
         }
     });
+}
+
+/// Runs `work` on a thread of its own at a lower CPU priority (nice 10), so that on a
+/// replica with few cores the request threads win the CPU from a compaction: lookups keep
+/// their latency while it runs (docs/performance.md). The thread ends with the work, so the
+/// priority goes with it (lowering it again would need a privilege).
+async fn background<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("compaction".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = done.send(work());
+        })
+        .map_err(|e| format!("cannot start the compaction thread: {e}"))?;
+    result
+        .await
+        .map_err(|_| "the compaction thread stopped unexpectedly".to_string())
+}
+
+/// Nice 10 for the calling thread (Linux: a thread's own priority). Best effort.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on this very thread; nothing is borrowed.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("could not lower the compaction thread's priority");
+        }
+    }
 }
 
 /// Which members a sample line shows.

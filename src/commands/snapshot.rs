@@ -8,9 +8,12 @@ use anyhow::Context;
 use crate::cli::{SnapshotBuildArgs, SnapshotInspectArgs, SnapshotPositionArgs};
 use std::path::Path;
 
-use crate::import::{import_jsonl, ImportReport, KEPT_ERRORS};
-use crate::index::body::Body;
-use crate::index::{snapshot, StreamEpoch};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::import::{import_jsonl_into, ImportProgress, ImportReport, KEPT_ERRORS};
+use crate::index::{snapshot, BodyBuilder, Resolved, StreamEpoch};
+use crate::progress::{Reading, Reporter};
 use crate::records;
 
 pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<()> {
@@ -34,11 +37,35 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
         .configured(args.redis_url.as_deref())
         .then(|| args.redis.target(args.redis_url.as_deref()))
         .transpose()?;
+    // Rows sort on disk beside the snapshot (the volume sized for snapshots) unless told
+    // otherwise; the private directory is removed when the build ends, however it ends.
+    let spill = match &args.spill_dir {
+        Some(dir) => dir.clone(),
+        None if args.out.is_dir() => args.out.clone(),
+        None => args
+            .out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf),
+    };
+    let builder = BodyBuilder::spilling(&spill)
+        .with_context(|| format!("cannot sort in {} (--spill-dir)", spill.display()))?;
+    let progress = Arc::new(BuildReading::default());
+    let input_bytes = args
+        .from_jsonl
+        .as_ref()
+        .filter(|p| p.as_os_str() != "-")
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
+    let reporter = Reporter::start("snapshot build", {
+        let progress = Arc::clone(&progress);
+        move || build_reading(&progress, input_bytes)
+    });
     let (imported, source, position, epoch) = match (&args.from_jsonl, &args.from_postgres) {
         (Some(path), _) => {
             let epoch = jsonl_epoch(args, redis.as_ref())?;
             (
-                import_file(path, args.strict)?,
+                import_file(path, args.strict, builder, &progress)?,
                 path.display().to_string(),
                 args.position,
                 epoch,
@@ -65,14 +92,16 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
                     (None, None)
                 }
             };
-            let (body, report, markers) = records::import_members(&postgres, args.strict)
-                .context("reading the members table")?;
+            let (resolved, report, markers) =
+                records::import_members(&postgres, args.strict, builder, Some(&progress.import))
+                    .context("reading the members table")?;
             let source = format!("the members table (and {markers} delete markers)");
-            ((body, report), source, position, epoch)
+            ((resolved, report), source, position, epoch)
         }
         (None, None) => anyhow::bail!("give --from-jsonl FILE or --from-postgres URL"),
     };
-    let (body, report) = imported;
+    let (mut resolved, report) = imported;
+    progress.rows.store(resolved.rows(), Ordering::Relaxed);
     for e in &report.errors {
         writeln!(err, "skipped {e}")?;
     }
@@ -92,13 +121,17 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
     }
     // Into a directory (a running service's --snapshot-dir, say), under the name its header
     // gives it; else exactly where asked.
-    let (path, header) = if args.out.is_dir() {
-        let (path, header, _) = snapshot::write_into(&args.out, &body, position, epoch)?;
-        (path, header)
+    let target = if args.out.is_dir() {
+        snapshot::Target::Dir(&args.out)
     } else {
-        let (header, _) = snapshot::write(&args.out, &body, position, epoch)?;
-        (args.out.clone(), header)
+        snapshot::Target::File(&args.out)
     };
+    let layout = resolved
+        .layout(Some(&progress.build.placed))
+        .context("reading the sorted members back")?;
+    let (path, header) = snapshot::write_built(target, layout, position, epoch)?;
+    drop(resolved);
+    reporter.finish();
     let at = match (position, epoch) {
         (None, _) => "no feed position".to_string(),
         (Some(p), None) => format!("feed position {p}"),
@@ -169,14 +202,83 @@ pub fn position(args: &SnapshotPositionArgs, out: &mut impl Write) -> anyhow::Re
     Ok(())
 }
 
-fn import_file(path: &Path, strict: bool) -> anyhow::Result<(Body, ImportReport)> {
+fn import_file(
+    path: &Path,
+    strict: bool,
+    builder: BodyBuilder,
+    progress: &BuildReading,
+) -> anyhow::Result<(Resolved, ImportReport)> {
     let imported = if path.as_os_str() == "-" {
-        import_jsonl(&mut std::io::stdin().lock(), strict)
+        import_jsonl_into(
+            &mut std::io::stdin().lock(),
+            strict,
+            builder,
+            Some(&progress.import),
+        )
     } else {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        import_jsonl(&mut BufReader::with_capacity(1 << 20, file), strict)
+        import_jsonl_into(
+            &mut BufReader::with_capacity(1 << 20, file),
+            strict,
+            builder,
+            Some(&progress.import),
+        )
     };
     imported.with_context(|| format!("importing {}", path.display()))
+}
+
+/// What a build's progress reports read: the import's counters and the rows it resolved to.
+#[derive(Default)]
+pub struct BuildReading {
+    pub import: ImportProgress,
+    pub rows: AtomicU64,
+}
+
+impl std::ops::Deref for BuildReading {
+    type Target = ImportProgress;
+    fn deref(&self) -> &ImportProgress {
+        &self.import
+    }
+}
+
+/// Where a build stands: reading the input (bytes of the file when its size is known, else
+/// lines), resolving versions and booklets (rows read back of those read), then writing the
+/// table (records placed of those that stand).
+fn build_reading(p: &BuildReading, input_bytes: Option<u64>) -> Reading {
+    let placed = p.build.placed.load(Ordering::Relaxed);
+    let resolved = p.build.resolved.load(Ordering::Relaxed);
+    let rows = p.rows.load(Ordering::Relaxed);
+    let lines = p.lines.load(Ordering::Relaxed);
+    if placed > 0 || rows > 0 {
+        return Reading {
+            stage: "writing",
+            done: placed,
+            total: Some(rows),
+            unit: "members",
+        };
+    }
+    if resolved > 0 {
+        return Reading {
+            stage: "resolving",
+            done: resolved,
+            total: Some(lines),
+            unit: "rows",
+        };
+    }
+    match input_bytes {
+        Some(total) => Reading {
+            stage: "reading",
+            done: p.bytes.load(Ordering::Relaxed),
+            total: Some(total),
+            unit: "bytes",
+        },
+        None => Reading {
+            stage: "reading",
+            done: lines,
+            total: None,
+            unit: "lines",
+        },
+    }
 }
 
 pub fn inspect(args: &SnapshotInspectArgs, out: &mut impl Write) -> anyhow::Result<()> {

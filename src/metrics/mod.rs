@@ -76,6 +76,8 @@ pub struct Metrics {
     pub compactions: Family<OutcomeLabels, Counter>,
     pub compactor_checks: Counter,
     pub compaction_seconds: Gauge<f64, AtomicU64>,
+    /// The process's peak anonymous memory during the last compaction.
+    pub compaction_peak_anonymous_bytes: Gauge,
     /// Unix time of the index's freshness watermark (`data_as_of`).
     pub data_as_of_seconds: Gauge<f64, AtomicU64>,
     /// 1 while `/readyz` would answer 200.
@@ -161,6 +163,14 @@ impl Metrics {
             "Seconds the last successful compaction took",
             compaction_seconds.clone(),
         );
+        let compaction_peak_anonymous_bytes = Gauge::default();
+        registry.register(
+            "compaction_peak_anonymous_bytes",
+            "The process's peak anonymous (not file-backed) resident memory during the last \
+             compaction, sampled every 50 ms: what a compaction adds to a pod's memory beyond \
+             the mapped snapshots",
+            compaction_peak_anonymous_bytes.clone(),
+        );
         let data_as_of_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "data_as_of_timestamp_seconds",
@@ -201,6 +211,7 @@ impl Metrics {
             compactions,
             compactor_checks,
             compaction_seconds,
+            compaction_peak_anonymous_bytes,
             data_as_of_seconds,
             ready,
             feed,

@@ -23,6 +23,7 @@ mod layers;
 mod leaks;
 mod listener;
 mod logs;
+mod memory_cap;
 mod no_echo;
 mod pg_tls;
 mod prometheus;

@@ -111,11 +111,30 @@ impl Base {
         }
     }
 
+    /// A base over a body laid out in memory.
+    pub fn from_layout(
+        layout: super::layout::Layout<'_>,
+        position: Option<FeedPosition>,
+    ) -> Result<Base, String> {
+        let (bytes, _) = layout
+            .write(AlignedVec::<16>::new())
+            .map_err(|e| e.to_string())?;
+        Base::open(Storage::Owned(bytes), position, None)
+    }
+
     /// A base with no members.
     pub fn empty() -> Base {
-        let (body, _) = super::BodyBuilder::default().finish(super::Mode::Import);
-        // An empty body always validates.
-        Base::from_body(&body, None).unwrap_or_else(|e| unreachable!("empty body refused: {e}"))
+        // An empty body always lays out and validates.
+        super::BodyBuilder::default()
+            .resolve(None)
+            .map_err(|e| e.to_string())
+            .and_then(super::Resolved::into_base)
+            .unwrap_or_else(|e| unreachable!("empty body refused: {e}"))
+    }
+
+    /// The archived body (a compaction reads its records and dictionaries).
+    pub(super) fn archived(&self) -> &ArchivedBody {
+        self.body()
     }
 
     #[allow(unsafe_code)]

@@ -22,14 +22,14 @@ use crate::national_id::NationalId;
 
 /// What one pass of validation counts in its rows.
 #[derive(Clone, Copy, Default)]
-struct RowCounts {
-    live: u64,
-    used: u64,
-    with_booklet: u64,
+pub(super) struct RowCounts {
+    pub live: u64,
+    pub used: u64,
+    pub with_booklet: u64,
 }
 
 impl RowCounts {
-    fn add(self, other: RowCounts) -> RowCounts {
+    pub(super) fn add(self, other: RowCounts) -> RowCounts {
         RowCounts {
             live: self.live + other.live,
             used: self.used + other.used,
@@ -85,29 +85,19 @@ pub struct Body {
     pub tombstones: u64,
 }
 
+/// The multiplier of the table's hash (2^64 / golden ratio, odd: a bijection of `u64`).
+pub const HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// The home slot of a key in a table of `capacity` slots: a multiplicative hash, scaled by
 /// its high bits (no modulo).
 #[inline]
 pub fn home(key: u64, capacity: u64) -> usize {
-    let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let hash = key.wrapping_mul(HASH_MULTIPLIER);
     ((u128::from(hash) * u128::from(capacity)) >> 64) as usize
 }
 
 pub(super) fn capacity_for(n: usize) -> u64 {
     ((n as f64 / LOAD_FACTOR).ceil() as u64).max(1)
-}
-
-/// Places items (already sorted by home slot) at their home or the next free slot after it;
-/// returns each item's position.
-pub(super) fn place(homes: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut next_free = 0usize;
-    homes
-        .map(|h| {
-            let pos = h.max(next_free);
-            next_free = pos + 1;
-            pos
-        })
-        .collect()
 }
 
 impl ArchivedPackedMember {
@@ -226,23 +216,7 @@ impl ArchivedBody {
     /// slot), the booklet table, and every record and dictionary entry against the record
     /// rules. Runs on `threads` threads.
     pub fn validate(&self, threads: usize) -> Result<(), String> {
-        let capacity = self.capacity.to_native();
-        if capacity == 0
-            || (self.records.len() as u64) < capacity
-            || self.records.len() > u32::MAX as usize
-        {
-            return Err("table capacity does not match the records".into());
-        }
-        if self.booklet_capacity.to_native() == 0 {
-            return Err("booklet table capacity is zero".into());
-        }
-        for n in self.names.iter() {
-            validate_name(n.as_str()).map_err(|e| e.to_string())?;
-        }
-        for e in self.extras.iter() {
-            let owned = Extras::Archived(e).to_owned_parts();
-            validate_extras(&owned.0, &owned.1).map_err(|e| e.to_string())?;
-        }
+        self.validate_shape()?;
         // One pass over the records (in parallel chunks) checks each row and counts them.
         let chunk = self.records.len().div_ceil(threads.max(1)).max(1);
         let counts = std::thread::scope(|scope| {
@@ -263,15 +237,43 @@ impl ArchivedBody {
                     Ok::<_, String>(total.add(counts))
                 })
         })?;
+        self.check_counts(counts)?;
+        self.validate_booklets(counts.with_booklet, threads)
+    }
+
+    /// The capacities and the dictionaries.
+    pub(super) fn validate_shape(&self) -> Result<(), String> {
+        let capacity = self.capacity.to_native();
+        if capacity == 0
+            || (self.records.len() as u64) < capacity
+            || self.records.len() > u32::MAX as usize
+        {
+            return Err("table capacity does not match the records".into());
+        }
+        if self.booklet_capacity.to_native() == 0 {
+            return Err("booklet table capacity is zero".into());
+        }
+        for n in self.names.iter() {
+            validate_name(n.as_str()).map_err(|e| e.to_string())?;
+        }
+        for e in self.extras.iter() {
+            let owned = Extras::Archived(e).to_owned_parts();
+            validate_extras(&owned.0, &owned.1).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The body's own counts against those of its rows.
+    pub(super) fn check_counts(&self, counts: RowCounts) -> Result<(), String> {
         let (live, used) = (counts.live, counts.used);
         if live != self.live.to_native() || used - live != self.tombstones.to_native() {
             return Err("live and tombstone counts do not match the records".into());
         }
-        self.validate_booklets(counts.with_booklet, threads)
+        Ok(())
     }
 
     /// Checks rows `start..end`; counts live, used (live or tombstone) and booklet holders.
-    fn validate_rows(&self, start: usize, end: usize) -> Result<RowCounts, String> {
+    pub(super) fn validate_rows(&self, start: usize, end: usize) -> Result<RowCounts, String> {
         let mut counts = RowCounts::default();
         let capacity = self.capacity.to_native();
         let key = |r: &ArchivedPackedMember| {
@@ -312,17 +314,33 @@ impl ArchivedBody {
         Ok(counts)
     }
 
+    /// The booklet a row's record holds: its number when the record is live and has one,
+    /// 0 otherwise; an error past the records.
+    pub(super) fn booklet_of(&self, row: usize) -> Result<u64, String> {
+        let r = self
+            .records
+            .get(row)
+            .ok_or("booklet table points past the records")?;
+        Ok(if r.is_live() {
+            r.booklet.to_native()
+        } else {
+            0
+        })
+    }
+
     /// Checks the booklet table in `threads` chunks at once (each slot reads a record at
     /// random: the threads' misses overlap).
     fn validate_booklets(&self, with_booklet: u64, threads: usize) -> Result<(), String> {
         let len = self.booklet_slots.len();
         let chunk = len.div_ceil(threads.max(1)).max(1);
+        let booklet_of = |row| self.booklet_of(row);
         let holders = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..len)
                 .step_by(chunk)
                 .map(|start| {
-                    scope
-                        .spawn(move || self.validate_booklet_slots(start, (start + chunk).min(len)))
+                    scope.spawn(move || {
+                        self.validate_booklet_slots(start, (start + chunk).min(len), &booklet_of)
+                    })
                 })
                 .collect();
             handles.into_iter().try_fold(0u64, |total, h| {
@@ -332,6 +350,14 @@ impl ArchivedBody {
                 Ok::<_, String>(total + n)
             })
         })?;
+        self.check_booklet_holders(holders, with_booklet)
+    }
+
+    pub(super) fn check_booklet_holders(
+        &self,
+        holders: u64,
+        with_booklet: u64,
+    ) -> Result<(), String> {
         if holders != with_booklet {
             return Err("the booklet table does not list every booklet holder".into());
         }
@@ -339,29 +365,38 @@ impl ArchivedBody {
     }
 
     /// The `(home, booklet, row)` a booklet slot holds, if it holds a row with a booklet.
-    fn booklet_key(&self, pos: usize) -> Option<(usize, u64, usize)> {
+    fn booklet_key(
+        &self,
+        pos: usize,
+        booklet_of: &dyn Fn(usize) -> Result<u64, String>,
+    ) -> Option<(usize, u64, usize)> {
         let row = (self.booklet_slots.get(pos)?.to_native() as usize).checked_sub(1)?;
-        let key = self.records.get(row)?.booklet.to_native();
+        let key = booklet_of(row).ok().filter(|&k| k != 0)?;
         Some((home(key, self.booklet_capacity.to_native()), key, row))
     }
 
-    /// Checks booklet slots `start..end`; returns how many hold a row.
-    fn validate_booklet_slots(&self, start: usize, end: usize) -> Result<u64, String> {
+    /// Checks booklet slots `start..end`, reading each slot's record through `booklet_of`
+    /// (the records themselves, or what a windowed check noted of them); returns how many
+    /// hold a row.
+    pub(super) fn validate_booklet_slots(
+        &self,
+        start: usize,
+        end: usize,
+        booklet_of: &dyn Fn(usize) -> Result<u64, String>,
+    ) -> Result<u64, String> {
         let capacity = self.booklet_capacity.to_native();
         // The slot before the chunk, as the sequential walk would have left it.
-        let mut previous = start.checked_sub(1).and_then(|p| self.booklet_key(p));
+        let mut previous = start
+            .checked_sub(1)
+            .and_then(|p| self.booklet_key(p, booklet_of));
         let mut holders = 0u64;
         for pos in start..end {
             let Some(row) = (self.booklet_slots[pos].to_native() as usize).checked_sub(1) else {
                 previous = None;
                 continue;
             };
-            let r = self
-                .records
-                .get(row)
-                .ok_or("booklet table points past the records")?;
-            let key = r.booklet.to_native();
-            if !r.is_live() || key == 0 {
+            let key = booklet_of(row)?;
+            if key == 0 {
                 return Err(format!(
                     "booklet slot {pos} points at a record without a booklet"
                 ));
@@ -415,6 +450,47 @@ impl ArchivedBody {
         // extras are not part of it (their entries were checked once, above, and the
         // reference is in range), so they are not looked up for every record.
         Self::fields(r).validate()
+    }
+}
+
+/// An archived record as a native one (its dictionary indices unchanged).
+pub(super) fn unpack(r: &ArchivedPackedMember) -> PackedMember {
+    PackedMember {
+        national_id: r.national_id.to_native(),
+        version: r.version.to_native(),
+        main_national_id: r.main_national_id.to_native(),
+        booklet: r.booklet.to_native(),
+        coverage_until: r.coverage_until.to_native(),
+        name: r.name.to_native(),
+        extras: r.extras.to_native(),
+        attrs: r.attrs.to_native(),
+    }
+}
+
+#[cfg(test)]
+impl Body {
+    /// An owned copy of an archived body (tests that inspect or tamper with one).
+    pub(crate) fn from_archived(a: &ArchivedBody) -> Body {
+        Body {
+            capacity: a.capacity.to_native(),
+            records: a.records.iter().map(unpack).collect(),
+            booklet_capacity: a.booklet_capacity.to_native(),
+            booklet_slots: a.booklet_slots.iter().map(|s| s.to_native()).collect(),
+            names: a.names.iter().map(|n| n.as_str().to_string()).collect(),
+            extras: a
+                .extras
+                .iter()
+                .map(|e| {
+                    let (special_conditions, other_insurers) = Extras::Archived(e).to_owned_parts();
+                    ExtrasEntry {
+                        special_conditions,
+                        other_insurers,
+                    }
+                })
+                .collect(),
+            live: a.live.to_native(),
+            tombstones: a.tombstones.to_native(),
+        }
     }
 }
 

@@ -1,21 +1,32 @@
-//! Building a snapshot body: members and tombstones arrive in any order (an import, the demo
-//! population, a compaction of base + overlay); `finish` keeps the newest version of every
-//! ID, resolves booklet numbers, interns names and extras, and lays the table out.
+//! Building a body from rows that arrive in any order, with repeats (an import, the demo
+//! population): the newest version of every ID is kept, a booklet number already held by an
+//! earlier row is refused, and the rest is laid out as a table.
+//!
+//! Memory stays bounded when the builder is given a spill directory: rows are packed into
+//! fixed-size records as they arrive (strings interned once), sorted in runs of bounded size
+//! on disk ([`super::sorter`]), and read back merged twice: once to resolve versions and
+//! booklets, keeping only the booklet claims (24 bytes a holder), once to stream the winners
+//! into the layout ([`super::layout`]). Without one (tests, the demo population) the rows
+//! simply stay in memory.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::body::{
-    capacity_for, home, pack_attrs, place, Body, ExtrasEntry, PackedMember, NO_COVERAGE_END,
-    TOMBSTONE,
-};
+use super::body::{PackedMember, TOMBSTONE};
+use super::dictionary::{tombstone, Dictionaries};
+use super::layout::{Layout, Records};
+use super::sorter::{Sorted, Sorter};
 use crate::member::view::MemberView;
 use crate::member::Member;
 use crate::national_id::NationalId;
 
-/// Where a row came from: a line number for imports, an ordinal for compaction. Among rows
-/// of the same ID the highest version wins; on equal versions a tombstone (a delete of that
+/// Where a row came from: a line number for imports, an ordinal otherwise. Among rows of the
+/// same ID the highest version wins; on equal versions a tombstone (a delete of that
 /// version), then the earliest origin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin(pub u64);
 
 /// A row the builder refused, with the reason.
@@ -25,91 +36,79 @@ pub struct Rejected {
     pub reason: String,
 }
 
-/// What the rows are, which decides how conflicts between them are handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// An import: every row should stand. A repeated ID without a newer version, or a
-    /// booklet number already held by an earlier row, is refused and reported.
-    Import,
-    /// A compaction of base + overlay: overlay rows supersede base rows of the same ID
-    /// silently (that is the point), and records are kept exactly as they are. When two
-    /// members carry one booklet number (the feed may briefly show a booklet on its new
-    /// holder before its old holder's release arrives), both records keep it and the booklet
-    /// table lists both; lookups give it to the newer change (`IndexView::get_by_booklet`).
-    Compaction,
+/// How many refusals a build keeps word for word (all are counted).
+pub const KEPT_REJECTIONS: usize = 20;
+
+/// The memory a spilling build sorts in before it writes a run to disk.
+pub const SORT_BUFFER_BYTES: usize = 128 << 20;
+
+/// Collects members and tombstones in any order.
+pub struct BodyBuilder {
+    sorter: Sorter,
+    dictionaries: Dictionaries,
+    /// The first error spilling a run met; reported by [`BodyBuilder::resolve`].
+    failed: Option<io::Error>,
+    /// Live rows pushed with a booklet: room for their claims is made at once.
+    with_booklet: u64,
 }
 
-/// Collects members and tombstones in any order, then sorts them into a [`Body`].
-#[derive(Default)]
-pub struct BodyBuilder {
-    rows: Vec<(PackedMember, Origin)>,
-    names: HashMap<String, u32>,
-    name_list: Vec<String>,
-    extras: HashMap<ExtrasEntry, u32>,
-    extras_list: Vec<ExtrasEntry>,
+impl Default for BodyBuilder {
+    fn default() -> Self {
+        BodyBuilder {
+            sorter: Sorter::in_memory(),
+            dictionaries: Dictionaries::default(),
+            failed: None,
+            with_booklet: 0,
+        }
+    }
+}
+
+/// What a build has done so far, for progress reports: rows pushed, then (`resolved`) rows
+/// read back while resolving, then (`placed`) records laid out.
+#[derive(Debug, Default)]
+pub struct BuildProgress {
+    pub resolved: AtomicU64,
+    pub placed: AtomicU64,
 }
 
 impl BodyBuilder {
-    pub fn with_capacity(rows: usize) -> BodyBuilder {
-        BodyBuilder {
-            rows: Vec::with_capacity(rows),
-            ..BodyBuilder::default()
-        }
+    /// A builder that sorts in [`SORT_BUFFER_BYTES`] of memory and spills the rest to a
+    /// private directory under `dir`.
+    pub fn spilling(dir: &Path) -> io::Result<BodyBuilder> {
+        BodyBuilder::spilling_with(dir, SORT_BUFFER_BYTES)
     }
 
-    pub fn len(&self) -> usize {
-        self.rows.len()
+    pub fn spilling_with(dir: &Path, buffer_bytes: usize) -> io::Result<BodyBuilder> {
+        Ok(BodyBuilder {
+            sorter: Sorter::spilling(dir, buffer_bytes)?,
+            dictionaries: Dictionaries::default(),
+            failed: None,
+            with_booklet: 0,
+        })
+    }
+
+    /// Rows pushed so far.
+    pub fn len(&self) -> u64 {
+        self.sorter.rows()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
-    fn intern_name(&mut self, masked: String) -> u32 {
-        if let Some(&i) = self.names.get(&masked) {
-            return i;
+    fn push(&mut self, record: PackedMember, origin: Origin) {
+        if self.failed.is_none() {
+            if let Err(e) = self.sorter.push((record, origin)) {
+                self.failed = Some(e);
+            }
         }
-        self.name_list.push(masked.clone());
-        let i = self.name_list.len() as u32;
-        self.names.insert(masked, i);
-        i
-    }
-
-    fn intern_extras(&mut self, entry: ExtrasEntry) -> u32 {
-        if entry.special_conditions.is_empty() && entry.other_insurers.is_empty() {
-            return 0;
-        }
-        if let Some(&i) = self.extras.get(&entry) {
-            return i;
-        }
-        self.extras_list.push(entry.clone());
-        let i = self.extras_list.len() as u32;
-        self.extras.insert(entry, i);
-        i
     }
 
     /// Adds a live member; its name is stored masked.
     pub fn push_view(&mut self, m: &MemberView<'_>, origin: Origin) {
-        let name = match m.name.masked() {
-            Some(masked) if !masked.is_empty() => self.intern_name(masked.into_owned()),
-            _ => 0,
-        };
-        let (special_conditions, other_insurers) = m.extras.to_owned_parts();
-        let extras = self.intern_extras(ExtrasEntry {
-            special_conditions,
-            other_insurers,
-        });
-        let record = PackedMember {
-            national_id: m.national_id.as_u64(),
-            version: m.version,
-            main_national_id: m.main_national_id.map_or(0, NationalId::as_u64),
-            booklet: m.booklet_no.map_or(0, |b| b.0),
-            coverage_until: m.coverage_until.map_or(NO_COVERAGE_END, |d| d.0),
-            name,
-            extras,
-            attrs: pack_attrs(m),
-        };
-        self.rows.push((record, origin));
+        let record = self.dictionaries.pack(m);
+        self.with_booklet += u64::from(record.booklet != 0);
+        self.push(record, origin);
     }
 
     pub fn push_member(&mut self, m: &Member, origin: Origin) {
@@ -117,98 +116,84 @@ impl BodyBuilder {
     }
 
     pub fn push_tombstone(&mut self, id: NationalId, version: u64, origin: Origin) {
-        let record = PackedMember {
-            national_id: id.as_u64(),
-            version,
-            coverage_until: NO_COVERAGE_END,
-            attrs: TOMBSTONE,
-            ..PackedMember::default()
-        };
-        self.rows.push((record, origin));
+        self.push(tombstone(id, version), origin);
     }
 
-    /// Keeps the newest version of every ID, resolves booklet numbers, and lays the records
-    /// and the booklet table out. Returns the body and the rows it refused.
-    pub fn finish(mut self, mode: Mode) -> (Body, Vec<Rejected>) {
-        // Same ID together, newest version first, a delete before the record it deletes,
-        // then earliest origin.
-        self.rows.sort_unstable_by(|(a, ao), (b, bo)| {
-            let live = |r: &PackedMember| r.attrs & TOMBSTONE == 0;
-            (a.national_id, std::cmp::Reverse(a.version), live(a), ao).cmp(&(
-                b.national_id,
-                std::cmp::Reverse(b.version),
-                live(b),
-                bo,
-            ))
-        });
-        let mut rejected = Vec::new();
-        let mut kept: Vec<(PackedMember, Origin)> = Vec::with_capacity(self.rows.len());
-        for (record, origin) in self.rows.drain(..) {
-            match kept.last() {
-                Some((winner, winner_origin)) if winner.national_id == record.national_id => {
-                    if mode == Mode::Compaction {
-                        continue;
-                    }
-                    rejected.push(Rejected {
-                        origin,
-                        reason: format!(
+    /// Sorts the rows and decides which stand: the newest version of each ID, and of the
+    /// records holding one booklet number, the earliest. The rest are refused.
+    pub fn resolve(self, progress: Option<&BuildProgress>) -> io::Result<Resolved> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let sorted = self.sorter.finish()?;
+        let mut refusals = Refusals::default();
+        let mut claims: Vec<(u64, Origin, u64)> = Vec::with_capacity(self.with_booklet as usize);
+        let mut winners = 0u64;
+        let mut read = 0u64;
+        let mut winner: Option<(PackedMember, Origin)> = None;
+        for row in sorted.rows()? {
+            let (record, origin) = row?;
+            read += 1;
+            if read % 65_536 == 0 {
+                if let Some(p) = progress {
+                    p.resolved.store(read, Ordering::Relaxed);
+                }
+            }
+            match winner {
+                Some((w, w_origin)) if w.national_id == record.national_id => {
+                    refusals.add(origin, || {
+                        format!(
                             "version {} is not newer than version {} read for this national ID ({})",
                             record.version,
-                            winner.version,
-                            describe(*winner_origin)
-                        ),
+                            w.version,
+                            describe(w_origin)
+                        )
                     });
                 }
-                _ => kept.push((record, origin)),
+                _ => {
+                    winners += 1;
+                    winner = Some((record, origin));
+                    if record.booklet != 0 && record.attrs & TOMBSTONE == 0 {
+                        claims.push((record.booklet, origin, record.national_id));
+                    }
+                }
             }
         }
-        drop(self.rows);
-        rejected.extend(resolve_booklets(&mut kept, mode));
-        rejected.sort_by_key(|r| r.origin);
-
-        let capacity = capacity_for(kept.len());
-        kept.sort_unstable_by_key(|(r, _)| (home(r.national_id, capacity), r.national_id));
-        let positions = place(kept.iter().map(|(r, _)| home(r.national_id, capacity)));
-        let len = positions.last().map_or(0, |p| p + 1).max(capacity as usize);
-        let mut records = vec![PackedMember::default(); len];
-        for ((record, _), pos) in kept.into_iter().zip(positions) {
-            records[pos] = record;
+        if let Some(p) = progress {
+            p.resolved.store(read, Ordering::Relaxed);
         }
-
-        let mut holders: Vec<(u64, u32)> = records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.booklet != 0 && r.attrs & TOMBSTONE == 0 && r.national_id != 0)
-            .map(|(row, r)| (r.booklet, row as u32))
-            .collect();
-        let booklet_capacity = capacity_for(holders.len());
-        holders.sort_unstable_by_key(|&(key, row)| (home(key, booklet_capacity), key, row));
-        let slots_at = place(holders.iter().map(|&(key, _)| home(key, booklet_capacity)));
-        let booklet_len = slots_at
-            .last()
-            .map_or(0, |p| p + 1)
-            .max(booklet_capacity as usize);
-        let mut booklet_slots = vec![0u32; booklet_len];
-        for ((_, row), pos) in holders.into_iter().zip(slots_at) {
-            booklet_slots[pos] = row + 1;
+        claims.sort_unstable();
+        let mut losers = HashSet::new();
+        for pair in claims.windows(2) {
+            let ((first_key, _, _), (key, origin, id)) = (pair[0], pair[1]);
+            if first_key != key {
+                continue;
+            }
+            // The first claim of a run of equal keys holds the booklet.
+            let holder = claims.partition_point(|c| c.0 < key).min(claims.len() - 1);
+            let (_, holder_origin, holder_id) = claims[holder];
+            losers.insert((origin, id));
+            refusals.add(origin, || {
+                format!(
+                    "booklet_no: already used by member {} ({})",
+                    NationalId::from_validated(holder_id).masked(),
+                    describe(holder_origin)
+                )
+            });
         }
-
-        let live = records
-            .iter()
-            .filter(|r| r.national_id != 0 && r.attrs & TOMBSTONE == 0)
-            .count() as u64;
-        let tombstones = records.iter().filter(|r| r.attrs & TOMBSTONE != 0).count() as u64;
-        let body = Body {
-            capacity,
-            records,
-            booklet_capacity,
-            booklet_slots,
-            names: self.name_list,
-            extras: self.extras_list,
-            live,
-            tombstones,
-        };
-        (body, rejected)
+        let holders = claims.len() as u64 - losers.len() as u64;
+        drop(claims);
+        let (names, extras) = self.dictionaries.into_lists();
+        Ok(Resolved {
+            holders,
+            rows: winners - losers.len() as u64,
+            sorted,
+            losers,
+            refused: refusals.count,
+            rejected: refusals.into_sorted(),
+            names,
+            extras,
+        })
     }
 }
 
@@ -216,43 +201,113 @@ fn describe(origin: Origin) -> String {
     format!("line {}", origin.0)
 }
 
-/// Applies the booklet policy to the kept rows (one per ID): an import refuses a booklet
-/// number an earlier row already holds; a compaction keeps every claim (see [`Mode`]).
-fn resolve_booklets(kept: &mut Vec<(PackedMember, Origin)>, mode: Mode) -> Vec<Rejected> {
-    if mode == Mode::Compaction {
-        return Vec::new();
-    }
-    let mut holders: Vec<(u64, Origin, usize)> = kept
-        .iter()
-        .enumerate()
-        .filter(|(_, (r, _))| r.booklet != 0 && r.attrs & TOMBSTONE == 0)
-        .map(|(i, (r, o))| (r.booklet, *o, i))
-        .collect();
-    holders.sort_unstable();
-    let mut dropped = vec![false; kept.len()];
-    let mut rejected = Vec::new();
-    let mut first: Option<(u64, Origin, usize)> = None;
-    for (key, origin, row) in holders {
-        match first {
-            Some((first_key, first_origin, first_row)) if first_key == key => {
-                dropped[row] = true;
-                rejected.push(Rejected {
-                    origin,
-                    reason: format!(
-                        "booklet_no: already used by member {} ({})",
-                        NationalId::from_validated(kept[first_row].0.national_id).masked(),
-                        describe(first_origin)
-                    ),
-                });
+/// The refusals of a build: all counted, the [`KEPT_REJECTIONS`] earliest kept.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    earliest: BinaryHeap<(Origin, Reverse<String>)>,
+}
+
+impl Refusals {
+    fn add(&mut self, origin: Origin, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.earliest.len() == KEPT_REJECTIONS {
+            match self.earliest.peek() {
+                Some((latest, _)) if *latest > origin => {
+                    self.earliest.pop();
+                }
+                _ => return,
             }
-            _ => first = Some((key, origin, row)),
         }
+        self.earliest.push((origin, Reverse(reason())));
     }
-    let mut row = 0;
-    kept.retain(|_| {
-        let keep = !dropped[row];
-        row += 1;
-        keep
-    });
-    rejected
+
+    fn into_sorted(self) -> Vec<Rejected> {
+        let mut v: Vec<Rejected> = self
+            .earliest
+            .into_iter()
+            .map(|(origin, Reverse(reason))| Rejected { origin, reason })
+            .collect();
+        v.sort_by_key(|r| r.origin);
+        v
+    }
+}
+
+/// The rows that stand, ready to be laid out.
+pub struct Resolved {
+    rows: u64,
+    holders: u64,
+    sorted: Sorted,
+    losers: HashSet<(Origin, u64)>,
+    /// Rows refused, in all.
+    pub refused: u64,
+    /// The earliest refusals ([`KEPT_REJECTIONS`] at most), by origin.
+    pub rejected: Vec<Rejected>,
+    names: Vec<String>,
+    extras: Vec<super::body::ExtrasEntry>,
+}
+
+impl Resolved {
+    /// Records the body will hold (live and tombstones).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The layout of the winners, read back in hash order.
+    pub fn layout<'a>(&'a mut self, placed: Option<&'a AtomicU64>) -> io::Result<Layout<'a>> {
+        let losers = &self.losers;
+        let mut last: Option<u64> = None;
+        let records: Records<'a> = Box::new(self.sorted.rows()?.filter_map(move |row| {
+            let (record, origin) = match row {
+                Ok(row) => row,
+                Err(e) => return Some(Err(e)),
+            };
+            if last == Some(record.national_id) {
+                return None;
+            }
+            last = Some(record.national_id);
+            (!losers.contains(&(origin, record.national_id))).then_some(Ok(record))
+        }));
+        Ok(Layout {
+            rows: self.rows,
+            records,
+            names: std::mem::take(&mut self.names),
+            extras: std::mem::take(&mut self.extras),
+            placed,
+            holders_hint: self.holders,
+        })
+    }
+}
+
+impl Resolved {
+    /// The body laid out in memory, as a base (tests, tools, the demo population).
+    pub fn into_base(mut self) -> Result<super::Base, String> {
+        let layout = self.layout(None).map_err(|e| e.to_string())?;
+        super::Base::from_layout(layout, None)
+    }
+}
+
+#[cfg(test)]
+impl Resolved {
+    /// The body as an owned value (tests that inspect or tamper with one).
+    pub(crate) fn into_body(mut self) -> super::body::Body {
+        let (bytes, _) = self
+            .layout(None)
+            .expect("in memory")
+            .write(rkyv::util::AlignedVec::<16>::new())
+            .expect("laid out");
+        let archived =
+            rkyv::access::<super::body::ArchivedBody, rkyv::rancor::Error>(&bytes).expect("a body");
+        super::body::Body::from_archived(archived)
+    }
+}
+
+#[cfg(test)]
+impl BodyBuilder {
+    /// Resolves and lays out in memory: the body and the refusals (tests).
+    pub(crate) fn finish(self) -> (super::body::Body, Vec<Rejected>) {
+        let resolved = self.resolve(None).expect("in memory");
+        let rejected = resolved.rejected.clone();
+        (resolved.into_body(), rejected)
+    }
 }

@@ -13,13 +13,17 @@
 //! retrying the same frozen set forever.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::body::{home, unpack, ArchivedBody, PackedMember};
+use super::dictionary::{tombstone, Dictionaries};
+use super::layout::{hash_order, Layout};
 use super::overlay::{Overlay, Slot};
 use super::snapshot::{self, SnapshotError};
-use super::{snapshot_dir, BodyBuilder, Cursor, Mode, Origin};
-use super::{Index, Layers, Row};
+use super::{snapshot_dir, Cursor};
+use super::{Index, Layers};
 
 /// What one compaction did.
 #[derive(Debug, Clone)]
@@ -151,7 +155,10 @@ impl Index {
         })
     }
 
-    /// Base + frozen overlay, written and verified as a snapshot in `dir`.
+    /// Base + frozen overlay, written and verified as a snapshot in `dir`: the base's
+    /// records stream from its mapping in hash order, merged with the overlay's (sorted, and
+    /// superseding the base's), straight into the layout. Anonymous memory holds the
+    /// overlay, the dictionaries and the booklet holders, never the table.
     fn write_with_frozen(
         &self,
         dir: &Path,
@@ -159,28 +166,96 @@ impl Index {
         cursor: Cursor,
     ) -> Result<(PathBuf, snapshot::Header, super::Base), SnapshotError> {
         let base = Arc::clone(&self.layers.load().base);
-        let mut builder =
-            BodyBuilder::with_capacity(base.len() + base.tombstones() as usize + frozen.len());
-        for row in base.rows() {
-            match row {
-                Row::Live(view) => builder.push_view(&view, Origin(0)),
-                Row::Tombstone(id, version) => builder.push_tombstone(id, version, Origin(0)),
-            }
-        }
-        for entry in frozen.members.iter() {
-            match entry.value() {
-                Slot::Live(m) => builder.push_member(m, Origin(1)),
-                Slot::Deleted { version } => {
-                    builder.push_tombstone(*entry.key(), *version, Origin(1))
-                }
-            }
-        }
-        let (body, _) = builder.finish(Mode::Compaction);
-        drop(base);
+        let body = base.archived();
+        let mut dictionaries = Dictionaries::of_body(body);
+        let mut changes: Vec<PackedMember> = frozen
+            .members
+            .iter()
+            .map(|entry| match entry.value() {
+                Slot::Live(m) => dictionaries.pack(&m.view()),
+                Slot::Deleted { version } => tombstone(*entry.key(), *version),
+            })
+            .collect();
+        changes.sort_unstable_by_key(|r| hash_order(r.national_id));
+        let new_ids = changes
+            .iter()
+            .filter(|r| body.find(r.national_id).is_none())
+            .count() as u64;
+        let rows = base.len() as u64 + base.tombstones() + new_ids;
+        let progress = &self.compaction;
+        progress.rows.store(rows, Ordering::Relaxed);
+        progress.placed.store(0, Ordering::Relaxed);
+        let (names, extras) = dictionaries.into_lists();
+        let layout = Layout {
+            rows,
+            records: Box::new(merged(in_hash_order(body), changes).map(Ok)),
+            names,
+            extras,
+            placed: Some(&progress.placed),
+            // The base's booklet table is laid out at load 0.8.
+            holders_hint: (body.booklet_capacity.to_native() as f64 * 0.8) as u64
+                + frozen.len() as u64,
+        };
         std::fs::create_dir_all(dir).map_err(|reason| SnapshotError::Io {
             path: dir.to_path_buf(),
             reason,
         })?;
-        snapshot::write_into(dir, &body, cursor.position, cursor.epoch)
+        let written = snapshot::write_into(dir, layout, cursor.position, cursor.epoch);
+        drop(base);
+        written
     }
+}
+
+/// How far the running compaction is: records to write, and written so far.
+#[derive(Debug, Default)]
+pub struct CompactionProgress {
+    pub rows: AtomicU64,
+    pub placed: AtomicU64,
+}
+
+/// A body's records (live and tombstones) in hash order. The table holds them in (home slot,
+/// ID) order, which is hash order except among the few records sharing a home slot: each
+/// such group is sorted by hash as it is read.
+fn in_hash_order(body: &ArchivedBody) -> impl Iterator<Item = PackedMember> + '_ {
+    let capacity = body.capacity.to_native();
+    let mut rows = body.records.iter().filter(|r| !r.is_empty()).peekable();
+    let mut group: Vec<PackedMember> = Vec::new();
+    std::iter::from_fn(move || {
+        if group.is_empty() {
+            let first = rows.next()?;
+            let h = home(first.national_id.to_native(), capacity);
+            group.push(unpack(first));
+            while let Some(r) = rows.next_if(|r| home(r.national_id.to_native(), capacity) == h) {
+                group.push(unpack(r));
+            }
+            // Popped from the end: the largest hash first in the vector.
+            group.sort_unstable_by_key(|r| std::cmp::Reverse(hash_order(r.national_id)));
+        }
+        group.pop()
+    })
+}
+
+/// Two streams in hash order, merged; of an ID in both, the change is kept.
+fn merged(
+    base: impl Iterator<Item = PackedMember>,
+    changes: Vec<PackedMember>,
+) -> impl Iterator<Item = PackedMember> {
+    let mut base = base.peekable();
+    let mut changes = changes.into_iter().peekable();
+    std::iter::from_fn(move || match (base.peek(), changes.peek()) {
+        (None, None) => None,
+        (Some(_), None) => base.next(),
+        (None, Some(_)) => changes.next(),
+        (Some(b), Some(c)) => {
+            let (hb, hc) = (hash_order(b.national_id), hash_order(c.national_id));
+            if hb < hc {
+                base.next()
+            } else {
+                if hb == hc {
+                    base.next();
+                }
+                changes.next()
+            }
+        }
+    })
 }

@@ -13,10 +13,14 @@ mod base;
 pub mod body;
 mod builder;
 pub mod compact;
+mod dictionary;
+pub mod layout;
 mod overlay;
 mod position;
 pub mod snapshot;
 pub mod snapshot_dir;
+mod sorter;
+mod verify;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,7 +29,8 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::mapref::entry::Entry;
 
 pub use base::{validate as validate_body, Base, Row};
-pub use builder::{BodyBuilder, Mode, Origin, Rejected};
+pub use builder::{BodyBuilder, BuildProgress, Origin, Rejected, Resolved, KEPT_REJECTIONS};
+pub use compact::CompactionProgress;
 use overlay::{InOverlay, Overlay, Slot};
 pub use position::{BadEpoch, BadPosition, FeedPosition, StreamEpoch};
 
@@ -83,6 +88,8 @@ pub struct Index {
     /// The feed position of the last change applied (or the base's), and its stream epoch.
     cursor: Mutex<Cursor>,
     compacting: Mutex<()>,
+    /// How far the running compaction is (read by progress reports).
+    compaction: CompactionProgress,
     /// The synthetic demo population: never written to a snapshot directory.
     synthetic: bool,
     /// The freshness watermark (Unix ms): every change written to the stream before it is
@@ -201,6 +208,7 @@ impl Index {
             live_members: AtomicI64::new(live),
             cursor: Mutex::new(cursor),
             compacting: Mutex::new(()),
+            compaction: CompactionProgress::default(),
             synthetic,
             data_as_of_ms: AtomicU64::new(crate::dates::unix_ms()),
         }
@@ -218,11 +226,11 @@ impl Index {
         for (i, m) in members.into_iter().enumerate() {
             builder.push_member(&m, Origin(i as u64 + 1));
         }
-        let (body, rejected) = builder.finish(Mode::Import);
-        if let Some(r) = rejected.first() {
+        let resolved = builder.resolve(None).map_err(|e| e.to_string())?;
+        if let Some(r) = resolved.rejected.first() {
             return Err(format!("member {}: {}", r.origin.0, r.reason));
         }
-        Ok(Index::new(Base::from_body(&body, None)?))
+        Ok(Index::new(resolved.into_base()?))
     }
 
     /// The layers as they are now, for one request's lookups.
@@ -374,6 +382,11 @@ impl Index {
     /// The feed position the base reflects.
     pub fn base_position(&self) -> Option<FeedPosition> {
         self.layers.load().base.position()
+    }
+
+    /// How far the running compaction is.
+    pub fn compaction_progress(&self) -> &CompactionProgress {
+        &self.compaction
     }
 
     /// Bytes of the base body.

@@ -247,13 +247,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Resync => {
                 // A repair snapshot of the source as it is now: live records, no markers.
-                let mut builder = BodyBuilder::default();
-                for (i, m) in model.live().enumerate() {
-                    builder.push_member(m, Origin(i as u64));
-                }
-                let (body, _) = builder.finish(Mode::Compaction);
                 let position = feed.log.last().map(|(p, _)| *p);
-                let repaired = Index::new(Base::from_body(&body, position).unwrap());
+                let layout = crate::index::layout::Layout::of_members(model.live());
+                let repaired = Index::new(Base::from_layout(layout, position).unwrap());
                 for marker in index.markers() {
                     repaired.apply(marker);
                 }

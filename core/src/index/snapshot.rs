@@ -15,11 +15,10 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
-use rkyv::rancor;
 use rkyv::ser::writer::IoWriter;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use super::body::Body;
+use super::layout::Layout;
 use super::{Base, FeedPosition, Row, StreamEpoch};
 use crate::member::{Kind, Status};
 
@@ -112,7 +111,7 @@ pub enum SnapshotError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |reason| SnapshotError::Io {
         path: path.to_path_buf(),
         reason,
@@ -247,38 +246,95 @@ impl<W: Write> Write for HashingWriter<W> {
 /// base, mapped from the file.
 pub fn write(
     path: &Path,
-    body: &Body,
+    layout: Layout<'_>,
     position: Option<FeedPosition>,
     epoch: Option<StreamEpoch>,
 ) -> Result<(Header, Base), SnapshotError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (_, header, base) = write_with(&dir, body, position, epoch, |_| path.to_path_buf())?;
-    Ok((header, base))
+    let dir = parent_of(path);
+    let (_, header, base) = write_with(&dir, layout, position, epoch, Check::Load, |_| {
+        path.to_path_buf()
+    })?;
+    Ok((header, base.ok_or_else(|| unreachable_base(path))?))
 }
 
 /// [`write`] into `dir` under the name its header gives it
 /// ([`super::snapshot_dir::file_name`]), as `--snapshot-dir` expects. Returns the path too.
 pub fn write_into(
     dir: &Path,
-    body: &Body,
+    layout: Layout<'_>,
     position: Option<FeedPosition>,
     epoch: Option<StreamEpoch>,
 ) -> Result<(PathBuf, Header, Base), SnapshotError> {
-    write_with(dir, body, position, epoch, |header| {
+    let (path, header, base) = write_with(dir, layout, position, epoch, Check::Load, |header| {
         dir.join(super::snapshot_dir::file_name(header))
-    })
+    })?;
+    let base = base.ok_or_else(|| unreachable_base(&path))?;
+    Ok((path, header, base))
+}
+
+/// Where a built snapshot goes: exactly this file, or a directory (under the name its header
+/// gives it).
+pub enum Target<'p> {
+    File(&'p Path),
+    Dir(&'p Path),
+}
+
+/// Writes a snapshot as a build does: like [`write`], but the new file is checked window by
+/// window ([`verify`]), never mapped whole, so the check fits in the memory the build had.
+/// Returns the path and the header.
+pub fn write_built(
+    target: Target<'_>,
+    layout: Layout<'_>,
+    position: Option<FeedPosition>,
+    epoch: Option<StreamEpoch>,
+) -> Result<(PathBuf, Header), SnapshotError> {
+    let (path, header, _) = match target {
+        Target::File(path) => write_with(
+            &parent_of(path),
+            layout,
+            position,
+            epoch,
+            Check::Windowed,
+            |_| path.to_path_buf(),
+        )?,
+        Target::Dir(dir) => write_with(dir, layout, position, epoch, Check::Windowed, |h| {
+            dir.join(super::snapshot_dir::file_name(h))
+        })?,
+    };
+    Ok((path, header))
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn unreachable_base(path: &Path) -> SnapshotError {
+    SnapshotError::Invalid {
+        path: path.to_path_buf(),
+        message: "verified without a base".into(),
+    }
+}
+
+/// How a written file is checked before it gets its name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Loaded as a replica loads it, and kept as the new base.
+    Load,
+    /// Verified window by window, and let go.
+    Windowed,
 }
 
 fn write_with(
     dir: &Path,
-    body: &Body,
+    layout: Layout<'_>,
     position: Option<FeedPosition>,
     epoch: Option<StreamEpoch>,
+    check: Check,
     name: impl FnOnce(&Header) -> PathBuf,
-) -> Result<(PathBuf, Header, Base), SnapshotError> {
+) -> Result<(PathBuf, Header, Option<Base>), SnapshotError> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".eligd-snapshot-")
         .suffix(".tmp")
@@ -287,28 +343,28 @@ fn write_with(
     let tmp_path = tmp.path().to_path_buf();
     tmp.write_all(&[0u8; HEADER_LEN])
         .map_err(io_err(&tmp_path))?;
-    let (hasher, written) = {
+    let (hasher, written, laid) = {
         let sink = HashingWriter {
-            inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            inner: BufWriter::with_capacity(1 << 20, Writeback::new(tmp.as_file())),
             hasher: Xxh3::new(),
             written: 0,
         };
-        let sink = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, IoWriter::new(sink))
-            .map_err(|e| SnapshotError::Serialise(e.to_string()))?
-            .into_inner();
+        let (sink, laid) = layout
+            .write(IoWriter::new(sink))
+            .map_err(|e| SnapshotError::Serialise(e.to_string()))?;
         let HashingWriter {
             mut inner,
             hasher,
             written,
-        } = sink;
+        } = sink.into_inner();
         inner.flush().map_err(io_err(&tmp_path))?;
-        (hasher, written)
+        (hasher, written, laid)
     };
     let header = Header {
         format_version: FORMAT_VERSION,
         descriptor: FORMAT_DESCRIPTOR.to_string(),
-        members: body.live,
-        tombstones: body.tombstones,
+        members: laid.live,
+        tombstones: laid.tombstones,
         built_at_ms: chrono::Utc::now().timestamp_millis(),
         position,
         epoch,
@@ -326,7 +382,11 @@ fn write_with(
         path: path.clone(),
         reason: Box::new(reason),
     };
-    let (read_back, base) = load(&tmp_path).map_err(unverified)?;
+    let (read_back, base) = match check {
+        Check::Load => load(&tmp_path).map(|(h, b)| (h, Some(b))),
+        Check::Windowed => super::verify::verify(&tmp_path).map(|h| (h, None)),
+    }
+    .map_err(unverified)?;
     if read_back != header {
         return Err(unverified(SnapshotError::HeaderChecksum(tmp_path)));
     }
@@ -340,13 +400,91 @@ fn write_with(
     Ok((path, header, base))
 }
 
+/// Writes through to the file and keeps what the kernel holds of it bounded: every
+/// [`WRITEBACK_CHUNK`] bytes, writeback of that chunk starts, and the chunk before it is
+/// waited for and dropped from the page cache. A snapshot of gigabytes then never sits in
+/// memory as dirty pages, which a pod's memory limit counts.
+struct Writeback<'f> {
+    file: &'f File,
+    written: u64,
+    /// Where the chunk being written started, and where the one before it did.
+    started: u64,
+    previous: Option<u64>,
+}
+
+const WRITEBACK_CHUNK: u64 = 32 << 20;
+
+impl<'f> Writeback<'f> {
+    fn new(file: &'f File) -> Self {
+        // The placeholder header is already written.
+        Writeback {
+            file,
+            written: HEADER_LEN as u64,
+            started: 0,
+            previous: None,
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn chunk_done(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.file.as_raw_fd();
+            let (start, end) = (self.started, self.written);
+            // SAFETY: plain system calls on a descriptor `file` keeps open; they only
+            // schedule, wait for or drop writeback of data already written. Best effort.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    start as i64,
+                    (end - start) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+                if let Some(before) = self.previous {
+                    libc::sync_file_range(
+                        fd,
+                        before as i64,
+                        (start - before) as i64,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                    libc::posix_fadvise(
+                        fd,
+                        before as i64,
+                        (start - before) as i64,
+                        libc::POSIX_FADV_DONTNEED,
+                    );
+                }
+            }
+        }
+        self.previous = Some(self.started);
+        self.started = self.written;
+    }
+}
+
+impl Write for Writeback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_CHUNK {
+            self.chunk_done();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads only the header (cheap: no body read, no checksum).
 pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     read_header_from(path, &mut file)
 }
 
-fn read_header_from(path: &Path, file: &mut File) -> Result<Header, SnapshotError> {
+pub(super) fn read_header_from(path: &Path, file: &mut File) -> Result<Header, SnapshotError> {
     let mut head = vec![0u8; HEADER_LEN];
     let mut read = 0;
     while read < HEADER_LEN {

@@ -199,6 +199,8 @@ pub(crate) struct Launch {
     env: Vec<(String, String)>,
     descriptors: Option<u32>,
     file_size: Option<Option<u64>>,
+    /// A cgroup directory the process joins before eligd starts (memory caps).
+    cgroup: Option<std::path::PathBuf>,
 }
 
 impl Launch {
@@ -262,10 +264,24 @@ impl Launch {
         self
     }
 
+    /// Runs it inside this cgroup (a directory under /sys/fs/cgroup), joined before eligd
+    /// starts, so every page it touches is charged there.
+    pub(crate) fn cgroup(mut self, dir: &Path) -> Launch {
+        self.cgroup = Some(dir.to_path_buf());
+        self
+    }
+
     /// The command this describes.
     pub(crate) fn command(&self) -> Command {
-        // The wrappers, outermost first: `sh` ignoring SIGXFSZ, then `prlimit`s, then eligd.
+        // The wrappers, outermost first: `sh` joining the cgroup, `sh` ignoring SIGXFSZ, then
+        // `prlimit`s, then eligd.
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(dir) = &self.cgroup {
+            argv.extend(
+                ["sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""].map(Into::into),
+            );
+            argv.push(dir.clone().into());
+        }
         if let Some(limit) = self.file_size {
             let limit = limit.map_or("unlimited".to_string(), |b| b.to_string());
             argv.extend(["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh", "prlimit"].map(Into::into));

@@ -1,12 +1,35 @@
 use super::*;
 use crate::dates::Day;
 use crate::demo::Generator;
+use crate::index::body::Body;
+use crate::index::layout::Layout;
 use crate::index::Index;
-use crate::index::{BodyBuilder, Mode, Origin};
+use crate::index::{BodyBuilder, Origin};
 use crate::member::Member;
 use crate::national_id::NationalId;
 
 const OFF_BODY_CHECKSUM_TEST: usize = OFF_BODY_CHECKSUM;
+
+/// Loads as a replica does, and checks that the windowed check a build makes
+/// ([`crate::index::verify::verify`]) comes to the same verdict, for the same reason.
+fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
+    let loaded = super::load(path);
+    let verified = crate::index::verify::verify(path);
+    match (&loaded, &verified) {
+        (Ok((a, _)), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "load: {a}; windowed: {b}"
+        ),
+        (a, b) => panic!(
+            "load and the windowed check disagree: {:?} / {:?}",
+            a.as_ref().map(|(h, _)| h),
+            b
+        ),
+    }
+    loaded
+}
 
 fn population(n: u64) -> Vec<Member> {
     Generator::new(n, 3, Day::parse_iso("2026-11-22").unwrap()).collect()
@@ -22,7 +45,7 @@ fn body_of(members: &[Member]) -> Body {
         b.push_member(m, Origin(i as u64));
     }
     b.push_tombstone(gone(), 9, Origin(u64::MAX));
-    b.finish(Mode::Import).0
+    b.finish().0
 }
 
 fn written(dir: &Path, n: u64) -> PathBuf {
@@ -31,7 +54,13 @@ fn written(dir: &Path, n: u64) -> PathBuf {
         ms: 1_700_000_000_123,
         seq: 4,
     });
-    write(&path, &body_of(&population(n)), position, None).unwrap();
+    write(
+        &path,
+        Layout::of_body(&body_of(&population(n))),
+        position,
+        None,
+    )
+    .unwrap();
     path
 }
 
@@ -96,7 +125,7 @@ fn full_names_never_reach_the_file() {
     let path = dir.path().join("n.snap");
     let mut m = population(1).remove(0);
     m.display_name = Some("Zeynab Qolamhosseinzadeh".into());
-    write(&path, &body_of(&[m]), None, None).unwrap();
+    write(&path, Layout::of_body(&body_of(&[m])), None, None).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("Zeynab Q***"));
@@ -107,7 +136,13 @@ fn full_names_never_reach_the_file() {
 fn a_snapshot_without_position_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.snap");
-    write(&path, &body_of(&population(10)), None, None).unwrap();
+    write(
+        &path,
+        Layout::of_body(&body_of(&population(10))),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(read_header(&path).unwrap().position, None);
 }
 
@@ -272,7 +307,7 @@ fn invalid_records_in_a_well_formed_file_are_refused() {
         .unwrap();
     live.coverage_until = i32::MAX;
     // RefusedSnapshot by the check every load makes, before the file gets its name; nothing is left.
-    let err = write(&path, &body, None, None).unwrap_err();
+    let err = write(&path, Layout::of_body(&body), None, None).unwrap_err();
     assert!(matches!(err, SnapshotError::Unverified { .. }), "{err}");
     assert!(err.to_string().contains("coverage_until"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -333,7 +333,7 @@ fn body_of(members: &[Member]) -> body::Body {
     for (i, m) in members.iter().enumerate() {
         builder.push_member(m, Origin(i as u64));
     }
-    builder.finish(Mode::Import).0
+    builder.finish().0
 }
 
 #[test]
