@@ -18,6 +18,12 @@ use crate::open_loop::{self, read_response};
 /// A child process (eligd) killed when dropped.
 pub struct Process(Child);
 
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -3,11 +3,15 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use crate::cli::DemoDataArgs;
 use crate::dates::Day;
 use crate::demo::{Generator, MAX_DEMO_MEMBERS};
+use crate::progress::{Reading, Reporter};
 
 pub fn run(args: &DemoDataArgs) -> anyhow::Result<()> {
     if args.members > MAX_DEMO_MEMBERS {
@@ -27,12 +31,26 @@ pub fn run(args: &DemoDataArgs) -> anyhow::Result<()> {
         _ => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
-    for member in Generator::new(args.members, args.seed, today) {
+    let written = Arc::new(AtomicU64::new(0));
+    let reporter = Reporter::start("demo-data", {
+        let (written, total) = (Arc::clone(&written), args.members);
+        move || Reading {
+            stage: "writing",
+            done: written.load(Ordering::Relaxed),
+            total: Some(total),
+            unit: "members",
+        }
+    });
+    for (i, member) in Generator::new(args.members, args.seed, today).enumerate() {
+        if i % 4096 == 0 {
+            written.store(i as u64, Ordering::Relaxed);
+        }
         out.write_all(member.to_json().as_bytes())
             .context("writing the population failed")?;
         out.write_all(b"\n")
             .context("writing the population failed")?;
     }
     out.flush().context("writing the population failed")?;
+    reporter.finish();
     Ok(())
 }

@@ -401,10 +401,12 @@ fn spawn_compactor(
     });
 }
 
-/// Runs `work` on a thread of its own at a lower CPU priority (nice 10), so that on a
-/// replica with few cores the request threads win the CPU from a compaction: lookups keep
-/// their latency while it runs (docs/performance.md). The thread ends with the work, so the
-/// priority goes with it (lowering it again would need a privilege).
+/// Runs `work` on a thread of its own with the idle CPU policy (`SCHED_IDLE`: it runs only
+/// when no other thread of the machine wants the CPU, and gives way at once when one wakes),
+/// so that on a replica with few cores the request threads always win the CPU from a
+/// compaction and lookups keep their latency while it runs (docs/performance.md). Threads it
+/// starts (the new snapshot's check) inherit the policy. The thread ends with the work, so the
+/// policy goes with it (raising it again would need a privilege).
 async fn background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
@@ -421,14 +423,16 @@ async fn background<T: Send + 'static>(
         .map_err(|_| "the compaction thread stopped unexpectedly".to_string())
 }
 
-/// Nice 10 for the calling thread (Linux: a thread's own priority). Best effort.
+/// `SCHED_IDLE` for the calling thread, or nice 19 where that is refused. Best effort.
 #[allow(unsafe_code)]
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on this very thread; nothing is borrowed.
+    // SAFETY: plain system calls on this very thread, with a parameter on this frame.
     unsafe {
-        let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0
+            && libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) != 0
+        {
             tracing::debug!("could not lower the compaction thread's priority");
         }
     }

@@ -73,10 +73,14 @@ struct Consumer {
     replay: Replay,
 }
 
-/// Counts a replay, so the catch-up logs its rate.
+/// Counts a replay, so the catch-up logs its rate, and reports its progress while a backlog
+/// is read (`crate::progress`: entries so far, of the stream's length when the replay starts
+/// from its beginning).
 struct Replay {
     started: Instant,
     entries: u64,
+    done: Arc<std::sync::atomic::AtomicU64>,
+    reporter: Option<crate::progress::Reporter>,
 }
 
 impl Replay {
@@ -84,7 +88,32 @@ impl Replay {
         Replay {
             started: Instant::now(),
             entries: 0,
+            done: Arc::default(),
+            reporter: None,
         }
+    }
+
+    fn count(&mut self, entries: u64) {
+        self.entries += entries;
+        self.done
+            .store(self.entries, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts the progress report of a backlog (once).
+    fn report(&mut self, total: Option<u64>) {
+        if self.reporter.is_some() {
+            return;
+        }
+        let done = Arc::clone(&self.done);
+        self.reporter = Some(crate::progress::Reporter::start(
+            "change feed replay",
+            move || crate::progress::Reading {
+                stage: "replaying",
+                done: done.load(std::sync::atomic::Ordering::Relaxed),
+                total,
+                unit: "entries",
+            },
+        ));
     }
 }
 
@@ -189,7 +218,15 @@ impl Consumer {
                 index.adopt_epoch(epoch);
             }
             more_waiting = entries.len() >= self.config.batch;
-            self.replay.entries += entries.len() as u64;
+            self.replay.count(entries.len() as u64);
+            if more_waiting && self.feed.status.is_replaying() {
+                // A backlog: from the stream's beginning, its length is the whole replay.
+                let total = position
+                    .is_none()
+                    .then(|| probe.info.as_ref().map(|i| i.length))
+                    .flatten();
+                self.replay.report(total);
+            }
             let Some(last) = entries.last().map(|e| e.id) else {
                 self.caught_up(&index, received, sent_ms);
                 continue;
@@ -218,9 +255,12 @@ impl Consumer {
 
     /// The index holds everything the stream held when the last read was answered, so
     /// everything written before that read was sent (`sent_ms`): the new `data_as_of`.
-    fn caught_up(&self, index: &Index, received: Instant, sent_ms: u64) {
+    fn caught_up(&mut self, index: &Index, received: Instant, sent_ms: u64) {
         index.advance_data_as_of(sent_ms);
         if self.feed.status.caught_up(received) {
+            if let Some(reporter) = self.replay.reporter.take() {
+                reporter.finish();
+            }
             let seconds = self.replay.started.elapsed().as_secs_f64();
             tracing::info!(entries = self.replay.entries, seconds,
                 per_second = (self.replay.entries as f64 / seconds.max(1e-9)) as u64,

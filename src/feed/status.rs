@@ -140,6 +140,11 @@ impl FeedStatus {
 
     /// The index now holds everything the stream held at `now`. Returns true when this ends
     /// a replay.
+    /// Whether it is replaying (before its first catch-up, or after a resync).
+    pub fn is_replaying(&self) -> bool {
+        self.inner().phase == Phase::Replaying
+    }
+
     pub fn caught_up(&self, now: Instant) -> bool {
         let mut inner = self.inner();
         inner.caught_up_at = Some(now);

@@ -141,3 +141,66 @@ fn index_budget_enforces_the_limits_the_performance_doc_states() {
         );
     }
 }
+
+/// The replica's and its init container's memory in deploy/k8s come from the sizing formula at
+/// 45 M members (core/src/sizing.rs), which docs/scaling.md states.
+#[test]
+fn the_manifests_memory_comes_from_the_sizing_formula() {
+    use eligd::sizing;
+    const MEMBERS: u64 = 45_000_000;
+    let manifest = read("deploy/k8s/eligd.yaml");
+    let mib = |bytes: u64| format!("memory: {}Mi", sizing::mebibytes(bytes));
+    let overlay = sizing::DEFAULT_COMPACT_OVERLAY;
+    let build = mib(sizing::build_limit(MEMBERS));
+    let request = mib(sizing::replica_request(MEMBERS, overlay));
+    let limit = mib(sizing::replica_limit(MEMBERS, overlay));
+    assert_eq!(
+        manifest.matches(&build).count(),
+        2,
+        "the init container's request and limit: {build}"
+    );
+    assert_eq!(
+        manifest.matches(&request).count(),
+        1,
+        "the replica's request: {request}"
+    );
+    assert_eq!(
+        manifest.matches(&limit).count(),
+        1,
+        "the replica's limit: {limit}"
+    );
+    let memory_lines = manifest
+        .lines()
+        .filter(|l| l.trim_start().starts_with("memory:"))
+        .count();
+    assert_eq!(
+        memory_lines, 4,
+        "every memory value of deploy/k8s/eligd.yaml is one of the formula's"
+    );
+    // The default --compact-overlay the formula assumes is the CLI's.
+    let cli = read("src/cli.rs");
+    assert!(
+        cli.contains(&format!("default_value_t = {}", group(overlay))),
+        "--compact-overlay's default is not {overlay}"
+    );
+    let scaling = read("docs/scaling.md");
+    for needle in ["40 B", "256 MiB", "65 B", "640 B"] {
+        assert!(
+            scaling.contains(needle),
+            "docs/scaling.md does not state {needle:?} of the formula"
+        );
+    }
+}
+
+/// 500000 as Rust writes it in src/cli.rs (500_000).
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}

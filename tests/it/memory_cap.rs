@@ -153,7 +153,8 @@ fn build_snapshot(dir: &Path) {
 
 #[test]
 fn a_compaction_of_ten_million_members_completes_under_the_formulas_memory_cap() {
-    let cap = sizing::replica_limit(MEMBERS);
+    // The replica runs with --compact-overlay 1: an overlay of one change.
+    let cap = sizing::replica_limit(MEMBERS, 1);
     let cgroup = Cgroup::create(cap).unwrap_or_else(|e| {
         panic!("this test needs a memory cgroup it can create and cap (run as root, with the memory controller): {e}")
     });

@@ -137,10 +137,12 @@ impl Index {
                 return Err(e);
             }
         };
+        let old = Arc::clone(&self.layers.load().base);
         self.layers.store(Arc::new(Layers {
             base: Arc::new(new_base),
             frozen: None,
         }));
+        release_here(old);
         let pruned = if may_prune() {
             snapshot_dir::prune(dir, keep, &path)
         } else {
@@ -204,6 +206,17 @@ impl Index {
         drop(base);
         written
     }
+}
+
+/// Drops the replaced base on this (the compaction's) thread once the lookups still reading it
+/// have finished: unmapping gigabytes takes the process's memory-map lock for tens of
+/// milliseconds, which would otherwise fall on whichever request let go of it last.
+fn release_here(old: Arc<super::Base>) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(old);
 }
 
 /// How far the running compaction is: records to write, and written so far.

@@ -591,8 +591,19 @@ fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
     // Large pages where the kernel can map the page cache that way (fewer TLB misses on
     // random lookups); then fault every page in now rather than on the request path.
     let _ = map.advise(memmap2::Advice::HugePage);
-    if map.advise(memmap2::Advice::PopulateRead).is_err() {
-        let _ = map.advise(memmap2::Advice::WillNeed);
+    // In steps: each call holds the process's memory-map lock while it faults its range in,
+    // and a replica loading its next snapshot keeps answering meanwhile (an allocation that
+    // needs the lock waits for one step, not for the whole file).
+    const STEP: usize = 16 << 20;
+    for start in (0..map.len()).step_by(STEP) {
+        let len = STEP.min(map.len() - start);
+        if map
+            .advise_range(memmap2::Advice::PopulateRead, start, len)
+            .is_err()
+        {
+            let _ = map.advise(memmap2::Advice::WillNeed);
+            break;
+        }
     }
     Ok(map)
 }
