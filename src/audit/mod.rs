@@ -75,7 +75,7 @@ impl AuditKey {
     /// Reads the key from hexadecimal text (the value of `ELIGD_AUDIT_KEY`).
     pub fn from_hex(text: &str) -> Result<AuditKey, AuditKeyError> {
         let text = text.trim();
-        if text.len() < MIN_KEY_BYTES * 2 || text.len() % 2 != 0 || text.len() > 512 {
+        if text.len() < MIN_KEY_BYTES * 2 || !text.len().is_multiple_of(2) || text.len() > 512 {
             return Err(AuditKeyError::Malformed);
         }
         let mut bytes = Vec::with_capacity(text.len() / 2);

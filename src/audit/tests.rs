@@ -12,12 +12,12 @@ fn record(n: u32, person: Option<NationalId>) -> AuditRecord {
         client: Some("pharmacy-1"),
         channel: "http",
         route: "/v1/members/{national_id}/eligibility",
-        outcome: if n % 2 == 0 {
+        outcome: if n.is_multiple_of(2) {
             "active"
         } else {
             "member_not_found"
         },
-        status: if n % 2 == 0 { 200 } else { 404 },
+        status: if n.is_multiple_of(2) { 200 } else { 404 },
         latency: Duration::from_micros(250),
         person,
         address: None,

@@ -48,6 +48,14 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf),
     };
+    // What a build or write killed before it could clean up left there (never one running).
+    for stale in crate::index::snapshot_dir::remove_unfinished_writes(&spill) {
+        writeln!(
+            err,
+            "removed {}: left by a build or snapshot write that did not finish",
+            stale.display()
+        )?;
+    }
     let builder = BodyBuilder::spilling(&spill)
         .with_context(|| format!("cannot sort in {} (--spill-dir)", spill.display()))?;
     let progress = Arc::new(BuildReading::default());

@@ -147,7 +147,7 @@ impl<C: Clock> CallerLimits<C> {
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        if n % FULL_CHECK_EVERY == 0 {
+        if n.is_multiple_of(FULL_CHECK_EVERY) {
             let mut full = self.limiter.len() >= MAX_TRACKED;
             if full {
                 self.sweep();

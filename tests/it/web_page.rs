@@ -29,19 +29,20 @@ fn patterns() -> (Vec<String>, String) {
 fn code128(text: &str) -> Vec<u32> {
     let (table, stop) = patterns();
     assert_eq!(table.len(), 106);
-    let values: Vec<usize> = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_digit()) {
-        std::iter::once(105)
-            .chain(
-                text.as_bytes()
-                    .chunks(2)
-                    .map(|p| ((p[0] - b'0') * 10 + (p[1] - b'0')) as usize),
-            )
-            .collect()
-    } else {
-        std::iter::once(104)
-            .chain(text.bytes().map(|b| (b - 32) as usize))
-            .collect()
-    };
+    let values: Vec<usize> =
+        if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_digit()) {
+            std::iter::once(105)
+                .chain(
+                    text.as_bytes()
+                        .chunks(2)
+                        .map(|p| ((p[0] - b'0') * 10 + (p[1] - b'0')) as usize),
+                )
+                .collect()
+        } else {
+            std::iter::once(104)
+                .chain(text.bytes().map(|b| (b - 32) as usize))
+                .collect()
+        };
     let check = values
         .iter()
         .enumerate()

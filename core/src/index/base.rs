@@ -207,6 +207,27 @@ impl Base {
         self.epoch
     }
 
+    /// Lets go of a mapped body's pages a step at a time, so that unmapping it afterwards is
+    /// quick. Unmapping gigabytes in one call holds the process's memory-map lock while every
+    /// page table entry is torn down (tens of milliseconds at 45 M members), and any thread
+    /// that faults a page or asks the allocator for memory meanwhile waits; dropping pages in
+    /// steps takes the lock only shared, and only briefly. Call it only on a base nobody
+    /// reads any more (a replaced one, once the last lookup on it has finished).
+    #[allow(unsafe_code)]
+    pub(super) fn let_go_in_steps(&self) {
+        const STEP: usize = 2 << 20;
+        if let Storage::Mapped(map) = &self.storage {
+            for start in (0..map.len()).step_by(STEP) {
+                let len = STEP.min(map.len() - start);
+                // SAFETY: a read-only shared file mapping that no one reads any more (the
+                // caller's contract); a dropped page would read back unchanged from the file.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                };
+            }
+        }
+    }
+
     /// Bytes of the body (mapped or owned).
     pub fn size_bytes(&self) -> usize {
         self.storage.bytes().len()

@@ -134,7 +134,7 @@ impl BodyBuilder {
         for row in sorted.rows()? {
             let (record, origin) = row?;
             read += 1;
-            if read % 65_536 == 0 {
+            if read.is_multiple_of(65_536) {
                 if let Some(p) = progress {
                     p.resolved.store(read, Ordering::Relaxed);
                 }

@@ -209,12 +209,16 @@ impl Index {
 }
 
 /// Drops the replaced base on this (the compaction's) thread once the lookups still reading it
-/// have finished: unmapping gigabytes takes the process's memory-map lock for tens of
-/// milliseconds, which would otherwise fall on whichever request let go of it last.
+/// have finished, its pages let go of in steps first: unmapping gigabytes at once holds the
+/// process's memory-map lock for tens of milliseconds, which would otherwise fall on
+/// whichever request let go of the base last, and on every thread faulting a page meanwhile.
 fn release_here(old: Arc<super::Base>) {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if Arc::strong_count(&old) == 1 {
+        old.let_go_in_steps();
     }
     drop(old);
 }

@@ -341,6 +341,9 @@ fn write_with(
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     let tmp_path = tmp.path().to_path_buf();
+    // Held until the file is renamed or removed: a cleanup of unfinished writes
+    // (`snapshot_dir::remove_unfinished_writes`) leaves a locked file alone.
+    tmp.as_file().lock().map_err(io_err(&tmp_path))?;
     tmp.write_all(&[0u8; HEADER_LEN])
         .map_err(io_err(&tmp_path))?;
     let (hasher, written, laid) = {
@@ -594,7 +597,7 @@ fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
     // In steps: each call holds the process's memory-map lock while it faults its range in,
     // and a replica loading its next snapshot keeps answering meanwhile (an allocation that
     // needs the lock waits for one step, not for the whole file).
-    const STEP: usize = 16 << 20;
+    const STEP: usize = 2 << 20;
     for start in (0..map.len()).step_by(STEP) {
         let len = STEP.min(map.len() - start);
         if map

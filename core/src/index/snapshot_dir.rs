@@ -97,9 +97,10 @@ pub fn list(dir: &Path) -> std::io::Result<Listing> {
     Ok(listing)
 }
 
-/// Deletes temporary files of snapshot writes that never finished (a crash or a shutdown in
-/// the middle of one). Call only when no write into `dir` can be in progress: at start-up, or
-/// at the end of a compaction.
+/// Deletes what snapshot writes and builds that never finished left in `dir` (a crash, a
+/// kill, a shutdown in the middle of one): temporary snapshot files and build spill
+/// directories. What a running write or build holds is locked (an exclusive `flock`) and is
+/// left alone, so this is safe while a `snapshot build` writes into a service's directory.
 pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -110,14 +111,27 @@ pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name.starts_with(".eligd-snapshot-")
-            && name.ends_with(".tmp")
-            && std::fs::remove_file(&path).is_ok()
-        {
+        let gone = if name.starts_with(".eligd-snapshot-") && name.ends_with(".tmp") {
+            !in_use(&path) && std::fs::remove_file(&path).is_ok()
+        } else if name.starts_with(super::sorter::SPILL_PREFIX) && path.is_dir() {
+            !in_use(&path.join(super::sorter::SPILL_LOCK)) && std::fs::remove_dir_all(&path).is_ok()
+        } else {
+            false
+        };
+        if gone {
             removed.push(path);
         }
     }
     removed
+}
+
+/// Whether a process holds `lock` locked (a write or build still running). A file that cannot
+/// be opened (already gone, or never made by a build killed at once) holds no lock.
+fn in_use(lock: &Path) -> bool {
+    match std::fs::File::open(lock) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
 }
 
 /// Deletes all but the newest `keep` snapshots (by header), and unfinished writes; never

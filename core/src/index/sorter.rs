@@ -40,10 +40,23 @@ pub(super) struct Sorter {
     buffer: Vec<SortRow>,
     /// Rows the buffer holds before it is spilled; `usize::MAX` without a spill directory.
     limit: usize,
-    spill: Option<tempfile::TempDir>,
+    spill: Option<Spill>,
     runs: Vec<tempfile::NamedTempFile>,
     rows: u64,
 }
+
+/// The private spill directory and the lock that says it is in use: a build killed before it
+/// could remove its directory leaves it unlocked, and `snapshot_dir::remove_unfinished_writes`
+/// removes it; one still running keeps it locked, and it is left alone.
+struct Spill {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+/// The lock file in a spill directory.
+pub(super) const SPILL_LOCK: &str = ".lock";
+/// How a spill directory's name starts.
+pub(super) const SPILL_PREFIX: &str = ".eligd-build-";
 
 impl Sorter {
     pub(super) fn in_memory() -> Sorter {
@@ -59,9 +72,12 @@ impl Sorter {
     /// Spills sorted runs of at most `buffer_bytes` into a private directory under `dir`
     /// (removed with the sorter).
     pub(super) fn spilling(dir: &Path, buffer_bytes: usize) -> io::Result<Sorter> {
-        let spill = tempfile::Builder::new()
-            .prefix(".eligd-build-")
+        let dir = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
             .tempdir_in(dir)?;
+        let lock = File::create(dir.path().join(SPILL_LOCK))?;
+        lock.lock()?;
+        let spill = Spill { dir, _lock: lock };
         let limit = (buffer_bytes / std::mem::size_of::<SortRow>()).max(1024);
         Ok(Sorter {
             // All at once: a vector that doubles as it grows would take up to twice the bound.
@@ -87,7 +103,7 @@ impl Sorter {
     }
 
     fn spill_run(&mut self) -> io::Result<()> {
-        let Some(dir) = &self.spill else {
+        let Some(Spill { dir, .. }) = &self.spill else {
             return Ok(());
         };
         self.buffer.sort_unstable_by_key(key);
@@ -125,7 +141,7 @@ impl Sorter {
 pub(super) struct Sorted {
     memory: Vec<SortRow>,
     runs: Vec<tempfile::NamedTempFile>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<Spill>,
 }
 
 impl Sorted {
@@ -297,6 +313,9 @@ mod tests {
             s.push(row(i + 1, 1, i)).unwrap();
         }
         let sorted = s.finish().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // In use: the cleanup of unfinished writes leaves it alone.
+        assert!(crate::index::snapshot_dir::remove_unfinished_writes(dir.path()).is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(sorted);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -9,11 +9,12 @@
 //!    compaction follows another), its anonymous memory (`RssAnon`, sampled every 10 ms) peaks
 //!    at ≤ `sizing::work_budget(N)`.
 //! 3. **Latency meanwhile**: an open-loop lookup load (this process, pinned to core 1) warms
-//!    up for 5 s, runs for `--seconds` with no compaction, then for `--seconds` while compactions run; p99 during ≤
-//!    2 × p99 outside, in the same run.
+//!    up for 5 s, then runs `--rounds` rounds (3) of a `--seconds` window (10) with no
+//!    compaction (once they have settled) and one while compactions run; the median p99 during
+//!    ≤ 2 × the median p99 without, measured alternately in the same run.
 //!
 //! Usage: `memory-budget --members 10000000 [--eligd target/production/eligd]
-//! [--work-dir DIR] [--reuse 1] [--lookups-per-s 2000] [--seconds 15]`. With `--work-dir`
+//! [--work-dir DIR] [--reuse 1] [--lookups-per-s 2000] [--seconds 10] [--rounds 3]`. With `--work-dir`
 //! the JSON Lines file stays there and `--reuse 1` skips writing it again.
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ struct Args {
     reuse: bool,
     lookups_per_s: f64,
     seconds: f64,
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,7 +51,8 @@ fn parse_args() -> Result<Args, String> {
         work_dir: None,
         reuse: false,
         lookups_per_s: 2_000.0,
-        seconds: 15.0,
+        seconds: 10.0,
+        rounds: 3,
     };
     loadtest::parse_flags(|flag, value| {
         let num = || loadtest::number(flag, value);
@@ -60,12 +63,20 @@ fn parse_args() -> Result<Args, String> {
             "--reuse" => a.reuse = num()? != 0.0,
             "--lookups-per-s" => a.lookups_per_s = num()?,
             "--seconds" => a.seconds = num()?,
+            "--rounds" => a.rounds = num()? as usize,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
-    if a.members == 0 || a.lookups_per_s <= 0.0 || !(1.0..=600.0).contains(&a.seconds) {
-        return Err("--members and --lookups-per-s must be positive, --seconds 1 to 600".into());
+    if a.members == 0
+        || a.lookups_per_s <= 0.0
+        || !(1.0..=600.0).contains(&a.seconds)
+        || !(1..=20).contains(&a.rounds)
+    {
+        return Err(
+            "--members and --lookups-per-s must be positive, --seconds 1 to 600, --rounds 1 to 20"
+                .into(),
+        );
     }
     loadtest::built(&a.eligd)?;
     Ok(a)
@@ -129,6 +140,9 @@ async fn run(args: Args) -> Result<Budget, String> {
         limit,
         "MiB",
     );
+    // The input is not what a replica's node has in its page cache: out of it (gigabytes of
+    // JSON Lines would otherwise crowd the snapshot's pages out during the run).
+    forget_cached(&jsonl);
 
     let redis = testkit::RedisServer::start_ephemeral();
     let port = probe::free_port()?;
@@ -176,36 +190,60 @@ async fn run(args: Args) -> Result<Budget, String> {
         16,
     )
     .await;
-    let outside = open_loop::run(addr, lookups.clone(), args.lookups_per_s, duration, 16).await;
     let compactions = "eligd_compactions_total{outcome=\"ok\"}";
     let before = probe::metric(addr, compactions).await.unwrap_or(0.0);
-
-    // Changes every 200 ms: one compaction after another for the whole window.
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (stop, url) = (Arc::clone(&stop), redis.url());
-        std::thread::spawn(move || feed_changes(&url, &stop))
-    };
     let baseline = anonymous(pid).unwrap_or(0);
     let peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                if let Some(now) = anonymous(pid) {
-                    peak.fetch_max(now, Ordering::Relaxed);
+    // Rounds of a window without compactions and a window while they run (changes every
+    // 200 ms: one compaction after another). The machine is noisy: each condition is judged
+    // by its median p99 over the rounds, measured alternately in the same run.
+    let (mut outside, mut during) = (Vec::new(), Vec::new());
+    let (mut fed, mut faults) = (0, [0u64; 2]);
+    for round in 0..args.rounds {
+        settle(addr, compactions).await?;
+        let f = major_faults(pid).unwrap_or(0);
+        let quiet = open_loop::run(addr, lookups.clone(), args.lookups_per_s, duration, 16).await;
+        faults[0] += major_faults(pid).unwrap_or(0) - f;
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder = {
+            let (stop, url, from) = (Arc::clone(&stop), redis.url(), fed);
+            std::thread::spawn(move || feed_changes(&url, &stop, from))
+        };
+        let sampler = {
+            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if let Some(now) = anonymous(pid) {
+                        peak.fetch_max(now, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    // The first compaction has begun once the first change is applied.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = open_loop::run(addr, lookups, args.lookups_per_s, duration, 16).await;
+            })
+        };
+        // The first compaction has begun once the first change is applied.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let f = major_faults(pid).unwrap_or(0);
+        let busy = open_loop::run(addr, lookups.clone(), args.lookups_per_s, duration, 16).await;
+        faults[1] += major_faults(pid).unwrap_or(0) - f;
+        stop.store(true, Ordering::Release);
+        let _ = sampler.join();
+        fed += feeder.join().map_err(|_| "the change feeder failed")??;
+        println!(
+            "round {}: without compactions {}; during {}",
+            round + 1,
+            open_loop::summary(&quiet.open_loop),
+            open_loop::summary(&busy.open_loop)
+        );
+        budget.at_most(
+            &format!("unexpected answers, round {}", round + 1),
+            (quiet.tally.unexpected + busy.tally.unexpected) as f64,
+            0.0,
+            "",
+        );
+        outside.push(ms(&quiet.open_loop, 0.99));
+        during.push(ms(&busy.open_loop, 0.99));
+    }
     let done = probe::metric(addr, compactions).await.unwrap_or(0.0) - before;
-    stop.store(true, Ordering::Release);
-    let _ = sampler.join();
-    let fed = feeder.join().map_err(|_| "the change feeder failed")??;
     let reported = probe::metric(addr, "eligd_compaction_peak_anonymous_bytes")
         .await
         .unwrap_or(0.0);
@@ -216,26 +254,26 @@ async fn run(args: Args) -> Result<Budget, String> {
         mib(peak),
         reported / (1 << 20) as f64
     );
-    let (p99_out, p99_in) = (ms(&outside.open_loop, 0.99), ms(&during.open_loop, 0.99));
-    println!(
-        "lookups at {}/s: outside {}; during {}",
-        args.lookups_per_s,
-        open_loop::summary(&outside.open_loop),
-        open_loop::summary(&during.open_loop)
+    let (p99_out, p99_in) = (
+        loadtest::median(&mut outside),
+        loadtest::median(&mut during),
     );
-    budget.at_least("compactions during the window", done, 1.0, "");
+    println!(
+        "lookups at {}/s, median p99 of {} rounds: without compactions {p99_out:.3} ms ({} major page faults), during {p99_in:.3} ms ({} major page faults)",
+        args.lookups_per_s, args.rounds, faults[0], faults[1]
+    );
+    budget.at_least(
+        "compactions during the windows",
+        done,
+        args.rounds as f64,
+        "",
+    );
     budget.at_most("compaction peak anonymous memory", mib(peak), limit, "MiB");
     budget.at_most(
-        "lookup p99 during compaction / outside",
+        "lookup p99 during compactions / without (medians)",
         p99_in / p99_out.max(1e-3),
         2.0,
         "×",
-    );
-    budget.at_most(
-        "unexpected answers",
-        (outside.tally.unexpected + during.tally.unexpected) as f64,
-        0.0,
-        "",
     );
     drop(server);
     Ok(budget)
@@ -258,6 +296,26 @@ fn mib(bytes: u64) -> f64 {
 fn anonymous(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     eligd::memory::status_field(&status, "RssAnon:")
+}
+
+/// Drops a file's pages from the page cache (best effort).
+#[allow(unsafe_code)]
+fn forget_cached(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: advice on a descriptor this frame owns; the data is on disk.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+}
+
+/// A process's major page faults so far (pages read from disk: `/proc/<pid>/stat` field 12).
+fn major_faults(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is field 3, majflt field 12.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(9)?.parse().ok()
 }
 
 /// Runs a command to its end; fails unless it succeeds. Returns its peak resident memory in
@@ -287,14 +345,35 @@ fn run_child(command: &mut Command) -> Result<u64, String> {
     Ok(usage.ru_maxrss as u64 * 1024)
 }
 
-/// Upserts of members far from the population, one every 200 ms until `stop`.
-fn feed_changes(url: &str, stop: &AtomicBool) -> Result<u64, String> {
+/// Waits until no compaction runs and none is due: the overlay is empty and the count of
+/// compactions stays put for 2 s (at most 300 s).
+async fn settle(addr: SocketAddr, compactions: &str) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let overlay = probe::metric(addr, "eligd_index_overlay_entries")
+            .await
+            .unwrap_or(1.0);
+        let count = probe::metric(addr, compactions).await.unwrap_or(0.0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let still = probe::metric(addr, compactions).await.unwrap_or(0.0);
+        if overlay == 0.0 && still == count {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err("the compactions did not settle within 300 s".into());
+        }
+    }
+}
+
+/// Upserts of members far from the population (numbered on from `from`), one every 200 ms
+/// until `stop`; returns how many.
+fn feed_changes(url: &str, stop: &AtomicBool, from: u64) -> Result<u64, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut redis = client.get_connection().map_err(|e| e.to_string())?;
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let id = eligd::national_id::NationalId::from_prefix(700_000_000 + n as u32)
+        let id = eligd::national_id::NationalId::from_prefix(700_000_000 + (from + n) as u32)
             .map_err(|e| e.to_string())?;
         let member = format!(
             r#"{{"national_id":"{id}","version":1,"kind":"main","scheme":"mandatory","status":"active","services":["pharmacy"]}}"#

@@ -201,8 +201,20 @@ fn old_snapshots_are_pruned() {
     }
     let kept = snapshots_in(dir.path());
     assert_eq!(kept.len(), 2);
-    // An unfinished write left by a crash goes at the next compaction; other files stay.
+    // An unfinished write or build left by a crash goes at the next compaction; one still
+    // running (its file locked) and other files stay.
     std::fs::write(dir.path().join(".eligd-snapshot-abc123.tmp"), b"half").unwrap();
+    let running = dir.path().join(".eligd-snapshot-running.tmp");
+    let held = std::fs::File::create(&running).unwrap();
+    held.lock().unwrap();
+    let killed_build = dir.path().join(".eligd-build-x1");
+    std::fs::create_dir(&killed_build).unwrap();
+    std::fs::write(killed_build.join(".lock"), b"").unwrap();
+    std::fs::write(killed_build.join("run-1"), b"rows").unwrap();
+    let mut building = crate::index::BodyBuilder::spilling_with(dir.path(), 0).unwrap();
+    for m in &members {
+        building.push_member(m, crate::index::Origin(1));
+    }
     std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
     index.apply(Change::Upsert(bumped(&members[0], 6)));
     let done = index.compact_into(dir.path(), 2, false).unwrap().unwrap();
@@ -210,6 +222,24 @@ fn old_snapshots_are_pruned() {
         .pruned
         .iter()
         .any(|p| p.ends_with(".eligd-snapshot-abc123.tmp")));
+    assert!(done.pruned.iter().any(|p| p == &killed_build));
+    assert!(running.exists(), "a write in progress was removed");
+    let spills = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".eligd-build-")
+        })
+        .count();
+    assert_eq!(spills, 1, "the running build's spill directory was removed");
+    assert!(
+        building.resolve(None).is_ok(),
+        "the running build lost its rows"
+    );
+    drop(held);
     assert!(dir.path().join("notes.txt").exists());
     let kept = snapshots_in(dir.path());
     let (_, newest) = snapshot::load(&kept[0]).unwrap();
