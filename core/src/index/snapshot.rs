@@ -575,22 +575,28 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
     Ok((header, base))
 }
 
+/// Maps a snapshot's body (after the header) read-only.
 #[allow(unsafe_code)]
-fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
+pub(super) fn map_read_only(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
     let len = usize::try_from(len).map_err(|_| SnapshotError::Invalid {
         path: path.to_path_buf(),
         message: "body larger than the address space".into(),
     })?;
     // SAFETY: the map is read-only and eligd never modifies a snapshot file in place (it
-    // writes a temporary file and renames it). Another process truncating the file while it
-    // is mapped would be an operator error outside what any reader can defend against.
-    let map = unsafe {
+    // writes a temporary file and renames it; a build checks its own temporary file only once
+    // it has finished writing it). Another process truncating the file while it is mapped
+    // would be an operator error outside what any reader can defend against.
+    unsafe {
         MmapOptions::new()
             .offset(HEADER_LEN as u64)
             .len(len)
             .map(file)
     }
-    .map_err(io_err(path))?;
+    .map_err(io_err(path))
+}
+
+fn map_body(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
+    let map = map_read_only(path, file, len)?;
     // Large pages where the kernel can map the page cache that way (fewer TLB misses on
     // random lookups); then fault every page in now rather than on the request path.
     let _ = map.advise(memmap2::Advice::HugePage);

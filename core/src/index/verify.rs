@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
+use memmap2::{Mmap, UncheckedAdvice};
 use rkyv::rancor;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -99,21 +99,8 @@ pub fn verify(path: &Path) -> Result<Header, SnapshotError> {
     Ok(header)
 }
 
-#[allow(unsafe_code)]
 fn map(path: &Path, file: &File, len: u64) -> Result<Mmap, SnapshotError> {
-    let len = usize::try_from(len).map_err(|_| SnapshotError::Invalid {
-        path: path.to_path_buf(),
-        message: "body larger than the address space".into(),
-    })?;
-    // SAFETY: read-only, and the file is a temporary one only this process writes (it has
-    // finished writing and synced it).
-    let map = unsafe {
-        MmapOptions::new()
-            .offset(HEADER_LEN as u64)
-            .len(len)
-            .map(file)
-    }
-    .map_err(io_err(path))?;
+    let map = super::snapshot::map_read_only(path, file, len)?;
     let _ = map.advise(memmap2::Advice::Sequential);
     Ok(map)
 }
