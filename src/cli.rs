@@ -486,6 +486,12 @@ pub struct SnapshotBuildArgs {
     /// Fail on the first bad line instead of skipping it.
     #[arg(long, env = "ELIGD_STRICT")]
     pub strict: bool,
+    /// With `--from-jsonl`: write a snapshot even when the input holds no member. Without it
+    /// such a build fails: a replica loading an empty snapshot would be ready and answer
+    /// `member_not_found` to everyone (an empty export, a pipe cut before its first line). An
+    /// empty members table (`--from-postgres`) is the start of a deployment, and is built.
+    #[arg(long, env = "ELIGD_ALLOW_EMPTY")]
+    pub allow_empty: bool,
     /// Where the build sorts what does not fit its 128 MiB sort buffer: a private
     /// directory is made there and removed when the build ends. It needs free space of about
     /// 54 bytes per input line. Default: the directory the snapshot goes to.

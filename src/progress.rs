@@ -66,11 +66,20 @@ impl Reporter {
         self.halt();
     }
 
+    /// Stops the thread and waits for it, a second at most: a report stuck writing to a
+    /// standard error nobody reads must not keep the work from finishing (the thread is
+    /// then left to the process's exit).
     fn halt(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            let _ = t.join();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -248,6 +257,39 @@ mod tests {
             unit: "x",
         });
         assert!(rate > 0.0);
+    }
+
+    #[test]
+    fn a_report_stuck_writing_does_not_hold_the_work_up() {
+        // A report that never returns (as a write to a full pipe nobody reads would not).
+        let stuck = Arc::new(AtomicBool::new(false));
+        let entered = Arc::clone(&stuck);
+        let reporter = Reporter::start_with(
+            "test",
+            move || {
+                entered.store(true, Ordering::Release);
+                std::thread::sleep(Duration::from_secs(3600));
+                Reading {
+                    stage: "s",
+                    done: 0,
+                    total: None,
+                    unit: "u",
+                }
+            },
+            false,
+            Duration::from_millis(1),
+        );
+        let started = Instant::now();
+        while !stuck.load(Ordering::Acquire) {
+            assert!(started.elapsed() < Duration::from_secs(5), "never read");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let finishing = Instant::now();
+        reporter.finish();
+        assert!(
+            finishing.elapsed() < Duration::from_secs(3),
+            "finish waited for the stuck report"
+        );
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub enum ImportError {
     Io { line: u64, source: std::io::Error },
     #[error("{0} (--strict stops at the first bad line)")]
     Strict(LineError),
-    #[error("sorting the members on disk failed: {source}")]
-    Spill { source: std::io::Error },
+    #[error("sorting the members on disk failed: {reason}")]
+    Spill { reason: std::io::Error },
 }
 
 enum Line {
@@ -153,6 +153,10 @@ pub fn import_jsonl_into(
             Ok(member) => {
                 builder.push_member(&member, Origin(line_no));
                 pushed += 1;
+                // A full spill disk ends the import now, not once the input is read.
+                if pushed.is_multiple_of(4_096) && builder.has_failed() {
+                    break;
+                }
             }
             Err(message) => {
                 let error = LineError {
@@ -168,7 +172,7 @@ pub fn import_jsonl_into(
     }
     let resolved = builder
         .resolve(progress.map(|p| &p.build))
-        .map_err(|source| ImportError::Spill { source })?;
+        .map_err(|reason| ImportError::Spill { reason })?;
     if strict {
         if let Some(first) = resolved.rejected.first() {
             return Err(ImportError::Strict(LineError {

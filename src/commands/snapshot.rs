@@ -120,6 +120,16 @@ pub fn build(args: &SnapshotBuildArgs, err: &mut impl Write) -> anyhow::Result<(
             report.skipped - report.errors.len() as u64
         )?;
     }
+    // An empty members table is the start of a deployment (its stream position carries the
+    // rest); an empty JSON Lines input is an export that failed or a pipe cut at once.
+    if report.imported == 0 && report.skipped == 0 && args.from_jsonl.is_some() && !args.allow_empty
+    {
+        anyhow::bail!(
+            "no member in {} lines of {source}; no snapshot written: a replica would load it, be \
+             ready and answer member_not_found to everyone (--allow-empty writes it anyway)",
+            report.lines
+        );
+    }
     if report.imported == 0 && report.skipped > 0 {
         anyhow::bail!(
             "no valid member in {} lines of {source} ({} skipped); no snapshot written",

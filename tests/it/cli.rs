@@ -271,6 +271,24 @@ fn serve_flags_in_the_environment_do_not_affect_other_subcommands() {
 }
 
 #[test]
+fn snapshot_build_of_an_empty_input_fails_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("empty.jsonl");
+    std::fs::write(&jsonl, "").unwrap();
+    let snap = dir.path().join("empty.snap");
+    assert_clean_failure(&build_snapshot(&jsonl, &snap, &[]), "no member in 0 lines");
+    assert!(!snap.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "something was left"
+    );
+    let o = build_snapshot(&jsonl, &snap, &["--allow-empty"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(snap.exists());
+}
+
+#[test]
 fn snapshot_build_with_no_valid_line_fails_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("bad.jsonl");

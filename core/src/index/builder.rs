@@ -10,7 +10,7 @@
 //! simply stay in memory.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,12 @@ impl BodyBuilder {
             failed: None,
             with_booklet: 0,
         })
+    }
+
+    /// Whether spilling a run has failed (a full disk): [`BodyBuilder::resolve`] says why, and
+    /// nothing pushed from now on is kept.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     /// Rows pushed so far.
@@ -163,7 +169,8 @@ impl BodyBuilder {
             p.resolved.store(read, Ordering::Relaxed);
         }
         claims.sort_unstable();
-        let mut losers = HashSet::new();
+        // Sorted once filled, and searched: 16 bytes a refused claim.
+        let mut losers: Vec<(Origin, u64)> = Vec::new();
         for pair in claims.windows(2) {
             let ((first_key, _, _), (key, origin, id)) = (pair[0], pair[1]);
             if first_key != key {
@@ -172,7 +179,7 @@ impl BodyBuilder {
             // The first claim of a run of equal keys holds the booklet.
             let holder = claims.partition_point(|c| c.0 < key).min(claims.len() - 1);
             let (_, holder_origin, holder_id) = claims[holder];
-            losers.insert((origin, id));
+            losers.push((origin, id));
             refusals.add(origin, || {
                 format!(
                     "booklet_no: already used by member {} ({})",
@@ -183,6 +190,7 @@ impl BodyBuilder {
         }
         let holders = claims.len() as u64 - losers.len() as u64;
         drop(claims);
+        losers.sort_unstable();
         let (names, extras) = self.dictionaries.into_lists();
         Ok(Resolved {
             holders,
@@ -238,7 +246,7 @@ pub struct Resolved {
     rows: u64,
     holders: u64,
     sorted: Sorted,
-    losers: HashSet<(Origin, u64)>,
+    losers: Vec<(Origin, u64)>,
     /// Rows refused, in all.
     pub refused: u64,
     /// The earliest refusals ([`KEPT_REJECTIONS`] at most), by origin.
@@ -266,7 +274,10 @@ impl Resolved {
                 return None;
             }
             last = Some(record.national_id);
-            (!losers.contains(&(origin, record.national_id))).then_some(Ok(record))
+            losers
+                .binary_search(&(origin, record.national_id))
+                .is_err()
+                .then_some(Ok(record))
         }));
         Ok(Layout {
             rows: self.rows,

@@ -1,8 +1,12 @@
 //! The dictionaries records point into: masked names and the rare special conditions and
 //! other insurers are stored once each, and a record keeps a 1-based index (0: none). Packing
-//! a member into its fixed-size record interns its strings here.
+//! a member into its fixed-size record interns its strings here. Each distinct entry is held
+//! once: in the list the body is written from, with a table of indices (4 bytes and a control
+//! byte an entry) to find it by, not a second copy as a map's key.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use super::body::{
     pack_attrs, ArchivedBody, ExtrasEntry, PackedMember, NO_COVERAGE_END, TOMBSTONE,
@@ -12,10 +16,33 @@ use crate::national_id::NationalId;
 
 #[derive(Default)]
 pub(super) struct Dictionaries {
-    names: HashMap<String, u32>,
+    /// 1-based indices into `name_list`, by the name's hash.
+    names: HashTable<u32>,
     name_list: Vec<String>,
-    extras: HashMap<ExtrasEntry, u32>,
+    extras: HashTable<u32>,
     extras_list: Vec<ExtrasEntry>,
+    state: foldhash::fast::FixedState,
+}
+
+/// Finds `value` in `list` through `table`, or appends it; its 1-based index.
+fn intern<T: std::hash::Hash + Eq + ?Sized, O: std::borrow::Borrow<T>>(
+    table: &mut HashTable<u32>,
+    list: &mut Vec<O>,
+    state: &foldhash::fast::FixedState,
+    value: &T,
+    owned: impl FnOnce() -> O,
+) -> u32 {
+    let hash = state.hash_one(value);
+    if let Some(&i) = table.find(hash, |&i| list[i as usize - 1].borrow() == value) {
+        return i;
+    }
+    list.push(owned());
+    let i = list.len() as u32;
+    let listed = &*list;
+    table.insert_unique(hash, i, |&j| {
+        state.hash_one(listed[j as usize - 1].borrow())
+    });
+    i
 }
 
 impl Dictionaries {
@@ -23,45 +50,59 @@ impl Dictionaries {
     pub(super) fn of_body(body: &ArchivedBody) -> Dictionaries {
         let mut d = Dictionaries::default();
         for name in body.names.iter() {
-            let name = name.as_str().to_string();
-            d.name_list.push(name.clone());
-            let i = d.name_list.len() as u32;
-            d.names.entry(name).or_insert(i);
+            d.append_name(name.as_str().to_string());
         }
         for entry in body.extras.iter() {
             let (special_conditions, other_insurers) = Extras::Archived(entry).to_owned_parts();
-            let entry = ExtrasEntry {
+            d.append_extras(ExtrasEntry {
                 special_conditions,
                 other_insurers,
-            };
-            d.extras_list.push(entry.clone());
-            let i = d.extras_list.len() as u32;
-            d.extras.entry(entry).or_insert(i);
+            });
         }
         d
     }
 
-    fn intern_name(&mut self, masked: &str) -> u32 {
-        if let Some(&i) = self.names.get(masked) {
-            return i;
-        }
-        self.name_list.push(masked.to_string());
+    /// Appends at the next index (a body's entries are distinct; a repeat would be found
+    /// at its first index).
+    fn append_name(&mut self, name: String) {
+        self.name_list.push(name);
         let i = self.name_list.len() as u32;
-        self.names.insert(masked.to_string(), i);
-        i
+        let (list, state) = (&self.name_list, &self.state);
+        let hash = state.hash_one(list[i as usize - 1].as_str());
+        self.names
+            .insert_unique(hash, i, |&j| state.hash_one(list[j as usize - 1].as_str()));
+    }
+
+    fn append_extras(&mut self, entry: ExtrasEntry) {
+        self.extras_list.push(entry);
+        let i = self.extras_list.len() as u32;
+        let (list, state) = (&self.extras_list, &self.state);
+        let hash = state.hash_one(&list[i as usize - 1]);
+        self.extras
+            .insert_unique(hash, i, |&j| state.hash_one(&list[j as usize - 1]));
+    }
+
+    fn intern_name(&mut self, masked: &str) -> u32 {
+        intern::<str, String>(
+            &mut self.names,
+            &mut self.name_list,
+            &self.state,
+            masked,
+            || masked.to_string(),
+        )
     }
 
     fn intern_extras(&mut self, entry: ExtrasEntry) -> u32 {
         if entry.special_conditions.is_empty() && entry.other_insurers.is_empty() {
             return 0;
         }
-        if let Some(&i) = self.extras.get(&entry) {
-            return i;
-        }
-        self.extras_list.push(entry.clone());
-        let i = self.extras_list.len() as u32;
-        self.extras.insert(entry, i);
-        i
+        intern::<ExtrasEntry, ExtrasEntry>(
+            &mut self.extras,
+            &mut self.extras_list,
+            &self.state,
+            &entry,
+            || entry.clone(),
+        )
     }
 
     /// A live member's record; its name is stored masked.
@@ -101,5 +142,36 @@ pub(super) fn tombstone(id: NationalId, version: u64) -> PackedMember {
         coverage_until: NO_COVERAGE_END,
         attrs: TOMBSTONE,
         ..PackedMember::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_entry_is_interned_once_and_a_body_keeps_its_indices() {
+        let mut d = Dictionaries::default();
+        let (a, b) = (d.intern_name("Ali M***"), d.intern_name("Sara K***"));
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(d.intern_name("Ali M***"), 1);
+        for i in 0..10_000 {
+            d.intern_name(&format!("name {i} N***"));
+        }
+        assert_eq!(d.intern_name("Sara K***"), 2);
+        assert_eq!(d.intern_name("name 9999 N***"), 10_002);
+        let entry = ExtrasEntry {
+            special_conditions: vec!["dialysis".into()],
+            other_insurers: Vec::new(),
+        };
+        assert_eq!(d.intern_extras(entry.clone()), 1);
+        assert_eq!(d.intern_extras(entry), 1);
+        let none = ExtrasEntry {
+            special_conditions: Vec::new(),
+            other_insurers: Vec::new(),
+        };
+        assert_eq!(d.intern_extras(none), 0);
+        let (names, _) = d.into_lists();
+        assert_eq!(names.len(), 10_002);
     }
 }

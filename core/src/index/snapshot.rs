@@ -335,15 +335,8 @@ fn write_with(
     check: Check,
     name: impl FnOnce(&Header) -> PathBuf,
 ) -> Result<(PathBuf, Header, Option<Base>), SnapshotError> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".eligd-snapshot-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
+    let mut tmp = locked_temporary(dir)?;
     let tmp_path = tmp.path().to_path_buf();
-    // Held until the file is renamed or removed: a cleanup of unfinished writes
-    // (`snapshot_dir::remove_unfinished_writes`) leaves a locked file alone.
-    tmp.as_file().lock().map_err(io_err(&tmp_path))?;
     tmp.write_all(&[0u8; HEADER_LEN])
         .map_err(io_err(&tmp_path))?;
     let (hasher, written, laid) = {
@@ -401,6 +394,30 @@ fn write_with(
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
     Ok((path, header, base))
+}
+
+/// A temporary snapshot file in `dir`, locked until it is renamed or removed: a cleanup of
+/// unfinished writes (`snapshot_dir::remove_unfinished_writes`) leaves a locked file alone,
+/// and one that took the file before it was locked makes this one make another.
+fn locked_temporary(dir: &Path) -> Result<tempfile::NamedTempFile, SnapshotError> {
+    for _ in 0..5 {
+        let tmp = tempfile::Builder::new()
+            .prefix(".eligd-snapshot-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        if super::snapshot_dir::lock_created(tmp.as_file(), tmp.path())
+            .map_err(io_err(tmp.path()))?
+        {
+            return Ok(tmp);
+        }
+    }
+    Err(SnapshotError::Io {
+        path: dir.to_path_buf(),
+        reason: std::io::Error::other(
+            "the temporary file kept disappearing as it was made (something removes entries there)",
+        ),
+    })
 }
 
 /// Writes through to the file and keeps what the kernel holds of it bounded: every

@@ -100,7 +100,10 @@ pub fn list(dir: &Path) -> std::io::Result<Listing> {
 /// Deletes what snapshot writes and builds that never finished left in `dir` (a crash, a
 /// kill, a shutdown in the middle of one): temporary snapshot files and build spill
 /// directories. What a running write or build holds is locked (an exclusive `flock`) and is
-/// left alone, so this is safe while a `snapshot build` writes into a service's directory.
+/// left alone, so this is safe while a `snapshot build` writes into a service's directory:
+/// the cleanup removes only what it could lock itself, and holds the lock while it removes;
+/// a writer locks what it has just made and checks that it is still there
+/// ([`lock_created`]), making another if a cleanup took it first.
 pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -112,9 +115,19 @@ pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let gone = if name.starts_with(".eligd-snapshot-") && name.ends_with(".tmp") {
-            !in_use(&path) && std::fs::remove_file(&path).is_ok()
-        } else if name.starts_with(super::sorter::SPILL_PREFIX) && path.is_dir() {
-            !in_use(&path.join(super::sorter::SPILL_LOCK)) && std::fs::remove_dir_all(&path).is_ok()
+            abandoned(&path).is_some_and(|_held| std::fs::remove_file(&path).is_ok())
+        } else if name.starts_with(super::sorter::SPILL_PREFIX) && is_real_dir(&path) {
+            let lock = path.join(super::sorter::SPILL_LOCK);
+            if lock.exists() {
+                abandoned(&lock).is_some_and(|_held| std::fs::remove_dir_all(&path).is_ok())
+            } else {
+                // Made a moment ago and not locked yet, or left by a build killed at once:
+                // only an old one is taken for abandoned.
+                old_enough(&path) && std::fs::remove_dir_all(&path).is_ok()
+            }
+        } else if name.starts_with(super::sorter::SPILL_PREFIX) {
+            // Not a directory (a link, say): only the name goes, never what it points at.
+            std::fs::remove_file(&path).is_ok()
         } else {
             false
         };
@@ -125,12 +138,39 @@ pub fn remove_unfinished_writes(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Whether a process holds `lock` locked (a write or build still running). A file that cannot
-/// be opened (already gone, or never made by a build killed at once) holds no lock.
-fn in_use(lock: &Path) -> bool {
-    match std::fs::File::open(lock) {
-        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
+/// How old a spill directory without its lock file must be to be taken for abandoned.
+const UNLOCKED_SPILL_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn old_enough(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= UNLOCKED_SPILL_AGE)
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// The lock of something no process holds, now held by this one (dropped: released), or
+/// `None` when a process holds it (a write or build still running) or it cannot be opened.
+fn abandoned(lock: &Path) -> Option<std::fs::File> {
+    let file = std::fs::File::open(lock).ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
+/// Locks `file`, just created at `path`, and checks that `path` still names it: a cleanup
+/// may have found it unlocked and removed it in between. `Ok(false)`: it did; make another.
+pub(super) fn lock_created(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    file.lock()?;
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.ino() == held.ino() && named.dev() == held.dev()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -53,6 +53,30 @@ struct Spill {
     _lock: File,
 }
 
+impl Spill {
+    /// A locked spill directory under `parent`. A cleanup running at that moment may take a
+    /// directory before its lock is held (`snapshot_dir::lock_created`): then another is made.
+    fn make(parent: &Path) -> io::Result<Spill> {
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix(SPILL_PREFIX)
+                .tempdir_in(parent)?;
+            let path = dir.path().join(SPILL_LOCK);
+            let lock = match File::create(&path) {
+                Ok(lock) => lock,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if super::snapshot_dir::lock_created(&lock, &path)? {
+                return Ok(Spill { dir, _lock: lock });
+            }
+        }
+        Err(io::Error::other(
+            "the spill directory kept disappearing as it was made (something removes entries there)",
+        ))
+    }
+}
+
 /// The lock file in a spill directory.
 pub(super) const SPILL_LOCK: &str = ".lock";
 /// How a spill directory's name starts.
@@ -72,12 +96,7 @@ impl Sorter {
     /// Spills sorted runs of at most `buffer_bytes` into a private directory under `dir`
     /// (removed with the sorter).
     pub(super) fn spilling(dir: &Path, buffer_bytes: usize) -> io::Result<Sorter> {
-        let dir = tempfile::Builder::new()
-            .prefix(SPILL_PREFIX)
-            .tempdir_in(dir)?;
-        let lock = File::create(dir.path().join(SPILL_LOCK))?;
-        lock.lock()?;
-        let spill = Spill { dir, _lock: lock };
+        let spill = Spill::make(dir)?;
         let limit = (buffer_bytes / std::mem::size_of::<SortRow>()).max(1024);
         Ok(Sorter {
             // All at once: a vector that doubles as it grows would take up to twice the bound.

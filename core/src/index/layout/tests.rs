@@ -163,3 +163,32 @@ fn a_record_out_of_order_or_a_wrong_count_is_an_error_not_a_table() {
         .unwrap_err();
     assert!(err.to_string().contains("the disk went away"), "{err}");
 }
+
+#[test]
+fn a_full_disk_is_named_in_the_error() {
+    #[derive(Debug)]
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (records, names, extras) = packed(1_000, 3);
+    let mut in_order = records;
+    in_order.sort_unstable_by_key(|r| hash_order(r.national_id));
+    let layout = Layout {
+        rows: in_order.len() as u64,
+        records: Box::new(in_order.into_iter().map(Ok)),
+        names,
+        extras,
+        placed: None,
+        holders_hint: 0,
+    };
+    let err = layout
+        .write(rkyv::ser::writer::IoWriter::new(Full))
+        .unwrap_err();
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+}

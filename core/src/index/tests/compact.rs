@@ -449,3 +449,32 @@ fn a_guarded_compaction_writes_but_does_not_prune_while_the_guard_says_no() {
         .unwrap();
     assert_eq!(snapshots_in(dir.path()).len(), 1);
 }
+
+#[test]
+fn a_cleanup_racing_builds_and_writes_never_takes_what_they_hold() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cleaner = {
+        let (stop, dir) = (std::sync::Arc::clone(&stop), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut removed = 0;
+            while !stop.load(Ordering::Acquire) {
+                removed += snapshot_dir::remove_unfinished_writes(&dir).len();
+            }
+            removed
+        })
+    };
+    let members = population(5);
+    for _ in 0..3_000 {
+        let mut builder = crate::index::BodyBuilder::spilling_with(dir.path(), 0).unwrap();
+        for (i, m) in members.iter().enumerate() {
+            builder.push_member(m, crate::index::Origin(i as u64 + 1));
+        }
+        let mut resolved = builder.resolve(None).unwrap();
+        let layout = resolved.layout(None).unwrap();
+        snapshot::write_built(snapshot::Target::Dir(dir.path()), layout, None, None).unwrap();
+    }
+    stop.store(true, Ordering::Release);
+    cleaner.join().unwrap();
+}
