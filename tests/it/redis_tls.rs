@@ -87,9 +87,11 @@ fn the_feed_relay_and_snapshot_builds_speak_tls_and_refuse_what_they_cannot_veri
     let out = dir.path().join("s.snap");
     let jsonl = dir.path().join("m.jsonl");
     std::fs::write(&jsonl, "").unwrap();
+    // Empty: this is about TLS, not members.
     let mut args = vec![
         "snapshot",
         "build",
+        "--allow-empty",
         "--from-jsonl",
         jsonl.to_str().unwrap(),
         "--redis-url",
