@@ -111,7 +111,7 @@ pub enum SnapshotError {
     },
 }
 
-pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |reason| SnapshotError::Io {
         path: path.to_path_buf(),
         reason,
@@ -504,7 +504,7 @@ pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     read_header_from(path, &mut file)
 }
 
-pub(super) fn read_header_from(path: &Path, file: &mut File) -> Result<Header, SnapshotError> {
+fn read_header_from(path: &Path, file: &mut File) -> Result<Header, SnapshotError> {
     let mut head = vec![0u8; HEADER_LEN];
     let mut read = 0;
     while read < HEADER_LEN {
@@ -527,9 +527,9 @@ pub(super) fn read_header_from(path: &Path, file: &mut File) -> Result<Header, S
     Header::decode(path, &head)
 }
 
-/// Maps a snapshot and verifies it: header, size, checksum, structure, every record. The
-/// body stays mapped and is read in place by the returned base.
-pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
+/// Opens a snapshot and reads its header, and checks that the file is exactly as long as the
+/// header says (what every check of a whole file starts with).
+pub(super) fn open_sized(path: &Path) -> Result<(File, Header), SnapshotError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let header = read_header_from(path, &mut file)?;
     let file_len = file.metadata().map_err(io_err(path))?.len();
@@ -541,6 +541,13 @@ pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
             found: file_len,
         });
     }
+    Ok((file, header))
+}
+
+/// Maps a snapshot and verifies it: header, size, checksum, structure, every record. The
+/// body stays mapped and is read in place by the returned base.
+pub fn load(path: &Path) -> Result<(Header, Base), SnapshotError> {
+    let (file, header) = open_sized(path)?;
     let started = std::time::Instant::now();
     let map = map_body(path, &file, header.body_len)?;
     let mapped = started.elapsed();

@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::body::{ArchivedBody, ArchivedPackedMember, RowCounts};
 
 const RECORD: usize = std::mem::size_of::<ArchivedPackedMember>();
-use super::snapshot::{io_err, read_header_from, Header, SnapshotError, HEADER_LEN};
+use super::snapshot::{Header, SnapshotError};
 
 /// Bytes checked before the pages behind are let go of.
 const WINDOW: usize = 64 << 20;
@@ -25,17 +25,7 @@ const WINDOW: usize = 64 << 20;
 /// Verifies the snapshot at `path` as [`super::snapshot::load`] would, without keeping it
 /// mapped. Returns its header.
 pub fn verify(path: &Path) -> Result<Header, SnapshotError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
-    let header = read_header_from(path, &mut file)?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let expected = HEADER_LEN as u64 + header.body_len;
-    if file_len != expected {
-        return Err(SnapshotError::Truncated {
-            path: path.to_path_buf(),
-            expected,
-            found: file_len,
-        });
-    }
+    let (file, header) = super::snapshot::open_sized(path)?;
     let invalid = |message: String| SnapshotError::Invalid {
         path: path.to_path_buf(),
         message,
